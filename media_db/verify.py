@@ -1,0 +1,70 @@
+"""`make verify`, second half: is the live schema exactly what the models would create?
+
+`alembic check` compares through autogenerate, which is blind to some details (index sort order,
+expression defaults it cannot parse). This builds the models' schema for real in a scratch schema,
+inside a transaction that is always rolled back, and compares both catalogs object by object.
+Nothing is left behind; the scratch schema never becomes visible to other sessions.
+"""
+
+import sys
+
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+
+from media_db import catalog, migrations
+from media_db.connect import DatabaseUnavailable, open_connection
+from media_db.local_server import REPO_ROOT
+from models import Base
+
+SCRATCH_SCHEMA = "media_analysis_verify_scratch"
+
+
+def schema_drift(connection: Connection) -> list[str]:
+    """Differences between the live tables and the models, one line each; [] when identical."""
+    try:
+        live_schema = connection.scalar(text("SELECT current_schema()"))
+        live = catalog.snapshot(connection, live_schema)
+        connection.execute(text(f"CREATE SCHEMA {SCRATCH_SCHEMA}"))
+        connection.execute(text(f"SET LOCAL search_path TO {SCRATCH_SCHEMA}"))
+        Base.metadata.create_all(connection, checkfirst=False)
+        expected = catalog.snapshot(connection, SCRATCH_SCHEMA)
+    finally:
+        connection.rollback()  # the scratch schema never existed for anyone else
+    return catalog.differences(expected, live, set(Base.metadata.tables))
+
+
+def revision_lag(connection: Connection) -> str | None:
+    script = ScriptDirectory.from_config(Config(str(REPO_ROOT / "alembic.ini")))
+    context = MigrationContext.configure(
+        connection, opts={"version_table": migrations.VERSION_TABLE}
+    )
+    current, heads = set(context.get_current_heads()), set(script.get_heads())
+    if current == heads:
+        return None
+    return (f"database is at {', '.join(sorted(current)) or 'no revision'}, "
+            f"head is {', '.join(sorted(heads))}: run `make upgrade`")
+
+
+def main() -> int:
+    try:
+        connection = open_connection("verify")
+    except DatabaseUnavailable as error:
+        print(error, file=sys.stderr)
+        return 1
+    with connection:
+        if lag := revision_lag(connection):
+            print(f"Schema verification failed: {lag}", file=sys.stderr)
+            return 1
+        drift = schema_drift(connection)
+    if drift:
+        print("Schema verification failed: the live schema differs from the models:",
+              *drift, sep="\n  ", file=sys.stderr)
+        return 1
+    print("Live schema matches the models (tables, columns, defaults, constraints, indexes).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""Declarative SQLAlchemy models: the source of truth for the schema."""
+
+from models.base import Base
+from models.enums import AnalysisStatus, JobStatus
+from models.media import AnalysisResult, MediaItem, ProcessingJob
+
+__all__ = ["AnalysisResult", "AnalysisStatus", "Base", "JobStatus", "MediaItem", "ProcessingJob"]

@@ -1,0 +1,114 @@
+"""The three tables of the seed plan, column for column.
+
+Every default is a *server* default: n8n workflows insert rows with raw SQL and must get the same
+ids, timestamps and statuses as the ORM does.
+"""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, func, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import Base
+from models.enums import AnalysisStatus, JobStatus
+from models.types import StatusColumn
+
+NEW_UUID = text("gen_random_uuid()")
+NOW = text("now()")
+
+
+class MediaItem(Base):
+    __tablename__ = "media_items"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=NEW_UUID)
+    source_url: Mapped[str] = mapped_column(Text)
+    source_type: Mapped[str] = mapped_column(String(50))
+    local_path: Mapped[str | None] = mapped_column(Text)
+    file_size: Mapped[int | None] = mapped_column(BigInteger)
+    mime_type: Mapped[str | None] = mapped_column(String(100))
+    duration_seconds: Mapped[float | None]
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    # `metadata` is reserved by Declarative (it is the MetaData): same column, other attribute.
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column(
+        "metadata", server_default=text("'{}'::jsonb")
+    )
+    created_at: Mapped[datetime | None] = mapped_column(server_default=NOW)
+    # onupdate is evaluated by the database (now()), so ORM updates move it; raw-SQL writers
+    # need a trigger, which the plan does not have (planned for the hardening revision).
+    updated_at: Mapped[datetime | None] = mapped_column(server_default=NOW, onupdate=func.now())
+
+    # The database cascades the deletes (ON DELETE CASCADE); passive_deletes keeps the ORM from
+    # loading children just to delete them. lazy="raise": under asyncio an implicit load is a bug.
+    analysis_results: Mapped[list["AnalysisResult"]] = relationship(
+        back_populates="media_item", passive_deletes=True, cascade="all, delete-orphan",
+        lazy="raise",
+    )
+    processing_jobs: Mapped[list["ProcessingJob"]] = relationship(
+        back_populates="media_item", passive_deletes=True, cascade="all, delete-orphan",
+        lazy="raise",
+    )
+
+    __table_args__ = (
+        Index("idx_media_items_source_type", "source_type"),
+        Index("idx_media_items_created_at", created_at.desc()),
+    )
+
+
+class AnalysisResult(Base):
+    __tablename__ = "analysis_results"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=NEW_UUID)
+    media_item_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("media_items.id", ondelete="CASCADE")
+    )
+    analysis_type: Mapped[str] = mapped_column(String(50))
+    provider: Mapped[str] = mapped_column(String(50))
+    status: Mapped[AnalysisStatus | None] = mapped_column(
+        StatusColumn(AnalysisStatus, 20), server_default=text(f"'{AnalysisStatus.PENDING}'")
+    )
+    result_data: Mapped[dict[str, Any] | None]
+    error_message: Mapped[str | None] = mapped_column(Text)
+    token_usage: Mapped[int | None]
+    processing_time_ms: Mapped[int | None]
+    created_at: Mapped[datetime | None] = mapped_column(server_default=NOW)
+    completed_at: Mapped[datetime | None]
+
+    media_item: Mapped[MediaItem | None] = relationship(
+        back_populates="analysis_results", lazy="raise"
+    )
+
+    __table_args__ = (
+        # The plan's name is abbreviated (`media_id`); kept as is so its SQL and ours agree.
+        Index("idx_analysis_results_media_id", "media_item_id"),
+        Index("idx_analysis_results_type_provider", "analysis_type", "provider"),
+    )
+
+
+class ProcessingJob(Base):
+    __tablename__ = "processing_jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=NEW_UUID)
+    media_item_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("media_items.id", ondelete="CASCADE")
+    )
+    workflow_type: Mapped[str] = mapped_column(String(50))
+    status: Mapped[JobStatus | None] = mapped_column(
+        StatusColumn(JobStatus, 20), server_default=text(f"'{JobStatus.QUEUED}'")
+    )
+    priority: Mapped[int | None] = mapped_column(server_default=text("5"))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime | None] = mapped_column(server_default=NOW)
+
+    media_item: Mapped[MediaItem | None] = relationship(
+        back_populates="processing_jobs", lazy="raise"
+    )
+
+    __table_args__ = (
+        Index("idx_processing_jobs_status", "status"),
+        Index("idx_processing_jobs_priority", priority.desc()),
+    )
