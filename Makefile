@@ -36,11 +36,11 @@ $(INSTALLED): pyproject.toml uv.lock
 	  --python $(BIN)/python
 	@touch $@
 
-upgrade: install ## Apply every revision up to head, then print the revision reached
-	$(WITH_DB) bash -c 'alembic upgrade head && alembic current'
+upgrade: install ## Apply every revision up to head (logs the revision reached)
+	$(WITH_DB) alembic upgrade head
 
 downgrade: install ## Roll back one revision (REV=-1), or to REV=<id> / REV=base
-	$(WITH_DB) bash -c 'alembic downgrade "$$0" && alembic current' '$(REV)'
+	$(WITH_DB) alembic downgrade '$(REV)'
 
 current: install ## Print the database's revision
 	$(WITH_DB) alembic current

@@ -1,5 +1,6 @@
 """Alembic environment: our tables only, our own version table, the URL from media_db.settings."""
 
+import logging
 from logging.config import fileConfig
 
 from alembic import context
@@ -10,6 +11,7 @@ from models import Base
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("skip_logging_config"):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
+log = logging.getLogger("alembic.env")
 
 options = {
     **migrations.scoped_to(Base.metadata),
@@ -32,6 +34,8 @@ def run_online() -> None:
         context.configure(connection=connection, **options)
         with context.begin_transaction():
             context.run_migrations()
+        reached = context.get_context().get_current_heads()
+        log.info("Database at revision %s", migrations.describe(reached, context.script))
 
 
 if context.is_offline_mode():

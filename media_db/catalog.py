@@ -5,6 +5,7 @@ not from SQLAlchemy reflection, so two schemas compare exactly as the server wou
 types with their modifiers, default expressions, constraints and indexes by name and definition.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, text
@@ -15,6 +16,10 @@ class Column:
     type: str
     not_null: bool
     default: str | None
+
+    def __str__(self) -> str:
+        default = f" DEFAULT {self.default}" if self.default is not None else ""
+        return f"{self.type} {'NOT NULL' if self.not_null else 'NULL'}{default}"
 
 
 @dataclass
@@ -74,12 +79,13 @@ def differences(expected: Catalog, actual: Catalog, tables: set[str]) -> list[st
         if want is None or have is None:
             lines.append(f"table {name}: {'unexpected' if want is None else 'missing'}")
             continue
-        for kind in ("columns", "constraints", "indexes"):
-            lines += _compare(f"{name} {kind[:-1]}", getattr(want, kind), getattr(have, kind))
+        lines += _compare(f"{name} column", want.columns, have.columns)
+        lines += _compare(f"{name} constraint", want.constraints, have.constraints)
+        lines += _compare(f"{name} index", want.indexes, have.indexes)
     return lines
 
 
-def _compare(label: str, want: dict[str, object], have: dict[str, object]) -> list[str]:
+def _compare(label: str, want: Mapping[str, object], have: Mapping[str, object]) -> list[str]:
     lines = []
     for key in sorted(want.keys() | have.keys()):
         if key not in have:
@@ -93,4 +99,6 @@ def _compare(label: str, want: dict[str, object], have: dict[str, object]) -> li
 
 def _unqualified(definition: str, schema: str) -> str:
     # pg_get_indexdef always names the schema; drop it so two schemas can be compared.
-    return definition.replace(f" ON {schema}.", " ON ").replace(f"REFERENCES {schema}.", "REFERENCES ")
+    return definition.replace(f" ON {schema}.", " ON ").replace(
+        f"REFERENCES {schema}.", "REFERENCES "
+    )

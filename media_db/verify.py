@@ -43,8 +43,10 @@ def revision_lag(connection: Connection) -> str | None:
     current, heads = set(context.get_current_heads()), set(script.get_heads())
     if current == heads:
         return None
-    return (f"database is at {', '.join(sorted(current)) or 'no revision'}, "
-            f"head is {', '.join(sorted(heads))}: run `make upgrade`")
+    return (
+        f"database is at {', '.join(sorted(current)) or 'no revision'}, "
+        f"head is {', '.join(sorted(heads))}: run `make upgrade`"
+    )
 
 
 def main() -> int:
@@ -59,8 +61,12 @@ def main() -> int:
             return 1
         drift = schema_drift(connection)
     if drift:
-        print("Schema verification failed: the live schema differs from the models:",
-              *drift, sep="\n  ", file=sys.stderr)
+        print(
+            "Schema verification failed: the live schema differs from the models:",
+            *drift,
+            sep="\n  ",
+            file=sys.stderr,
+        )
         return 1
     print("Live schema matches the models (tables, columns, defaults, constraints, indexes).")
     return 0

@@ -43,11 +43,15 @@ class MediaItem(Base):
     # The database cascades the deletes (ON DELETE CASCADE); passive_deletes keeps the ORM from
     # loading children just to delete them. lazy="raise": under asyncio an implicit load is a bug.
     analysis_results: Mapped[list["AnalysisResult"]] = relationship(
-        back_populates="media_item", passive_deletes=True, cascade="all, delete-orphan",
+        back_populates="media_item",
+        passive_deletes=True,
+        cascade="all, delete-orphan",
         lazy="raise",
     )
     processing_jobs: Mapped[list["ProcessingJob"]] = relationship(
-        back_populates="media_item", passive_deletes=True, cascade="all, delete-orphan",
+        back_populates="media_item",
+        passive_deletes=True,
+        cascade="all, delete-orphan",
         lazy="raise",
     )
 

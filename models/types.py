@@ -6,7 +6,6 @@ from typing import Any, TypeVar
 from sqlalchemy import Dialect, String
 from sqlalchemy.types import TypeDecorator
 
-
 E = TypeVar("E", bound=StrEnum)
 
 

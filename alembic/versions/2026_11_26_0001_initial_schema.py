@@ -84,8 +84,10 @@ def upgrade() -> None:
         sa.Column("completed_at", timestamptz()),
         sa.PrimaryKeyConstraint("id", name="analysis_results_pkey"),
         sa.ForeignKeyConstraint(
-            ["media_item_id"], ["media_items.id"],
-            name="analysis_results_media_item_id_fkey", ondelete="CASCADE",
+            ["media_item_id"],
+            ["media_items.id"],
+            name="analysis_results_media_item_id_fkey",
+            ondelete="CASCADE",
         ),
     )
     op.create_table(
@@ -101,8 +103,10 @@ def upgrade() -> None:
         sa.Column("created_at", timestamptz(), server_default=sa.text("now()")),
         sa.PrimaryKeyConstraint("id", name="processing_jobs_pkey"),
         sa.ForeignKeyConstraint(
-            ["media_item_id"], ["media_items.id"],
-            name="processing_jobs_media_item_id_fkey", ondelete="CASCADE",
+            ["media_item_id"],
+            ["media_items.id"],
+            name="processing_jobs_media_item_id_fkey",
+            ondelete="CASCADE",
         ),
     )
 

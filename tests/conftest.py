@@ -1,0 +1,104 @@
+"""Fixtures: a real PostgreSQL (see tests/servers.py), fresh databases on it, Alembic configs."""
+
+import contextlib
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from alembic.config import Config
+from sqlalchemy import URL, Engine, create_engine, pool
+
+from media_db.local_server import LocalServer
+from tests.helpers import alembic_config as make_alembic_config
+from tests.servers import NoTestServer, TestServer, test_server
+
+FreshDatabase = Callable[[], URL]
+
+
+SERVER = pytest.StashKey[TestServer | NoTestServer]()
+EXIT_STACK = pytest.StashKey[contextlib.ExitStack]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Started here rather than in a fixture so the report header can name it.
+    stack = session.config.stash[EXIT_STACK] = contextlib.ExitStack()
+    workdir = Path(tempfile.mkdtemp(prefix="media-db-tests-"))
+    stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+    try:
+        session.config.stash[SERVER] = stack.enter_context(test_server(workdir))
+    except NoTestServer as error:
+        session.config.stash[SERVER] = error
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if EXIT_STACK in session.config.stash:
+        session.config.stash[EXIT_STACK].close()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    chosen = config.stash.get(SERVER, None)
+    if isinstance(chosen, TestServer):
+        return f"database backend: {chosen.backend}, PostgreSQL {chosen.version()}"
+    return f"database backend: NONE ({chosen})"
+
+
+@pytest.fixture(scope="session")
+def server(pytestconfig: pytest.Config) -> TestServer:
+    chosen = pytestconfig.stash[SERVER]
+    if isinstance(chosen, NoTestServer):
+        pytest.fail(str(chosen), pytrace=False)
+    return chosen
+
+
+@pytest.fixture
+def fresh_database(server: TestServer) -> Iterator[FreshDatabase]:
+    """Factory of empty databases, each dropped when the test ends."""
+    made: list[URL] = []
+
+    def make() -> URL:
+        made.append(server.create_database())
+        return made[-1]
+
+    yield make
+    for url in made:
+        server.drop_database(url)
+
+
+@pytest.fixture
+def engine(fresh_database: FreshDatabase) -> Iterator[Engine]:
+    """An engine on one empty database of its own."""
+    engine = create_engine(fresh_database(), poolclass=pool.NullPool)
+    yield engine
+    engine.dispose()
+
+
+# pytest-alembic's two hooks: our alembic.ini, and a fresh database per test.
+@pytest.fixture
+def alembic_config() -> Config:
+    return make_alembic_config()
+
+
+@pytest.fixture
+def alembic_engine(engine: Engine) -> Engine:
+    return engine
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def password_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """A server that really checks passwords (scram-sha-256 on TCP), whatever the backend:
+    the machine's service may trust every local connection, which would prove nothing."""
+    server = LocalServer(
+        home=tmp_path_factory.mktemp("scram") / "postgres",
+        superuser_password=secrets.token_urlsafe(16),
+    )
+    server.ensure_running()
+    yield server
+    server.destroy()

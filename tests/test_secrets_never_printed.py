@@ -1,0 +1,100 @@
+"""A password full of URL metacharacters works end to end and never shows in any output:
+every Makefile database target, the alembic CLI, and offline SQL."""
+
+import urllib.parse
+from collections.abc import Iterator
+
+import pytest
+from psycopg import sql
+from sqlalchemy import URL, create_engine, pool
+
+from media_db.local_server import LocalServer
+from media_db.settings import DRIVER
+from tests.helpers import environment, run
+
+PASSWORD = "p@ss:w/rd%41#frag?x=1&y 'two words' \\end"
+ROLE = "media_app"
+
+
+@pytest.fixture(scope="module")
+def app_database(password_server: LocalServer) -> Iterator[URL]:
+    """A role with the nasty password, owning a database of its own on the scram server."""
+    admin = create_engine(
+        password_server.url("postgres"), poolclass=pool.NullPool, isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        raw.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(ROLE), sql.Literal(PASSWORD)
+            )
+        )
+        raw.execute(sql.SQL("CREATE DATABASE media_secret OWNER {}").format(sql.Identifier(ROLE)))
+    yield password_server.url("media_secret").set(username=ROLE, password=PASSWORD)
+    with admin.connect() as connection:
+        connection.exec_driver_sql("DROP DATABASE media_secret WITH (FORCE)")
+        connection.exec_driver_sql(f"DROP ROLE {ROLE}")
+
+
+def assert_no_secret(output: str) -> None:
+    for form in (
+        PASSWORD,
+        urllib.parse.quote(PASSWORD, safe=""),
+        urllib.parse.quote(PASSWORD),
+        urllib.parse.quote_plus(PASSWORD),
+        "p@ss",
+        "w/rd%41",
+    ):
+        assert form not in output, f"the password leaked (as {form!r})"
+
+
+def parts_environment(url: URL) -> dict[str, str]:
+    return environment(
+        POSTGRES_HOST=str(url.host),
+        POSTGRES_PORT=str(url.port),
+        POSTGRES_DB=str(url.database),
+        POSTGRES_USER=ROLE,
+        POSTGRES_PASSWORD=PASSWORD,
+    )
+
+
+TARGETS = ["upgrade", "current", "history", "verify", "db-check", "sql", "downgrade REV=base"]
+
+
+def test_every_make_target_works_and_hides_the_password(app_database: URL) -> None:
+    env = parts_environment(app_database)
+    outputs = {}
+    for target in TARGETS:
+        result = run(["make", *target.split()], env)
+        outputs[target] = result.stdout + result.stderr
+        assert result.returncode == 0, f"make {target}:\n{outputs[target]}"
+        assert_no_secret(outputs[target])
+    assert "Database at revision 0001 (head)" in outputs["upgrade"]
+    assert "0001 (head)" in outputs["current"]
+    assert "Database connection successful" in outputs["db-check"]
+    assert "Live schema matches the models" in outputs["verify"]
+    assert "Database at revision base" in outputs["downgrade REV=base"]
+
+
+def test_percent_encoded_database_url_works_and_hides_the_password(app_database: URL) -> None:
+    assert app_database.drivername == DRIVER
+    env = environment(app_database)  # rendered by SQLAlchemy: password percent-encoded
+    for args in (
+        ["alembic", "downgrade", "base"],
+        ["alembic", "upgrade", "head"],
+        ["alembic", "current"],
+        ["python", "-m", "media_db.check"],
+    ):
+        result = run(args, env)
+        assert result.returncode == 0, result.stderr
+        assert_no_secret(result.stdout + result.stderr)
+
+
+def test_offline_sql_carries_no_connection_details(app_database: URL) -> None:
+    result = run(["alembic", "upgrade", "head", "--sql"], parts_environment(app_database))
+    assert result.returncode == 0, result.stderr
+    assert "CREATE TABLE media_items" in result.stdout
+    assert_no_secret(result.stdout + result.stderr)
+    assert ROLE not in result.stdout
+    assert str(app_database.port) not in result.stdout

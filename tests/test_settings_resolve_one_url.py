@@ -1,0 +1,66 @@
+"""media_db.settings: one URL for env.py, the tools and the app, from DATABASE_URL or POSTGRES_*,
+never built by string formatting, never falling back silently."""
+
+import pytest
+
+from media_db.settings import DatabaseNotConfigured, database_url, is_configured, redacted
+
+NASTY = "p@ss:w/rd%#? with spaces"
+
+
+def test_database_url_wins_and_is_pointed_at_psycopg3() -> None:
+    url = database_url(
+        {"DATABASE_URL": "postgres://app:pw@db.internal:6543/media", "POSTGRES_HOST": "ignored"}
+    )
+    assert (url.drivername, url.host, url.port, url.database) == (
+        "postgresql+psycopg",
+        "db.internal",
+        6543,
+        "media",
+    )
+
+
+def test_parts_take_the_plans_defaults_but_never_a_password() -> None:
+    url = database_url({"POSTGRES_HOST": "af-postgres-1"})
+    assert (url.host, url.port, url.database, url.username, url.password) == (
+        "af-postgres-1",
+        5432,
+        "af-memory",
+        "n8n",
+        None,
+    )
+
+
+def test_any_postgres_variable_counts_as_configured() -> None:
+    assert not is_configured({})
+    assert is_configured({"POSTGRES_PASSWORD": "x"})
+    assert database_url({"POSTGRES_PASSWORD": "x"}).host == "af-postgres-1"
+
+
+def test_special_password_survives_and_is_redacted() -> None:
+    url = database_url({"POSTGRES_HOST": "h", "POSTGRES_PASSWORD": NASTY})
+    assert url.password == NASTY
+    assert NASTY not in redacted(url)
+    assert "***" in redacted(url)
+    encoded = url.render_as_string(hide_password=False)
+    assert database_url({"DATABASE_URL": encoded}).password == NASTY
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({}, "No database configured: set DATABASE_URL"),
+        ({"DATABASE_URL": "mysql://u:hunter2@h/db"}, "this project speaks PostgreSQL"),
+        ({"DATABASE_URL": "postgresql+asyncpg://u:hunter2@h/db"}, "this project speaks"),
+        ({"DATABASE_URL": "postgresql://u:hunter2@h:5432"}, "names no database"),
+        ({"DATABASE_URL": "not a url hunter2"}, "DATABASE_URL is not a valid URL"),
+        ({"POSTGRES_HOST": "h", "POSTGRES_PORT": "54a2"}, "POSTGRES_PORT must be a TCP port"),
+        ({"POSTGRES_HOST": "h", "POSTGRES_PORT": "70000"}, "POSTGRES_PORT must be a TCP port"),
+    ],
+)
+def test_misconfiguration_says_what_and_hides_the_password(
+    environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(DatabaseNotConfigured, match=message) as raised:
+        database_url(environ)
+    assert "hunter2" not in str(raised.value)
