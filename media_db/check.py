@@ -1,23 +1,27 @@
-"""`make db-check`: the seed plan's connection check, with the server version."""
+"""`make db-check`: the seed plan's connection check, through the application's own pool."""
 
+import asyncio
 import sys
 
-from sqlalchemy import text
-
 from media_db import settings
-from media_db.connect import DatabaseUnavailable, open_connection
+from media_db.connect import DatabaseUnavailable
+from media_db.pool import Database
+
+
+async def check() -> str:
+    async with await Database.connect(application_name="media-analysis-db-check") as database:
+        version = await database.server_version()
+        return f"PostgreSQL {version} at {settings.redacted(database.engine.url)}"
 
 
 def main() -> int:
     try:
-        with open_connection("db-check") as connection:
-            version = connection.scalar(text("SHOW server_version"))
-            url = connection.engine.url
+        description = asyncio.run(check())
     except DatabaseUnavailable as error:
         print(f"Database connection failed: {error}", file=sys.stderr)
         return 1
     print("Database connection successful")
-    print(f"PostgreSQL {version} at {settings.redacted(url)}")
+    print(description)
     return 0
 
 

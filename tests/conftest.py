@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.config import Config
 from sqlalchemy import URL, Engine, create_engine, pool
 
@@ -102,3 +103,12 @@ def password_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS
     server.ensure_running()
     yield server
     server.destroy()
+
+
+@pytest.fixture
+def migrated(fresh_database: FreshDatabase) -> URL:
+    """A fresh database at head."""
+    url = fresh_database()
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        command.upgrade(make_alembic_config(connection), "head")
+    return url

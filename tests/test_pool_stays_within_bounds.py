@@ -1,0 +1,81 @@
+"""The pool: never more than its maximum of server sessions (counted by the server, by
+application_name), its minimum warm from the start, closing twice is fine, closed means closed."""
+
+import asyncio
+import secrets
+
+import pytest
+from sqlalchemy import URL, create_engine, pool, text
+
+from media_db.connect import DatabaseUnavailable
+from media_db.pool import Database, PoolSize
+from media_db.settings import DatabaseNotConfigured
+
+SESSIONS = text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name")
+
+
+def test_hundred_tasks_never_open_more_than_the_maximum(migrated: URL) -> None:
+    name = f"media-analysis-test-{secrets.token_hex(4)}"
+    watcher = create_engine(migrated, poolclass=pool.NullPool)
+    observed: list[int] = []
+
+    async def scenario() -> int:
+        db = await Database.connect(migrated, application_name=name)
+        assert db.size == PoolSize(2, 10)  # the plan's defaults
+        observed.append(count())
+        done = 0
+
+        async def task() -> None:
+            nonlocal done
+            async with db.transaction() as connection:
+                await connection.execute(text("SELECT pg_sleep(0.02)"))
+            done += 1
+
+        async def watch() -> None:
+            while done < 100:
+                observed.append(await asyncio.to_thread(count))
+                await asyncio.sleep(0.005)
+
+        await asyncio.gather(watch(), *(task() for _ in range(100)))
+        await db.close()
+        await db.close()  # idempotent
+        with pytest.raises(RuntimeError, match="pool is closed"):
+            async with db.transaction():
+                pass
+        return done
+
+    def count() -> int:
+        with watcher.connect() as connection:
+            return int(connection.scalar(SESSIONS, {"name": name}) or 0)
+
+    assert asyncio.run(scenario()) == 100
+    assert observed[0] == 2, "the minimum is warmed at connect"
+    assert max(observed) == 10, f"peak sessions {max(observed)}"
+    assert count() == 0, "close() released every session"
+
+
+def test_pool_size_comes_from_the_environment_and_is_checked() -> None:
+    assert PoolSize.from_environment({"POSTGRES_POOL_MIN": "1", "POSTGRES_POOL_MAX": "4"}) == (
+        PoolSize(1, 4)
+    )
+    for bad in (
+        {"POSTGRES_POOL_MIN": "5", "POSTGRES_POOL_MAX": "4"},
+        {"POSTGRES_POOL_MAX": "0"},
+        {"POSTGRES_POOL_MIN": "-1"},
+    ):
+        with pytest.raises(DatabaseNotConfigured, match="POSTGRES_POOL"):
+            PoolSize.from_environment(bad)
+
+
+def test_unreachable_database_is_one_clear_error() -> None:
+    url = URL.create(
+        "postgresql+psycopg",
+        username="u",
+        password="secret-pw",
+        host="127.0.0.1",
+        port=1,
+        database="d",
+    )
+    with pytest.raises(DatabaseUnavailable, match=r"Cannot connect to .*127\.0\.0\.1:1") as raised:
+        asyncio.run(Database.connect(url))
+    assert "secret-pw" not in str(raised.value)
