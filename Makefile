@@ -20,9 +20,10 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 WITH_DB := python -m media_db.local_server exec --
 REV ?= -1
 RANGE ?= head
+SIZE ?= full
 
-.PHONY: help install upgrade downgrade current history verify sql revision db-check test lint \
-        db-start db-stop
+.PHONY: help install upgrade downgrade current history verify sql revision db-check test bench \
+        lint db-start db-stop
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,6 +64,9 @@ db-check: install ## Connect, print "Database connection successful" and the ser
 
 test: install ## Run the test suite on real PostgreSQL (see README: which server it uses)
 	pytest $(PYTEST_ARGS)
+
+bench: install ## Benchmark against raw psycopg in the same run (SIZE=full|tiny); JSON in results/
+	$(WITH_DB) python -m bench --size '$(SIZE)'
 
 lint: install ## ruff (lint + format check) and mypy
 	ruff check .

@@ -11,7 +11,7 @@ from media_db.pool import Database
 async def check() -> str:
     async with await Database.connect(application_name="media-analysis-db-check") as database:
         version = await database.server_version()
-        return f"PostgreSQL {version} at {settings.redacted(database.engine.url)}"
+        return f"PostgreSQL {version} at {settings.redacted(database.url)}"
 
 
 def main() -> int:

@@ -1,20 +1,19 @@
 """What the repositories return: frozen, fully loaded rows, safe to pass around after the
-transaction ended (no session, no lazy loading under asyncio)."""
+transaction ended (no session, no lazy loading under asyncio). Field names are the column names
+(tests/test_records_match_models.py keeps them in step with the models)."""
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Self
-
-from sqlalchemy import Row
 
 from models import AnalysisStatus, JobStatus
 
 
 class _FromRow:
     @classmethod
-    def from_row(cls, row: Row[Any]) -> Self:
-        return cls(**row._mapping)
+    def from_row(cls, row: dict[str, Any]) -> Self:
+        return cls(**row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +46,11 @@ class AnalysisRecord(_FromRow):
     created_at: datetime | None
     completed_at: datetime | None
 
+    def __post_init__(self) -> None:
+        # The column is VARCHAR (raw-SQL writers); here it is the enum, or a clear error.
+        if self.status is not None:
+            object.__setattr__(self, "status", AnalysisStatus(self.status))
+
 
 @dataclass(frozen=True, slots=True)
 class JobRecord(_FromRow):
@@ -60,9 +64,18 @@ class JobRecord(_FromRow):
     completed_at: datetime | None
     created_at: datetime | None
 
+    def __post_init__(self) -> None:
+        if self.status is not None:
+            object.__setattr__(self, "status", JobStatus(self.status))
+
 
 @dataclass(frozen=True, slots=True)
 class MediaPage:
     items: list[MediaRecord]
     # Pass back as `after=` for the next (older) page; None when this was the last one.
     next_cursor: tuple[datetime, uuid.UUID] | None
+
+
+def column_list(record: type[Any]) -> str:
+    """`id, source_url, ...`: the SELECT/RETURNING list of a record type."""
+    return ", ".join(field.name for field in fields(record))

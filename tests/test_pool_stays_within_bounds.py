@@ -28,11 +28,13 @@ def test_hundred_tasks_never_open_more_than_the_maximum(migrated: URL) -> None:
         async def task() -> None:
             nonlocal done
             async with db.transaction() as connection:
-                await connection.execute(text("SELECT pg_sleep(0.02)"))
+                await connection.execute("SELECT pg_sleep(0.02)")
             done += 1
 
         async def watch() -> None:
-            while done < 100:
+            for _ in range(2000):  # bounded: a failing task must not hang the test
+                if done == 100:
+                    return
                 observed.append(await asyncio.to_thread(count))
                 await asyncio.sleep(0.005)
 
@@ -79,3 +81,26 @@ def test_unreachable_database_is_one_clear_error() -> None:
     with pytest.raises(DatabaseUnavailable, match=r"Cannot connect to .*127\.0\.0\.1:1") as raised:
         asyncio.run(Database.connect(url))
     assert "secret-pw" not in str(raised.value)
+
+
+def test_a_dead_idle_connection_is_replaced_not_handed_out(migrated: URL) -> None:
+    name = f"media-analysis-test-{secrets.token_hex(4)}"
+    killer = create_engine(migrated, poolclass=pool.NullPool)
+
+    async def scenario() -> str:
+        async with await Database.connect(
+            migrated, PoolSize(1, 1), application_name=name, ping_after_idle=0
+        ) as db:
+            await db.server_version()
+            with killer.connect() as connection:  # e.g. a server restart or an idle timeout
+                killed = connection.scalar(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE application_name = :name"
+                    ),
+                    {"name": name},
+                )
+            assert killed == 1
+            return await db.server_version()  # would raise if the dead one were handed out
+
+    assert asyncio.run(scenario())

@@ -1,20 +1,17 @@
 """Analysis results: start, complete, fail, list for a media item, latest per type and provider."""
 
 import uuid
-from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, insert, select, update
-from sqlalchemy.dialects.postgresql import distinct_on
+from psycopg.types.json import Jsonb
 
 from media_db import validation as check
-from media_db.pool import Database
-from media_db.records import AnalysisRecord
-from models import AnalysisResult, AnalysisStatus, Base
+from media_db.pool import Connection, Database
+from media_db.records import AnalysisRecord, column_list
+from models import AnalysisStatus
 
-TABLE = Base.metadata.tables[AnalysisResult.__tablename__]
-COLUMNS = [TABLE.c[f.name] for f in fields(AnalysisRecord)]
-OPEN = (AnalysisStatus.PENDING, AnalysisStatus.PROCESSING)
+COLUMNS = column_list(AnalysisRecord)
+OPEN = [AnalysisStatus.PENDING, AnalysisStatus.PROCESSING]
 
 
 class AnalysisRepository:
@@ -25,14 +22,19 @@ class AnalysisRepository:
         self, media_item_id: uuid.UUID | str, analysis_type: str, provider: str
     ) -> AnalysisRecord:
         """Records that an analysis is under way (status `processing`)."""
-        values = {
-            "media_item_id": check.as_uuid("media_item_id", media_item_id),
-            "analysis_type": check.required_text("analysis_type", analysis_type, max_length=50),
-            "provider": check.required_text("provider", provider, max_length=50),
-            "status": AnalysisStatus.PROCESSING,
-        }
+        values = (
+            check.as_uuid("media_item_id", media_item_id),
+            check.required_text("analysis_type", analysis_type, max_length=50),
+            check.required_text("provider", provider, max_length=50),
+            AnalysisStatus.PROCESSING,
+        )
+        insert = (
+            "INSERT INTO analysis_results (media_item_id, analysis_type, provider, status) "
+            f"VALUES (%s, %s, %s, %s) RETURNING {COLUMNS}"
+        )
         async with self.db.transaction() as connection:
-            row = (await connection.execute(insert(TABLE).values(values).returning(*COLUMNS))).one()
+            row = await (await connection.execute(insert, values)).fetchone()
+        assert row is not None
         return AnalysisRecord.from_row(row)
 
     async def complete(
@@ -42,74 +44,77 @@ class AnalysisRepository:
         token_usage: int | None = None,
         processing_time_ms: int | None = None,
     ) -> AnalysisRecord:
-        check.json_object("result_data", result_data)
         check.non_negative("token_usage", token_usage)
         check.non_negative("processing_time_ms", processing_time_ms)
+        payload = Jsonb(check.json_object("result_data", result_data))
         return await self._finish(
             result_id,
+            "result_data = %(data)s, token_usage = %(tokens)s, processing_time_ms = %(ms)s",
             {
                 "status": AnalysisStatus.COMPLETED,
-                "result_data": result_data,
-                "token_usage": token_usage,
-                "processing_time_ms": processing_time_ms,
+                "data": payload,
+                "tokens": token_usage,
+                "ms": processing_time_ms,
             },
         )
 
     async def fail(self, result_id: uuid.UUID | str, error_message: str) -> AnalysisRecord:
         check.required_text("error_message", error_message)
         return await self._finish(
-            result_id, {"status": AnalysisStatus.FAILED, "error_message": error_message}
+            result_id,
+            "error_message = %(error)s",
+            {"status": AnalysisStatus.FAILED, "error": error_message},
         )
 
-    async def _finish(self, result_id: uuid.UUID | str, values: dict[str, Any]) -> AnalysisRecord:
+    async def _finish(
+        self, result_id: uuid.UUID | str, assignments: str, values: dict[str, Any]
+    ) -> AnalysisRecord:
         key = check.as_uuid("result_id", result_id)
-        statement = (
-            update(TABLE)
-            .where(TABLE.c.id == key, TABLE.c.status.in_(OPEN))
-            .values(**values, completed_at=func.now())
-            .returning(*COLUMNS)
+        update = (
+            f"UPDATE analysis_results SET status = %(status)s, {assignments}, "
+            "completed_at = now() WHERE id = %(id)s AND status = ANY(%(open)s) "
+            f"RETURNING {COLUMNS}"
         )
         async with self.db.transaction() as connection:
-            row = (await connection.execute(statement)).first()
+            cursor = await connection.execute(update, {**values, "id": key, "open": OPEN})
+            row = await cursor.fetchone()
             if row is None:
-                status = await connection.scalar(select(TABLE.c.status).where(TABLE.c.id == key))
-                if status is None:
-                    raise check.NotFound(f"analysis result {key} does not exist")
-                raise check.InvalidTransition(
-                    f"analysis result {key} is {status}; only pending or processing results "
-                    "can be completed or failed"
-                )
+                raise await self._why_not(connection, key)
         return AnalysisRecord.from_row(row)
+
+    @staticmethod
+    async def _why_not(connection: Connection, key: uuid.UUID) -> Exception:
+        cursor = await connection.execute(
+            "SELECT status FROM analysis_results WHERE id = %s", (key,)
+        )
+        found = await cursor.fetchone()
+        if found is None:
+            return check.NotFound(f"analysis result {key} does not exist")
+        return check.InvalidTransition(
+            f"analysis result {key} is {found['status']}; only pending or processing results "
+            "can be completed or failed"
+        )
 
     async def for_media_item(self, media_item_id: uuid.UUID | str) -> list[AnalysisRecord]:
         """All results of one media item, newest first."""
-        return await self._select(
-            TABLE.c.media_item_id == check.as_uuid("media_item_id", media_item_id),
-            order=(TABLE.c.created_at.desc(),),
+        query = (
+            f"SELECT {COLUMNS} FROM analysis_results WHERE media_item_id = %s "
+            "ORDER BY created_at DESC, id DESC"
         )
+        return await self._select(query, check.as_uuid("media_item_id", media_item_id))
 
     async def latest_per_type_and_provider(
         self, media_item_id: uuid.UUID | str
     ) -> list[AnalysisRecord]:
         """The newest result of each (analysis_type, provider) for one media item."""
-        key = check.as_uuid("media_item_id", media_item_id)
         query = (
-            select(*COLUMNS)
-            .where(TABLE.c.media_item_id == key)
-            .ext(distinct_on(TABLE.c.analysis_type, TABLE.c.provider))
-            .order_by(
-                TABLE.c.analysis_type,
-                TABLE.c.provider,
-                TABLE.c.created_at.desc(),
-                TABLE.c.id.desc(),
-            )
+            f"SELECT DISTINCT ON (analysis_type, provider) {COLUMNS} FROM analysis_results "
+            "WHERE media_item_id = %s "
+            "ORDER BY analysis_type, provider, created_at DESC, id DESC"
         )
-        async with self.db.transaction() as connection:
-            return [AnalysisRecord.from_row(row) for row in await connection.execute(query)]
+        return await self._select(query, check.as_uuid("media_item_id", media_item_id))
 
-    async def _select(
-        self, condition: ColumnElement[bool], order: tuple[Any, ...]
-    ) -> list[AnalysisRecord]:
-        query = select(*COLUMNS).where(condition).order_by(*order)
+    async def _select(self, query: str, key: uuid.UUID) -> list[AnalysisRecord]:
         async with self.db.transaction() as connection:
-            return [AnalysisRecord.from_row(row) for row in await connection.execute(query)]
+            rows = await (await connection.execute(query, (key,))).fetchall()
+        return [AnalysisRecord.from_row(row) for row in rows]

@@ -6,17 +6,14 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection as PsycopgConnection
+from psycopg import sql
 from psycopg.types.json import Jsonb
-from sqlalchemy import and_, delete, func, insert, literal, or_, select, update
 
 from media_db import validation as check
 from media_db.pool import Database
-from media_db.records import MediaPage, MediaRecord
-from models import Base, MediaItem
+from media_db.records import MediaPage, MediaRecord, column_list
 
-TABLE = Base.metadata.tables[MediaItem.__tablename__]
-COLUMNS = [TABLE.c[f.name] for f in fields(MediaRecord)]
+COLUMNS = column_list(MediaRecord)
 MAX_PAGE = 500
 
 
@@ -33,7 +30,8 @@ class NewMedia:
     metadata: dict[str, Any] | None = None
 
     def checked(self) -> dict[str, Any]:
-        """The column values, after every check; raises InvalidInput naming the field."""
+        """Column values after every check (raises InvalidInput naming the field). A None
+        metadata is left out, so the server default ('{}') applies."""
         check.required_text("source_url", self.source_url)
         check.required_text("source_type", self.source_type, max_length=50)
         if self.mime_type is not None:
@@ -44,10 +42,18 @@ class NewMedia:
         check.positive("height", self.height)
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         if self.metadata is None:
-            del values["metadata"]  # the server default ('{}') applies
+            del values["metadata"]
         else:
-            check.json_object("metadata", self.metadata)
+            values["metadata"] = Jsonb(check.json_object("metadata", self.metadata))
         return values
+
+
+def _insert(values: dict[str, Any]) -> sql.Composed:
+    return sql.SQL("INSERT INTO media_items ({}) VALUES ({}) RETURNING {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, values)),
+        sql.SQL(", ").join(map(sql.Placeholder, values)),
+        sql.SQL(COLUMNS),
+    )
 
 
 class MediaRepository:
@@ -57,37 +63,35 @@ class MediaRepository:
     async def create(self, item: NewMedia) -> MediaRecord:
         values = item.checked()
         async with self.db.transaction() as connection:
-            row = (await connection.execute(insert(TABLE).values(values).returning(*COLUMNS))).one()
+            row = await (await connection.execute(_insert(values), values)).fetchone()
+        assert row is not None  # INSERT ... RETURNING always returns the row
         return MediaRecord.from_row(row)
 
     async def create_many(self, items: Sequence[NewMedia]) -> int:
-        """Bulk path: every item is checked first, then all rows go in one COPY, in one
-        transaction: either all are written or none. Returns the number written. A row the
-        database refuses raises psycopg's error (COPY runs on the driver connection), naming
-        the line."""
+        """Bulk path: every item is checked first, then all rows go in one COPY in one
+        transaction: all are written or none. Returns the number written."""
         rows = [item.checked() for item in items]
         names = [f.name for f in fields(NewMedia)]
-        copy_sql = f"COPY media_items ({', '.join(names)}) FROM STDIN"
-        async with self.db.transaction() as connection:
-            raw = (await connection.get_raw_connection()).driver_connection
-            assert isinstance(raw, PsycopgConnection)
-            async with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:
-                for row in rows:
-                    metadata = row.get("metadata")
-                    await copy.write_row(
-                        [
-                            Jsonb(metadata if metadata is not None else {})
-                            if name == "metadata"
-                            else row[name]
-                            for name in names
-                        ]
-                    )
+        copy_sql = sql.SQL("COPY media_items ({}) FROM STDIN").format(
+            sql.SQL(", ").join(map(sql.Identifier, names))
+        )
+        empty = Jsonb({})  # COPY cannot say DEFAULT: write the server default's value
+        async with (
+            self.db.transaction() as connection,
+            connection.cursor() as cursor,
+            cursor.copy(copy_sql) as copy,
+        ):
+            for row in rows:
+                await copy.write_row([row.get(name, empty) for name in names])
         return len(rows)
 
     async def get(self, media_id: uuid.UUID | str) -> MediaRecord | None:
         key = check.as_uuid("media_id", media_id)
         async with self.db.transaction() as connection:
-            row = (await connection.execute(select(*COLUMNS).where(TABLE.c.id == key))).first()
+            cursor = await connection.execute(
+                f"SELECT {COLUMNS} FROM media_items WHERE id = %s", (key,)
+            )
+            row = await cursor.fetchone()
         return MediaRecord.from_row(row) if row else None
 
     async def newest(
@@ -95,20 +99,19 @@ class MediaRepository:
     ) -> MediaPage:
         """Newest first, by keyset (created_at, id): stable under concurrent inserts, and served
         by idx_media_items_created_at instead of an OFFSET scan."""
-        if not 1 <= limit <= MAX_PAGE:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise check.InvalidInput("limit", f"must be between 1 and {MAX_PAGE}, got {limit!r}")
-        query = select(*COLUMNS).where(TABLE.c.created_at.is_not(None))
+        where = "created_at IS NOT NULL"
+        params: dict[str, Any] = {"limit": limit + 1}
         if after is not None:
-            created_at, last_id = after[0], check.as_uuid("after", after[1])
-            query = query.where(
-                or_(
-                    TABLE.c.created_at < created_at,
-                    and_(TABLE.c.created_at == created_at, TABLE.c.id < last_id),
-                )
-            )
-        query = query.order_by(TABLE.c.created_at.desc(), TABLE.c.id.desc()).limit(limit + 1)
+            where += " AND (created_at < %(at)s OR (created_at = %(at)s AND id < %(id)s))"
+            params |= {"at": after[0], "id": check.as_uuid("after", after[1])}
+        query = (
+            f"SELECT {COLUMNS} FROM media_items WHERE {where} "
+            "ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
+        )
         async with self.db.transaction() as connection:
-            rows = (await connection.execute(query)).all()
+            rows = await (await connection.execute(query, params)).fetchall()
         items = [MediaRecord.from_row(row) for row in rows[:limit]]
         last = items[-1] if len(rows) > limit else None
         cursor = (last.created_at, last.id) if last and last.created_at else None
@@ -117,30 +120,24 @@ class MediaRepository:
     async def by_source_type(self, source_type: str, limit: int = 100) -> list[MediaRecord]:
         check.required_text("source_type", source_type, max_length=50)
         query = (
-            select(*COLUMNS)
-            .where(TABLE.c.source_type == source_type)
-            .order_by(TABLE.c.created_at.desc())
-            .limit(limit)
+            f"SELECT {COLUMNS} FROM media_items WHERE source_type = %s "
+            "ORDER BY created_at DESC LIMIT %s"
         )
         async with self.db.transaction() as connection:
-            return [MediaRecord.from_row(row) for row in await connection.execute(query)]
+            rows = await (await connection.execute(query, (source_type, limit))).fetchall()
+        return [MediaRecord.from_row(row) for row in rows]
 
     async def merge_metadata(self, media_id: uuid.UUID | str, patch: dict[str, Any]) -> MediaRecord:
-        """Top-level keys of `patch` replace those in `metadata` (JSONB `||`), in one statement."""
+        """Top-level keys of `patch` replace those in `metadata` (JSONB `||`), in one statement,
+        so concurrent merges of different keys do not lose each other's writes."""
         key = check.as_uuid("media_id", media_id)
-        check.json_object("metadata", patch)
-        current = func.coalesce(TABLE.c.metadata, literal({}, TABLE.c.metadata.type))
-        statement = (
-            update(TABLE)
-            .where(TABLE.c.id == key)
-            .values(
-                metadata=current.op("||")(literal(patch, TABLE.c.metadata.type)),
-                updated_at=func.now(),
-            )
-            .returning(*COLUMNS)
+        update = (
+            "UPDATE media_items SET metadata = coalesce(metadata, '{}'::jsonb) || %s, "
+            f"updated_at = now() WHERE id = %s RETURNING {COLUMNS}"
         )
+        values = (Jsonb(check.json_object("metadata", patch)), key)
         async with self.db.transaction() as connection:
-            row = (await connection.execute(statement)).first()
+            row = await (await connection.execute(update, values)).fetchone()
         if row is None:
             raise check.NotFound(f"media item {key} does not exist")
         return MediaRecord.from_row(row)
@@ -149,5 +146,5 @@ class MediaRepository:
         """Deletes the item; its analysis results and jobs go with it (ON DELETE CASCADE)."""
         key = check.as_uuid("media_id", media_id)
         async with self.db.transaction() as connection:
-            result = await connection.execute(delete(TABLE).where(TABLE.c.id == key))
-        return bool(result.rowcount)
+            cursor = await connection.execute("DELETE FROM media_items WHERE id = %s", (key,))
+        return cursor.rowcount > 0

@@ -1,0 +1,28 @@
+"""python -m bench [--size full|tiny] [--results DIR]: see bench/run.py."""
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from bench.run import SIZES, run_and_report
+from media_db.connect import DatabaseUnavailable
+from media_db.local_server import REPO_ROOT
+from media_db.settings import DatabaseNotConfigured, database_url
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--results", type=Path, default=REPO_ROOT / "results")
+    options = parser.parse_args()
+    try:
+        asyncio.run(run_and_report(database_url(), SIZES[options.size], options.results))
+    except (DatabaseNotConfigured, DatabaseUnavailable) as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

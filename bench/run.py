@@ -1,0 +1,331 @@
+"""Each row is measured against a baseline taken in the same run, on the same server:
+
+- insert / get-by-id: the repositories vs hand-written SQL on one raw psycopg connection;
+- pool: our SQLAlchemy pool vs psycopg_pool, checkout + one query (the choice of pool);
+- bulk insert: MediaRepository.create_many vs a raw COPY of the same rows;
+- claim: p50/p99 latency and claims/s with 1M jobs (20 % queued), 1 and 8 workers;
+- delete: one media item while 1M jobs exist.
+
+Everything runs in a scratch database created for the run and dropped after it, so the
+configured database only lends its server.
+"""
+
+import asyncio
+import json
+import secrets
+import statistics
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from alembic import command
+from alembic.config import Config
+from psycopg.rows import dict_row
+from sqlalchemy import URL, create_engine, pool, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from media_db.local_server import REPO_ROOT
+from media_db.pool import Database, PoolSize, conninfo
+from media_db.repositories import JobQueue, MediaRepository
+from media_db.repositories.media import NewMedia
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    single_ops: int
+    bulk_rows: int
+    jobs: int
+    claims: int
+
+
+SIZES = {
+    "full": Size("full", single_ops=2_000, bulk_rows=100_000, jobs=1_000_000, claims=2_000),
+    "tiny": Size("tiny", single_ops=20, bulk_rows=200, jobs=2_000, claims=40),
+}
+Row = dict[str, Any]
+
+
+async def run_and_report(server: URL, size: Size, results: Path) -> Path:
+    async with scratch_database(server) as url:
+        rows = await measure(url, size)
+        version = await server_version(url)
+    report = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "size": asdict(size),
+        "server": version,
+        "git_commit": _git_commit(),
+        "rows": rows,
+    }
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"bench-{size.name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(render(report))
+    print(f"\nwritten to {path}")
+    return path
+
+
+async def measure(url: URL, size: Size) -> list[Row]:
+    async with await Database.connect(url, PoolSize(2, 10)) as db:
+        raw = await psycopg.AsyncConnection.connect(_conninfo(url), row_factory=dict_row)
+        async with raw:
+            rows = [
+                await single_insert(db, raw, size),
+                await get_by_id(db, raw, size),
+                await pool_checkout(db, url, size),
+                await bulk_insert(db, raw, size),
+            ]
+            await seed_jobs(raw, size)
+            rows += [await claims(db, size, workers) for workers in (1, 8)]
+            rows.append(await delete_media(db, raw))
+    return rows
+
+
+async def single_insert(db: Database, raw: psycopg.AsyncConnection[Row], size: Size) -> Row:
+    media = MediaRepository(db)
+    ours = await rate(size.single_ops, lambda: media.create(NewMedia("https://x/a.mp4", "s3")))
+
+    async def by_hand() -> None:
+        await raw.execute(
+            "INSERT INTO media_items (source_url, source_type) VALUES (%s, %s) RETURNING *",
+            ("https://x/a.mp4", "s3"),
+        )
+        await raw.commit()
+
+    return ratio_row(
+        "single-row insert",
+        "MediaRepository.create",
+        ours,
+        "raw psycopg INSERT RETURNING",
+        await rate(size.single_ops, by_hand),
+        0.7,
+    )
+
+
+async def get_by_id(db: Database, raw: psycopg.AsyncConnection[Row], size: Size) -> Row:
+    cursor = await raw.execute("SELECT id FROM media_items LIMIT 1")
+    key = (await cursor.fetchone() or {})["id"]
+    await raw.commit()
+    media = MediaRepository(db)
+
+    async def by_hand() -> None:
+        await raw.execute("SELECT * FROM media_items WHERE id = %s", (key,))
+        await raw.commit()
+
+    return ratio_row(
+        "get by id",
+        "MediaRepository.get",
+        await rate(size.single_ops, lambda: media.get(key)),
+        "raw psycopg SELECT",
+        await rate(size.single_ops, by_hand),
+        0.7,
+    )
+
+
+async def pool_checkout(db: Database, url: URL, size: Size) -> Row:
+    """Why psycopg_pool: the same checkout + query through SQLAlchemy's async engine."""
+
+    async def ours() -> None:
+        async with db.transaction() as connection:
+            await connection.execute("SELECT 1")
+
+    engine = create_async_engine(url, pool_size=10, max_overflow=0, pool_pre_ping=True)
+    try:
+
+        async def theirs() -> None:
+            async with engine.begin() as connection:
+                await connection.execute(text("SELECT 1"))
+
+        return ratio_row(
+            "pool checkout + SELECT 1",
+            "Database (psycopg_pool)",
+            await rate(size.single_ops, ours),
+            "SQLAlchemy async engine",
+            await rate(size.single_ops, theirs),
+            None,
+        )
+    finally:
+        await engine.dispose()
+
+
+async def bulk_insert(db: Database, raw: psycopg.AsyncConnection[Row], size: Size) -> Row:
+    items = [
+        NewMedia(
+            f"https://x/{i}.mp4", "bulk", file_size=i, width=640, height=360, metadata={"i": i}
+        )
+        for i in range(size.bulk_rows)
+    ]
+    started = time.perf_counter()
+    await MediaRepository(db).create_many(items)
+    ours = size.bulk_rows / (time.perf_counter() - started)
+
+    started = time.perf_counter()
+    columns = "source_url, source_type, file_size, width, height, metadata"
+    async with (
+        raw.cursor() as cursor,
+        cursor.copy(f"COPY media_items ({columns}) FROM STDIN") as copy,
+    ):
+        for i in range(size.bulk_rows):
+            await copy.write_row((f"https://x/{i}.mp4", "bulk", i, 640, 360, json.dumps({"i": i})))
+    await raw.commit()
+    theirs = size.bulk_rows / (time.perf_counter() - started)
+    return ratio_row(
+        f"bulk insert {size.bulk_rows:,} media items",
+        "create_many (checked COPY)",
+        ours,
+        "raw COPY",
+        theirs,
+        0.5,
+    )
+
+
+async def seed_jobs(raw: psycopg.AsyncConnection[Row], size: Size) -> None:
+    """size.jobs jobs over 1,000 media items, 20 % queued, the rest completed."""
+    await raw.execute("""
+        INSERT INTO media_items (source_url, source_type)
+        SELECT 'https://x/jobs/' || i, 'jobs' FROM generate_series(1, 1000) AS i""")
+    await raw.execute(
+        """
+        WITH items AS (SELECT array_agg(id) AS ids FROM media_items WHERE source_type = 'jobs')
+        INSERT INTO processing_jobs (media_item_id, workflow_type, status, priority, created_at)
+        SELECT ids[1 + i %% 1000], 'transcode',
+               CASE WHEN i %% 5 = 0 THEN 'queued' ELSE 'completed' END,
+               i %% 10, now() - make_interval(secs => i)
+        FROM items, generate_series(1, %s) AS i""",
+        (size.jobs,),
+    )
+    await raw.execute("ANALYZE processing_jobs")
+    await raw.commit()
+
+
+async def claims(db: Database, size: Size, workers: int) -> Row:
+    queue = JobQueue(db)
+    latencies: list[float] = []
+    per_worker = size.claims // workers
+
+    async def worker() -> None:
+        for _ in range(per_worker):
+            started = time.perf_counter()
+            await queue.claim()
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    elapsed = time.perf_counter() - started
+    cuts = statistics.quantiles(latencies, n=100)
+    return {
+        "row": f"claim, {size.jobs:,} jobs (20 % queued), {workers} worker(s)",
+        "p50_ms": round(cuts[49] * 1000, 3),
+        "p99_ms": round(cuts[98] * 1000, 3),
+        "claims_per_s": round(len(latencies) / elapsed, 1),
+    }
+
+
+async def delete_media(db: Database, raw: psycopg.AsyncConnection[Row]) -> Row:
+    cursor = await raw.execute(
+        "SELECT id FROM media_items WHERE source_type = 'jobs' ORDER BY id LIMIT 5"
+    )
+    keys = [row["id"] for row in await cursor.fetchall()]
+    await raw.commit()
+    media = MediaRepository(db)
+    timings = []
+    for key in keys:
+        started = time.perf_counter()
+        await media.delete(key)
+        timings.append(time.perf_counter() - started)
+    return {
+        "row": "delete one media item (with its jobs) among all jobs",
+        "median_ms": round(statistics.median(timings) * 1000, 3),
+    }
+
+
+async def rate(operations: int, operation: Callable[[], Awaitable[object]]) -> float:
+    for _ in range(min(20, operations)):  # warm caches and statement preparation
+        await operation()
+    started = time.perf_counter()
+    for _ in range(operations):
+        await operation()
+    return operations / (time.perf_counter() - started)
+
+
+def ratio_row(
+    name: str, ours: str, ours_rate: float, baseline: str, baseline_rate: float, goal: float | None
+) -> Row:
+    ratio = ours_rate / baseline_rate
+    return {
+        "row": name,
+        "ours": ours,
+        "ours_per_s": round(ours_rate, 1),
+        "baseline": baseline,
+        "baseline_per_s": round(baseline_rate, 1),
+        "ratio": round(ratio, 3),
+        "goal": goal,
+        "meets_goal": None if goal is None else ratio >= goal,
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [f"Benchmark ({report['size']['name']}) on PostgreSQL {report['server']}", ""]
+    for row in report["rows"]:
+        if "ratio" in row:
+            verdict = (
+                ""
+                if row["goal"] is None
+                else (f"  goal >= {row['goal']}: {'met' if row['meets_goal'] else 'NOT MET'}")
+            )
+            lines.append(
+                f"{row['row']:<44} {row['ours_per_s']:>10,.1f}/s vs "
+                f"{row['baseline_per_s']:>10,.1f}/s  = {row['ratio']:.2f}x{verdict}"
+            )
+        elif "p50_ms" in row:
+            lines.append(
+                f"{row['row']:<44} p50 {row['p50_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms"
+                f"  {row['claims_per_s']:,.1f} claims/s"
+            )
+        else:
+            lines.append(f"{row['row']:<44} median {row['median_ms']:.3f} ms")
+    return "\n".join(lines)
+
+
+@asynccontextmanager
+async def scratch_database(server: URL) -> AsyncIterator[URL]:
+    name = f"media_bench_{secrets.token_hex(4)}"
+    admin = create_engine(server, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name)
+    try:
+        with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+            config = Config(str(REPO_ROOT / "alembic.ini"))
+            config.attributes.update(connection=connection, skip_logging_config=True)
+            command.upgrade(config, "head")
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def server_version(url: URL) -> str:
+    async with await psycopg.AsyncConnection.connect(_conninfo(url)) as connection:
+        return str((await (await connection.execute("SHOW server_version")).fetchone() or [""])[0])
+
+
+def _conninfo(url: URL) -> str:
+    return conninfo(url.update_query_dict({"application_name": "media-analysis-bench"}))
+
+
+def _git_commit() -> str:
+    result = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() or "unknown"
