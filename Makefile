@@ -22,8 +22,8 @@ REV ?= -1
 RANGE ?= head
 SIZE ?= full
 
-.PHONY: help install upgrade downgrade current history verify sql revision db-check test bench \
-        lint db-start db-stop
+.PHONY: help install upgrade downgrade current history verify sql revision erd db-check test \
+        bench bench-upgrade lint db-start db-stop
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -59,6 +59,9 @@ revision: install ## Autogenerate a revision from the models: make revision M="a
 	@[ -n "$(M)" ] || { echo 'usage: make revision M="what the revision does"' >&2; exit 2; }
 	$(WITH_DB) alembic revision --autogenerate -m '$(M)'
 
+erd: install ## Write the Mermaid ER diagram of the models to docs/schema.md
+	python -m media_db.erd
+
 db-check: install ## Connect, print "Database connection successful" and the server version
 	$(WITH_DB) python -m media_db.check
 
@@ -67,6 +70,9 @@ test: install ## Run the test suite on real PostgreSQL (see README: which server
 
 bench: install ## Benchmark against raw psycopg in the same run (SIZE=full|tiny); JSON in results/
 	$(WITH_DB) python -m bench --size '$(SIZE)'
+
+bench-upgrade: install ## Upgrade 0001 -> head on 1M jobs under a continuous writer (SIZE=full|tiny)
+	$(WITH_DB) python -m bench.upgrade_under_load --size '$(SIZE)'
 
 lint: install ## ruff (lint + format check) and mypy
 	ruff check .

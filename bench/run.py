@@ -294,21 +294,25 @@ def render(report: dict[str, Any]) -> str:
 
 
 @asynccontextmanager
-async def scratch_database(server: URL) -> AsyncIterator[URL]:
+async def scratch_database(server: URL, revision: str = "head") -> AsyncIterator[URL]:
     name = f"media_bench_{secrets.token_hex(4)}"
     admin = create_engine(server, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     url = server.set(database=name)
     try:
-        with create_engine(url, poolclass=pool.NullPool).connect() as connection:
-            config = Config(str(REPO_ROOT / "alembic.ini"))
-            config.attributes.update(connection=connection, skip_logging_config=True)
-            command.upgrade(config, "head")
+        migrate(url, revision)
         yield url
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def migrate(url: URL, revision: str) -> None:
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        config = Config(str(REPO_ROOT / "alembic.ini"))
+        config.attributes.update(connection=connection, skip_logging_config=True)
+        command.upgrade(config, revision)
 
 
 async def server_version(url: URL) -> str:

@@ -28,6 +28,7 @@ class Table:
     column_order: list[str] = field(default_factory=list)
     constraints: dict[str, str] = field(default_factory=dict)
     indexes: dict[str, str] = field(default_factory=dict)
+    triggers: dict[str, str] = field(default_factory=dict)
 
 
 Catalog = dict[str, Table]
@@ -54,6 +55,11 @@ INDEXES = text("""
     JOIN pg_class c ON c.oid = x.indrelid
     WHERE c.relnamespace = CAST(:schema AS regnamespace)
 """)
+TRIGGERS = text("""
+    SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid)
+    FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+    WHERE c.relnamespace = CAST(:schema AS regnamespace) AND NOT t.tgisinternal
+""")
 
 
 def snapshot(connection: Connection, schema: str | None = None) -> Catalog:
@@ -68,6 +74,8 @@ def snapshot(connection: Connection, schema: str | None = None) -> Catalog:
         catalog[table].constraints[name] = _unqualified(definition, schema)
     for table, name, definition in connection.execute(INDEXES, {"schema": schema}):
         catalog[table].indexes[name] = _unqualified(definition, schema)
+    for table, name, definition in connection.execute(TRIGGERS, {"schema": schema}):
+        catalog[table].triggers[name] = _unqualified(definition, schema)
     return catalog
 
 
@@ -82,6 +90,7 @@ def differences(expected: Catalog, actual: Catalog, tables: set[str]) -> list[st
         lines += _compare(f"{name} column", want.columns, have.columns)
         lines += _compare(f"{name} constraint", want.constraints, have.constraints)
         lines += _compare(f"{name} index", want.indexes, have.indexes)
+        lines += _compare(f"{name} trigger", want.triggers, have.triggers)
     return lines
 
 
@@ -98,7 +107,8 @@ def _compare(label: str, want: Mapping[str, object], have: Mapping[str, object])
 
 
 def _unqualified(definition: str, schema: str) -> str:
-    # pg_get_indexdef always names the schema; drop it so two schemas can be compared.
-    return definition.replace(f" ON {schema}.", " ON ").replace(
-        f"REFERENCES {schema}.", "REFERENCES "
-    )
+    # pg_get_*def name the schema where it is not on the search_path; drop it so two schemas
+    # can be compared.
+    for prefix in (" ON ", "REFERENCES ", "EXECUTE FUNCTION "):
+        definition = definition.replace(f"{prefix}{schema}.", prefix)
+    return definition

@@ -33,6 +33,10 @@ def migration_connection(given: Engine | Connection | None) -> Iterator[Connecti
     """The connection to migrate with: the one pytest-alembic (or a caller) put in
     `config.attributes["connection"]`, an Engine or a Connection, else one from the settings."""
     if isinstance(given, Connection):
+        # Alembic runs its own transactions (one per revision, and autocommit blocks for
+        # CREATE INDEX CONCURRENTLY): work the caller left open is committed first.
+        if given.in_transaction():
+            given.commit()
         yield given
         return
     with given.connect() if given is not None else connect() as connection:

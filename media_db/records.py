@@ -38,7 +38,7 @@ class AnalysisRecord(_FromRow):
     media_item_id: uuid.UUID | None
     analysis_type: str
     provider: str
-    status: AnalysisStatus | None
+    status: AnalysisStatus
     result_data: dict[str, Any] | None
     error_message: str | None
     token_usage: int | None
@@ -47,9 +47,8 @@ class AnalysisRecord(_FromRow):
     completed_at: datetime | None
 
     def __post_init__(self) -> None:
-        # The column is VARCHAR (raw-SQL writers); here it is the enum, or a clear error.
-        if self.status is not None:
-            object.__setattr__(self, "status", AnalysisStatus(self.status))
+        # The column is VARCHAR (raw-SQL writers); here it is the enum.
+        object.__setattr__(self, "status", AnalysisStatus(self.status))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +56,7 @@ class JobRecord(_FromRow):
     id: uuid.UUID
     media_item_id: uuid.UUID | None
     workflow_type: str
-    status: JobStatus | None
+    status: JobStatus
     priority: int | None
     error_message: str | None
     started_at: datetime | None
@@ -65,8 +64,7 @@ class JobRecord(_FromRow):
     created_at: datetime | None
 
     def __post_init__(self) -> None:
-        if self.status is not None:
-            object.__setattr__(self, "status", JobStatus(self.status))
+        object.__setattr__(self, "status", JobStatus(self.status))
 
 
 @dataclass(frozen=True, slots=True)

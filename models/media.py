@@ -6,17 +6,25 @@ ids, timestamps and statuses as the ORM does.
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, func, text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base
 from models.enums import AnalysisStatus, JobStatus
+from models.triggers import attach
 from models.types import StatusColumn
 
 NEW_UUID = text("gen_random_uuid()")
 NOW = text("now()")
+
+
+def one_of(enum: type[StrEnum]) -> str:
+    """`status IN ('a', 'b')`: the CHECK that keeps raw-SQL writers to the enum's values."""
+    quoted = ", ".join(f"'{member}'" for member in enum)
+    return f"status IN ({quoted})"
 
 
 class MediaItem(Base):
@@ -36,9 +44,8 @@ class MediaItem(Base):
         "metadata", server_default=text("'{}'::jsonb")
     )
     created_at: Mapped[datetime | None] = mapped_column(server_default=NOW)
-    # onupdate is evaluated by the database (now()), so ORM updates move it; raw-SQL writers
-    # need a trigger, which the plan does not have (planned for the hardening revision).
-    updated_at: Mapped[datetime | None] = mapped_column(server_default=NOW, onupdate=func.now())
+    # Moved on every UPDATE by a trigger (models/triggers.py, revision 0006), whoever writes.
+    updated_at: Mapped[datetime | None] = mapped_column(server_default=NOW)
 
     # The database cascades the deletes (ON DELETE CASCADE); passive_deletes keeps the ORM from
     # loading children just to delete them. lazy="raise": under asyncio an implicit load is a bug.
@@ -58,6 +65,11 @@ class MediaItem(Base):
     __table_args__ = (
         Index("idx_media_items_source_type", "source_type"),
         Index("idx_media_items_created_at", created_at.desc()),
+        # Names complete to <table>_<name>_check (naming convention), PostgreSQL's own style.
+        CheckConstraint("file_size >= 0", name="file_size"),
+        CheckConstraint("duration_seconds >= 0", name="duration_seconds"),
+        CheckConstraint("width > 0", name="width"),
+        CheckConstraint("height > 0", name="height"),
     )
 
 
@@ -70,7 +82,7 @@ class AnalysisResult(Base):
     )
     analysis_type: Mapped[str] = mapped_column(String(50))
     provider: Mapped[str] = mapped_column(String(50))
-    status: Mapped[AnalysisStatus | None] = mapped_column(
+    status: Mapped[AnalysisStatus] = mapped_column(
         StatusColumn(AnalysisStatus, 20), server_default=text(f"'{AnalysisStatus.PENDING}'")
     )
     result_data: Mapped[dict[str, Any] | None]
@@ -88,6 +100,9 @@ class AnalysisResult(Base):
         # The plan's name is abbreviated (`media_id`); kept as is so its SQL and ours agree.
         Index("idx_analysis_results_media_id", "media_item_id"),
         Index("idx_analysis_results_type_provider", "analysis_type", "provider"),
+        CheckConstraint(one_of(AnalysisStatus), name="status"),
+        CheckConstraint("token_usage >= 0", name="token_usage"),
+        CheckConstraint("processing_time_ms >= 0", name="processing_time_ms"),
     )
 
 
@@ -99,7 +114,7 @@ class ProcessingJob(Base):
         ForeignKey("media_items.id", ondelete="CASCADE")
     )
     workflow_type: Mapped[str] = mapped_column(String(50))
-    status: Mapped[JobStatus | None] = mapped_column(
+    status: Mapped[JobStatus] = mapped_column(
         StatusColumn(JobStatus, 20), server_default=text(f"'{JobStatus.QUEUED}'")
     )
     priority: Mapped[int | None] = mapped_column(server_default=text("5"))
@@ -115,4 +130,17 @@ class ProcessingJob(Base):
     __table_args__ = (
         Index("idx_processing_jobs_status", "status"),
         Index("idx_processing_jobs_priority", priority.desc()),
+        # The queue's claim order, over queued jobs only (JobQueue.claim).
+        Index(
+            "idx_processing_jobs_claim",
+            priority.desc(),
+            created_at,
+            postgresql_where=text("status = 'queued'"),
+        ),
+        # ON DELETE CASCADE from media_items finds a media item's jobs through this.
+        Index("idx_processing_jobs_media_item_id", "media_item_id"),
+        CheckConstraint(one_of(JobStatus), name="status"),
     )
+
+
+attach(Base.metadata.tables[MediaItem.__tablename__])

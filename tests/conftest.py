@@ -14,12 +14,12 @@ from sqlalchemy import URL, Engine, create_engine, pool
 
 from media_db.local_server import LocalServer
 from tests.helpers import alembic_config as make_alembic_config
-from tests.servers import NoTestServer, TestServer, test_server
+from tests.servers import DatabaseServer, NoTestServer, start_server
 
 FreshDatabase = Callable[[], URL]
 
 
-SERVER = pytest.StashKey[TestServer | NoTestServer]()
+SERVER = pytest.StashKey[DatabaseServer | NoTestServer]()
 EXIT_STACK = pytest.StashKey[contextlib.ExitStack]()
 
 
@@ -29,7 +29,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="media-db-tests-"))
     stack.callback(shutil.rmtree, workdir, ignore_errors=True)
     try:
-        session.config.stash[SERVER] = stack.enter_context(test_server(workdir))
+        session.config.stash[SERVER] = stack.enter_context(start_server(workdir))
     except NoTestServer as error:
         session.config.stash[SERVER] = error
 
@@ -41,13 +41,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     chosen = config.stash.get(SERVER, None)
-    if isinstance(chosen, TestServer):
+    if isinstance(chosen, DatabaseServer):
         return f"database backend: {chosen.backend}, PostgreSQL {chosen.version()}"
     return f"database backend: NONE ({chosen})"
 
 
 @pytest.fixture(scope="session")
-def server(pytestconfig: pytest.Config) -> TestServer:
+def server(pytestconfig: pytest.Config) -> DatabaseServer:
     chosen = pytestconfig.stash[SERVER]
     if isinstance(chosen, NoTestServer):
         pytest.fail(str(chosen), pytrace=False)
@@ -55,7 +55,7 @@ def server(pytestconfig: pytest.Config) -> TestServer:
 
 
 @pytest.fixture
-def fresh_database(server: TestServer) -> Iterator[FreshDatabase]:
+def fresh_database(server: DatabaseServer) -> Iterator[FreshDatabase]:
     """Factory of empty databases, each dropped when the test ends."""
     made: list[URL] = []
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection
 
 from media_db.settings import PART_VARIABLES
@@ -47,3 +48,6 @@ def run(
         timeout=timeout,
         check=False,
     )
+
+
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()

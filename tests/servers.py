@@ -36,7 +36,7 @@ class NoTestServer(RuntimeError):
 
 
 @dataclass(frozen=True)
-class TestServer:
+class DatabaseServer:
     backend: str
     admin_url: URL  # a maintenance database on a role allowed to CREATE DATABASE
 
@@ -62,7 +62,7 @@ class TestServer:
 
 
 @contextlib.contextmanager
-def test_server(workdir: Path) -> Iterator[TestServer]:
+def start_server(workdir: Path) -> Iterator[DatabaseServer]:
     chosen = os.environ.get("TEST_DB_BACKEND", "").strip().lower()
     if chosen and chosen not in BACKENDS:
         raise NoTestServer(f"TEST_DB_BACKEND={chosen!r}: use one of {', '.join(BACKENDS)}.")
@@ -76,11 +76,11 @@ def test_server(workdir: Path) -> Iterator[TestServer]:
             yield server
 
 
-def _service() -> TestServer:
+def _service() -> DatabaseServer:
     raw = os.environ.get("TEST_DATABASE_URL")
     if not raw:
         raise NoTestServer(f"TEST_DB_BACKEND=service needs TEST_DATABASE_URL. {HOW_TO_GET_ONE}")
-    return TestServer("service", make_url(raw).set(drivername=DRIVER))
+    return DatabaseServer("service", make_url(raw).set(drivername=DRIVER))
 
 
 def _docker_answers() -> bool:
@@ -108,7 +108,7 @@ def _docker_answers() -> bool:
 
 
 @contextlib.contextmanager
-def _docker() -> Iterator[TestServer]:
+def _docker() -> Iterator[DatabaseServer]:
     # No registry here for testcontainers' reaper image: we remove the container ourselves.
     os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
     if not _docker_answers():
@@ -127,13 +127,13 @@ def _docker() -> Iterator[TestServer]:
     )
     container.start()
     try:
-        yield TestServer("docker", make_url(container.get_connection_url()))
+        yield DatabaseServer("docker", make_url(container.get_connection_url()))
     finally:
         container.stop()
 
 
 @contextlib.contextmanager
-def _embedded(workdir: Path) -> Iterator[TestServer]:
+def _embedded(workdir: Path) -> Iterator[DatabaseServer]:
     server = LocalServer(home=workdir / "embedded-postgres")
     try:
         server.ensure_running()
@@ -142,6 +142,6 @@ def _embedded(workdir: Path) -> Iterator[TestServer]:
             f"the embedded PostgreSQL did not start: {error}. {HOW_TO_GET_ONE}"
         ) from error
     try:
-        yield TestServer("embedded", server.url("postgres"))
+        yield DatabaseServer("embedded", server.url("postgres"))
     finally:
         server.destroy()

@@ -1,5 +1,6 @@
 """Revision 0001 builds exactly the seed plan's schema: the plan's SQL applied as-is to one
-database and `upgrade head` to another give the same catalog, object by object, name by name."""
+database and `upgrade 0001` to another give the same catalog, object by object, name by name.
+(Later revisions harden that schema on purpose; 0001 is the plan.)"""
 
 from pathlib import Path
 
@@ -14,13 +15,13 @@ from tests.helpers import alembic_config
 PLAN_SQL = (Path(__file__).parent / "sql" / "seed_plan_001_initial_schema.sql").read_text()
 
 
-def test_upgrade_head_gives_the_catalog_of_the_plans_sql(fresh_database: FreshDatabase) -> None:
+def test_revision_0001_gives_the_catalog_of_the_plans_sql(fresh_database: FreshDatabase) -> None:
     plan_engine = create_engine(fresh_database(), poolclass=pool.NullPool)
     ours_engine = create_engine(fresh_database(), poolclass=pool.NullPool)
     with plan_engine.begin() as connection:
         connection.exec_driver_sql(PLAN_SQL)
     with ours_engine.connect() as connection:
-        command.upgrade(alembic_config(connection), "head")
+        command.upgrade(alembic_config(connection), "0001")
 
     with plan_engine.connect() as connection:
         plan = catalog.snapshot(connection)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from media_db.local_server import LocalServer
-from tests.helpers import REPO_ROOT, environment, run
+from tests.helpers import HEAD, REPO_ROOT, environment, run
 
 TARGETS = re.findall(r"^([a-z-]+):.*## ", (REPO_ROOT / "Makefile").read_text(), re.MULTILINE)
 
@@ -59,7 +59,7 @@ def test_no_database_configured_uses_embedded_and_keeps_it(embedded_home: Path) 
 
     upgraded = run(["make", "upgrade"], env)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "Database at revision 0001 (head)" in upgraded.stderr
+    assert f"Database at revision {HEAD} (head)" in upgraded.stderr
     assert LocalServer(home=embedded_home).running_port() == port  # same server, still up
 
     assert run(["make", "db-stop"], env).returncode == 0

@@ -3,6 +3,7 @@ equals what the models create, and drift in either direction is caught."""
 
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Engine, text
 
@@ -42,9 +43,14 @@ def test_drift_is_reported_object_by_object(engine: Engine) -> None:
 
 
 def test_database_behind_head_is_reported(engine: Engine) -> None:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     with engine.connect() as connection:
         assert revision_lag(connection) == (
-            "database is at no revision, head is 0001: run `make upgrade`"
+            f"database is at no revision, head is {head}: run `make upgrade`"
+        )
+        command.upgrade(alembic_config(connection), "0001")
+        assert (
+            revision_lag(connection) == f"database is at 0001, head is {head}: run `make upgrade`"
         )
 
 

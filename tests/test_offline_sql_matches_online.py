@@ -8,7 +8,7 @@ from media_db import catalog
 from media_db.local_server import client
 from media_db.migrations import VERSION_TABLE
 from tests.conftest import FreshDatabase
-from tests.helpers import alembic_config, environment, run
+from tests.helpers import HEAD, alembic_config, environment, run
 
 
 def psql_environment(url: URL) -> dict[str, str]:
@@ -42,4 +42,4 @@ def test_offline_sql_applied_by_psql_equals_online_upgrade(fresh_database: Fresh
             snapshots.append(catalog.snapshot(connection))
             versions.append(connection.scalars(text(f"SELECT * FROM {VERSION_TABLE}")).all())
     assert catalog.differences(snapshots[1], snapshots[0], set(snapshots[1])) == []
-    assert versions[0] == versions[1] == ["0001"]
+    assert versions[0] == versions[1] == [HEAD]

@@ -10,7 +10,7 @@ from sqlalchemy import URL, create_engine, pool
 
 from media_db.local_server import LocalServer
 from media_db.settings import DRIVER
-from tests.helpers import environment, run
+from tests.helpers import HEAD, environment, run
 
 PASSWORD = "p@ss:w/rd%41#frag?x=1&y 'two words' \\end"
 ROLE = "media_app"
@@ -70,8 +70,8 @@ def test_every_make_target_works_and_hides_the_password(app_database: URL) -> No
         outputs[target] = result.stdout + result.stderr
         assert result.returncode == 0, f"make {target}:\n{outputs[target]}"
         assert_no_secret(outputs[target])
-    assert "Database at revision 0001 (head)" in outputs["upgrade"]
-    assert "0001 (head)" in outputs["current"]
+    assert f"Database at revision {HEAD} (head)" in outputs["upgrade"]
+    assert f"{HEAD} (head)" in outputs["current"]
     assert "Database connection successful" in outputs["db-check"]
     assert "Live schema matches the models" in outputs["verify"]
     assert "Database at revision base" in outputs["downgrade REV=base"]
