@@ -23,7 +23,7 @@ RANGE ?= head
 SIZE ?= full
 
 .PHONY: help install upgrade downgrade current history verify sql revision erd db-check test \
-        bench bench-upgrade lint db-start db-stop
+        bench bench-upgrade lint lint-sql db-start db-stop
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -78,6 +78,9 @@ lint: install ## ruff (lint + format check) and mypy
 	ruff check .
 	ruff format --check .
 	mypy
+
+lint-sql: install ## squawk over the offline SQL of every revision (no database needed)
+	python -m media_db.lint_sql
 
 db-start: install ## Start the embedded PostgreSQL (data in .local/postgres)
 	python -m media_db.local_server start

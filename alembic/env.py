@@ -1,6 +1,7 @@
 """Alembic environment: our tables only, our own version table, the URL from media_db.settings."""
 
 import logging
+import os
 from logging.config import fileConfig
 
 from alembic import context
@@ -21,15 +22,21 @@ options = {
 }
 
 
+timeouts = migrations.timeout_settings(context.get_x_argument(as_dictionary=True), os.environ)
+
+
 def run_offline() -> None:
     # No URL at all: offline SQL needs only the dialect, and can never leak a password.
     context.configure(dialect_name="postgresql", literal_binds=True, **options)
     with context.begin_transaction():
+        for statement in timeouts:
+            context.execute(statement)
         context.run_migrations()
 
 
 def run_online() -> None:
-    with migrations.migration_connection(config.attributes.get("connection")) as connection:
+    given = config.attributes.get("connection")
+    with migrations.migration_connection(given, timeouts) as connection:
         migrations.require_server_version(connection)
         context.configure(connection=connection, **options)
         with context.begin_transaction():

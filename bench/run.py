@@ -46,7 +46,7 @@ class Size:
 
 
 SIZES = {
-    "full": Size("full", single_ops=2_000, bulk_rows=100_000, jobs=1_000_000, claims=2_000),
+    "full": Size("full", single_ops=2_000, bulk_rows=100_000, jobs=1_000_000, claims=1_000),
     "tiny": Size("tiny", single_ops=20, bulk_rows=200, jobs=2_000, claims=40),
 }
 Row = dict[str, Any]
@@ -204,13 +204,18 @@ async def seed_jobs(raw: psycopg.AsyncConnection[Row], size: Size) -> None:
     await raw.commit()
 
 
-async def claims(db: Database, size: Size, workers: int) -> Row:
+async def claims(db: Database, size: Size, workers: int, seconds: float = 60) -> Row:
+    """Up to size.claims claims, stopping early after `seconds` (a slow, unindexed claim at
+    1M jobs would otherwise take many minutes)."""
     queue = JobQueue(db)
     latencies: list[float] = []
     per_worker = size.claims // workers
+    deadline = time.perf_counter() + seconds
 
     async def worker() -> None:
         for _ in range(per_worker):
+            if time.perf_counter() > deadline:
+                return
             started = time.perf_counter()
             await queue.claim()
             latencies.append(time.perf_counter() - started)

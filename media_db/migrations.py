@@ -5,8 +5,9 @@ our tables only, and our version table must not be Alembic's default `alembic_ve
 """
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Literal
 
 from alembic.autogenerate.api import AutogenContext
@@ -28,19 +29,54 @@ MINIMUM_SERVER = (13,)  # gen_random_uuid() is core from PostgreSQL 13
 log = logging.getLogger("alembic.env")
 
 
+# Our migration session waits at most this long for a lock (n8n's traffic queues behind any
+# lock request of ours while it waits) and this long for one statement. Session settings of our
+# own connection only: never server- or role-wide, the database is shared.
+DEFAULT_TIMEOUTS = {"lock_timeout": "5s", "statement_timeout": "15min"}
+TIMEOUT_FORMAT = re.compile(r"\d+(ms|s|min|h)?")
+
+
+def timeout_settings(x_arguments: Mapping[str, str], environ: Mapping[str, str]) -> list[str]:
+    """`SET` statements for the migration session: `-x lock_timeout=10s`, else the environment's
+    MIGRATION_LOCK_TIMEOUT (likewise statement_timeout), else the defaults."""
+    statements = []
+    for name, default in DEFAULT_TIMEOUTS.items():
+        value = x_arguments.get(name) or environ.get(f"MIGRATION_{name.upper()}") or default
+        if not TIMEOUT_FORMAT.fullmatch(value):
+            raise CommandError(
+                f"{name}={value!r} is not a duration PostgreSQL takes here: use e.g. 500ms, 5s, "
+                f"15min (via -x {name}=... or MIGRATION_{name.upper()})"
+            )
+        statements.append(f"SET {name} = '{value}'")
+    return statements
+
+
 @contextmanager
-def migration_connection(given: Engine | Connection | None) -> Iterator[Connection]:
-    """The connection to migrate with: the one pytest-alembic (or a caller) put in
-    `config.attributes["connection"]`, an Engine or a Connection, else one from the settings."""
+def migration_connection(
+    given: Engine | Connection | None, settings_sql: list[str]
+) -> Iterator[Connection]:
+    """The connection to migrate with, its session timeouts set (and reset afterwards): the one
+    pytest-alembic (or a caller) put in `config.attributes["connection"]`, an Engine or a
+    Connection, else one from the settings."""
     if isinstance(given, Connection):
+        connection_scope: AbstractContextManager[Connection] = nullcontext(given)
+    else:
+        connection_scope = given.connect() if given is not None else connect()
+    with connection_scope as connection:
         # Alembic runs its own transactions (one per revision, and autocommit blocks for
         # CREATE INDEX CONCURRENTLY): work the caller left open is committed first.
-        if given.in_transaction():
-            given.commit()
-        yield given
-        return
-    with given.connect() if given is not None else connect() as connection:
-        yield connection
+        if connection.in_transaction():
+            connection.commit()
+        for statement in settings_sql:
+            connection.exec_driver_sql(statement)
+        connection.commit()  # session-level settings outlive it; Alembic starts clean
+        try:
+            yield connection
+        finally:
+            if connection.in_transaction():
+                connection.rollback()
+            connection.exec_driver_sql("RESET lock_timeout; RESET statement_timeout")
+            connection.commit()
 
 
 def connect() -> Connection:

@@ -32,12 +32,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Back to 0004's state: the helper constraint, validated, and a nullable column. It is
+    # added NOT VALID, then validated in a transaction of its own, so the scan runs under
+    # SHARE UPDATE EXCLUSIVE (writes continue), not under the ACCESS EXCLUSIVE lock of the ADD.
     for table in TABLES:
-        # Back to 0004's state: the helper constraint, validated (added NOT VALID, then
-        # checked under a lock that lets writes continue), and a nullable column.
         op.execute(
             f"ALTER TABLE {table} ADD CONSTRAINT {table}_status_not_null_check "
             "CHECK (status IS NOT NULL) NOT VALID"
         )
-        op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {table}_status_not_null_check")
+    with op.get_context().autocommit_block():
+        for table in TABLES:
+            op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {table}_status_not_null_check")
+    for table in TABLES:
         op.execute(f"ALTER TABLE {table} ALTER COLUMN status DROP NOT NULL")
