@@ -23,6 +23,7 @@ RANGE ?= head
 SIZE ?= full
 
 .PHONY: help install upgrade downgrade current history verify sql revision erd db-check test \
+        test-image test-docker \
         bench bench-upgrade lint lint-sql db-start db-stop
 
 help: ## List the targets
@@ -67,6 +68,12 @@ db-check: install ## Connect, print "Database connection successful" and the ser
 
 test: install ## Run the test suite on real PostgreSQL (see README: which server it uses)
 	pytest $(PYTEST_ARGS)
+
+test-image: ## Make a Docker engine available and build the local PostgreSQL test image
+	scripts/test-image.sh
+
+test-docker: install test-image ## Run the suite on PostgreSQL in Docker (testcontainers)
+	TEST_DB_BACKEND=docker pytest $(PYTEST_ARGS)
 
 bench: install ## Benchmark against raw psycopg in the same run (SIZE=full|tiny); JSON in results/
 	$(WITH_DB) python -m bench --size '$(SIZE)'

@@ -2,11 +2,12 @@
 
 import logging
 import os
+from contextlib import nullcontext
 from logging.config import fileConfig
 
 from alembic import context
 
-from media_db import migrations
+from media_db import migrations, safety
 from models import Base
 
 config = context.config
@@ -36,13 +37,35 @@ def run_offline() -> None:
 
 def run_online() -> None:
     given = config.attributes.get("connection")
+    guard = safety.options(context.get_x_argument(as_dictionary=True))
     with migrations.migration_connection(given, timeouts) as connection:
         migrations.require_server_version(connection)
         context.configure(connection=connection, **options)
-        with context.begin_transaction():
-            context.run_migrations()
+        command = migrations.running_command(context.get_context())
+        # Only commands that change the database queue for the lock; `current` and `check`
+        # read. The plan is computed after the lock, from the revision the database is at then.
+        with (
+            safety.migration_lock(connection, migrations.VERSION_TABLE, guard["lock_wait"])
+            if command in migrations.CHANGING_COMMANDS
+            else nullcontext()
+        ):
+            if command == "downgrade":
+                steps = migrations.planned_steps(context.get_context())
+                safety.refuse_data_loss(connection, steps, guard["allow_data_loss"])
+            safety.run_with_retries(
+                connection,
+                run_migrations,
+                context.get_context().get_current_heads,
+                guard["retries"],
+                guard["backoff"],
+            )
         reached = context.get_context().get_current_heads()
         log.info("Database at revision %s", migrations.describe(reached, context.script))
+
+
+def run_migrations() -> None:
+    with context.begin_transaction():
+        context.run_migrations()
 
 
 if context.is_offline_mode():

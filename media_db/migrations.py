@@ -98,6 +98,24 @@ def require_server_version(connection: Connection) -> None:
         )
 
 
+# The inner functions Alembic's commands hand to env.py (alembic/command.py): the only place
+# that says which command runs when Alembic is called from Python rather than the CLI.
+CHANGING_COMMANDS = {"upgrade", "downgrade", "stamp"}
+COMMAND_FUNCTIONS = {"upgrade": "upgrade", "downgrade": "downgrade", "do_stamp": "stamp"}
+
+
+def running_command(migration_context: MigrationContext) -> str:
+    function = migration_context.opts.get("fn")
+    return COMMAND_FUNCTIONS.get(getattr(function, "__name__", ""), "other")
+
+
+def planned_steps(migration_context: MigrationContext) -> list[Any]:
+    """What `run_migrations` is about to do, computed the way it does (no side effects for
+    upgrade, downgrade and stamp)."""
+    function = migration_context.opts["fn"]
+    return list(function(migration_context.get_current_heads(), migration_context))
+
+
 def describe(current: tuple[str, ...], script: ScriptDirectory) -> str:
     if not current:
         return "base (none of our revisions applied)"

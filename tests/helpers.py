@@ -50,4 +50,4 @@ def run(
     )
 
 
-HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
+HEAD = str(ScriptDirectory.from_config(alembic_config()).get_current_head())

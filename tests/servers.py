@@ -23,7 +23,10 @@ from media_db.local_server import LocalServer
 from media_db.settings import DRIVER
 
 BACKENDS = ("service", "docker", "embedded")
-DEFAULT_IMAGE = "postgres:16-alpine"
+# Built by scripts/test-image.sh (`make test-image`) from Debian packages; with a registry,
+# TEST_POSTGRES_IMAGE=postgres:16 works as well.
+DEFAULT_IMAGE = "media-analysis/postgres:15-local"
+CONTAINER_LABEL = "media-analysis-tests"
 HOW_TO_GET_ONE = (
     "Give the suite a PostgreSQL: TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres "
     "(a server where it may CREATE DATABASE), or a running Docker engine, or `make install` "
@@ -109,14 +112,22 @@ def _docker_answers() -> bool:
 
 @contextlib.contextmanager
 def _docker() -> Iterator[DatabaseServer]:
-    # No registry here for testcontainers' reaper image: we remove the container ourselves.
+    # No registry here for testcontainers' reaper image (ryuk): containers are labelled, removed
+    # when the session ends, and any a killed session left behind are removed at the next start.
     os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
     if not _docker_answers():
         raise NoTestServer(
             f"TEST_DB_BACKEND=docker, but no Docker engine answers. {HOW_TO_GET_ONE}"
         )
-    from testcontainers.postgres import PostgresContainer
+    import docker
+    from testcontainers.community.postgres import PostgresContainer
 
+    client = docker.from_env()
+    try:
+        for stale in client.containers.list(all=True, filters={"label": CONTAINER_LABEL}):
+            stale.remove(force=True, v=True)
+    finally:
+        client.close()
     image = os.environ.get("TEST_POSTGRES_IMAGE", DEFAULT_IMAGE)
     container = PostgresContainer(
         image,
@@ -124,8 +135,15 @@ def _docker() -> Iterator[DatabaseServer]:
         password=secrets.token_hex(8),
         dbname="postgres",
         driver="psycopg",
-    )
-    container.start()
+    ).with_kwargs(labels={CONTAINER_LABEL: "1"})
+    try:
+        container.start()
+    except Exception as error:
+        container.stop()
+        raise NoTestServer(
+            f"PostgreSQL in Docker ({image}) did not start: {error}. Build the local image with "
+            "`make test-image`, or set TEST_POSTGRES_IMAGE to one your registry serves."
+        ) from error
     try:
         yield DatabaseServer("docker", make_url(container.get_connection_url()))
     finally:

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 from alembic import command
+from alembic.util import CommandError
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import OperationalError
 
 from media_db.migrations import VERSION_TABLE
 from tests.helpers import alembic_config, environment, run
@@ -17,13 +17,21 @@ def test_upgrade_blocked_by_a_lock_times_out_and_changes_nothing(engine: Engine)
     with engine.connect() as connection:
         command.upgrade(alembic_config(connection), "0001")
     blocker = engine.connect()
+    blocker_pid = blocker.scalar(text("SELECT pg_backend_pid()"))
     blocker.execute(text("LOCK TABLE media_items IN ACCESS SHARE MODE"))  # a long reader
     try:
         with engine.connect() as connection:
             config = alembic_config(connection)
-            config.cmd_opts = argparse.Namespace(x=["lock_timeout=300ms"])
-            with pytest.raises(OperationalError, match="lock timeout"):
+            config.cmd_opts = argparse.Namespace(
+                x=["lock_timeout=300ms", "lock-retries=1", "lock-retry-backoff=0.1"]
+            )
+            with pytest.raises(CommandError) as refused:
                 command.upgrade(config, "head")
+            message = str(refused.value)
+            assert message.startswith("Gave up after 2 attempts: lock_timeout each time.")
+            assert f"pid {blocker_pid} (" in message
+            assert "LOCK TABLE media_items IN ACCESS SHARE MODE" in message
+            assert "the database is at revision 0001" in message
             connection.rollback()
             assert connection.scalar(text(f"SELECT version_num FROM {VERSION_TABLE}")) == "0001"
             assert connection.scalar(text("SHOW lock_timeout")) == "0", "session settings reset"

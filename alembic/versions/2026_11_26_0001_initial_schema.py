@@ -26,6 +26,8 @@ revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# What downgrade() drops, read by the data-loss guard (media_db/safety.py) before any step runs.
+drops_tables = ("processing_jobs", "analysis_results", "media_items")
 
 MINIMUM_SERVER_VERSION_NUM = 130000
 

@@ -51,13 +51,20 @@ CHECKS: dict[str, dict[str, str]] = {
 }
 
 
+LOCK_ALL = "LOCK TABLE processing_jobs, analysis_results, media_items IN ACCESS EXCLUSIVE MODE"
+
+
 def upgrade() -> None:
+    # Take every table's lock first, children before media_items: writers lock a child, then
+    # media_items (the foreign key check). Locking in their order cannot deadlock with them.
+    op.execute(LOCK_ALL)
     for table, checks in CHECKS.items():
         for name, condition in checks.items():
             op.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} CHECK ({condition}) NOT VALID")
 
 
 def downgrade() -> None:
+    op.execute(LOCK_ALL)  # as in upgrade()
     for table, checks in reversed(CHECKS.items()):
         for name in reversed(checks):
             op.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")

@@ -54,6 +54,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     # No "un-validate" exists: put each back as 0002 left it (NOT VALID: a catalog change, no
     # scan), so the schema is exactly the previous revision's.
+    # Take every table's lock first, children before media_items: writers lock a child, then
+    # media_items (the foreign key check). Locking in their order cannot deadlock with them.
+    op.execute("LOCK TABLE processing_jobs, analysis_results, media_items IN ACCESS EXCLUSIVE MODE")
     for table, checks in CONSTRAINTS.items():
         for name, condition in checks.items():
             op.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")

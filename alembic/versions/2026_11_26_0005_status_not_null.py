@@ -22,10 +22,13 @@ down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-TABLES = ("analysis_results", "processing_jobs")
+TABLES = ("processing_jobs", "analysis_results")
 
 
 def upgrade() -> None:
+    # Both locks first, in one order (jobs, then results), so no writer can hold one while
+    # waiting for the other.
+    op.execute("LOCK TABLE processing_jobs, analysis_results IN ACCESS EXCLUSIVE MODE")
     for table in TABLES:
         op.execute(f"ALTER TABLE {table} ALTER COLUMN status SET NOT NULL")
         op.execute(f"ALTER TABLE {table} DROP CONSTRAINT {table}_status_not_null_check")
@@ -35,6 +38,7 @@ def downgrade() -> None:
     # Back to 0004's state: the helper constraint, validated, and a nullable column. It is
     # added NOT VALID, then validated in a transaction of its own, so the scan runs under
     # SHARE UPDATE EXCLUSIVE (writes continue), not under the ACCESS EXCLUSIVE lock of the ADD.
+    op.execute("LOCK TABLE processing_jobs, analysis_results IN ACCESS EXCLUSIVE MODE")
     for table in TABLES:
         op.execute(
             f"ALTER TABLE {table} ADD CONSTRAINT {table}_status_not_null_check "
