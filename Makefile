@@ -22,7 +22,7 @@ REV ?= -1
 RANGE ?= head
 SIZE ?= full
 
-.PHONY: help install upgrade downgrade current history verify sql revision erd db-check test \
+.PHONY: help install upgrade downgrade current history adopt verify sql revision erd db-check test \
         test-image test-docker \
         bench bench-upgrade lint lint-sql db-start db-stop
 
@@ -49,6 +49,9 @@ current: install ## Print the database's revision
 
 history: install ## List the revisions, newest first
 	alembic history --verbose
+
+adopt: install ## Stamp a database built by hand with the plan's SQL at 0001, if it matches exactly
+	$(WITH_DB) python -m media_db.adopt
 
 verify: install ## alembic check, then compare the live catalog with the models object by object
 	$(WITH_DB) bash -c 'alembic check && python -m media_db.verify'

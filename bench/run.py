@@ -229,6 +229,7 @@ async def claims(db: Database, size: Size, workers: int, seconds: float = 60) ->
         "p50_ms": round(cuts[49] * 1000, 3),
         "p99_ms": round(cuts[98] * 1000, 3),
         "claims_per_s": round(len(latencies) / elapsed, 1),
+        "claims": len(latencies),
     }
 
 

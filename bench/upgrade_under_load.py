@@ -23,6 +23,7 @@ import psycopg
 from bench.run import SIZES, Size, claims, delete_media, migrate, scratch_database, seed_jobs
 from media_db.local_server import REPO_ROOT
 from media_db.pool import Database, PoolSize, conninfo
+from media_db.repositories.jobs import CLAIM
 from media_db.settings import database_url
 
 
@@ -65,8 +66,30 @@ async def measure(url: Any, size: Size) -> list[dict[str, Any]]:
         async with await psycopg.AsyncConnection.connect(
             conninfo(url), row_factory=psycopg.rows.dict_row
         ) as raw:
+            rows.append(await claim_in_server(raw))
             rows.append(await delete_media(db, raw))
     return rows
+
+
+async def claim_in_server(raw: psycopg.AsyncConnection[Any], runs: int = 50) -> dict[str, Any]:
+    """The claim as the server runs it (EXPLAIN ANALYZE, rolled back): no client, no network."""
+    times, buffers = [], []
+    for _ in range(runs):
+        cursor = await raw.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + CLAIM, {"workflow_type": None}
+        )
+        row = await cursor.fetchone()
+        await raw.rollback()
+        plan = row["QUERY PLAN"][0] if row else {}
+        times.append(plan["Execution Time"])
+        buffers.append(plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"])
+    cuts = statistics.quantiles(times, n=100)
+    return {
+        "row": "claim, server execution (EXPLAIN ANALYZE)",
+        "p50_ms": round(cuts[49], 3),
+        "p99_ms": round(cuts[98], 3),
+        "buffers_p50": statistics.median(buffers),
+    }
 
 
 async def write_until(url: Any, stop: asyncio.Event, latencies: list[float]) -> None:

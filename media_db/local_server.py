@@ -174,31 +174,20 @@ class LocalServer:
             os.unlink(pwfile.name)
 
     def _create_database(self) -> None:
-        # Over the Unix socket (trust), so this works whatever the TCP authentication is.
-        exists = self._run(
+        exists = self._over_socket(
             "psql",
-            "-h",
-            str(self.home),
-            "-p",
-            str(self.running_port()),
-            "-U",
-            SUPERUSER,
             "-d",
             "postgres",
             "-tAc",
             f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'",
         )
         if not exists.strip():
-            self._run(
-                "createdb",
-                "-h",
-                str(self.home),
-                "-p",
-                str(self.running_port()),
-                "-U",
-                SUPERUSER,
-                DATABASE,
-            )
+            self._over_socket("createdb", DATABASE)
+
+    def _over_socket(self, program: str, *args: str) -> str:
+        # The Unix socket (trust) works whatever the TCP authentication is.
+        socket_args = ["-h", str(self.home), "-p", str(self.running_port()), "-U", SUPERUSER]
+        return self._run(program, *socket_args, *args)
 
     def _prepare_ownership(self) -> None:
         if os.geteuid() != 0:

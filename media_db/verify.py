@@ -7,6 +7,7 @@ Nothing is left behind; the scratch schema never becomes visible to other sessio
 """
 
 import sys
+from collections.abc import Callable
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -21,18 +22,27 @@ from models import Base
 SCRATCH_SCHEMA = "media_analysis_verify_scratch"
 
 
-def schema_drift(connection: Connection) -> list[str]:
-    """Differences between the live tables and the models, one line each; [] when identical."""
+def drift_from(connection: Connection, build: Callable[[Connection], object]) -> list[str]:
+    """Differences between our live tables and what `build` creates, one line each.
+
+    `build` runs in a scratch schema inside a transaction that is always rolled back: the
+    scratch schema never exists for anyone else, and nothing is left behind."""
     try:
-        live_schema = connection.scalar(text("SELECT current_schema()"))
-        live = catalog.snapshot(connection, live_schema)
+        live = catalog.snapshot(connection, connection.scalar(text("SELECT current_schema()")))
         connection.execute(text(f"CREATE SCHEMA {SCRATCH_SCHEMA}"))
         connection.execute(text(f"SET LOCAL search_path TO {SCRATCH_SCHEMA}"))
-        Base.metadata.create_all(connection, checkfirst=False)
+        build(connection)
         expected = catalog.snapshot(connection, SCRATCH_SCHEMA)
     finally:
-        connection.rollback()  # the scratch schema never existed for anyone else
+        connection.rollback()
     return catalog.differences(expected, live, set(Base.metadata.tables))
+
+
+def schema_drift(connection: Connection) -> list[str]:
+    """Differences between the live tables and the models; [] when identical."""
+    return drift_from(
+        connection, lambda scratch: Base.metadata.create_all(scratch, checkfirst=False)
+    )
 
 
 def revision_lag(connection: Connection) -> str | None:
