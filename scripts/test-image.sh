@@ -46,7 +46,7 @@ mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/de
 root=$(mktemp -d /var/tmp/pg-image.XXXXXX)
 trap 'rm -rf "$root"' EXIT
 say "debootstrap $SUITE with postgresql-15 into $root"
-debootstrap --variant=minbase --include=postgresql-15,locales-all "$SUITE" "$root" "$mirror" >/dev/null
+debootstrap --variant=minbase --include=postgresql-15 "$SUITE" "$root" "$mirror" >/dev/null
 
 cat >"$root/usr/local/bin/docker-entrypoint.sh" <<'ENTRYPOINT'
 #!/bin/sh
