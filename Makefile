@@ -20,6 +20,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 WITH_DB := python -m media_db.local_server exec --
 REV ?= -1
 RANGE ?= head
+# Two workers (2 cores): most of the suite's time is subprocesses starting Python.
+PYTEST_ARGS ?= -n 2
 SIZE ?= full
 
 .PHONY: help install upgrade downgrade current history adopt verify sql revision erd db-check test \

@@ -5,10 +5,12 @@ into .local/sql/ and linted by squawk with every rule on, except the exclusions 
 scoped to the files it concerns and says why. Non-zero exit on any finding.
 """
 
+import io
 import subprocess
 import sys
 from pathlib import Path
 
+from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
@@ -43,17 +45,13 @@ EXCLUSIONS: dict[str, dict[str, str]] = {
 }
 
 
-def offline_sql(*args: str) -> str:
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "alembic"), *args, "--sql"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"alembic {' '.join(args)} --sql failed:\n{result.stderr}")
-    return result.stdout
+def offline_sql(direction: str, span: str) -> str:
+    """What `alembic <direction> <span> --sql` prints."""
+    buffer = io.StringIO()
+    config = Config(str(REPO_ROOT / "alembic.ini"), output_buffer=buffer)
+    config.attributes["skip_logging_config"] = True
+    getattr(command, direction)(config, span, sql=True)
+    return buffer.getvalue()
 
 
 def main() -> int:

@@ -1,6 +1,7 @@
 """Fixtures: a real PostgreSQL (see tests/servers.py), fresh databases on it, Alembic configs."""
 
 import contextlib
+import os
 import secrets
 import shutil
 import tempfile
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import URL, Engine, create_engine, pool
+from sqlalchemy import URL, Engine, create_engine, make_url, pool
 
 from media_db.local_server import LocalServer
 from tests.helpers import alembic_config as make_alembic_config
@@ -21,17 +22,29 @@ FreshDatabase = Callable[[], URL]
 
 SERVER = pytest.StashKey[DatabaseServer | NoTestServer]()
 EXIT_STACK = pytest.StashKey[contextlib.ExitStack]()
+# The main pytest process starts the one server of the run; pytest-xdist workers, spawned
+# after it, find it here (backend|admin URL) and share it, each test on databases of its own.
+SHARED_SERVER = "MEDIA_DB_TESTS_SERVER"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     # Started here rather than in a fixture so the report header can name it.
-    stack = session.config.stash[EXIT_STACK] = contextlib.ExitStack()
+    config = session.config
+    if hasattr(config, "workerinput") and SHARED_SERVER in os.environ:
+        backend, url = os.environ[SHARED_SERVER].split("|", 1)
+        config.stash[SERVER] = DatabaseServer(backend, make_url(url))
+        return
+    stack = config.stash[EXIT_STACK] = contextlib.ExitStack()
     workdir = Path(tempfile.mkdtemp(prefix="media-db-tests-"))
     stack.callback(shutil.rmtree, workdir, ignore_errors=True)
     try:
-        session.config.stash[SERVER] = stack.enter_context(start_server(workdir))
+        chosen = config.stash[SERVER] = stack.enter_context(start_server(workdir))
     except NoTestServer as error:
-        session.config.stash[SERVER] = error
+        config.stash[SERVER] = error
+        return
+    admin_url = chosen.admin_url.render_as_string(hide_password=False)
+    os.environ[SHARED_SERVER] = f"{chosen.backend}|{admin_url}"
+    stack.callback(os.environ.pop, SHARED_SERVER, None)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
