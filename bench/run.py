@@ -73,7 +73,10 @@ async def run_and_report(server: URL, size: Size, results: Path) -> Path:
 
 async def measure(url: URL, size: Size) -> list[Row]:
     async with await Database.connect(url, PoolSize(2, 10)) as db:
-        raw = await psycopg.AsyncConnection.connect(_conninfo(url), row_factory=dict_row)
+        # Like for like: one autocommit connection, as the repositories' statements run.
+        raw = await psycopg.AsyncConnection.connect(
+            _conninfo(url), row_factory=dict_row, autocommit=True
+        )
         async with raw:
             rows = [
                 await single_insert(db, raw, size),
@@ -96,7 +99,6 @@ async def single_insert(db: Database, raw: psycopg.AsyncConnection[Row], size: S
             "INSERT INTO media_items (source_url, source_type) VALUES (%s, %s) RETURNING *",
             ("https://x/a.mp4", "s3"),
         )
-        await raw.commit()
 
     return ratio_row(
         "single-row insert",
@@ -116,7 +118,6 @@ async def get_by_id(db: Database, raw: psycopg.AsyncConnection[Row], size: Size)
 
     async def by_hand() -> None:
         await raw.execute("SELECT * FROM media_items WHERE id = %s", (key,))
-        await raw.commit()
 
     return ratio_row(
         "get by id",

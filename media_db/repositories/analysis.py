@@ -32,7 +32,7 @@ class AnalysisRepository:
             "INSERT INTO analysis_results (media_item_id, analysis_type, provider, status) "
             f"VALUES (%s, %s, %s, %s) RETURNING {COLUMNS}"
         )
-        async with self.db.transaction() as connection:
+        async with self.db.connection() as connection:
             row = await (await connection.execute(insert, values)).fetchone()
         assert row is not None
         return AnalysisRecord.from_row(row)
@@ -75,7 +75,7 @@ class AnalysisRepository:
             "completed_at = now() WHERE id = %(id)s AND status = ANY(%(open)s) "
             f"RETURNING {COLUMNS}"
         )
-        async with self.db.transaction() as connection:
+        async with self.db.connection() as connection:
             cursor = await connection.execute(update, {**values, "id": key, "open": OPEN})
             row = await cursor.fetchone()
             if row is None:
@@ -115,6 +115,6 @@ class AnalysisRepository:
         return await self._select(query, check.as_uuid("media_item_id", media_item_id))
 
     async def _select(self, query: str, key: uuid.UUID) -> list[AnalysisRecord]:
-        async with self.db.transaction() as connection:
+        async with self.db.connection() as connection:
             rows = await (await connection.execute(query, (key,))).fetchall()
         return [AnalysisRecord.from_row(row) for row in rows]

@@ -47,7 +47,7 @@ class JobQueue:
             "INSERT INTO processing_jobs (workflow_type, priority, media_item_id) "
             f"VALUES (%s, %s, %s) RETURNING {COLUMNS}"
         )
-        async with self.db.transaction() as connection:
+        async with self.db.connection() as connection:
             row = await (
                 await connection.execute(insert, (workflow_type, priority, item))
             ).fetchone()
@@ -58,7 +58,7 @@ class JobQueue:
         """Moves the next queued job to `running` and returns it; None when the queue is empty."""
         if workflow_type is not None:
             check.required_text("workflow_type", workflow_type, max_length=50)
-        async with self.db.transaction() as connection:
+        async with self.db.connection() as connection:
             cursor = await connection.execute(CLAIM, {"workflow_type": workflow_type})
             row = await cursor.fetchone()
         return JobRecord.from_row(row) if row else None
@@ -83,7 +83,7 @@ class JobQueue:
             "UPDATE processing_jobs SET status = 'queued', started_at = NULL "
             "WHERE status = 'running' AND started_at < now() - %s RETURNING id"
         )
-        async with self.db.transaction() as connection:
+        async with self.db.connection() as connection:
             rows = await (await connection.execute(update, (older_than,))).fetchall()
         return [row["id"] for row in rows]
 
@@ -94,14 +94,14 @@ class JobQueue:
             f"SELECT {COLUMNS} FROM processing_jobs WHERE status = %s "
             "ORDER BY priority DESC, created_at LIMIT %s"
         )
-        async with self.db.transaction() as connection:
+        async with self.db.connection() as connection:
             rows = await (await connection.execute(query, (wanted, limit))).fetchall()
         return [JobRecord.from_row(row) for row in rows]
 
     async def counts(self) -> dict[JobStatus, int]:
         """Jobs per status, every status present (zero when none)."""
         query = "SELECT status, count(*) AS n FROM processing_jobs GROUP BY status"
-        async with self.db.transaction() as connection:
+        async with self.db.connection() as connection:
             rows = await (await connection.execute(query)).fetchall()
         found = {row["status"]: row["n"] for row in rows}
         return {status: found.get(status, 0) for status in JobStatus}
@@ -120,7 +120,7 @@ class JobQueue:
             f"WHERE id = %(id)s AND status = ANY(%(allowed)s) RETURNING {COLUMNS}"
         )
         values: dict[str, Any] = {"to": to, "error": error_message, "id": key, "allowed": allowed}
-        async with self.db.transaction() as connection:
+        async with self.db.connection() as connection:
             row = await (await connection.execute(update, values)).fetchone()
             if row is None:
                 cursor = await connection.execute(

@@ -1,5 +1,6 @@
 """Media items: create (one or in bulk), read, page newest-first, merge metadata, delete."""
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -48,11 +49,18 @@ class NewMedia:
         return values
 
 
-def _insert(values: dict[str, Any]) -> sql.Composed:
-    return sql.SQL("INSERT INTO media_items ({}) VALUES ({}) RETURNING {}").format(
-        sql.SQL(", ").join(map(sql.Identifier, values)),
-        sql.SQL(", ").join(map(sql.Placeholder, values)),
-        sql.SQL(COLUMNS),
+@functools.cache
+def _insert(columns: tuple[str, ...]) -> str:
+    """INSERT for exactly these columns (the rest take their server defaults); composed once
+    per column set, since composing SQL costs more than the round trip on a small machine."""
+    return (
+        sql.SQL("INSERT INTO media_items ({}) VALUES ({}) RETURNING {}")
+        .format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL(", ").join(map(sql.Placeholder, columns)),
+            sql.SQL(COLUMNS),
+        )
+        .as_string()
     )
 
 
@@ -62,14 +70,14 @@ class MediaRepository:
 
     async def create(self, item: NewMedia) -> MediaRecord:
         values = item.checked()
-        async with self.db.transaction() as connection:
-            row = await (await connection.execute(_insert(values), values)).fetchone()
+        async with self.db.connection() as connection:
+            row = await (await connection.execute(_insert(tuple(values)), values)).fetchone()
         assert row is not None  # INSERT ... RETURNING always returns the row
         return MediaRecord.from_row(row)
 
     async def create_many(self, items: Sequence[NewMedia]) -> int:
-        """Bulk path: every item is checked first, then all rows go in one COPY in one
-        transaction: all are written or none. Returns the number written."""
+        """Bulk path: every item is checked first, then all rows go in one COPY statement:
+        all are written or none. Returns the number written."""
         rows = [item.checked() for item in items]
         names = [f.name for f in fields(NewMedia)]
         copy_sql = sql.SQL("COPY media_items ({}) FROM STDIN").format(
@@ -77,7 +85,7 @@ class MediaRepository:
         )
         empty = Jsonb({})  # COPY cannot say DEFAULT: write the server default's value
         async with (
-            self.db.transaction() as connection,
+            self.db.connection() as connection,
             connection.cursor() as cursor,
             cursor.copy(copy_sql) as copy,
         ):
@@ -87,7 +95,7 @@ class MediaRepository:
 
     async def get(self, media_id: uuid.UUID | str) -> MediaRecord | None:
         key = check.as_uuid("media_id", media_id)
-        async with self.db.transaction() as connection:
+        async with self.db.connection() as connection:
             cursor = await connection.execute(
                 f"SELECT {COLUMNS} FROM media_items WHERE id = %s", (key,)
             )
@@ -110,7 +118,7 @@ class MediaRepository:
             f"SELECT {COLUMNS} FROM media_items WHERE {where} "
             "ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
         )
-        async with self.db.transaction() as connection:
+        async with self.db.connection() as connection:
             rows = await (await connection.execute(query, params)).fetchall()
         items = [MediaRecord.from_row(row) for row in rows[:limit]]
         last = items[-1] if len(rows) > limit else None
@@ -123,7 +131,7 @@ class MediaRepository:
             f"SELECT {COLUMNS} FROM media_items WHERE source_type = %s "
             "ORDER BY created_at DESC LIMIT %s"
         )
-        async with self.db.transaction() as connection:
+        async with self.db.connection() as connection:
             rows = await (await connection.execute(query, (source_type, limit))).fetchall()
         return [MediaRecord.from_row(row) for row in rows]
 
@@ -136,7 +144,7 @@ class MediaRepository:
             f"updated_at = now() WHERE id = %s RETURNING {COLUMNS}"
         )
         values = (Jsonb(check.json_object("metadata", patch)), key)
-        async with self.db.transaction() as connection:
+        async with self.db.connection() as connection:
             row = await (await connection.execute(update, values)).fetchone()
         if row is None:
             raise check.NotFound(f"media item {key} does not exist")
@@ -145,6 +153,6 @@ class MediaRepository:
     async def delete(self, media_id: uuid.UUID | str) -> bool:
         """Deletes the item; its analysis results and jobs go with it (ON DELETE CASCADE)."""
         key = check.as_uuid("media_id", media_id)
-        async with self.db.transaction() as connection:
+        async with self.db.connection() as connection:
             cursor = await connection.execute("DELETE FROM media_items WHERE id = %s", (key,))
         return cursor.rowcount > 0
