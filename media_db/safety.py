@@ -20,9 +20,11 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
+from models import Base
+
 log = logging.getLogger("alembic.env")
 
-OUR_TABLES = ("media_items", "analysis_results", "processing_jobs")
+OUR_TABLES = tuple(Base.metadata.tables)
 LOCK_NOT_AVAILABLE, DEADLOCK = "55P03", "40P01"
 
 
