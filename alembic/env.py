@@ -23,7 +23,7 @@ options = {
 }
 
 
-timeouts = migrations.timeout_settings(context.get_x_argument(as_dictionary=True), os.environ)
+timeouts = safety.timeout_settings(context.get_x_argument(as_dictionary=True), os.environ)
 
 
 def run_offline() -> None:

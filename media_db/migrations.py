@@ -5,8 +5,7 @@ our tables only, and our version table must not be Alembic's default `alembic_ve
 """
 
 import logging
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Literal
 
@@ -27,28 +26,6 @@ MINIMUM_SERVER = (13,)  # gen_random_uuid() is core from PostgreSQL 13
 
 
 log = logging.getLogger("alembic.env")
-
-
-# Our migration session waits at most this long for a lock (n8n's traffic queues behind any
-# lock request of ours while it waits) and this long for one statement. Session settings of our
-# own connection only: never server- or role-wide, the database is shared.
-DEFAULT_TIMEOUTS = {"lock_timeout": "5s", "statement_timeout": "15min"}
-TIMEOUT_FORMAT = re.compile(r"\d+(ms|s|min|h)?")
-
-
-def timeout_settings(x_arguments: Mapping[str, str], environ: Mapping[str, str]) -> list[str]:
-    """`SET` statements for the migration session: `-x lock_timeout=10s`, else the environment's
-    MIGRATION_LOCK_TIMEOUT (likewise statement_timeout), else the defaults."""
-    statements = []
-    for name, default in DEFAULT_TIMEOUTS.items():
-        value = x_arguments.get(name) or environ.get(f"MIGRATION_{name.upper()}") or default
-        if not TIMEOUT_FORMAT.fullmatch(value):
-            raise CommandError(
-                f"{name}={value!r} is not a duration PostgreSQL takes here: use e.g. 500ms, 5s, "
-                f"15min (via -x {name}=... or MIGRATION_{name.upper()})"
-            )
-        statements.append(f"SET {name} = '{value}'")
-    return statements
 
 
 @contextmanager

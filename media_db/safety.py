@@ -11,6 +11,7 @@
 import hashlib
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -43,6 +44,30 @@ def _number(value: str, name: str) -> float:
         return float(value)
     except ValueError:
         raise CommandError(f"{name} must be a number, got {value!r}") from None
+
+
+# --- short lock waits ---------------------------------------------------------------------
+
+# Our migration session waits at most this long for a lock (n8n's traffic queues behind any
+# lock request of ours while it waits) and this long for one statement. Session settings of our
+# own connection only: never server- or role-wide, the database is shared.
+DEFAULT_TIMEOUTS = {"lock_timeout": "5s", "statement_timeout": "15min"}
+TIMEOUT_FORMAT = re.compile(r"\d+(ms|s|min|h)?")
+
+
+def timeout_settings(x_arguments: Mapping[str, str], environ: Mapping[str, str]) -> list[str]:
+    """`SET` statements for the migration session: `-x lock_timeout=10s`, else the environment's
+    MIGRATION_LOCK_TIMEOUT (likewise statement_timeout), else the defaults."""
+    statements = []
+    for name, default in DEFAULT_TIMEOUTS.items():
+        value = _option(x_arguments, environ, name, default)
+        if not TIMEOUT_FORMAT.fullmatch(value):
+            raise CommandError(
+                f"{name}={value!r} is not a duration PostgreSQL takes here: use e.g. 500ms, 5s, "
+                f"15min (via -x {name}=... or MIGRATION_{name.upper()})"
+            )
+        statements.append(f"SET {name} = '{value}'")
+    return statements
 
 
 # --- one migrator at a time -------------------------------------------------------------------
