@@ -61,9 +61,10 @@ verify: install ## alembic check, then compare the live catalog with the models 
 sql: install ## Print the upgrade as SQL without a database (RANGE=0001:head for a span)
 	@alembic upgrade '$(RANGE)' --sql
 
-revision: install ## Autogenerate a revision from the models: make revision M="add thumbnail path"
+revision: install ## Autogenerate a lock-safe revision from the models (M="add thumbnail path")
 	@[ -n "$(M)" ] || { echo 'usage: make revision M="what the revision does"' >&2; exit 2; }
 	$(WITH_DB) alembic revision --autogenerate -m '$(M)'
+	python -m media_db.erd  # the diagram follows the models it was generated from
 
 erd: install ## Write the Mermaid ER diagram of the models to docs/schema.md
 	python -m media_db.erd

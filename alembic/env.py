@@ -7,7 +7,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from media_db import migrations, safety
+from media_db import guarded_ops, migrations, safety
 from models import Base
 
 config = context.config
@@ -24,6 +24,9 @@ options = {
 
 
 timeouts = safety.timeout_settings(context.get_x_argument(as_dictionary=True), os.environ)
+guard = safety.options(context.get_x_argument(as_dictionary=True))
+# Read by our drop_table/drop_column (media_db/guarded_ops.py), which check under their lock.
+options[guarded_ops.CONSENT_OPTION] = guard["allow_data_loss"]
 
 
 def run_offline() -> None:
@@ -37,7 +40,6 @@ def run_offline() -> None:
 
 def run_online() -> None:
     given = config.attributes.get("connection")
-    guard = safety.options(context.get_x_argument(as_dictionary=True))
     with migrations.migration_connection(given, timeouts) as connection:
         migrations.require_server_version(connection)
         context.configure(connection=connection, **options)
@@ -49,7 +51,7 @@ def run_online() -> None:
             if command in migrations.CHANGING_COMMANDS
             else nullcontext()
         ):
-            if command == "downgrade":
+            if command in ("upgrade", "downgrade"):
                 steps = migrations.planned_steps(context.get_context())
                 safety.refuse_data_loss(connection, steps, guard["allow_data_loss"])
             safety.run_with_retries(

@@ -1,7 +1,17 @@
+<%!
+    def body(rendered):
+        # Alembic's "commands auto generated ... please adjust!" markers: the review happened.
+        lines = [line for line in rendered.splitlines() if not line.strip().startswith("# ###")]
+        return "\n".join(lines).strip()
+%>\
 """${message}
 
 Why: <what this changes and why; a reviewer reads this before the SQL>.
+% if context.get("locks"):
+${context.get("locks")}
+% else:
 Locks: <for a populated table, how this avoids long locks; else "new objects only">.
+% endif
 
 Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
@@ -17,11 +27,14 @@ revision: str = ${repr(up_revision)}
 down_revision: str | Sequence[str] | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+% if context.get("declarations"):
+${context.get("declarations")}
+% endif
 
 
 def upgrade() -> None:
-    ${upgrades if upgrades else "pass"}
+    ${body(upgrades) if upgrades else "pass"}
 
 
 def downgrade() -> None:
-    ${downgrades if downgrades else "pass"}
+    ${body(downgrades) if downgrades else "pass"}

@@ -1,14 +1,24 @@
 """`make lint-sql`: squawk over the offline SQL of every revision, upgrade and downgrade.
 
 Each revision's SQL is generated on its own (`alembic upgrade prev:rev --sql`, and the reverse)
-into .local/sql/ and linted by squawk with every rule on, except the exclusions below: each is
-scoped to the files it concerns and says why. Non-zero exit on any finding.
+into .local/sql/ and linted by squawk with every rule on, except:
+
+- the project's stance (PROJECT_STANCE below), the same for every file;
+- the waivers a revision declares for the findings it makes on purpose: `lint_waivers =
+  {"upgrade" | "downgrade": {rule: why}}`, written by `make revision` for its own safe forms and
+  by hand for anything else, with the reason next to the code that causes the finding;
+- for revisions 0001-0007, written before waivers moved into the revisions (and never edited
+  since they landed), the exclusions kept here in LANDED_BEFORE_WAIVERS.
+
+Each file checked is named; findings print in squawk's terminal style on a terminal, else one
+plain line each. Non-zero exit on any finding.
 """
 
 import io
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from alembic import command
 from alembic.config import Config
@@ -19,26 +29,31 @@ from media_db.local_server import REPO_ROOT
 OUT = REPO_ROOT / ".local" / "sql"
 PG_VERSION = "13"  # the oldest server we support (revision 0001 refuses older ones)
 
-# A downgrade removes what its upgrade added; dropping is its job. (Tables holding rows are
-# the operator's call: see the rollback runbook.)
-DOWNGRADE = {
+PROJECT_STANCE = {
+    # The models keep the plan's VARCHAR(n): the lengths are the data layer's input limits.
+    # Widening one (or varchar -> text) is a catalog change with no rewrite since PostgreSQL
+    # 9.2; `make revision` lets only such changes through and refuses rewriting ones.
+    "prefer-text-field": "String(n) in the models; only binary-compatible changes are written",
+    # INTEGER columns hold counts and sizes in range, not ids: every primary key is a UUID.
+    "prefer-bigint-over-int": "integers are counts and sizes; ids are UUIDs",
+}
+
+# A downgrade removes what its upgrade added; dropping is its job.
+_DOWNGRADE = {
     "ban-drop-table": "a downgrade drops the tables its upgrade created",
     "ban-drop-constraint": "a downgrade drops the constraints its upgrade added",
     "ban-drop-function": "a downgrade drops the function its upgrade created",
     "ban-drop-not-null": "0005's downgrade undoes its SET NOT NULL",
 }
-EXCLUSIONS: dict[str, dict[str, str]] = {
-    "0001_upgrade": {
-        "prefer-text-field": "0001 is the seed plan's schema, VARCHAR(n) included, by design",
-        "prefer-bigint-over-int": "0001 is the seed plan's schema, INTEGER included, by design",
-    },
+LANDED_BEFORE_WAIVERS: dict[str, dict[str, str]] = {
+    **{f"{n:04d}_downgrade": _DOWNGRADE for n in range(1, 8)},
     "0005_upgrade": {
         "adding-not-nullable-field": "no scan: a CHECK (status IS NOT NULL) validated in 0004 "
         "proves the column, which squawk cannot see across revisions",
         "ban-drop-constraint": "drops 0002's helper CHECK, redundant once the column is NOT NULL",
     },
     "0005_downgrade": {
-        **DOWNGRADE,
+        **_DOWNGRADE,
         "prefer-robust-stmts": "the autocommitted step is VALIDATE CONSTRAINT, which is "
         "idempotent: re-running after a failure is safe",
     },
@@ -54,28 +69,45 @@ def offline_sql(direction: str, span: str) -> str:
     return buffer.getvalue()
 
 
+def waived(module: ModuleType, revision: str, direction: str) -> dict[str, str]:
+    """Every rule not applied to this revision's SQL in this direction, with why."""
+    return {
+        **PROJECT_STANCE,
+        **LANDED_BEFORE_WAIVERS.get(f"{revision}_{direction}", {}),
+        **getattr(module, "lint_waivers", {}).get(direction, {}),
+    }
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
-    files = []
     script = ScriptDirectory.from_config(Config(str(REPO_ROOT / "alembic.ini")))
+    squawk = Path(sys.executable).parent / "squawk"
+    reporter = "tty" if sys.stdout.isatty() else "gcc"
+    failed = 0
     for revision in reversed(list(script.walk_revisions())):
         previous = revision.down_revision
         assert previous is None or isinstance(previous, str), "merge revisions: lint by hand"
-        span = f"{previous}:{revision.revision}" if previous else revision.revision
-        up = OUT / f"{revision.revision}_upgrade.sql"
-        up.write_text(offline_sql("upgrade", span))
-        down = OUT / f"{revision.revision}_downgrade.sql"
-        down.write_text(offline_sql("downgrade", f"{revision.revision}:{previous or 'base'}"))
-        files += [up, down]
-    squawk = Path(sys.executable).parent / "squawk"
-    failed = 0
-    for path in files:
-        excluded = EXCLUSIONS.get(path.stem, DOWNGRADE if path.stem.endswith("_downgrade") else {})
-        options = [f"--exclude={rule}" for rule in excluded]
-        result = subprocess.run(
-            [str(squawk), f"--pg-version={PG_VERSION}", *options, str(path)], check=False
-        )
-        failed |= result.returncode
+        spans = {
+            "upgrade": f"{previous}:{revision.revision}" if previous else revision.revision,
+            "downgrade": f"{revision.revision}:{previous or 'base'}",
+        }
+        for direction, span in spans.items():
+            path = OUT / f"{revision.revision}_{direction}.sql"
+            path.write_text(offline_sql(direction, span))
+            rules = waived(revision.module, revision.revision, direction)
+            print(f"squawk {path.relative_to(REPO_ROOT)} ({len(rules)} rules waived)", flush=True)
+            result = subprocess.run(
+                [
+                    str(squawk),
+                    f"--pg-version={PG_VERSION}",
+                    f"--reporter={reporter}",
+                    *(f"--exclude={rule}" for rule in rules),
+                    str(path),
+                ],
+                check=False,
+            )
+            failed |= result.returncode
+    print("lint-sql: " + ("findings above" if failed else "no findings"))
     return failed
 
 

@@ -5,7 +5,8 @@
   revision cannot deadlock against it). Replicas that lose the race wait, then find the
   database already at the target and do nothing.
 - Lock timeouts are retried with backoff, then reported with the sessions that hold our tables.
-- A downgrade that would drop tables holding rows refuses unless the operator consents.
+- A migration that would drop a table holding rows, or a column holding values, refuses unless
+  the operator consents.
 """
 
 import hashlib
@@ -21,6 +22,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
+from media_db import guarded_ops
 from models import Base
 
 log = logging.getLogger("alembic.env")
@@ -189,31 +191,72 @@ def _blockers(connection: Connection) -> str:
 
 # --- no silent data loss ------------------------------------------------------------------------
 
+# What each revision declares it drops, by direction: "table" or "table.column" names. Revision
+# 0001 predates the column-level declarations: its `drops_tables` are what downgrade() drops.
+DECLARED_DROPS = {
+    False: ("drops_tables", "drops_columns"),  # downgrade()
+    True: ("upgrade_drops_tables", "upgrade_drops_columns"),  # upgrade()
+}
+SHOWN_UP_TO = 1_000  # rows counted per table or column at most: the answer stays quick at any size
+
+
+def declared_drops(steps: list[Any]) -> list[str]:
+    """Every table and `table.column` the steps will drop, as their revisions declare them."""
+    return [
+        name
+        for step in steps
+        for attribute in DECLARED_DROPS[bool(step.is_upgrade)]
+        for name in getattr(step.revision.module, attribute, ())
+    ]
+
 
 def refuse_data_loss(connection: Connection, steps: list[Any], consent: bool) -> None:
-    """Before any downgrade step runs: count the rows of every table the steps would drop
-    (declared by each revision as `drops_tables`); refuse, changing nothing, unless consent."""
-    doomed = [
-        table
-        for step in steps
-        if not step.is_upgrade
-        for table in getattr(step.revision.module, "drops_tables", ())
-    ]
+    """Before any step runs: refuse, changing nothing, if a table or column the steps declare
+    they drop holds a row or value, unless the operator consents. The drop itself checks again
+    under its lock (media_db/guarded_ops.py): this early check makes a refusal change nothing
+    instead of stopping half-way down."""
     holding = {}
-    for table in doomed:
-        if connection.scalar(text("SELECT to_regclass(:t)"), {"t": table}) is not None:
-            rows = int(connection.scalar(text(f'SELECT count(*) FROM "{table}"')) or 0)
-            if rows:
-                holding[table] = rows
+    for name in dict.fromkeys(declared_drops(steps)):
+        if (found := _values_held(connection, name)) is not None:
+            holding[name] = found
     connection.rollback()
-    if holding and not consent:
-        listed = ", ".join(f"{table} ({rows:,} rows)" for table, rows in holding.items())
+    if not holding:
+        return
+    listed = ", ".join(f"{name} ({found})" for name, found in holding.items())
+    if not consent:
         raise CommandError(
-            f"Refusing to downgrade: it would drop {listed}. Nothing was changed. Back up, then "
-            "consent with `-x allow-data-loss=true` (or ALLOW_DATA_LOSS=1 for make)."
+            f"Refusing to migrate: it would drop {listed}. Nothing was changed. "
+            + guarded_ops.HOW_TO_CONSENT
         )
-    if holding:
-        log.warning("Dropping tables with rows, with consent: %s", holding)
+    log.warning("Dropping, with consent: %s", listed)
+
+
+def _values_held(connection: Connection, name: str) -> str | None:
+    """'3 rows' / '1 value' / 'more than 1,000 rows' when `name` holds data; None when it does
+    not, or does not exist."""
+    table, _, column = name.partition(".")
+    exists = connection.scalar(
+        text(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(:t) "
+            "AND attnum > 0 AND NOT attisdropped AND (:c = '' OR attname = :c)"
+        ),
+        {"t": table, "c": column},
+    )
+    if not exists:
+        return None
+    where = f' WHERE "{column}" IS NOT NULL' if column else ""
+    found = int(
+        connection.scalar(
+            text(f'SELECT count(*) FROM (SELECT FROM "{table}"{where} LIMIT {SHOWN_UP_TO + 1}) s')
+        )
+        or 0
+    )
+    if not found:
+        return None
+    noun = "value" if column else "row"
+    if found > SHOWN_UP_TO:
+        return f"more than {SHOWN_UP_TO:,} {noun}s"
+    return f"{found:,} {noun}{'' if found == 1 else 's'}"
 
 
 def options(

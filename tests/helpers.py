@@ -1,6 +1,8 @@
-"""Small things several tests need: Alembic configs, CLI runs with a chosen database."""
+"""Small things several tests need: Alembic configs, CLI runs with a chosen database, a
+throwaway copy of the project."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,13 +36,18 @@ def environment(url: URL | None = None, /, **extra: str) -> dict[str, str]:
 
 
 def run(
-    args: list[str], env: dict[str, str], stdin: str | None = None, timeout: float = 180
+    args: list[str],
+    env: dict[str, str],
+    stdin: str | None = None,
+    timeout: float = 180,
+    cwd: Path = REPO_ROOT,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command from the repository root with the venv's tools first on PATH."""
+    """Run a command (from the repository root unless `cwd`) with the venv's tools first on
+    PATH."""
     env = {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
     return subprocess.run(
         args,
-        cwd=REPO_ROOT,
+        cwd=cwd,
         env=env,
         input=stdin,
         capture_output=True,
@@ -51,3 +58,42 @@ def run(
 
 
 HEAD = str(ScriptDirectory.from_config(alembic_config()).get_current_head())
+
+
+PROJECT_FILES = [
+    "alembic.ini",
+    "alembic",
+    "docs",
+    "models",
+    "media_db",
+    "tests",
+    "Makefile",
+    "pyproject.toml",
+    "uv.lock",
+]
+
+
+def project_copy(tmp_path: Path) -> Path:
+    """A copy of the project a test may edit (models, revisions), sharing this .venv."""
+    copy = tmp_path / "project"
+    copy.mkdir()
+    for name in PROJECT_FILES:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, copy / name)
+    (copy / ".venv").symlink_to(REPO_ROOT / ".venv")
+    return copy
+
+
+def edit(path: Path, *replacements: tuple[str, str]) -> None:
+    """Replace each anchor (which must be there, once) in the file."""
+    source = path.read_text()
+    for anchor, replacement in replacements:
+        assert source.count(anchor) == 1, f"{anchor!r} is not in {path} exactly once"
+        source = source.replace(anchor, replacement)
+    path.write_text(source)
+
+
+NEXT_REVISION = f"{int(HEAD) + 1:04d}"

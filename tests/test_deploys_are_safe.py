@@ -111,5 +111,5 @@ def test_make_downgrade_consents_with_allow_data_loss(fresh_database: FreshDatab
         connection.execute(text("INSERT INTO processing_jobs (workflow_type) VALUES ('t')"))
     refused = run(["make", "downgrade", "REV=base"], env)
     assert refused.returncode != 0
-    assert "processing_jobs (1 rows)" in refused.stdout + refused.stderr
+    assert "processing_jobs (1 row)" in refused.stdout + refused.stderr
     assert run(["make", "downgrade", "REV=base"], {**env, "ALLOW_DATA_LOSS": "1"}).returncode == 0

@@ -1,6 +1,6 @@
 """Every revision is reviewable and stays runnable as the code moves on: a docstring saying why
 and how it treats locks, no import of application code, one head, sequential ids, and every
-table a downgrade drops declared for the data-loss guard."""
+table and column either direction drops declared for the data-loss guard."""
 
 import ast
 import re
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from alembic.script import Script, ScriptDirectory
 
+from media_db.safety import DECLARED_DROPS
 from tests.helpers import alembic_config
 
 SCRIPTS = list(reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions())))
@@ -22,7 +23,9 @@ def test_revision_says_why_and_how_it_locks(script: Script) -> None:
     assert "<what this changes" not in doc, "fill in the template's Why:"
     assert "<for a populated table" not in doc, "fill in the template's Locks:"
     assert re.fullmatch(r"\d{4}", script.revision)
-    assert script.path.endswith(f"_{script.revision}_{script.path.split('_', 4)[-1]}")
+    assert re.fullmatch(
+        rf"\d{{4}}_\d{{2}}_\d{{2}}_{script.revision}_\w+\.py", Path(script.path).name
+    )
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda s: s.revision)
@@ -38,13 +41,41 @@ def test_revision_imports_no_application_code(script: Script) -> None:
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda s: s.revision)
-def test_tables_dropped_on_downgrade_are_declared(script: Script) -> None:
-    source = Path(script.path).read_text()
-    downgrade = source[source.index("def downgrade") :]
-    dropped = set(re.findall(r'op\.drop_table\("(\w+)"', downgrade))
-    dropped |= {name.lower() for name in re.findall(r"DROP TABLE (?:IF EXISTS )?(\w+)", downgrade)}
-    assert dropped <= set(getattr(script.module, "drops_tables", ())), (
-        "declare `drops_tables` so the data-loss guard counts their rows first"
+@pytest.mark.parametrize("is_upgrade", [True, False], ids=["upgrade", "downgrade"])
+def test_everything_dropped_is_declared(script: Script, is_upgrade: bool) -> None:
+    """The data-loss guard checks what a revision declares before any step runs: every table
+    and column the direction drops must be there (tables: `drops_tables`, columns:
+    `drops_columns`, with an `upgrade_` prefix for what upgrade() drops)."""
+    tree = ast.parse(Path(script.path).read_text())
+    [function] = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and node.name == ("upgrade" if is_upgrade else "downgrade")
+    ]
+    dropped = set()
+    for call in ast.walk(function):
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)):
+            continue
+        args = [arg.value for arg in call.args if isinstance(arg, ast.Constant)]
+        if call.func.attr == "drop_table":
+            dropped.add(args[0])
+        elif call.func.attr == "drop_column":
+            dropped.add(f"{args[0]}.{args[1]}")
+    sql = ast.get_source_segment(Path(script.path).read_text(), function) or ""
+    dropped |= {name.lower() for name in re.findall(r"DROP TABLE (?:IF EXISTS )?(\w+)", sql)}
+    dropped |= {
+        f"{table}.{column}".lower()
+        for table, column in re.findall(r"ALTER TABLE (\w+) DROP COLUMN (?:IF EXISTS )?(\w+)", sql)
+    }
+    declared = {
+        name
+        for attribute in DECLARED_DROPS[is_upgrade]
+        for name in getattr(script.module, attribute, ())
+    }
+    assert dropped <= declared, (
+        f"declare {sorted(dropped - declared)} in {' / '.join(DECLARED_DROPS[is_upgrade])} so "
+        "the data-loss guard checks them before any step runs"
     )
 
 

@@ -1,0 +1,102 @@
+"""How three of Alembic's own operations run in our revisions (registered by alembic/env.py).
+
+Revisions keep calling plain `op.drop_table`, `op.drop_column` and `op.create_index`; these
+implementations wrap Alembic's defaults (Operations.implementation_for, replace=True):
+
+- `drop_table` / `drop_column` first take the ACCESS EXCLUSIVE lock the drop needs anyway, then
+  refuse if the table holds a row (the column a value), unless the operator consented. Deciding
+  and dropping under one lock means a row that a writer (n8n) commits during a deploy is either
+  seen by the check or waits for the drop and fails: it is never dropped unseen. Offline SQL
+  carries the same check as a DO block. `media_db.safety.refuse_data_loss` runs the same test
+  earlier, before any step, so a refusal usually comes before anything changed.
+- `create_index(..., postgresql_concurrently=True)` first drops an INVALID leftover of a failed
+  earlier build of the same name, which `IF NOT EXISTS` would otherwise keep silently.
+"""
+
+import logging
+
+from alembic.operations import Operations, ops, toimpl
+from alembic.util import CommandError
+from sqlalchemy import text
+
+log = logging.getLogger("alembic.env")
+
+CONSENT_OPTION = "allow_data_loss"  # the MigrationContext option env.py sets from the consent
+HOW_TO_CONSENT = (
+    "Back up, then consent with `-x allow-data-loss=true` (ALLOW_DATA_LOSS=1 for make)."
+)
+
+
+def _quote(operations: Operations, name: str) -> str:
+    return operations.migration_context.dialect.identifier_preparer.quote(name)
+
+
+def _refuse_if_holding(operations: Operations, table: str, column: str | None) -> None:
+    context = operations.migration_context
+    if context.opts.get(CONSENT_OPTION):
+        return
+    what = f"{table}.{column}" if column else table
+    holds = "a value" if column else "a row"
+    quoted = _quote(operations, table)
+    probe = f"SELECT 1 FROM {quoted}" + (
+        f" WHERE {_quote(operations, column)} IS NOT NULL" if column else ""
+    )
+    refusal = (
+        f"Refusing to drop {what}: it holds {holds}. The revision was rolled back and nothing "
+        f"was dropped. {HOW_TO_CONSENT}"
+    )
+    if context.as_sql:
+        operations.execute(f"LOCK TABLE {quoted} IN ACCESS EXCLUSIVE MODE")
+        message = refusal.replace("'", "''")
+        operations.execute(
+            f"DO $$ BEGIN IF EXISTS ({probe}) THEN RAISE EXCEPTION USING MESSAGE = '{message}'; "
+            "END IF; END $$"
+        )
+        return
+    bind = operations.get_bind()
+    if bind.scalar(text("SELECT to_regclass(:t)"), {"t": quoted}) is None:
+        return  # nothing to protect; the drop itself says what is wrong
+    bind.execute(text(f"LOCK TABLE {quoted} IN ACCESS EXCLUSIVE MODE"))
+    if bind.scalar(text(f"SELECT EXISTS ({probe})")):
+        raise CommandError(refusal)
+
+
+@Operations.implementation_for(ops.DropTableOp, replace=True)
+def drop_table(operations: Operations, operation: ops.DropTableOp) -> None:
+    _refuse_if_holding(operations, operation.table_name, None)
+    toimpl.drop_table(operations, operation)
+
+
+@Operations.implementation_for(ops.DropColumnOp, replace=True)
+def drop_column(operations: Operations, operation: ops.DropColumnOp) -> None:
+    _refuse_if_holding(operations, operation.table_name, operation.column_name)
+    toimpl.drop_column(operations, operation)
+
+
+@Operations.implementation_for(ops.CreateIndexOp, replace=True)
+def create_index(operations: Operations, operation: ops.CreateIndexOp) -> None:
+    if operation.kw.get("postgresql_concurrently") and operation.index_name:
+        _drop_invalid_leftover(operations, str(operation.index_name))
+    toimpl.create_index(operations, operation)
+
+
+INVALID_INDEX = (
+    "SELECT FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+    "WHERE c.relname = '{name}' AND c.relnamespace = CAST(current_schema() AS regnamespace) "
+    "AND NOT i.indisvalid"
+)
+
+
+def _drop_invalid_leftover(operations: Operations, name: str) -> None:
+    probe = INVALID_INDEX.format(name=name.replace("'", "''"))
+    quoted = _quote(operations, name)
+    if operations.migration_context.as_sql:
+        # A DO block cannot drop CONCURRENTLY; a plain DROP INDEX of an invalid index is a
+        # catalog change, its lock brief and bounded by lock_timeout.
+        operations.execute(
+            f"DO $$ BEGIN IF EXISTS ({probe}) THEN DROP INDEX {quoted}; END IF; END $$"
+        )
+        return
+    if operations.get_bind().scalar(text(f"SELECT EXISTS ({probe})")):
+        log.warning("Dropping INVALID index %s left by a failed earlier build", name)
+        operations.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quoted}")

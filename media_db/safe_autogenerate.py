@@ -1,0 +1,556 @@
+"""`make revision` writes the lock-safe form of every operation on an existing table.
+
+Autogenerate proposes plain operations; on a populated table shared with n8n several of them
+stop writes for a whole scan or rewrite. `rewrite()` runs in process_revision_directives and:
+
+- turns each operation into its lock-safe form (the table in the README, "Changing the schema");
+- refuses, with the expand/contract steps to write instead, what has no lock-safe form: a NOT
+  NULL column with no default, a volatile default, a rewriting type change, a rename (seen as a
+  drop and an add of the same type);
+- fills in what the reviewer and the tools need: one `Locks:` line per operation, the tables and
+  columns each direction drops (read by the data-loss guard, media_db/safety.py), and the
+  `make lint-sql` findings that the safe forms make on purpose, each with its reason.
+
+Every step that commits on its own (a concurrent build, a VALIDATE) is written so that running
+the revision again after a failure at any point finishes the job instead of failing on what the
+first run left. Operations on a table created or dropped in the same step stay plain: nobody
+else can be using a table that does not exist yet, and a table being dropped is locked anyway.
+"""
+
+import copy
+import hashlib
+import re
+import textwrap
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from alembic.autogenerate import renderers
+from alembic.autogenerate.api import AutogenContext
+from alembic.autogenerate.render import render_op
+from alembic.operations import ops
+from alembic.util import CommandError
+from sqlalchemy import Column, Connection, inspect, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql.elements import TextClause, conv
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+UPGRADE, DOWNGRADE = "upgrade", "downgrade"
+MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
+DOCSTRING_WIDTH = 99  # ruff's line length, which ruff format does not enforce in docstrings
+
+CATALOG_ONLY = "ACCESS EXCLUSIVE, catalog only (no scan, no rewrite)"
+CONCURRENT = "SHARE UPDATE EXCLUSIVE: reads and writes continue during the build"
+GUARDED_DROP = (
+    "ACCESS EXCLUSIVE, briefly; under that lock the data-loss guard first checks that it holds "
+    "no data (or the operator consented)"
+)
+RERUN = "a leftover of a failed earlier run, so that running the revision again finishes it"
+# squawk's findings on the safe forms, and why each is deliberate (`lint_waivers` in the file).
+WAIVERS = {
+    "ban-drop-table": "declared; the data-loss guard checks the table under its lock",
+    "ban-drop-column": "declared; the data-loss guard checks the column under its lock",
+    "ban-drop-constraint": "drops what the other direction adds, or a leftover, to re-run",
+    "ban-drop-not-null": "undoes a SET NOT NULL",
+    "changing-column-type": "binary-compatible, no rewrite (or undoing such a widening)",
+    "adding-not-nullable-field": "SET NOT NULL proven by a validated CHECK: no scan",
+}
+
+
+class AutocommitBlock(ops.MigrateOperation):
+    """Operations that must run outside a transaction, written as Alembic's autocommit block."""
+
+    def __init__(self, operations: list[ops.MigrateOperation]) -> None:
+        self.operations = operations
+
+
+class Comment(ops.MigrateOperation):
+    """A comment line in the written revision."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+@renderers.dispatch_for(AutocommitBlock)
+def _render_autocommit_block(context: AutogenContext, block: AutocommitBlock) -> list[str]:
+    # Alembic's printer indents after the `:` line; the empty line ends the block.
+    lines = ["with op.get_context().autocommit_block():"]
+    for operation in block.operations:
+        lines += render_op(context, operation)
+    return [*lines, ""]
+
+
+class Statement(ops.ExecuteSQLOp):
+    """`op.execute(...)` of one SQL statement, its text cut in pieces that fit the line length."""
+
+
+@renderers.dispatch_for(Statement)
+def _render_statement(context: AutogenContext, statement: Statement) -> str:
+    assert isinstance(statement.sqltext, str)
+    pieces = textwrap.wrap(statement.sqltext, width=60, drop_whitespace=False)
+    return f"op.execute({' '.join(repr(piece) for piece in pieces)})"
+
+
+@renderers.dispatch_for(Comment)
+def _render_comment(context: AutogenContext, comment: Comment) -> list[str]:
+    return [f"# {comment.text}"]
+
+
+class Rewrite:
+    """The rewriting of one revision: its operations, and what the file must declare."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.quote = connection.dialect.identifier_preparer.quote
+        self.locks: dict[str, list[str]] = {UPGRADE: [], DOWNGRADE: []}
+        self.drops: dict[str, list[str]] = defaultdict(list)
+        self.waivers: dict[str, dict[str, str]] = defaultdict(dict)
+        self.refusals: list[str] = []
+
+    # --- the walk ---------------------------------------------------------------------------
+
+    def operations(
+        self, operations: list[ops.MigrateOperation], direction: str
+    ) -> list[ops.MigrateOperation]:
+        created_or_dropped = {
+            operation.table_name
+            for operation in operations
+            if isinstance(operation, ops.CreateTableOp | ops.DropTableOp)
+        }
+        rewritten: list[ops.MigrateOperation] = []
+        for operation in operations:
+            if isinstance(operation, ops.ModifyTableOps):
+                if direction == UPGRADE:
+                    self._refuse_renames(operation)
+                inner = [
+                    safe
+                    for step in operation.ops
+                    for safe in self._one(step, direction, created_or_dropped)
+                ]
+                rewritten.append(
+                    ops.ModifyTableOps(operation.table_name, inner, schema=operation.schema)
+                )
+            else:
+                rewritten += self._one(operation, direction, created_or_dropped)
+        return rewritten
+
+    def _one(
+        self, operation: ops.MigrateOperation, direction: str, fresh: set[str]
+    ) -> list[ops.MigrateOperation]:
+        table = str(
+            getattr(operation, "table_name", None) or getattr(operation, "source_table", "")
+        )
+        if isinstance(operation, ops.CreateTableOp):
+            self._lock(direction, f"create_table {table}: a new table, nothing existing is locked")
+            return [operation]
+        if isinstance(operation, ops.DropTableOp):
+            self._drop(direction, "tables", table, "ban-drop-table")
+            self._lock(direction, f"drop_table {table}: {GUARDED_DROP}")
+            return [operation]
+        if table in fresh:
+            self._lock(direction, f"{_name(operation)} on {table}: goes with its table (same step)")
+            return [operation]
+        handlers: dict[type[Any], Callable[[Any, str], list[ops.MigrateOperation]]] = {
+            ops.AddColumnOp: self._add_column,
+            ops.DropColumnOp: self._drop_column,
+            ops.CreateIndexOp: self._create_index,
+            ops.DropIndexOp: self._drop_index,
+            ops.CreateUniqueConstraintOp: self._add_unique,
+            ops.CreateCheckConstraintOp: self._add_check,
+            ops.CreateForeignKeyOp: self._add_foreign_key,
+            ops.DropConstraintOp: self._drop_constraint,
+            ops.AlterColumnOp: self._alter_column,
+        }
+        handler = handlers.get(type(operation))
+        if handler is None:
+            self._lock(
+                direction,
+                f"{_name(operation)} on {table}: not judged by make revision, "
+                "review its locks by hand",
+            )
+            return [operation]
+        return handler(operation, direction)
+
+    # --- columns ----------------------------------------------------------------------------
+
+    def _add_column(self, add: ops.AddColumnOp, direction: str) -> list[ops.MigrateOperation]:
+        column, where = add.column, f"{add.table_name}.{add.column.name}"
+        default = _default_sql(column)
+        problem = None
+        if column.computed is not None or column.identity is not None:
+            problem = "a generated or identity column fills every existing row: a table rewrite"
+        elif default is not None and (volatile := self._volatile_functions(default)):
+            problem = (
+                f"its default calls {', '.join(volatile)} (volatile): PostgreSQL computes it for "
+                "every existing row, rewriting the table under ACCESS EXCLUSIVE"
+            )
+        elif not column.nullable and default is None:
+            problem = "NOT NULL with no server default: existing rows have no value to hold"
+        if problem and direction == UPGRADE:
+            self.refusals.append(
+                f"add_column {where}: {problem}. Expand/contract instead: add it nullable (or "
+                "NOT NULL with a constant server_default), backfill existing rows in batches, "
+                "then set NOT NULL or the default in a later `make revision`."
+            )
+        how = f"a rewrite: {problem}" if problem else CATALOG_ONLY
+        self._lock(direction, f"add_column {where}: {how}")
+        return [add]
+
+    def _drop_column(self, drop: ops.DropColumnOp, direction: str) -> list[ops.MigrateOperation]:
+        where = f"{drop.table_name}.{drop.column_name}"
+        self._drop(direction, "columns", where, "ban-drop-column")
+        self._lock(direction, f"drop_column {where}: {GUARDED_DROP}")
+        return [drop]
+
+    def _refuse_renames(self, table_ops: ops.ModifyTableOps) -> None:
+        added = {
+            step.column.name: _sql_type(step.column.type)
+            for step in table_ops.ops
+            if isinstance(step, ops.AddColumnOp)
+        }
+        dropped = [step.column_name for step in table_ops.ops if isinstance(step, ops.DropColumnOp)]
+        existing = {
+            column["name"]: _sql_type(column["type"])
+            for column in self._reflected_columns(table_ops.table_name)
+        }
+        for old in dropped:
+            for new, type_ in added.items():
+                if existing.get(old) == type_:
+                    self.refusals.append(
+                        f"{table_ops.table_name}: {old} dropped and {new} added, both {type_}: "
+                        f"autogenerate sees a rename as a drop and an add, which loses {old}'s "
+                        f"data. Expand/contract instead: add {new}, write both, backfill {new} "
+                        f"from {old} in batches, move readers to {new}, then drop {old} in a "
+                        "later revision. Unrelated columns: drop and add in two revisions."
+                    )
+
+    def _alter_column(self, alter: ops.AlterColumnOp, direction: str) -> list[ops.MigrateOperation]:
+        where = f"{alter.table_name}.{alter.column_name}"
+        written: list[ops.MigrateOperation] = []
+        rest = copy.copy(alter)
+        rest.modify_nullable = None
+        if alter.modify_type is not None:
+            old, new = _sql_type(alter.existing_type), _sql_type(alter.modify_type)
+            if _binary_compatible(old, new):
+                how = f"{CATALOG_ONLY}: {old} to {new} is binary-compatible"
+                self._waive(direction, "changing-column-type")
+            elif direction == UPGRADE:
+                how = "a rewrite"
+                self.refusals.append(
+                    f"alter_column {where} type {old} to {new}: rewrites the table under ACCESS "
+                    "EXCLUSIVE. Expand/contract instead: add a column of the new type, write "
+                    "both, backfill it in batches, move readers, then drop the old column in a "
+                    "later revision. (Binary-compatible changes pass: varchar widened, varchar "
+                    "to text, numeric precision raised.)"
+                )
+            else:
+                how = (
+                    "ACCESS EXCLUSIVE while the table is checked and rewritten (undoing a "
+                    "widening); fails, changing nothing, if a value no longer fits"
+                )
+                self._waive(direction, "changing-column-type")
+            self._lock(direction, f"alter_column {where} type: {how}")
+        if alter.modify_server_default is not False:
+            self._lock(direction, f"alter_column {where} server default: {CATALOG_ONLY}")
+        if alter.modify_comment is not False:
+            self._lock(direction, f"alter_column {where} comment: {CATALOG_ONLY}")
+        if _modifies_anything(rest):
+            written.append(rest)
+        if alter.modify_nullable is True:
+            self._waive(direction, "ban-drop-not-null")
+            written.append(_only_nullable(alter))
+            self._lock(direction, f"alter_column {where} DROP NOT NULL: {CATALOG_ONLY}")
+        elif alter.modify_nullable is False:
+            written += self._set_not_null(alter, direction)
+        return written
+
+    def _set_not_null(self, alter: ops.AlterColumnOp, direction: str) -> list[ops.MigrateOperation]:
+        """SET NOT NULL scans the table under ACCESS EXCLUSIVE, unless a validated CHECK (col IS
+        NOT NULL) proves it (PostgreSQL 12+): validate one first, without blocking writes."""
+        table, column = alter.table_name, alter.column_name
+        helper = _identifier(f"{table}_{column}_not_null_check")
+        condition = f"{self.quote(column)} IS NOT NULL"
+        self._waive(direction, "ban-drop-constraint")
+        self._waive(direction, "adding-not-nullable-field")
+        self._lock(
+            direction,
+            f"alter_column {table}.{column} SET NOT NULL: a CHECK ({condition}) added NOT VALID "
+            f"({CATALOG_ONLY}), validated under SHARE UPDATE EXCLUSIVE (reads and writes "
+            f"continue), then SET NOT NULL without a scan ({CATALOG_ONLY}) and the CHECK dropped",
+        )
+        return [
+            *self._not_valid_then_validate(
+                direction,
+                table,
+                helper,
+                "check",
+                ops.CreateCheckConstraintOp(
+                    conv(helper), table, text(condition), postgresql_not_valid=True
+                ),
+            ),
+            _only_nullable(alter),
+            ops.DropConstraintOp(conv(helper), table, type_="check"),
+        ]
+
+    # --- indexes and constraints ----------------------------------------------------------------
+
+    def _create_index(
+        self, create: ops.CreateIndexOp, direction: str
+    ) -> list[ops.MigrateOperation]:
+        self._lock(
+            direction,
+            f"create_index {create.index_name} CONCURRENTLY on {create.table_name}: {CONCURRENT} "
+            "(an INVALID leftover of a failed build is dropped first)",
+        )
+        return [AutocommitBlock([_concurrent(create)])]
+
+    def _drop_index(self, drop: ops.DropIndexOp, direction: str) -> list[ops.MigrateOperation]:
+        self._lock(
+            direction,
+            f"drop_index {drop.index_name} CONCURRENTLY: SHARE UPDATE EXCLUSIVE, reads and "
+            "writes continue",
+        )
+        drop = copy.copy(drop)
+        drop.kw = {**drop.kw, "postgresql_concurrently": True}
+        drop.if_exists = True
+        return [AutocommitBlock([drop])]
+
+    def _add_unique(
+        self, add: ops.CreateUniqueConstraintOp, direction: str
+    ) -> list[ops.MigrateOperation]:
+        table, name = add.table_name, str(add.constraint_name)
+        self._waive(direction, "ban-drop-constraint")
+        self._lock(
+            direction,
+            f"unique constraint {name} on {table}: its index built CONCURRENTLY ({CONCURRENT}), "
+            f"then ADD CONSTRAINT ... USING INDEX ({CATALOG_ONLY})",
+        )
+        index = ops.CreateIndexOp(
+            conv(name), table, list(add.columns), unique=True, schema=add.schema
+        )
+        return [
+            Comment(f"Drop {RERUN}."),
+            ops.DropConstraintOp(add.constraint_name, table, type_="unique", if_exists=True),
+            AutocommitBlock([_concurrent(index)]),
+            Statement(
+                f"ALTER TABLE {self.quote(table)} ADD CONSTRAINT {self.quote(name)} "
+                f"UNIQUE USING INDEX {self.quote(name)}"
+            ),
+        ]
+
+    def _add_check(
+        self, add: ops.CreateCheckConstraintOp, direction: str
+    ) -> list[ops.MigrateOperation]:
+        table, name = add.table_name, str(add.constraint_name)
+        self._lock(
+            direction,
+            f"check constraint {name} on {table}: added NOT VALID ({CATALOG_ONLY}), then "
+            "validated under SHARE UPDATE EXCLUSIVE (reads and writes continue)",
+        )
+        add = copy.copy(add)
+        add.kw = {**add.kw, "postgresql_not_valid": True}
+        return self._not_valid_then_validate(direction, table, name, "check", add)
+
+    def _add_foreign_key(
+        self, add: ops.CreateForeignKeyOp, direction: str
+    ) -> list[ops.MigrateOperation]:
+        table, name = add.source_table, str(add.constraint_name)
+        self._lock(
+            direction,
+            f"foreign key {name} on {table}: added NOT VALID (SHARE ROW EXCLUSIVE on {table} "
+            f"and {add.referent_table}, catalog only), then validated under SHARE UPDATE "
+            "EXCLUSIVE (reads and writes continue)",
+        )
+        add = copy.copy(add)
+        add.kw = {**add.kw, "postgresql_not_valid": True}
+        return self._not_valid_then_validate(direction, table, name, "foreignkey", add)
+
+    def _not_valid_then_validate(
+        self, direction: str, table: str, name: str, type_: str, add: ops.MigrateOperation
+    ) -> list[ops.MigrateOperation]:
+        self._waive(direction, "ban-drop-constraint")
+        return [
+            Comment(f"Drop {RERUN}."),
+            ops.DropConstraintOp(conv(name), table, type_=type_, if_exists=True),
+            add,
+            Comment("VALIDATE in a transaction of its own: it scans without blocking writes."),
+            AutocommitBlock(
+                [
+                    Statement(
+                        f"ALTER TABLE {self.quote(table)} VALIDATE CONSTRAINT {self.quote(name)}"
+                    )
+                ]
+            ),
+        ]
+
+    def _drop_constraint(
+        self, drop: ops.DropConstraintOp, direction: str
+    ) -> list[ops.MigrateOperation]:
+        name = str(drop.constraint_name)
+        self._waive(direction, "ban-drop-constraint")
+        also = " (and on the referenced table)" if drop.constraint_type == "foreignkey" else ""
+        self._lock(direction, f"drop_constraint {name} on {drop.table_name}: {CATALOG_ONLY}{also}")
+        return [drop]
+
+    # --- bookkeeping ------------------------------------------------------------------------
+
+    def _waive(self, direction: str, rule: str) -> None:
+        self.waivers[direction][rule] = WAIVERS[rule]
+
+    def _lock(self, direction: str, line: str) -> None:
+        self.locks[direction].append(line)
+
+    def _drop(self, direction: str, kind: str, name: str, rule: str) -> None:
+        prefix = "upgrade_" if direction == UPGRADE else ""
+        self.drops[f"{prefix}drops_{kind}"].append(name)
+        self._waive(direction, rule)
+
+    def _volatile_functions(self, sql: str) -> list[str]:
+        called = sorted(set(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(", sql)))
+        if not called:
+            return []
+        rows = self.connection.execute(
+            text(
+                "SELECT DISTINCT proname FROM pg_proc WHERE provolatile = 'v' "
+                "AND proname = ANY(:names) ORDER BY proname"
+            ),
+            {"names": called},
+        )
+        return [f"{name}()" for (name,) in rows]
+
+    def _reflected_columns(self, table: str) -> list[Any]:
+        return list(inspect(self.connection).get_columns(table))
+
+    # --- what the file declares --------------------------------------------------------------
+
+    def template_args(self) -> dict[str, str]:
+        if self.refusals:
+            raise CommandError(
+                "No revision written: these changes have no lock-safe form on a populated "
+                "table.\n  - " + "\n  - ".join(self.refusals)
+            )
+        return {"locks": self._locks_text(), "declarations": self._declarations_text()}
+
+    def _locks_text(self) -> str:
+        lines = ["Locks: one line per operation, as `make revision` wrote them."]
+        for direction, entries in self.locks.items():
+            lines.append(f"  {direction}:")
+            for entry in entries or ["nothing"]:
+                lines += textwrap.wrap(
+                    f"{entry}.",
+                    width=DOCSTRING_WIDTH,
+                    initial_indent="  - ",
+                    subsequent_indent="    ",
+                )
+        return "\n".join(lines)
+
+    def _declarations_text(self) -> str:
+        lines = []
+        if self.drops:
+            lines.append(
+                "# What each direction drops, checked for data by the guard (media_db/safety.py)."
+            )
+            for name, names in sorted(self.drops.items()):
+                lines += [f"{name} = (", *(f"    {entry!r}," for entry in names), ")"]
+        waivers = {direction: rules for direction, rules in self.waivers.items() if rules}
+        if waivers:
+            lines += [
+                "# `make lint-sql` findings made on purpose: direction -> rule -> why.",
+                "lint_waivers = {",
+            ]
+            for direction, rules in waivers.items():
+                lines.append(f"    {direction!r}: {{")
+                lines += [f"        {rule!r}: {why!r}," for rule, why in sorted(rules.items())]
+                lines.append("    },")
+            lines.append("}")
+        return "\n".join(lines)
+
+
+def rewrite(script: ops.MigrationScript, connection: Connection) -> dict[str, str]:
+    """Rewrite `script`'s operations in place into their lock-safe forms; return the template
+    arguments (`locks`, `declarations`), or raise CommandError listing every refused change."""
+    rewrite = Rewrite(connection)
+    assert script.upgrade_ops is not None
+    assert script.downgrade_ops is not None
+    script.upgrade_ops.ops = rewrite.operations(script.upgrade_ops.ops, UPGRADE)
+    script.downgrade_ops.ops = rewrite.operations(script.downgrade_ops.ops, DOWNGRADE)
+    return rewrite.template_args()
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _concurrent(create: ops.CreateIndexOp) -> ops.CreateIndexOp:
+    create = copy.copy(create)
+    create.kw = {**create.kw, "postgresql_concurrently": True}
+    create.if_not_exists = True
+    return create
+
+
+def _only_nullable(alter: ops.AlterColumnOp) -> ops.AlterColumnOp:
+    only = copy.copy(alter)
+    only.modify_type = None
+    only.modify_server_default = False
+    only.modify_comment = False
+    if alter.modify_type is not None:
+        only.existing_type = alter.modify_type
+    if alter.modify_server_default is not False:
+        only.existing_server_default = alter.modify_server_default
+    return only
+
+
+def _modifies_anything(alter: ops.AlterColumnOp) -> bool:
+    return (
+        alter.modify_type is not None
+        or alter.modify_server_default is not False
+        or alter.modify_comment is not False
+        or alter.modify_nullable is not None
+    )
+
+
+def _name(operation: ops.MigrateOperation) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(operation).__name__.removesuffix("Op")).lower()
+
+
+def _sql_type(type_: TypeEngine[Any] | Any) -> str:
+    if isinstance(type_, TypeDecorator):
+        type_ = type_.impl_instance
+    return str(type_.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
+
+
+def _default_sql(column: Column[Any]) -> str | None:
+    default = column.server_default
+    if default is None:
+        return None
+    argument = getattr(default, "arg", None)
+    return argument.text if isinstance(argument, TextClause) else repr(argument)
+
+
+LENGTH = re.compile(r"(VARCHAR|NUMERIC)(?:\((\d+)(?:, *(\d+))?\))?")
+
+
+def _binary_compatible(old: str, new: str) -> bool:
+    """Type changes PostgreSQL makes without a rewrite or a scan: varchar widened or unbounded,
+    varchar to text and back to unbounded varchar, numeric precision raised (same scale)."""
+    if old == new or (old, new) in {("VARCHAR", "TEXT"), ("TEXT", "VARCHAR")}:
+        return True
+    if old.startswith("VARCHAR") and new == "TEXT":
+        return True
+    before, after = LENGTH.fullmatch(old), LENGTH.fullmatch(new)
+    if not (before and after) or before[1] != after[1]:
+        return False
+    if after[2] is None:
+        return True  # unbounded: no limit to check
+    if before[2] is None:
+        return False
+    if before[1] == "NUMERIC" and before[3] != after[3]:
+        return False  # another scale changes every stored value
+    return int(after[2]) >= int(before[2])
+
+
+def _identifier(name: str) -> str:
+    """`name`, shortened with a hash when it is longer than PostgreSQL keeps."""
+    if len(name) <= MAX_IDENTIFIER:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: MAX_IDENTIFIER - 9]}_{digest}"

@@ -1,0 +1,282 @@
+"""`make revision` writes the lock-safe form of each schema change on an existing table and
+refuses, naming the expand/contract steps, the changes that have none.
+
+For each kind of change, in a throwaway copy of the project: edit the model, `make revision`,
+then upgrade, `make verify`, downgrade (back to exactly the previous catalog) and upgrade
+again. The revision is taken as written: nobody edits it. No test names a revision that does
+not exist yet: the next id is computed from the head.
+"""
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import URL, create_engine, pool
+
+from media_db import catalog
+from tests.conftest import FreshDatabase
+from tests.helpers import NEXT_REVISION, alembic_config, edit, environment, project_copy, run
+
+LOCAL_PATH = "    local_path: Mapped[str | None] = mapped_column(Text)\n"
+HEIGHT_CHECK = '        CheckConstraint("height > 0", name="height"),\n'
+WORKFLOW_TYPE = "    workflow_type: Mapped[str] = mapped_column(String(50))\n"
+PRIORITY = '    priority: Mapped[int | None] = mapped_column(server_default=text("5"))\n'
+IMPORTS = (
+    "from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, text\n"
+)
+THUMBNAIL = "    thumbnail_path: Mapped[str | None] = mapped_column(String(500))\n"
+CONCURRENT_BUILD = (
+    r"with op\.get_context\(\)\.autocommit_block\(\):\n\s+op\.create_index\(\n"
+    r"\s+(?:op\.f\()?\"{name}\"\)?,\n(?:.*\n)*?\s+postgresql_concurrently=True,\n"
+    r"\s+if_not_exists=True,"
+)
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str
+    edits: tuple[tuple[str, str], ...]
+    upgrade: list[str]  # patterns the upgrade() body must contain
+    downgrade: list[str] = field(default_factory=list)
+    locks: str = ""  # in the docstring's Locks: lines
+
+
+SAFE = [
+    Change(
+        "nullable column",
+        ((LOCAL_PATH, LOCAL_PATH + THUMBNAIL),),
+        [
+            r'op\.add_column\(\s*"media_items", '
+            r'sa\.Column\("thumbnail_path", sa\.String\(length=500\)'
+        ],
+        [r'op\.drop_column\("media_items", "thumbnail_path"\)'],
+        "add_column media_items.thumbnail_path: ACCESS EXCLUSIVE, catalog only",
+    ),
+    Change(
+        "not null column with a constant default",
+        (
+            (
+                LOCAL_PATH,
+                LOCAL_PATH
+                + '    view_count: Mapped[int] = mapped_column(server_default=text("0"))\n',
+            ),
+        ),
+        [
+            r'sa\.Column\("view_count", sa\.Integer\(\), server_default=sa\.text\("0"\), '
+            r"nullable=False\)"
+        ],
+        [r'op\.drop_column\("media_items", "view_count"\)'],
+        "add_column media_items.view_count: ACCESS EXCLUSIVE, catalog only",
+    ),
+    Change(
+        "index",
+        (
+            (
+                HEIGHT_CHECK,
+                HEIGHT_CHECK + '        Index("idx_media_items_mime_type", "mime_type"),\n',
+            ),
+        ),
+        [CONCURRENT_BUILD.format(name="idx_media_items_mime_type")],
+        [r"postgresql_concurrently=True,\n\s+if_exists=True"],
+        "create_index idx_media_items_mime_type CONCURRENTLY",
+    ),
+    Change(
+        "index dropped",
+        (('        Index("idx_media_items_source_type", "source_type"),\n', ""),),
+        [r"op\.drop_index\(\n(?:.*\n)*?\s+postgresql_concurrently=True,\n\s+if_exists=True"],
+        [CONCURRENT_BUILD.format(name="idx_media_items_source_type")],
+        "drop_index idx_media_items_source_type CONCURRENTLY",
+    ),
+    Change(
+        "unique constraint",
+        (
+            (IMPORTS, IMPORTS.replace("Text, text", "Text, UniqueConstraint, text")),
+            (HEIGHT_CHECK, HEIGHT_CHECK + '        UniqueConstraint("local_path"),\n'),
+        ),
+        [
+            r'op\.drop_constraint\(\s*op\.f\("media_items_local_path_key"\), "media_items", '
+            r'type_="unique", if_exists=True',
+            r"unique=True,\n\s+postgresql_concurrently=True,\n\s+if_not_exists=True",
+            r'"ALTER TABLE media_items ADD CONSTRAINT media_items_local_path_key UNIQUE '
+            r'USING INDEX media_items_local_path_key"',
+        ],
+        [
+            r'op\.drop_constraint\(\s*op\.f\("media_items_local_path_key"\), "media_items", '
+            r'type_="unique"'
+        ],
+        "unique constraint media_items_local_path_key on media_items: its index built CONCURRENTLY",
+    ),
+    Change(
+        "check constraint",
+        (
+            (
+                HEIGHT_CHECK,
+                HEIGHT_CHECK + '        CheckConstraint("width <= 100000", name="max_width"),\n',
+            ),
+        ),
+        [
+            r'"width <= 100000",\n\s+postgresql_not_valid=True',
+            r"autocommit_block\(\):\n\s+op\.execute\(\s*\"ALTER TABLE media_items VALIDATE "
+            r'CONSTRAINT media_items_max_width_check"',
+        ],
+        [
+            r'op\.drop_constraint\(\s*op\.f\("media_items_max_width_check"\), "media_items", '
+            r'type_="check"'
+        ],
+        "check constraint media_items_max_width_check on media_items: added NOT VALID",
+    ),
+    Change(
+        "foreign key",
+        (
+            (
+                WORKFLOW_TYPE,
+                "    parent_media_id: Mapped[uuid.UUID | None] = "
+                'mapped_column(ForeignKey("media_items.id"))\n' + WORKFLOW_TYPE,
+            ),
+        ),
+        [
+            r'\["parent_media_id"\],\n\s+\["id"\],\n\s+postgresql_not_valid=True',
+            r"VALIDATE CONSTRAINT processing_jobs_parent_media_id_fkey",
+        ],
+        [r'op\.drop_column\("processing_jobs", "parent_media_id"\)'],
+        "foreign key processing_jobs_parent_media_id_fkey on processing_jobs: added NOT VALID",
+    ),
+    Change(
+        "set not null",
+        ((PRIORITY, PRIORITY.replace("int | None", "int")),),
+        [
+            r'"priority IS NOT NULL",\n\s+postgresql_not_valid=True',
+            r"VALIDATE CONSTRAINT processing_jobs_priority_not_null_check",
+            r'"priority",\n\s+existing_type=sa\.INTEGER\(\),\n\s+nullable=False',
+            r'op\.f\("processing_jobs_priority_not_null_check"\), "processing_jobs", '
+            r'type_="check"\n',
+        ],
+        [r"nullable=True"],
+        "processing_jobs.priority SET NOT NULL: a CHECK (priority IS NOT NULL) added NOT VALID",
+    ),
+    Change(
+        "varchar widened",
+        ((WORKFLOW_TYPE, WORKFLOW_TYPE.replace("50", "100")),),
+        [r"existing_type=sa\.VARCHAR\(length=50\),\n\s+type_=sa\.String\(length=100\)"],
+        [r"type_=sa\.VARCHAR\(length=50\)"],
+        "VARCHAR(50) to VARCHAR(100) is binary-compatible",
+    ),
+    Change(
+        "varchar to text",
+        ((WORKFLOW_TYPE, WORKFLOW_TYPE.replace("String(50)", "Text")),),
+        [r"existing_type=sa\.VARCHAR\(length=50\),\n\s+type_=sa\.Text\(\)"],
+        [r"type_=sa\.VARCHAR\(length=50\)"],
+        "VARCHAR(50) to TEXT is binary-compatible",
+    ),
+    Change(
+        "column dropped",
+        ((LOCAL_PATH, ""),),
+        [r'op\.drop_column\("media_items", "local_path"\)'],
+        [r'op\.add_column\(\s*"media_items", sa\.Column\("local_path", sa\.TEXT\(\)'],
+        "drop_column media_items.local_path: ACCESS EXCLUSIVE, briefly; under that lock the",
+    ),
+]
+
+REFUSED = [
+    (
+        "not null column without a default",
+        ((LOCAL_PATH, LOCAL_PATH + "    view_count: Mapped[int]\n"),),
+        "add_column media_items.view_count: NOT NULL with no server default",
+    ),
+    (
+        "volatile default",
+        (
+            (
+                LOCAL_PATH,
+                LOCAL_PATH
+                + "    token: Mapped[uuid.UUID | None] = "
+                + 'mapped_column(server_default=text("gen_random_uuid()"))\n',
+            ),
+        ),
+        "add_column media_items.token: its default calls gen_random_uuid() (volatile)",
+    ),
+    (
+        "rewriting type change",
+        (
+            (
+                "    width: Mapped[int | None]\n",
+                "    width: Mapped[int | None] = mapped_column(BigInteger)\n",
+            ),
+        ),
+        "alter_column media_items.width type INTEGER to BIGINT: rewrites the table",
+    ),
+    (
+        "rename",
+        ((LOCAL_PATH, LOCAL_PATH.replace("local_path", "local_file")),),
+        "media_items: local_path dropped and local_file added, both TEXT",
+    ),
+]
+
+
+def at_head(url: URL) -> catalog.Catalog:
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        command.upgrade(alembic_config(connection), "head")
+        return catalog.snapshot(connection)
+
+
+def snapshot(url: URL) -> catalog.Catalog:
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        return catalog.snapshot(connection)
+
+
+def written(project: Path) -> str:
+    [revision] = (project / "alembic" / "versions").glob(f"*_{NEXT_REVISION}_*.py")
+    return revision.read_text()
+
+
+@pytest.mark.parametrize("change", SAFE, ids=lambda change: change.kind)
+def test_safe_form_is_written_and_round_trips(
+    change: Change, tmp_path: Path, fresh_database: FreshDatabase
+) -> None:
+    project, url = project_copy(tmp_path), fresh_database()
+    before = at_head(url)
+    env = environment(url)
+    edit(project / "models" / "media.py", *change.edits)
+
+    made = run(["make", "revision", f"M={change.kind}"], env, cwd=project)
+    assert made.returncode == 0, made.stdout + made.stderr
+    source = written(project)
+    docstring, body = source.split('"""', 2)[1:]
+    body = re.sub(r'"\s+"', "", body)  # one string where ruff split a long one in pieces
+    upgrade, downgrade = body.split("def downgrade() -> None:")
+    for pattern in change.upgrade:
+        assert re.search(pattern, upgrade), f"upgrade() lacks {pattern!r}:\n{upgrade}"
+    for pattern in change.downgrade:
+        assert re.search(pattern, downgrade), f"downgrade() lacks {pattern!r}:\n{downgrade}"
+    assert change.locks in " ".join(docstring.split()), docstring
+    assert "# ###" not in source, "Alembic's 'please adjust' markers are left out"
+
+    for step in (["alembic", "upgrade", "head"], ["make", "verify"]):
+        done = run(step, env, cwd=project)
+        assert done.returncode == 0, done.stdout + done.stderr
+    down = run(["alembic", "downgrade", "-1"], env, cwd=project)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert catalog.differences(before, snapshot(url), set(before)) == []
+    again = run(["alembic", "upgrade", "head"], env, cwd=project)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+@pytest.mark.parametrize(("kind", "edits", "message"), REFUSED, ids=[r[0] for r in REFUSED])
+def test_change_without_a_safe_form_is_refused(
+    kind: str,
+    edits: tuple[tuple[str, str], ...],
+    message: str,
+    tmp_path: Path,
+    fresh_database: FreshDatabase,
+) -> None:
+    project, url = project_copy(tmp_path), fresh_database()
+    at_head(url)
+    edit(project / "models" / "media.py", *edits)
+    made = run(["make", "revision", f"M={kind}"], environment(url), cwd=project)
+    assert made.returncode != 0
+    output = " ".join((made.stdout + made.stderr).split())
+    assert message in output, output
+    assert "Expand/contract instead" in output
+    assert not list((project / "alembic" / "versions").glob(f"*_{NEXT_REVISION}_*"))
