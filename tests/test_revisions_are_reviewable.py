@@ -53,11 +53,11 @@ def test_everything_dropped_is_declared(script: Script, is_upgrade: bool) -> Non
         if isinstance(node, ast.FunctionDef)
         and node.name == ("upgrade" if is_upgrade else "downgrade")
     ]
-    dropped = set()
+    dropped: set[str] = set()
     for call in ast.walk(function):
         if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)):
             continue
-        args = [arg.value for arg in call.args if isinstance(arg, ast.Constant)]
+        args = [str(arg.value) for arg in call.args if isinstance(arg, ast.Constant)]
         if call.func.attr == "drop_table":
             dropped.add(args[0])
         elif call.func.attr == "drop_column":
