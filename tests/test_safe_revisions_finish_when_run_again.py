@@ -1,0 +1,89 @@
+"""A revision written by `make revision` that fails half-way, after some of its steps committed
+on their own (a NOT VALID constraint, an INVALID index), finishes when run again once the cause
+is fixed: no DuplicateObject wedge, no INVALID index kept, `make verify` clean."""
+
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import URL, create_engine, pool, text
+
+from media_db.migrations import VERSION_TABLE
+from tests.conftest import FreshDatabase
+from tests.helpers import HEAD, alembic_config, edit, environment, project_copy, run
+
+HEIGHT_CHECK = '        CheckConstraint("height > 0", name="height"),\n'
+IMPORTS = (
+    "from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, text\n"
+)
+PRIORITY = '    priority: Mapped[int | None] = mapped_column(server_default=text("5"))\n'
+
+CASES = {
+    "check constraint": (
+        (
+            (
+                HEIGHT_CHECK,
+                HEIGHT_CHECK + '        CheckConstraint("width <= 100000", name="max_width"),\n',
+            ),
+        ),
+        "INSERT INTO media_items (source_url, source_type, width) VALUES ('u', 't', 200000)",
+        "media_items_max_width_check",
+        "UPDATE media_items SET width = 1000",
+    ),
+    "unique constraint": (
+        (
+            (IMPORTS, IMPORTS.replace("Text, text", "Text, UniqueConstraint, text")),
+            (HEIGHT_CHECK, HEIGHT_CHECK + '        UniqueConstraint("local_path"),\n'),
+        ),
+        "INSERT INTO media_items (source_url, source_type, local_path) "
+        "VALUES ('u', 't', '/same'), ('v', 't', '/same')",
+        "media_items_local_path_key",
+        "UPDATE media_items SET local_path = source_url",
+    ),
+    "set not null": (
+        ((PRIORITY, PRIORITY.replace("int | None", "int")),),
+        "INSERT INTO processing_jobs (workflow_type, priority) VALUES ('w', NULL)",
+        "processing_jobs_priority_not_null_check",
+        "UPDATE processing_jobs SET priority = 5",
+    ),
+}
+
+
+def sql(url: URL, statement: str) -> None:
+    with create_engine(url, poolclass=pool.NullPool).begin() as connection:
+        connection.execute(text(statement))
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_failed_half_way_then_run_again_finishes(
+    case: str, tmp_path: Path, fresh_database: FreshDatabase
+) -> None:
+    edits, bad_rows, constraint, fix = CASES[case]
+    project, url = project_copy(tmp_path), fresh_database()
+    env = environment(url)
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        command.upgrade(alembic_config(connection), "head")
+    edit(project / "models" / "media.py", *edits)
+    made = run(["make", "revision", f"M={case}"], env, cwd=project)
+    assert made.returncode == 0, made.stdout + made.stderr
+    sql(url, bad_rows)
+
+    failed = run(["alembic", "upgrade", "head"], env, cwd=project)
+    assert failed.returncode != 0
+    assert constraint in failed.stdout + failed.stderr
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        assert connection.scalar(text(f"SELECT version_num FROM {VERSION_TABLE}")) == HEAD
+        left = connection.scalar(
+            text(
+                "SELECT (SELECT count(*) FROM pg_constraint WHERE conname = :n "
+                "AND NOT convalidated) + (SELECT count(*) FROM pg_index i JOIN pg_class c "
+                "ON c.oid = i.indexrelid WHERE c.relname = :n AND NOT i.indisvalid)"
+            ),
+            {"n": constraint},
+        )
+        assert left == 1, "the failed run left its committed step behind (the case to mend)"
+
+    sql(url, fix)
+    for step in (["alembic", "upgrade", "head"], ["make", "verify"]):
+        done = run(step, env, cwd=project)
+        assert done.returncode == 0, done.stdout + done.stderr
