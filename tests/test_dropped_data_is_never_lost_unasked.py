@@ -68,7 +68,8 @@ def with_thumbnail(tmp_path: Path, fresh_database: FreshDatabase) -> tuple[Path,
 
 def version(connection: Connection) -> str | None:
     connection.rollback()
-    return connection.scalar(text(f"SELECT max(version_num) FROM {VERSION_TABLE}"))
+    found = connection.scalar(text(f"SELECT max(version_num) FROM {VERSION_TABLE}"))
+    return None if found is None else str(found)
 
 
 def test_a_column_holding_values_is_not_dropped_without_consent(
