@@ -1,4 +1,5 @@
-"""`make bench-upgrade`: the hardening revisions applied to a busy 1M-job database.
+"""`make bench-upgrade`: the hardening revisions applied to a busy 1M-job database (then, in
+bench/revisions_under_load.py, each kind of revision `make revision` writes).
 
 A scratch database at revision 0001 gets 1M jobs (20 % queued). Claim latency and media-item
 delete time are measured; then `alembic upgrade head` runs while a writer inserts a job and
@@ -20,6 +21,7 @@ from typing import Any
 
 import psycopg
 
+from bench import revisions_under_load
 from bench.run import SIZES, Size, claims, delete_media, migrate, scratch_database, seed_jobs
 from media_db.local_server import REPO_ROOT
 from media_db.pool import Database, PoolSize, conninfo
@@ -108,8 +110,18 @@ async def write_until(url: Any, stop: asyncio.Event, latencies: list[float]) -> 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.upgrade_under_load")
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument(
+        "--part",
+        choices=["hardening", "revisions", "both"],
+        default="both",
+        help="the hardening revisions 0002-0007, what `make revision` writes, or both",
+    )
     options = parser.parse_args()
-    asyncio.run(prove(SIZES[options.size], REPO_ROOT / "results"))
+    size, results = SIZES[options.size], REPO_ROOT / "results"
+    if options.part in ("hardening", "both"):
+        asyncio.run(prove(size, results))
+    if options.part in ("revisions", "both"):
+        asyncio.run(revisions_under_load.prove(database_url(), size, results))
     return 0
 
 
