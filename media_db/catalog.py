@@ -29,6 +29,7 @@ class Table:
     constraints: dict[str, str] = field(default_factory=dict)
     indexes: dict[str, str] = field(default_factory=dict)
     triggers: dict[str, str] = field(default_factory=dict)
+    storage_parameters: dict[str, str] = field(default_factory=dict)
 
 
 Catalog = dict[str, Table]
@@ -55,6 +56,10 @@ INDEXES = text("""
     JOIN pg_class c ON c.oid = x.indrelid
     WHERE c.relnamespace = CAST(:schema AS regnamespace)
 """)
+STORAGE_PARAMETERS = text("""
+    SELECT relname, unnest(reloptions) FROM pg_class
+    WHERE relnamespace = CAST(:schema AS regnamespace) AND relkind IN ('r', 'p')
+""")
 TRIGGERS = text("""
     SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid)
     FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
@@ -76,6 +81,9 @@ def snapshot(connection: Connection, schema: str | None = None) -> Catalog:
         catalog[table].indexes[name] = _unqualified(definition, schema)
     for table, name, definition in connection.execute(TRIGGERS, {"schema": schema}):
         catalog[table].triggers[name] = _unqualified(definition, schema)
+    for table, option in connection.execute(STORAGE_PARAMETERS, {"schema": schema}):
+        name, _, value = option.partition("=")
+        catalog[table].storage_parameters[name] = value
     return catalog
 
 
@@ -91,6 +99,9 @@ def differences(expected: Catalog, actual: Catalog, tables: set[str]) -> list[st
         lines += _compare(f"{name} constraint", want.constraints, have.constraints)
         lines += _compare(f"{name} index", want.indexes, have.indexes)
         lines += _compare(f"{name} trigger", want.triggers, have.triggers)
+        lines += _compare(
+            f"{name} storage parameter", want.storage_parameters, have.storage_parameters
+        )
     return lines
 
 

@@ -18,11 +18,15 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, MetaData
 from sqlalchemy.types import TypeDecorator
 
-from media_db import safe_autogenerate, settings
+from media_db import safe_autogenerate, settings, storage_parameters
 from media_db.connect import DatabaseUnavailable, open_connection
 
 VERSION_TABLE = "media_analysis_alembic_version"
-AUTOGENERATE_PLUGINS = ["alembic.autogenerate.*", "alembic.ext.checkconstraint_byname"]
+AUTOGENERATE_PLUGINS = [
+    "alembic.autogenerate.*",
+    "alembic.ext.checkconstraint_byname",
+    storage_parameters.PLUGIN,
+]
 MINIMUM_SERVER = (13,)  # gen_random_uuid() is core from PostgreSQL 13
 
 
@@ -125,7 +129,8 @@ def scoped_to(metadata: MetaData) -> dict[str, Any]:
         "compare_type": True,
         "compare_server_default": True,
         # CHECK constraints are invisible to autogenerate without Alembic's own plugin (it
-        # matches them by name: our naming convention names every one).
+        # matches them by name: our naming convention names every one); table storage
+        # parameters (per-table autovacuum settings) without ours.
         "autogenerate_plugins": AUTOGENERATE_PLUGINS,
         "render_item": render_plain_type,
         "process_revision_directives": write_lock_safe_revision,

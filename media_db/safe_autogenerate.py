@@ -35,17 +35,22 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import TextClause, conv
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from media_db import storage_parameters
+
 UPGRADE, DOWNGRADE = "upgrade", "downgrade"
 MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
 DOCSTRING_WIDTH = 99  # ruff's line length, which ruff format does not enforce in docstrings
 
-CATALOG_ONLY = "ACCESS EXCLUSIVE, catalog only (no scan, no rewrite)"
-CONCURRENT = "SHARE UPDATE EXCLUSIVE: reads and writes continue during the build"
+CATALOG_ONLY = "ACCESS EXCLUSIVE, briefly: a catalog update, no scan or rewrite"
+CONCURRENT = "SHARE UPDATE EXCLUSIVE, reads and writes continue during the build"
+VALIDATED = "VALIDATE scans under SHARE UPDATE EXCLUSIVE, reads and writes continue"
 GUARDED_DROP = (
-    "ACCESS EXCLUSIVE, briefly; under that lock the data-loss guard first checks that it holds "
-    "no data (or the operator consented)"
+    "ACCESS EXCLUSIVE, briefly; under it the data-loss guard first looks for data (reading the "
+    "table until it finds some) unless the operator consented"
 )
 RERUN = "a leftover of a failed earlier run, so that running the revision again finishes it"
+# Storage parameters PostgreSQL changes under SHARE UPDATE EXCLUSIVE (ALTER TABLE docs).
+LIGHT_STORAGE_PARAMETERS = ("autovacuum_", "toast.", "fillfactor", "parallel_workers")
 # squawk's findings on the safe forms, and why each is deliberate (`lint_waivers` in the file).
 WAIVERS = {
     "ban-drop-table": "declared; the data-loss guard checks the table under its lock",
@@ -160,6 +165,7 @@ class Rewrite:
             ops.CreateForeignKeyOp: self._add_foreign_key,
             ops.DropConstraintOp: self._drop_constraint,
             ops.AlterColumnOp: self._alter_column,
+            storage_parameters.SetStorageParametersOp: self._storage_parameters,
         }
         handler = handlers.get(type(operation))
         if handler is None:
@@ -232,7 +238,7 @@ class Rewrite:
         if alter.modify_type is not None:
             old, new = _sql_type(alter.existing_type), _sql_type(alter.modify_type)
             if _binary_compatible(old, new):
-                how = f"{CATALOG_ONLY}: {old} to {new} is binary-compatible"
+                how = f"{old} to {new} is binary-compatible; {CATALOG_ONLY}"
                 self._waive(direction, "changing-column-type")
             elif direction == UPGRADE:
                 how = "a rewrite"
@@ -274,9 +280,9 @@ class Rewrite:
         self._waive(direction, "adding-not-nullable-field")
         self._lock(
             direction,
-            f"alter_column {table}.{column} SET NOT NULL: a CHECK ({condition}) added NOT VALID "
-            f"({CATALOG_ONLY}), validated under SHARE UPDATE EXCLUSIVE (reads and writes "
-            f"continue), then SET NOT NULL without a scan ({CATALOG_ONLY}) and the CHECK dropped",
+            f"alter_column {table}.{column} SET NOT NULL: a CHECK ({condition}) is added NOT "
+            f"VALID, then {VALIDATED}; SET NOT NULL then needs no scan, and the CHECK is "
+            "dropped; each catalog step takes ACCESS EXCLUSIVE briefly",
         )
         return [
             *self._not_valid_then_validate(
@@ -291,6 +297,17 @@ class Rewrite:
             _only_nullable(alter),
             ops.DropConstraintOp(conv(helper), table, type_="check"),
         ]
+
+    def _storage_parameters(
+        self, change: storage_parameters.SetStorageParametersOp, direction: str
+    ) -> list[ops.MigrateOperation]:
+        names = sorted({*change.set_, *change.reset})
+        light = all(name.startswith(LIGHT_STORAGE_PARAMETERS) for name in names)
+        lock = "SHARE UPDATE EXCLUSIVE, reads and writes continue" if light else CATALOG_ONLY
+        self._lock(
+            direction, f"storage parameters {', '.join(names)} of {change.table_name}: {lock}"
+        )
+        return [Statement(statement) for statement in change.statements()]
 
     # --- indexes and constraints ----------------------------------------------------------------
 
@@ -322,8 +339,8 @@ class Rewrite:
         self._waive(direction, "ban-drop-constraint")
         self._lock(
             direction,
-            f"unique constraint {name} on {table}: its index built CONCURRENTLY ({CONCURRENT}), "
-            f"then ADD CONSTRAINT ... USING INDEX ({CATALOG_ONLY})",
+            f"unique constraint {name} on {table}: its index is built CONCURRENTLY under "
+            f"{CONCURRENT}; then ADD CONSTRAINT ... USING INDEX takes {CATALOG_ONLY}",
         )
         index = ops.CreateIndexOp(
             conv(name), table, list(add.columns), unique=True, schema=add.schema
@@ -344,8 +361,8 @@ class Rewrite:
         table, name = add.table_name, str(add.constraint_name)
         self._lock(
             direction,
-            f"check constraint {name} on {table}: added NOT VALID ({CATALOG_ONLY}), then "
-            "validated under SHARE UPDATE EXCLUSIVE (reads and writes continue)",
+            f"check constraint {name} on {table}: ADD ... NOT VALID takes {CATALOG_ONLY}; "
+            f"then {VALIDATED}",
         )
         add = copy.copy(add)
         add.kw = {**add.kw, "postgresql_not_valid": True}
@@ -357,9 +374,8 @@ class Rewrite:
         table, name = add.source_table, str(add.constraint_name)
         self._lock(
             direction,
-            f"foreign key {name} on {table}: added NOT VALID (SHARE ROW EXCLUSIVE on {table} "
-            f"and {add.referent_table}, catalog only), then validated under SHARE UPDATE "
-            "EXCLUSIVE (reads and writes continue)",
+            f"foreign key {name} on {table}: ADD ... NOT VALID takes SHARE ROW EXCLUSIVE on "
+            f"{table} and {add.referent_table}, briefly (a catalog update); then {VALIDATED}",
         )
         add = copy.copy(add)
         add.kw = {**add.kw, "postgresql_not_valid": True}

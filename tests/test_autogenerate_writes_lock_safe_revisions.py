@@ -179,6 +179,27 @@ SAFE = [
     ),
 ]
 
+JOB_CHECKS_END = '        CheckConstraint(one_of(JobStatus), name="status"),\n    )\n'
+SAFE.append(
+    Change(
+        "storage parameters",
+        (
+            (
+                JOB_CHECKS_END,
+                JOB_CHECKS_END.replace(
+                    "    )\n",
+                    '        {"postgresql_with": {"autovacuum_vacuum_scale_factor": 0.01}},\n'
+                    "    )\n",
+                ),
+            ),
+        ),
+        [r'"ALTER TABLE processing_jobs SET \(autovacuum_vacuum_scale_factor = 0\.01\)"'],
+        [r'"ALTER TABLE processing_jobs RESET \(autovacuum_vacuum_scale_factor\)"'],
+        "storage parameters autovacuum_vacuum_scale_factor of processing_jobs: SHARE UPDATE "
+        "EXCLUSIVE, reads and writes continue",
+    )
+)
+
 REFUSED = [
     (
         "not null column without a default",

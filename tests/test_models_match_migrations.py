@@ -42,6 +42,18 @@ def test_drift_is_reported_object_by_object(engine: Engine) -> None:
     ]
 
 
+def test_storage_parameter_drift_is_reported(engine: Engine) -> None:
+    with engine.connect() as connection:
+        command.upgrade(alembic_config(connection), "head")
+        connection.execute(text("ALTER TABLE processing_jobs SET (fillfactor = 50)"))
+        connection.commit()
+        assert schema_drift(connection) == [
+            "processing_jobs storage parameter fillfactor: unexpected (50)"
+        ]
+        with pytest.raises(CommandError, match="New upgrade operations detected"):
+            command.check(alembic_config(connection))
+
+
 def test_database_behind_head_is_reported(engine: Engine) -> None:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     with engine.connect() as connection:
