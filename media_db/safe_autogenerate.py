@@ -92,7 +92,9 @@ class Statement(ops.ExecuteSQLOp):
 @renderers.dispatch_for(Statement)
 def _render_statement(context: AutogenContext, statement: Statement) -> str:
     assert isinstance(statement.sqltext, str)
-    pieces = textwrap.wrap(statement.sqltext, width=60, drop_whitespace=False)
+    pieces = textwrap.wrap(
+        statement.sqltext, width=60, drop_whitespace=False, break_on_hyphens=False
+    )
     return f"op.execute({' '.join(repr(piece) for piece in pieces)})"
 
 
@@ -457,6 +459,7 @@ class Rewrite:
                     width=DOCSTRING_WIDTH,
                     initial_indent="  - ",
                     subsequent_indent="    ",
+                    break_on_hyphens=False,
                 )
         return "\n".join(lines)
 

@@ -52,7 +52,7 @@ SAFE = [
             r'sa\.Column\("thumbnail_path", sa\.String\(length=500\)'
         ],
         [r'op\.drop_column\("media_items", "thumbnail_path"\)'],
-        "add_column media_items.thumbnail_path: ACCESS EXCLUSIVE, catalog only",
+        "add_column media_items.thumbnail_path: ACCESS EXCLUSIVE, briefly: a catalog update",
     ),
     Change(
         "not null column with a constant default",
@@ -68,7 +68,7 @@ SAFE = [
             r"nullable=False\)"
         ],
         [r'op\.drop_column\("media_items", "view_count"\)'],
-        "add_column media_items.view_count: ACCESS EXCLUSIVE, catalog only",
+        "add_column media_items.view_count: ACCESS EXCLUSIVE, briefly: a catalog update",
     ),
     Change(
         "index",
@@ -106,7 +106,8 @@ SAFE = [
             r'op\.drop_constraint\(\s*op\.f\("media_items_local_path_key"\), "media_items", '
             r'type_="unique"'
         ],
-        "unique constraint media_items_local_path_key on media_items: its index built CONCURRENTLY",
+        "unique constraint media_items_local_path_key on media_items: its index is built "
+        "CONCURRENTLY",
     ),
     Change(
         "check constraint",
@@ -125,7 +126,7 @@ SAFE = [
             r'op\.drop_constraint\(\s*op\.f\("media_items_max_width_check"\), "media_items", '
             r'type_="check"'
         ],
-        "check constraint media_items_max_width_check on media_items: added NOT VALID",
+        "check constraint media_items_max_width_check on media_items: ADD ... NOT VALID takes",
     ),
     Change(
         "foreign key",
@@ -141,7 +142,8 @@ SAFE = [
             r"VALIDATE CONSTRAINT processing_jobs_parent_media_id_fkey",
         ],
         [r'op\.drop_column\("processing_jobs", "parent_media_id"\)'],
-        "foreign key processing_jobs_parent_media_id_fkey on processing_jobs: added NOT VALID",
+        "foreign key processing_jobs_parent_media_id_fkey on processing_jobs: ADD ... NOT VALID "
+        "takes SHARE ROW EXCLUSIVE",
     ),
     Change(
         "set not null",
@@ -154,7 +156,7 @@ SAFE = [
             r'type_="check"\n',
         ],
         [r"nullable=True"],
-        "processing_jobs.priority SET NOT NULL: a CHECK (priority IS NOT NULL) added NOT VALID",
+        "processing_jobs.priority SET NOT NULL: a CHECK (priority IS NOT NULL) is added NOT VALID",
     ),
     Change(
         "varchar widened",
@@ -175,7 +177,8 @@ SAFE = [
         ((LOCAL_PATH, ""),),
         [r'op\.drop_column\("media_items", "local_path"\)'],
         [r'op\.add_column\(\s*"media_items", sa\.Column\("local_path", sa\.TEXT\(\)'],
-        "drop_column media_items.local_path: ACCESS EXCLUSIVE, briefly; under that lock the",
+        "drop_column media_items.local_path: ACCESS EXCLUSIVE, briefly; under it the data-loss "
+        "guard",
     ),
 ]
 
