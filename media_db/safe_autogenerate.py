@@ -30,7 +30,7 @@ from alembic.autogenerate.api import AutogenContext
 from alembic.autogenerate.render import render_op
 from alembic.operations import ops
 from alembic.util import CommandError
-from sqlalchemy import Column, Connection, inspect, text
+from sqlalchemy import Column, Connection, ForeignKeyConstraint, inspect, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import TextClause, conv
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -148,7 +148,17 @@ class Rewrite:
             getattr(operation, "table_name", None) or getattr(operation, "source_table", "")
         )
         if isinstance(operation, ops.CreateTableOp):
-            self._lock(direction, f"create_table {table}: a new table, nothing existing is locked")
+            referenced = _referenced_tables(operation)
+            self._lock(
+                direction,
+                f"create_table {table}: a new table"
+                + (
+                    f"; its foreign keys take SHARE ROW EXCLUSIVE on {', '.join(referenced)}, "
+                    "briefly (a catalog update)"
+                    if referenced
+                    else ", nothing existing is locked"
+                ),
+            )
             return [operation]
         if isinstance(operation, ops.DropTableOp):
             self._drop(direction, "tables", table, "ban-drop-table")
@@ -353,7 +363,7 @@ class Rewrite:
             AutocommitBlock([_concurrent(index)]),
             Statement(
                 f"ALTER TABLE {self.quote(table)} ADD CONSTRAINT {self.quote(name)} "
-                f"UNIQUE USING INDEX {self.quote(name)}"
+                f"UNIQUE USING INDEX {self.quote(name)}{_deferrable(add.kw)}"
             ),
         ]
 
@@ -497,6 +507,30 @@ def rewrite(script: ops.MigrationScript, connection: Connection) -> dict[str, st
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _deferrable(options: dict[str, Any]) -> str:
+    """The DEFERRABLE / INITIALLY clauses of a constraint's options."""
+    clause = ""
+    if options.get("deferrable") is not None:
+        clause += " DEFERRABLE" if options["deferrable"] else " NOT DEFERRABLE"
+    if options.get("initially"):
+        clause += f" INITIALLY {options['initially']}"
+    return clause
+
+
+def _referenced_tables(create: ops.CreateTableOp) -> list[str]:
+    keys = [
+        key
+        for item in create.columns
+        for key in (item.foreign_keys if isinstance(item, Column) else [])
+    ] + [
+        element
+        for item in create.columns
+        if isinstance(item, ForeignKeyConstraint)
+        for element in item.elements
+    ]
+    return sorted({key.target_fullname.rsplit(".", 1)[0] for key in keys} - {create.table_name})
 
 
 def _concurrent(create: ops.CreateIndexOp) -> ops.CreateIndexOp:

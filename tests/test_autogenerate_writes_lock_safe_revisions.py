@@ -203,6 +203,35 @@ SAFE.append(
     )
 )
 
+ATTACH = "attach(Base.metadata.tables[MediaItem.__tablename__])\n"
+SAFE.append(
+    Change(
+        "new table",
+        (
+            (
+                ATTACH,
+                "class Thumbnail(Base):\n"
+                '    __tablename__ = "thumbnails"\n\n'
+                "    id: Mapped[uuid.UUID] = mapped_column(\n"
+                "        primary_key=True, server_default=NEW_UUID\n"
+                "    )\n"
+                "    media_item_id: Mapped[uuid.UUID] = mapped_column(\n"
+                '        ForeignKey("media_items.id", ondelete="CASCADE")\n'
+                "    )\n"
+                "    path: Mapped[str] = mapped_column(Text)\n\n\n" + ATTACH,
+            ),
+        ),
+        [
+            r'drops_tables = \(\s*"thumbnails",\s*\)',
+            r'op\.create_table\(\s*"thumbnails"',
+            r"sa\.ForeignKeyConstraint\(",
+        ],
+        [r'op\.drop_table\("thumbnails"\)'],
+        "create_table thumbnails: a new table; its foreign keys take SHARE ROW EXCLUSIVE on "
+        "media_items, briefly",
+    )
+)
+
 REFUSED = [
     (
         "not null column without a default",
