@@ -84,7 +84,7 @@ test-docker: install test-image ## Run the suite on PostgreSQL in Docker (testco
 bench: install ## Benchmark against raw psycopg in the same run (SIZE=full|tiny); JSON in results/
 	$(WITH_DB) python -m bench --size '$(SIZE)'
 
-bench-upgrade: install ## Upgrade 0001 -> head on 1M jobs under a continuous writer (SIZE=full|tiny)
+bench-upgrade: install ## Revisions applied to 1M jobs under a continuous writer (SIZE=full|tiny)
 	$(WITH_DB) python -m bench.upgrade_under_load --size '$(SIZE)'
 
 lint: install ## ruff (lint + format check) and mypy

@@ -75,6 +75,9 @@ OPERATIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "set NOT NULL": ((PRIORITY, PRIORITY.replace("int | None", "int")),),
     "widen varchar": ((WORKFLOW_TYPE, WORKFLOW_TYPE.replace("50", "100")),),
     "drop column": ((STARTED_AT, ""),),
+    "storage parameters": (
+        added('        {"postgresql_with": {"autovacuum_vacuum_scale_factor": 0.01}},'),
+    ),
 }
 
 
