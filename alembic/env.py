@@ -23,6 +23,8 @@ options = {
 }
 
 
+# Every option is checked first, offline runs included: a bad one stops the command here.
+guard = safety.options(context.get_x_argument(as_dictionary=True), os.environ)
 timeouts = safety.timeout_settings(context.get_x_argument(as_dictionary=True), os.environ)
 
 
@@ -37,7 +39,6 @@ def run_offline() -> None:
 
 def run_online() -> None:
     given = config.attributes.get("connection")
-    guard = safety.options(context.get_x_argument(as_dictionary=True))
     with migrations.migration_connection(given, timeouts) as connection:
         migrations.require_server_version(connection)
         context.configure(connection=connection, **options)
