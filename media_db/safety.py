@@ -20,13 +20,17 @@ from typing import Any, TypedDict
 
 from alembic.util import CommandError
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
+from media_db import settings
 from models import Base
 
 log = logging.getLogger("alembic.env")
 
 OUR_TABLES = tuple(Base.metadata.tables)
+# What our migration sessions call themselves in pg_stat_activity (media_db/connect.py).
+MIGRATION_SESSION_NAME = f"{settings.APPLICATION_NAME}-migrations"
+LOCK_SESSION_NAME = f"{settings.APPLICATION_NAME}-migration-lock"
 LOCK_NOT_AVAILABLE, DEADLOCK = "55P03", "40P01"
 
 
@@ -171,6 +175,10 @@ def migration_lock(
 ) -> Iterator[None]:
     key = advisory_key(version_table)
     with connection.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as session:
+        # Told apart from the migration sessions proper, which the wait below looks for.
+        session.execute(
+            text("SELECT set_config('application_name', :name, false)"), {"name": LOCK_SESSION_NAME}
+        )
         deadline, pause, last_holder = time.monotonic() + wait_seconds, 0.05, None
         while not session.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}):
             holder = _lock_holder(session, key)
@@ -186,9 +194,56 @@ def migration_lock(
             time.sleep(pause)
             pause = min(pause * 2, 2.0)
         try:
+            _wait_for_earlier_backends(connection, session, deadline, wait_seconds)
             yield
         finally:
-            session.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            try:
+                session.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            except DBAPIError as error:
+                # A server gone away took the lock with the session: nothing to release.
+                if not error.connection_invalidated:
+                    raise
+
+
+def _wait_for_earlier_backends(
+    connection: Connection, session: Connection, deadline: float, wait_seconds: float
+) -> None:
+    """A migrator killed mid-revision (kill -9) loses its lock session at once, but its server
+    backend goes on with the statement it was running (a CREATE INDEX CONCURRENTLY can take
+    minutes) until it next talks to its vanished client. Starting DDL meanwhile collides with it:
+    wait until no other migration session of ours is busy in this database."""
+    own = connection.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
+    last = None
+    while busy := _busy_migration_backends(session, own):
+        if busy != last:
+            log.info(
+                "Waiting for a migration backend still running (its client may be gone): %s", busy
+            )
+            last = busy
+        if time.monotonic() >= deadline:
+            raise CommandError(
+                f"A migration backend is still running: {busy}; it did not finish within "
+                f"{wait_seconds:g} s and nothing was changed. Wait for it (or end it with "
+                "pg_cancel_backend(pid)), then run the command again."
+            )
+        time.sleep(0.5)
+
+
+def _busy_migration_backends(session: Connection, own: int) -> str:
+    rows = session.execute(
+        text("""
+            SELECT pid, state, query_start, left(query, 120) AS query FROM pg_stat_activity
+            WHERE datname = current_database() AND application_name = :name
+              AND pid NOT IN (pg_backend_pid(), :own) AND state <> 'idle'
+            ORDER BY pid
+        """),
+        {"name": MIGRATION_SESSION_NAME, "own": own},
+    ).all()
+    return "; ".join(
+        f"pid {r.pid} ({MIGRATION_SESSION_NAME}, {r.state} since {r.query_start:%H:%M:%S}): "
+        f"{' '.join(r.query.split())}"
+        for r in rows
+    )
 
 
 def _lock_holder(session: Connection, key: int) -> str:
@@ -216,7 +271,6 @@ def _lock_holder(session: Connection, key: int) -> str:
 def run_with_retries(
     connection: Connection,
     run: Callable[[], None],
-    current: Callable[[], tuple[str, ...]],
     retries: int,
     backoff_seconds: float,
 ) -> None:
@@ -233,14 +287,13 @@ def run_with_retries(
             if connection.in_transaction():
                 connection.rollback()
             blockers = _blockers(connection)
-            at = ", ".join(current()) or "base"
             connection.rollback()
             if attempt == retries:
+                # What the failure left behind and what to run next: media_db/failures.py.
                 raise CommandError(
-                    f"Gave up after {retries + 1} attempts: "
-                    f"{'a deadlock' if code == DEADLOCK else 'lock_timeout'} each time. "
-                    f"Blocking: {blockers}. The failed revision was rolled back; the database "
-                    f"is at revision {at}. Retry when the blocker is gone, or end it."
+                    f"gave up after {retries + 1} attempt{'s' if retries else ''}, "
+                    f"{'a deadlock' if code == DEADLOCK else 'lock_timeout'} each time "
+                    f"(blocking: {blockers}); end the blocker or wait for it to finish"
                 ) from None
             wait = backoff_seconds * 2**attempt
             log.warning(
