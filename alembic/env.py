@@ -44,12 +44,17 @@ def run_online() -> None:
         migrations.require_server_version(connection)
         context.configure(connection=connection, on_version_apply=progress.applied, **options)
         command = migrations.running_command(context.get_context())
+        changing = command in migrations.CHANGING_COMMANDS
+        if changing:
+            progress.prepare(context.get_context(), command)
         # Only commands that change the database queue for the lock; `current` and `check`
         # read. The plan is computed after the lock, from the revision the database is at then.
         with (
-            failures.reported(progress, connection.engine, guard["debug"]),
+            failures.reported(progress, connection.engine, guard["debug"])
+            if changing
+            else nullcontext(),
             safety.migration_lock(connection, migrations.VERSION_TABLE, guard["lock_wait"])
-            if command in migrations.CHANGING_COMMANDS
+            if changing
             else nullcontext(),
         ):
             if command == "downgrade":
@@ -62,7 +67,7 @@ def run_online() -> None:
 
 def run_migrations() -> None:
     with context.begin_transaction():
-        progress.begin(context.get_context(), migrations.running_command(context.get_context()))
+        progress.begin()
         context.run_migrations()
 
 

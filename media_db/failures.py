@@ -42,25 +42,39 @@ class Progress:
         self.script = script
         self.x_arguments = dict(x_arguments)
         self.context: MigrationContext | None = None
+        self.command = ""
+        self.started = False
         self.heads: tuple[str, ...] = ()
         self.after_last_step: catalog.Catalog = {}
         self.next_command = ""
 
-    def begin(self, migration_context: MigrationContext, command: str) -> None:
-        """Before the first attempt (retries keep what the first one saw)."""
-        if self.context is not None:
+    def prepare(self, migration_context: MigrationContext, command: str) -> None:
+        """Before the migration lock: enough to report a failure that comes before any step."""
+        self.context, self.command = migration_context, command
+        self._plan()
+        # No transaction may stay open while we queue for the lock: a CREATE INDEX
+        # CONCURRENTLY of the migrator ahead of us would wait for its snapshot.
+        migration_context.bind.rollback()  # type: ignore[union-attr]
+
+    def begin(self) -> None:
+        """Before the first attempt, under the lock (retries keep what the first one saw)."""
+        if self.context is None or self.started:
             return
-        self.context = migration_context
-        self.heads = migration_context.get_current_heads()
-        self.after_last_step = _ours(migration_context.connection)
-        plan = migrations.planned_steps(migration_context)
-        destination = str(migration_context.opts.get("destination_rev"))
-        if command == "upgrade" and destination in ("head", "heads"):
+        self.started = True
+        self._plan()
+        self.after_last_step = _ours(self.context.bind)
+
+    def _plan(self) -> None:
+        assert self.context is not None
+        self.heads = self.context.get_current_heads()
+        plan = migrations.planned_steps(self.context)
+        destination = str(self.context.opts.get("destination_rev"))
+        if self.command == "upgrade" and destination in ("head", "heads"):
             target = destination
         else:
             target = ", ".join(plan[-1].to_revisions) if plan else destination
         options = [f"-x {shlex.quote(f'{k}={v}')}" for k, v in self.x_arguments.items()]
-        self.next_command = " ".join(["alembic", *options, command, target or "base"])
+        self.next_command = " ".join(["alembic", *options, self.command, target or "base"])
 
     def applied(
         self,
@@ -70,11 +84,11 @@ class Progress:
         run_args: Mapping[str, Any],
     ) -> None:
         self.heads = tuple(sorted(heads))
-        self.after_last_step = _ours(ctx.connection)
+        self.after_last_step = _ours(ctx.bind)
 
     def failed_step(self, heads: tuple[str, ...]) -> Any:
         """The step the run was on when it failed: the first one left from `heads`."""
-        if self.context is None:
+        if self.context is None or not self.started:
             return None
         steps = list(self.context.opts["fn"](heads, self.context))
         return steps[0] if steps else None
@@ -82,11 +96,10 @@ class Progress:
 
 @contextmanager
 def reported(progress: Progress, engine: Engine, debug: bool) -> Iterator[None]:
+    """Turn any failure of a changing command into its one-line summary."""
     try:
         yield
     except Exception as error:
-        if isinstance(error, CommandError) and progress.context is None:
-            raise  # refused before any step (lock wait, data-loss guard): it says so itself
         if debug:
             log.error("Traceback (shown because of -x debug=true):", exc_info=error)
         raise CommandError(_summary(progress, engine, error)) from None
@@ -95,21 +108,29 @@ def reported(progress: Progress, engine: Engine, debug: bool) -> Iterator[None]:
 def _summary(progress: Progress, engine: Engine, error: BaseException) -> str:
     heads, now, unreadable = _state(engine)
     at = heads if heads is not None else progress.heads
-    step = progress.failed_step(at)
-    what = step.short_log if step else None
-    parts = [f"{what} failed: {_cause(error)}" if what else _cause(error)]
     shown = migrations.describe(at, progress.script)
+    if not progress.started:
+        # Refused or stopped before any step: the refusal says what to do, if it is one.
+        where = (
+            f"the database is at revision {shown}, unchanged"
+            if heads is not None
+            else f"the database did not answer afterwards ({unreadable})"
+        )
+        if isinstance(error, CommandError):
+            return f"{_cause(error)} ({where})."
+        next_run = f"; next: run `{progress.next_command}` again" if progress.next_command else ""
+        return f"{progress.command} did not start: {_cause(error)}; {where}{next_run}."
+    step = progress.failed_step(at)
+    parts = [f"{step.short_log} failed: {_cause(error)}" if step else _cause(error)]
     if heads is None:
-        last = f"was at revision {shown} when last seen" if progress.context else "is unknown"
         parts.append(
-            f"the database did not answer afterwards ({unreadable}): its revision {last}, "
-            "and what the failure left behind could not be checked"
+            f"the database did not answer afterwards ({unreadable}): its revision was {shown} "
+            "when last seen, and what the failure left behind could not be checked"
         )
     else:
         parts.append(f"the database is at revision {shown}")
         parts.append(_left_behind(progress.after_last_step, now or {}, step))
-    if progress.next_command:
-        parts.append(f"next: once the cause is dealt with, run `{progress.next_command}` again")
+    parts.append(f"next: once the cause is dealt with, run `{progress.next_command}` again")
     return "; ".join(parts) + "."
 
 
