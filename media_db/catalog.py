@@ -75,7 +75,7 @@ def snapshot(connection: Connection, schema: str | None = None) -> Catalog:
     for table, name, definition, valid in connection.execute(INDEXES, {"schema": schema}):
         # An INVALID index (a failed or still running CREATE INDEX CONCURRENTLY) has the same
         # definition as a good one but serves no query and checks no uniqueness.
-        marker = "" if valid else " (INVALID: a failed concurrent build, unusable)"
+        marker = "" if valid else " (INVALID: unusable, left by a failed concurrent build)"
         catalog[table].indexes[name] = _unqualified(definition, schema) + marker
     for table, name, definition in connection.execute(TRIGGERS, {"schema": schema}):
         catalog[table].triggers[name] = _unqualified(definition, schema)
