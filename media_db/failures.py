@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext, MigrationInfo
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, PendingRollbackError, ResourceClosedError
 
 from media_db import catalog, migrations
 from models import Base
@@ -191,6 +191,9 @@ def _commits_as_it_goes(step: Any) -> bool:
 
 
 def _cause(error: BaseException) -> str:
+    # A dead connection fails again in cleanup code: report what killed it, not the echo.
+    while isinstance(error, PendingRollbackError | ResourceClosedError) and error.__context__:
+        error = error.__context__
     if isinstance(error, DBAPIError) and error.orig is not None:
         text = str(error.orig)
     elif isinstance(error, CommandError):
