@@ -12,6 +12,7 @@ import logging
 import shlex
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
+from types import ModuleType
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext, MigrationInfo
@@ -171,7 +172,11 @@ def _left_behind(before: catalog.Catalog, now: catalog.Catalog, step: Any) -> st
                 elif old.get(key) != new[key]:
                     changes.append(f"{label} {key} {'changed' if key in old else 'added'}")
                     changes[-1] += _validity(str(new[key]))
-    if not changes and step is not None and _commits_as_it_goes(step):
+    if (
+        not changes
+        and step is not None
+        and commits_as_it_goes(step.revision.module, step.is_upgrade)
+    ):
         changes.append(
             f"what revision {step.revision.revision} committed as it went (e.g. batches of "
             "updated rows; re-running it is safe)"
@@ -185,9 +190,9 @@ def _validity(definition: str) -> str:
     return " (NOT VALID)" if definition.endswith("NOT VALID") else ""
 
 
-def _commits_as_it_goes(step: Any) -> bool:
-    function = step.revision.module.upgrade if step.is_upgrade else step.revision.module.downgrade
-    return "autocommit_block" in inspect.getsource(function)
+def commits_as_it_goes(module: ModuleType, upgrade: bool) -> bool:
+    """Does this direction of a revision commit part of its work (an autocommit block)?"""
+    return "autocommit_block" in inspect.getsource(module.upgrade if upgrade else module.downgrade)
 
 
 def _cause(error: BaseException) -> str:

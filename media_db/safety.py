@@ -4,8 +4,10 @@
   separate autocommit session (no transaction, no snapshot: a CREATE INDEX CONCURRENTLY in a
   revision cannot deadlock against it). Replicas that lose the race wait, then find the
   database already at the target and do nothing.
+- No DDL while a backend of an earlier migration is still busy (its client killed, say).
 - Lock timeouts are retried with backoff, then reported with the sessions that hold our tables.
 - A downgrade that would drop tables holding rows refuses unless the operator consents.
+- Every option (-x or environment) is validated before anything runs.
 """
 
 import hashlib
