@@ -276,8 +276,9 @@ def run_with_retries(
     retries: int,
     backoff_seconds: float,
 ) -> None:
-    """Run the migrations; on a lock timeout (or a deadlock) the failed revision rolled back
-    whole, so run again from where the database is, up to `retries` more times."""
+    """Run the migrations; on a lock timeout (or a deadlock) run again from where the database
+    is, up to `retries` more times. A transactional revision rolled back whole; the non-atomic
+    ones are written to be re-run from any point they stop at."""
     for attempt in range(retries + 1):
         try:
             run()
