@@ -20,9 +20,19 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 WITH_DB := python -m media_db.local_server exec --
 REV ?= -1
 RANGE ?= head
+M ?=
 # Two workers (2 cores): most of the suite's time is subprocesses starting Python.
 PYTEST_ARGS ?= -n 2
 SIZE ?= full
+# User values reach commands as environment variables ("$$REV"), never pasted into a recipe:
+# the shell never parses them, and `$(value ...)` keeps make from expanding $(...) inside them.
+USER_VALUES := REV RANGE M PYTEST_ARGS SIZE
+$(foreach name,$(USER_VALUES),$(eval override $(name) := $$(value $(name))))
+export $(USER_VALUES)
+# What Alembic takes as a revision here: an id (or its prefix), base, head(s), a relative step.
+REVISION := (base|heads?|[0-9a-f]{4,40})?([-+][0-9]{1,4})?
+bad_revision = { printf '%s=%q is not a revision: use an id (e.g. 0004), base, head, -N or +N%s\n' \
+  $(1) "$$$(1)" $(2) >&2; exit 2; }
 
 .PHONY: help install upgrade downgrade current history adopt verify sql revision erd db-check test \
         test-image test-docker \
@@ -44,7 +54,8 @@ upgrade: install ## Apply every revision up to head (logs the revision reached)
 	$(WITH_DB) alembic upgrade head
 
 downgrade: install ## Roll back one revision (REV=-1), or to REV=<id> / REV=base
-	$(WITH_DB) alembic downgrade '$(REV)'
+	@[[ $$REV =~ ^$(REVISION)$$ && -n $$REV ]] || $(call bad_revision,REV,' (e.g. REV=-1)')
+	$(WITH_DB) alembic downgrade "$$REV"
 
 current: install ## Print the database's revision
 	$(WITH_DB) alembic current
@@ -59,11 +70,13 @@ verify: install ## alembic check, then compare the live catalog with the models 
 	$(WITH_DB) bash -c 'alembic check && python -m media_db.verify'
 
 sql: install ## Print the upgrade as SQL without a database (RANGE=0001:head for a span)
-	@alembic upgrade '$(RANGE)' --sql
+	@[[ $$RANGE =~ ^($(REVISION):)?$(REVISION)$$ && -n $$RANGE ]] || \
+	  $(call bad_revision,RANGE,' or two joined by a colon (e.g. RANGE=0001:head)')
+	@alembic upgrade "$$RANGE" --sql
 
 revision: install ## Autogenerate a lock-safe revision from the models (M="add thumbnail path")
-	@[ -n "$(M)" ] || { echo 'usage: make revision M="what the revision does"' >&2; exit 2; }
-	$(WITH_DB) alembic revision --autogenerate -m '$(M)'
+	@[ -n "$$M" ] || { echo 'usage: make revision M="what the revision does"' >&2; exit 2; }
+	$(WITH_DB) alembic revision --autogenerate -m "$$M"
 	python -m media_db.erd  # the diagram follows the models it was generated from
 
 erd: install ## Write the Mermaid ER diagram of the models to docs/schema.md
@@ -73,19 +86,19 @@ db-check: install ## Connect, print "Database connection successful" and the ser
 	$(WITH_DB) python -m media_db.check
 
 test: install ## Run the test suite on real PostgreSQL (see README: which server it uses)
-	pytest $(PYTEST_ARGS)
+	pytest $$PYTEST_ARGS
 
 test-image: ## Make a Docker engine available and build the local PostgreSQL test image
 	scripts/test-image.sh
 
 test-docker: install test-image ## Run the suite on PostgreSQL in Docker (testcontainers)
-	TEST_DB_BACKEND=docker pytest $(PYTEST_ARGS)
+	TEST_DB_BACKEND=docker pytest $$PYTEST_ARGS
 
 bench: install ## Benchmark against raw psycopg in the same run (SIZE=full|tiny); JSON in results/
-	$(WITH_DB) python -m bench --size '$(SIZE)'
+	$(WITH_DB) python -m bench --size "$$SIZE"
 
 bench-upgrade: install ## Revisions applied to 1M jobs under a continuous writer (SIZE=full|tiny)
-	$(WITH_DB) python -m bench.upgrade_under_load --size '$(SIZE)'
+	$(WITH_DB) python -m bench.upgrade_under_load --size "$$SIZE"
 
 lint: install ## ruff (lint + format check) and mypy
 	ruff check .

@@ -7,7 +7,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from media_db import guarded_ops, migrations, safety
+from media_db import failures, guarded_ops, migrations, safety
 from models import Base
 
 config = context.config
@@ -23,8 +23,10 @@ options = {
 }
 
 
+# Every option is checked first, offline runs included: a bad one stops the command here.
+guard = safety.options(context.get_x_argument(as_dictionary=True), os.environ)
 timeouts = safety.timeout_settings(context.get_x_argument(as_dictionary=True), os.environ)
-guard = safety.options(context.get_x_argument(as_dictionary=True))
+progress = failures.Progress(context.script, context.get_x_argument(as_dictionary=True))
 # Read by our drop_table/drop_column (media_db/guarded_ops.py), which check under their lock.
 options[guarded_ops.CONSENT_OPTION] = guard["allow_data_loss"]
 
@@ -42,31 +44,32 @@ def run_online() -> None:
     given = config.attributes.get("connection")
     with migrations.migration_connection(given, timeouts) as connection:
         migrations.require_server_version(connection)
-        context.configure(connection=connection, **options)
+        context.configure(connection=connection, on_version_apply=progress.applied, **options)
         command = migrations.running_command(context.get_context())
+        changing = command in migrations.CHANGING_COMMANDS
+        if changing:
+            progress.prepare(context.get_context(), command)
         # Only commands that change the database queue for the lock; `current` and `check`
         # read. The plan is computed after the lock, from the revision the database is at then.
         with (
+            failures.reported(progress, connection.engine, guard["debug"])
+            if changing
+            else nullcontext(),
             safety.migration_lock(connection, migrations.VERSION_TABLE, guard["lock_wait"])
-            if command in migrations.CHANGING_COMMANDS
-            else nullcontext()
+            if changing
+            else nullcontext(),
         ):
             if command in ("upgrade", "downgrade"):
                 steps = migrations.planned_steps(context.get_context())
                 safety.refuse_data_loss(connection, steps, guard["allow_data_loss"])
-            safety.run_with_retries(
-                connection,
-                run_migrations,
-                context.get_context().get_current_heads,
-                guard["retries"],
-                guard["backoff"],
-            )
+            safety.run_with_retries(connection, run_migrations, guard["retries"], guard["backoff"])
         reached = context.get_context().get_current_heads()
         log.info("Database at revision %s", migrations.describe(reached, context.script))
 
 
 def run_migrations() -> None:
     with context.begin_transaction():
+        progress.begin()
         context.run_migrations()
 
 

@@ -50,7 +50,7 @@ CONSTRAINTS = text("""
     WHERE c.relnamespace = CAST(:schema AS regnamespace)
 """)
 INDEXES = text("""
-    SELECT c.relname, i.relname, pg_get_indexdef(i.oid)
+    SELECT c.relname, i.relname, pg_get_indexdef(i.oid), x.indisvalid
     FROM pg_index x
     JOIN pg_class i ON i.oid = x.indexrelid
     JOIN pg_class c ON c.oid = x.indrelid
@@ -77,8 +77,11 @@ def snapshot(connection: Connection, schema: str | None = None) -> Catalog:
         entry.column_order.append(column)
     for table, name, definition in connection.execute(CONSTRAINTS, {"schema": schema}):
         catalog[table].constraints[name] = _unqualified(definition, schema)
-    for table, name, definition in connection.execute(INDEXES, {"schema": schema}):
-        catalog[table].indexes[name] = _unqualified(definition, schema)
+    for table, name, definition, valid in connection.execute(INDEXES, {"schema": schema}):
+        # An INVALID index (a failed or still running CREATE INDEX CONCURRENTLY) has the same
+        # definition as a good one but serves no query and checks no uniqueness.
+        marker = "" if valid else " (INVALID: unusable, left by a failed concurrent build)"
+        catalog[table].indexes[name] = _unqualified(definition, schema) + marker
     for table, name, definition in connection.execute(TRIGGERS, {"schema": schema}):
         catalog[table].triggers[name] = _unqualified(definition, schema)
     for table, option in connection.execute(STORAGE_PARAMETERS, {"schema": schema}):

@@ -52,11 +52,6 @@ LANDED_BEFORE_WAIVERS: dict[str, dict[str, str]] = {
         "proves the column, which squawk cannot see across revisions",
         "ban-drop-constraint": "drops 0002's helper CHECK, redundant once the column is NOT NULL",
     },
-    "0005_downgrade": {
-        **_DOWNGRADE,
-        "prefer-robust-stmts": "the autocommitted step is VALIDATE CONSTRAINT, which is "
-        "idempotent: re-running after a failure is safe",
-    },
 }
 
 

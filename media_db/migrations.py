@@ -55,10 +55,12 @@ def migration_connection(
         try:
             yield connection
         finally:
-            if connection.in_transaction():
-                connection.rollback()
-            connection.exec_driver_sql("RESET lock_timeout; RESET statement_timeout")
-            connection.commit()
+            # After the server went away there is no session left to reset.
+            if not connection.invalidated:
+                if connection.in_transaction():
+                    connection.rollback()
+                connection.exec_driver_sql("RESET lock_timeout; RESET statement_timeout")
+                connection.commit()
 
 
 def connect() -> Connection:

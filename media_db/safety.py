@@ -4,9 +4,11 @@
   separate autocommit session (no transaction, no snapshot: a CREATE INDEX CONCURRENTLY in a
   revision cannot deadlock against it). Replicas that lose the race wait, then find the
   database already at the target and do nothing.
+- No DDL while a backend of an earlier migration is still busy (its client killed, say).
 - Lock timeouts are retried with backoff, then reported with the sessions that hold our tables.
 - A migration that would drop a table holding rows, or a column holding values, refuses unless
   the operator consents.
+- Every option (-x or environment) is validated before anything runs.
 """
 
 import hashlib
@@ -16,60 +18,149 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
 from alembic.util import CommandError
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from media_db import guarded_ops
+from media_db import guarded_ops, settings
 from models import Base
 
 log = logging.getLogger("alembic.env")
 
 OUR_TABLES = tuple(Base.metadata.tables)
+# What our migration sessions call themselves in pg_stat_activity (media_db/connect.py).
+MIGRATION_SESSION_NAME = f"{settings.APPLICATION_NAME}-migrations"
+LOCK_SESSION_NAME = f"{settings.APPLICATION_NAME}-migration-lock"
 LOCK_NOT_AVAILABLE, DEADLOCK = "55P03", "40P01"
 
 
-def _option(
-    x_arguments: Mapping[str, str], environ: Mapping[str, str], name: str, default: str
-) -> str:
-    return (
-        x_arguments.get(name)
-        or environ.get(f"MIGRATION_{name.upper().replace('-', '_')}")
-        or default
+# --- options: -x name=value, else the environment, else the default ---------------------------
+
+
+class DeployOptions(TypedDict):
+    lock_wait: float
+    retries: int
+    backoff: float
+    allow_data_loss: bool
+    debug: bool
+
+
+@dataclass(frozen=True)
+class Option:
+    """One deploy option: where it is read from, what it accepts, and a value to show as example."""
+
+    name: str  # as given with -x
+    environment: str
+    default: str
+    kind: str  # "seconds", "count", "duration" or "switch"
+    maximum: float = 0  # seconds (durations: in seconds too), or a count
+    example: str = ""
+    # Switches: the exact values that mean yes and no, given with -x / in the environment.
+    x_values: tuple[str, str] = ("true", "false")
+    environment_values: tuple[str, str] = ("1", "0")
+
+
+# Our migration session waits at most lock_timeout for a lock (n8n's traffic queues behind any
+# lock request of ours while it waits) and statement_timeout for one statement. Session settings
+# of our own connection only: never server- or role-wide, the database is shared. Both must be
+# bounded: 0 would mean "wait forever", which is exactly what they exist to prevent.
+OPTIONS = {
+    option.name: option
+    for option in (
+        Option("lock_timeout", "MIGRATION_LOCK_TIMEOUT", "5s", "duration", 600, "5s"),
+        Option(
+            "statement_timeout", "MIGRATION_STATEMENT_TIMEOUT", "15min", "duration", 86400, "15min"
+        ),
+        Option("lock-wait", "MIGRATION_LOCK_WAIT", "600", "seconds", 86400, "600"),
+        Option("lock-retries", "MIGRATION_LOCK_RETRIES", "3", "count", 10, "3"),
+        Option("lock-retry-backoff", "MIGRATION_LOCK_RETRY_BACKOFF", "2", "seconds", 60, "2"),
+        Option("allow-data-loss", "ALLOW_DATA_LOSS", "", "switch", example="true"),
+        Option("debug", "MIGRATION_DEBUG", "", "switch", example="true"),
+    )
+}
+TIMEOUTS = ("lock_timeout", "statement_timeout")
+DURATION = re.compile(r"(\d{1,12})(ms|s|min|h)?")  # no unit: milliseconds, as PostgreSQL reads it
+DURATION_SECONDS = {"ms": 0.001, "": 0.001, "s": 1, "min": 60, "h": 3600}
+SECONDS = re.compile(r"\d{1,9}(\.\d{1,6})?")
+COUNT = re.compile(r"\d{1,9}")
+
+
+def _raw(
+    option: Option, x_arguments: Mapping[str, str], environ: Mapping[str, str]
+) -> tuple[str, str | None]:
+    """The value, and the name it was given under (None: the default). An empty environment
+    variable counts as unset, as in a shell; an empty -x value is a mistake."""
+    if option.name in x_arguments:
+        return x_arguments[option.name], f"-x {option.name}"
+    if value := environ.get(option.environment, ""):
+        return value, option.environment
+    return option.default, None
+
+
+def _parse(option: Option, x_arguments: Mapping[str, str], environ: Mapping[str, str]) -> Any:
+    value, given = _raw(option, x_arguments, environ)
+    if option.kind == "switch":
+        yes, no = option.environment_values if given == option.environment else option.x_values
+        if value in (yes, no) or given is None:
+            return value == yes
+        accepted = (
+            f"exactly {yes} (consent) or {no}"
+            if option.name == "allow-data-loss"
+            else (f"exactly {yes} or {no}")
+        )
+    elif option.kind == "duration":
+        match = DURATION.fullmatch(value)
+        if match and 0 < int(match[1]) * DURATION_SECONDS[match[2] or ""] <= option.maximum:
+            return value
+        accepted = (
+            f"a duration above 0 and at most {_shown_seconds(option.maximum)} "
+            "(a whole number with ms, s, min or h)"
+        )
+    else:
+        pattern = COUNT if option.kind == "count" else SECONDS
+        if pattern.fullmatch(value) and float(value) <= option.maximum:
+            return int(value) if option.kind == "count" else float(value)
+        what = "a whole number" if option.kind == "count" else "a number of seconds"
+        accepted = f"{what} from 0 to {option.maximum:g}"
+    good = option.environment_values[0] if option.kind == "switch" else option.example
+    raise CommandError(
+        f"{given}={value!r} refused: it must be {accepted}; e.g. -x {option.name}="
+        f"{option.example} or {option.environment}={good}."
     )
 
 
-def _number(value: str, name: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise CommandError(f"{name} must be a number, got {value!r}") from None
+def _shown_seconds(seconds: float) -> str:
+    return f"{seconds / 60:g}min" if seconds < 3600 else f"{seconds / 3600:g}h"
 
 
-# --- short lock waits ---------------------------------------------------------------------
-
-# Our migration session waits at most this long for a lock (n8n's traffic queues behind any
-# lock request of ours while it waits) and this long for one statement. Session settings of our
-# own connection only: never server- or role-wide, the database is shared.
-DEFAULT_TIMEOUTS = {"lock_timeout": "5s", "statement_timeout": "15min"}
-TIMEOUT_FORMAT = re.compile(r"\d+(ms|s|min|h)?")
+def options(
+    x_arguments: Mapping[str, str], environ: Mapping[str, str] = os.environ
+) -> DeployOptions:
+    """Every deploy option, validated before anything runs: an unknown -x name, a value of the
+    wrong type, out of range or unbounded is refused in one line naming it and a good value."""
+    unknown = sorted(set(x_arguments) - set(OPTIONS))
+    if unknown:
+        raise CommandError(
+            f"Unknown -x option {', '.join(unknown)}: use {', '.join(OPTIONS)} "
+            "(e.g. -x lock_timeout=5s)."
+        )
+    value = {name: _parse(option, x_arguments, environ) for name, option in OPTIONS.items()}
+    return {
+        "lock_wait": value["lock-wait"],
+        "retries": value["lock-retries"],
+        "backoff": value["lock-retry-backoff"],
+        "allow_data_loss": value["allow-data-loss"],
+        "debug": value["debug"],
+    }
 
 
 def timeout_settings(x_arguments: Mapping[str, str], environ: Mapping[str, str]) -> list[str]:
     """`SET` statements for the migration session: `-x lock_timeout=10s`, else the environment's
     MIGRATION_LOCK_TIMEOUT (likewise statement_timeout), else the defaults."""
-    statements = []
-    for name, default in DEFAULT_TIMEOUTS.items():
-        value = _option(x_arguments, environ, name, default)
-        if not TIMEOUT_FORMAT.fullmatch(value):
-            raise CommandError(
-                f"{name}={value!r} is not a duration PostgreSQL takes here: use e.g. 500ms, 5s, "
-                f"15min (via -x {name}=... or MIGRATION_{name.upper()})"
-            )
-        statements.append(f"SET {name} = '{value}'")
-    return statements
+    return [f"SET {name} = '{_parse(OPTIONS[name], x_arguments, environ)}'" for name in TIMEOUTS]
 
 
 # --- one migrator at a time -------------------------------------------------------------------
@@ -87,6 +178,10 @@ def migration_lock(
 ) -> Iterator[None]:
     key = advisory_key(version_table)
     with connection.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as session:
+        # Told apart from the migration sessions proper, which the wait below looks for.
+        session.execute(
+            text("SELECT set_config('application_name', :name, false)"), {"name": LOCK_SESSION_NAME}
+        )
         deadline, pause, last_holder = time.monotonic() + wait_seconds, 0.05, None
         while not session.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}):
             holder = _lock_holder(session, key)
@@ -102,9 +197,56 @@ def migration_lock(
             time.sleep(pause)
             pause = min(pause * 2, 2.0)
         try:
+            _wait_for_earlier_backends(connection, session, deadline, wait_seconds)
             yield
         finally:
-            session.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            try:
+                session.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            except DBAPIError as error:
+                # A server gone away took the lock with the session: nothing to release.
+                if not error.connection_invalidated:
+                    raise
+
+
+def _wait_for_earlier_backends(
+    connection: Connection, session: Connection, deadline: float, wait_seconds: float
+) -> None:
+    """A migrator killed mid-revision (kill -9) loses its lock session at once, but its server
+    backend goes on with the statement it was running (a CREATE INDEX CONCURRENTLY can take
+    minutes) until it next talks to its vanished client. Starting DDL meanwhile collides with it:
+    wait until no other migration session of ours is busy in this database."""
+    own = connection.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
+    last = None
+    while busy := _busy_migration_backends(session, own):
+        if busy != last:
+            log.info(
+                "Waiting for a migration backend still running (its client may be gone): %s", busy
+            )
+            last = busy
+        if time.monotonic() >= deadline:
+            raise CommandError(
+                f"A migration backend is still running: {busy}; it did not finish within "
+                f"{wait_seconds:g} s and nothing was changed. Wait for it (or end it with "
+                "pg_cancel_backend(pid)), then run the command again."
+            )
+        time.sleep(0.5)
+
+
+def _busy_migration_backends(session: Connection, own: int) -> str:
+    rows = session.execute(
+        text("""
+            SELECT pid, state, query_start, left(query, 120) AS query FROM pg_stat_activity
+            WHERE datname = current_database() AND application_name = :name
+              AND pid NOT IN (pg_backend_pid(), :own) AND state <> 'idle'
+            ORDER BY pid
+        """),
+        {"name": MIGRATION_SESSION_NAME, "own": own},
+    ).all()
+    return "; ".join(
+        f"pid {r.pid} ({MIGRATION_SESSION_NAME}, {r.state} since {r.query_start:%H:%M:%S}): "
+        f"{' '.join(r.query.split())}"
+        for r in rows
+    )
 
 
 def _lock_holder(session: Connection, key: int) -> str:
@@ -132,12 +274,12 @@ def _lock_holder(session: Connection, key: int) -> str:
 def run_with_retries(
     connection: Connection,
     run: Callable[[], None],
-    current: Callable[[], tuple[str, ...]],
     retries: int,
     backoff_seconds: float,
 ) -> None:
-    """Run the migrations; on a lock timeout (or a deadlock) the failed revision rolled back
-    whole, so run again from where the database is, up to `retries` more times."""
+    """Run the migrations; on a lock timeout (or a deadlock) run again from where the database
+    is, up to `retries` more times. A transactional revision rolled back whole; the non-atomic
+    ones are written to be re-run from any point they stop at."""
     for attempt in range(retries + 1):
         try:
             run()
@@ -149,14 +291,13 @@ def run_with_retries(
             if connection.in_transaction():
                 connection.rollback()
             blockers = _blockers(connection)
-            at = ", ".join(current()) or "base"
             connection.rollback()
             if attempt == retries:
+                # What the failure left behind and what to run next: media_db/failures.py.
                 raise CommandError(
-                    f"Gave up after {retries + 1} attempts: "
-                    f"{'a deadlock' if code == DEADLOCK else 'lock_timeout'} each time. "
-                    f"Blocking: {blockers}. The failed revision was rolled back; the database "
-                    f"is at revision {at}. Retry when the blocker is gone, or end it."
+                    f"gave up after {retries + 1} attempt{'s' if retries else ''}, "
+                    f"{'a deadlock' if code == DEADLOCK else 'lock_timeout'} each time "
+                    f"(blocking: {blockers}); end the blocker or wait for it to finish"
                 ) from None
             wait = backoff_seconds * 2**attempt
             log.warning(
@@ -257,19 +398,3 @@ def _values_held(connection: Connection, name: str) -> str | None:
     if found > SHOWN_UP_TO:
         return f"more than {SHOWN_UP_TO:,} {noun}s"
     return f"{found:,} {noun}{'' if found == 1 else 's'}"
-
-
-def options(
-    x_arguments: Mapping[str, str], environ: Mapping[str, str] = os.environ
-) -> dict[str, Any]:
-    return {
-        "lock_wait": _number(_option(x_arguments, environ, "lock-wait", "600"), "lock-wait"),
-        "retries": int(_number(_option(x_arguments, environ, "lock-retries", "3"), "lock-retries")),
-        "backoff": _number(
-            _option(x_arguments, environ, "lock-retry-backoff", "2"), "lock-retry-backoff"
-        ),
-        "allow_data_loss": (
-            x_arguments.get("allow-data-loss", "").lower() == "true"
-            or environ.get("ALLOW_DATA_LOSS") == "1"
-        ),
-    }

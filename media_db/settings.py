@@ -32,6 +32,7 @@ PLAN_DEFAULTS = {
 PART_VARIABLES = (*PLAN_DEFAULTS, "POSTGRES_PASSWORD")
 ACCEPTED_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
 
+ENCODING = "@ as %40, : as %3A, / as %2F, % as %25"
 HOW_TO_CONFIGURE = (
     "set DATABASE_URL (postgresql://user:password@host:port/dbname, password percent-encoded) "
     "or POSTGRES_HOST, POSTGRES_PORT, POSTGRES_DB, POSTGRES_USER, POSTGRES_PASSWORD"
@@ -64,20 +65,30 @@ def _from_database_url(raw: str) -> URL:
     from sqlalchemy import make_url
     from sqlalchemy.exc import ArgumentError
 
+    # A raw @ in the password ends it early: the rest would be read as host, port or database
+    # and echoed by every later error. Refuse without showing any part of the URL.
+    if raw.count("@") > 1:
+        raise DatabaseNotConfigured(
+            "DATABASE_URL holds more than one raw '@': percent-encode the user name and password "
+            f"({ENCODING}), or set POSTGRES_HOST, POSTGRES_PORT, POSTGRES_DB, POSTGRES_USER and "
+            "POSTGRES_PASSWORD instead (the password raw)."
+        )
     try:
         url = make_url(raw)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         # SQLAlchemy's message repeats the string, password included: say it without it.
         raise DatabaseNotConfigured(
             "DATABASE_URL is not a valid URL; expected "
-            "postgresql://user:password@host:port/dbname with special characters in the "
-            "password percent-encoded (@ as %40, : as %3A, / as %2F, % as %25)."
+            "postgresql://user:password@host:port/dbname with a numeric port and special "
+            f"characters in the password percent-encoded ({ENCODING})."
         ) from None
     if url.drivername not in ACCEPTED_SCHEMES:
         raise DatabaseNotConfigured(
             f"DATABASE_URL uses {url.drivername!r}; this project speaks PostgreSQL through "
             f"psycopg 3: use postgresql:// (or {DRIVER}://)."
         )
+    if url.port is not None and not 0 < url.port < 65536:
+        raise DatabaseNotConfigured("DATABASE_URL's port must be a TCP port number (1-65535).")
     if not url.database:
         raise DatabaseNotConfigured("DATABASE_URL names no database: add /dbname to its end.")
     return url.set(drivername=DRIVER)

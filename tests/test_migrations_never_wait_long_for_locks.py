@@ -28,10 +28,12 @@ def test_upgrade_blocked_by_a_lock_times_out_and_changes_nothing(engine: Engine)
             with pytest.raises(CommandError) as refused:
                 command.upgrade(config, "head")
             message = str(refused.value)
-            assert message.startswith("Gave up after 2 attempts: lock_timeout each time.")
+            assert message.startswith(
+                "upgrade 0001 -> 0002 failed: gave up after 2 attempts, lock_timeout each time"
+            )
             assert f"pid {blocker_pid} (" in message
             assert "LOCK TABLE media_items IN ACCESS SHARE MODE" in message
-            assert "the database is at revision 0001" in message
+            assert "the database is at revision 0001; left behind: nothing;" in message
             connection.rollback()
             assert connection.scalar(text(f"SELECT version_num FROM {VERSION_TABLE}")) == "0001"
             assert connection.scalar(text("SHOW lock_timeout")) == "0", "session settings reset"
@@ -59,5 +61,5 @@ def test_a_malformed_timeout_is_refused_before_anything_runs() -> None:
         environment(),
     )
     assert result.returncode != 0
-    assert "is not a duration" in result.stdout + result.stderr
+    assert "lock_timeout='5s; DROP TABLE x' refused" in result.stdout + result.stderr
     assert "DROP TABLE" not in result.stdout.replace("lock_timeout='5s; DROP TABLE x'", "")

@@ -1,6 +1,7 @@
 """Every revision is reviewable and stays runnable as the code moves on: a docstring saying why
-and how it treats locks, no import of application code, one head, sequential ids, and every
-table and column either direction drops declared for the data-loss guard."""
+and how it treats locks, no import of application code, one head, sequential ids, every table
+and column either direction drops declared for the data-loss guard, and the README naming
+exactly the revisions that are not atomic."""
 
 import ast
 import re
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 from alembic.script import Script, ScriptDirectory
 
+from media_db.failures import commits_as_it_goes
 from media_db.safety import DECLARED_DROPS
-from tests.helpers import alembic_config
+from tests.helpers import REPO_ROOT, alembic_config
 
 SCRIPTS = list(reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions())))
 
@@ -77,6 +79,26 @@ def test_everything_dropped_is_declared(script: Script, is_upgrade: bool) -> Non
         f"declare {sorted(dropped - declared)} in {' / '.join(DECLARED_DROPS[is_upgrade])} so "
         "the data-loss guard checks them before any step runs"
     )
+
+
+def test_readme_lists_exactly_the_revisions_that_commit_as_they_go() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    bullet = readme[readme.index("- **Atomic revisions") :]
+    bullet = bullet[: bullet.index("\n- **")]
+    listed = {
+        (revision, direction)
+        for revision, directions in re.findall(
+            r"(\d{4}) \((upgrade and downgrade|upgrade|downgrade):", bullet
+        )
+        for direction in directions.split(" and ")
+    }
+    in_code = {
+        (script.revision, direction)
+        for script in SCRIPTS
+        for direction in ("upgrade", "downgrade")
+        if commits_as_it_goes(script.module, direction == "upgrade")
+    }
+    assert listed == in_code
 
 
 def test_one_head_and_sequential_ids() -> None:

@@ -8,6 +8,19 @@ validated CHECK (status IS NOT NULL) from 0002/0004 proves the column holds no N
 PostgreSQL (12+) skips the scan: the lock is held for a catalog update only. The helper
 constraint is then redundant and dropped.
 
+Downgrade: not atomic. It adds the helper constraint NOT VALID (ACCESS EXCLUSIVE, catalog only)
+and commits, validates it in autocommit (SHARE UPDATE EXCLUSIVE: writes continue during the
+scan), then drops NOT NULL in a last transaction. It can stop after the first commit (a lock
+timeout in VALIDATE or in the last step, a crash): the helper constraints stay, NOT VALID or
+valid, and the database stays at 0005. Each run therefore starts by dropping whatever helper
+constraint an earlier run left (DROP CONSTRAINT IF EXISTS, under the same lock) and adds it
+afresh, so a re-run goes through from any point it stopped at and ends catalog-identical to 0004.
+
+Mended in place (2026-11, issue 13): the first version added the constraints unconditionally, so
+after a lock timeout in VALIDATE every later run failed with DuplicateObject and the database
+could not go below 0005. No later revision can change how 0005 goes down, hence the one edit of
+a landed revision; the upgrade and the end state of the downgrade are unchanged.
+
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-26
@@ -40,6 +53,8 @@ def downgrade() -> None:
     # SHARE UPDATE EXCLUSIVE (writes continue), not under the ACCESS EXCLUSIVE lock of the ADD.
     op.execute("LOCK TABLE processing_jobs, analysis_results IN ACCESS EXCLUSIVE MODE")
     for table in TABLES:
+        # Left by an earlier run that stopped after the commit below: start afresh.
+        op.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {table}_status_not_null_check")
         op.execute(
             f"ALTER TABLE {table} ADD CONSTRAINT {table}_status_not_null_check "
             "CHECK (status IS NOT NULL) NOT VALID"

@@ -1,0 +1,73 @@
+"""What every fault-injection test checks once the fault is over: a plain re-run reaches head,
+`make verify` finds the live schema identical to the models, and no committed row was lost."""
+
+import subprocess
+import time
+from collections.abc import Callable
+
+from sqlalchemy import URL, Connection, create_engine, pool, text
+
+from tests.helpers import HEAD, environment, run
+
+# Counted before the fault and after the recovery: every one must still be there.
+TABLES = ("media_items", "analysis_results", "processing_jobs")
+
+
+def seed_rows(url: URL) -> dict[str, int]:
+    """A few committed rows in each of our tables, as n8n would have written them."""
+    with create_engine(url, poolclass=pool.NullPool).begin() as connection:
+        connection.execute(
+            text("""
+                WITH media AS (
+                    INSERT INTO media_items (source_url, source_type)
+                    SELECT 'https://example.test/' || n, 'youtube' FROM generate_series(1, 3) n
+                    RETURNING id
+                ), results AS (
+                    INSERT INTO analysis_results (media_item_id, analysis_type, provider)
+                    SELECT id, 'transcript', 'whisper' FROM media RETURNING id
+                )
+                INSERT INTO processing_jobs (media_item_id, workflow_type)
+                SELECT id, 'transcode' FROM media
+            """)
+        )
+    return row_counts(url)
+
+
+def row_counts(url: URL) -> dict[str, int]:
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        return {t: int(connection.scalar(text(f"SELECT count(*) FROM {t}")) or 0) for t in TABLES}
+
+
+def assert_recovers(url: URL, rows: dict[str, int]) -> None:
+    upgraded = run(["alembic", "upgrade", "head"], environment(url))
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"Database at revision {HEAD} (head)" in upgraded.stderr
+    verified = run(["make", "verify"], environment(url))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "Live schema matches the models" in verified.stdout
+    assert row_counts(url) == rows, "a committed row was lost"
+
+
+def failure_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a failed alembic run ends with (stdout); only log lines (stderr) besides."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    logs = [line for line in result.stderr.splitlines() if line.strip()]
+    assert all(line.startswith(("INFO ", "WARNI")) for line in logs), logs
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("FAILED: "), lines
+    return lines[0]
+
+
+def wait_until(condition: Callable[[], object], what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
+
+
+def scalar(connection: Connection, sql: str, **params: object) -> object:
+    value = connection.execute(text(sql), params).scalar()
+    connection.rollback()
+    return value

@@ -1,0 +1,86 @@
+"""Fault: a session blocks 0005's downgrade in VALIDATE, after the helper constraints were
+committed NOT VALID. The run fails in one line naming what it left behind; once the blocker is
+gone the same downgrade goes through (it used to fail with DuplicateObject forever) and ends
+catalog-identical to 0004."""
+
+import subprocess
+import threading
+
+from alembic import command
+from sqlalchemy import URL, create_engine, pool, text
+
+from media_db import catalog
+from media_db.migrations import VERSION_TABLE
+from tests.conftest import FreshDatabase
+from tests.faults import assert_recovers, failure_line, scalar, seed_rows, wait_until
+from tests.helpers import BIN, REPO_ROOT, alembic_config, environment, run
+
+WAITING_FOR = """
+    SELECT count(*) FROM pg_locks
+    WHERE relation = 'analysis_results'::regclass AND NOT granted AND mode = :mode
+"""
+
+
+RETRY_NOTHING = ["-x", "lock_timeout=2s", "-x", "lock-retries=0"]
+
+
+def ours(url: URL) -> catalog.Catalog:
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        return {k: v for k, v in catalog.snapshot(connection).items() if k != VERSION_TABLE}
+
+
+def test_downgrade_blocked_in_validate_reruns_to_0004(fresh_database: FreshDatabase) -> None:
+    url = fresh_database()
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        command.upgrade(alembic_config(connection), "0004")
+        at_0004 = ours(url)
+        command.upgrade(alembic_config(connection), "head")
+    rows = seed_rows(url)
+
+    # A reader keeps the downgrade's ACCESS EXCLUSIVE request waiting; a second session queues
+    # SHARE UPDATE EXCLUSIVE behind it, so it holds the table the moment 0005 commits its
+    # NOT VALID constraints, and VALIDATE (which needs that lock too) times out.
+    reader, blocker = engine.connect(), engine.connect()
+    reader.execute(text("SELECT count(*) FROM analysis_results"))
+    downgrade = subprocess.Popen(
+        [str(BIN / "alembic"), *RETRY_NOTHING, "downgrade", "0004"],
+        cwd=REPO_ROOT,
+        env=environment(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with engine.connect() as watcher:
+        wait_until(
+            lambda: scalar(watcher, WAITING_FOR, mode="AccessExclusiveLock"),
+            "the downgrade waits for analysis_results",
+        )
+        locking = threading.Thread(
+            target=blocker.execute,
+            args=(text("LOCK TABLE analysis_results IN SHARE UPDATE EXCLUSIVE MODE"),),
+        )
+        locking.start()
+        wait_until(
+            lambda: scalar(watcher, WAITING_FOR, mode="ShareUpdateExclusiveLock"),
+            "the blocker queues behind the downgrade",
+        )
+    reader.rollback()
+    stdout, stderr = downgrade.communicate(timeout=60)
+    locking.join()
+    line = failure_line(
+        subprocess.CompletedProcess(downgrade.args, downgrade.returncode, stdout, stderr)
+    )
+    assert line.startswith("FAILED: downgrade 0005 -> 0004 failed: gave up after 1 attempt"), line
+    assert "LOCK TABLE analysis_results IN SHARE UPDATE EXCLUSIVE MODE" in line
+    assert "the database is at revision 0005" in line
+    assert "constraint analysis_results_status_not_null_check added (NOT VALID)" in line
+    assert "alembic -x lock_timeout=2s -x lock-retries=0 downgrade 0004` again" in line
+
+    blocker.commit()
+    blocker.close()
+    reader.close()
+    again = run(["alembic", "downgrade", "0004"], environment(url))
+    assert again.returncode == 0, again.stderr
+    assert ours(url) == at_0004
+    assert_recovers(url, rows)
