@@ -22,6 +22,7 @@ from sqlalchemy import (
     ColumnElement,
     DefaultClause,
     Integer,
+    Interval,
     Select,
     String,
     Text,
@@ -130,7 +131,7 @@ RELEASE = compiled(
 REQUEUE_STUCK = compiled(
     update(JOBS)
     .values(status=constant(JobStatus.QUEUED), started_at=null())
-    .where(RUNNING, JOBS.c.started_at < func.now() - bindparam("older_than"))
+    .where(RUNNING, JOBS.c.started_at < func.now() - bindparam("older_than", type_=Interval))
     .returning(JOBS.c.id)
 )
 BY_STATUS = compiled(
