@@ -24,7 +24,7 @@ RANGE ?= head
 PYTEST_ARGS ?= -n 2
 SIZE ?= full
 
-.PHONY: help install upgrade downgrade current history adopt verify sql revision erd db-check test \
+.PHONY: help install upgrade downgrade current history adopt verify sql revision records erd db-check test \
         test-image test-docker \
         bench bench-upgrade lint lint-sql db-start db-stop
 
@@ -61,9 +61,14 @@ verify: install ## alembic check, then compare the live catalog with the models 
 sql: install ## Print the upgrade as SQL without a database (RANGE=0001:head for a span)
 	@alembic upgrade '$(RANGE)' --sql
 
-revision: install ## Autogenerate a revision from the models: make revision M="add thumbnail path"
+revision: install ## Autogenerate a revision from the models, then regenerate records and the ERD
 	@[ -n "$(M)" ] || { echo 'usage: make revision M="what the revision does"' >&2; exit 2; }
 	$(WITH_DB) alembic revision --autogenerate -m '$(M)'
+	python -m media_db.gen_records
+	python -m media_db.erd
+
+records: install ## Write media_db/records.py (the repositories' records) from the models
+	python -m media_db.gen_records
 
 erd: install ## Write the Mermaid ER diagram of the models to docs/schema.md
 	python -m media_db.erd
