@@ -89,8 +89,9 @@ def _has_news(connection: Connection) -> bool:
     """Has the server sent something to this idle connection? In autocommit, between
     statements, that is a termination notice (a terminated backend, a restart) or the end of the
     stream: found without a round trip. (Rarely a NOTIFY: then the ping just succeeds.)"""
-    readable, _, _ = select.select([connection.fileno()], [], [], 0)
-    return bool(readable)
+    poller = select.poll()  # poll, not select(): no limit on the descriptor's number
+    poller.register(connection.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class _Checkout:
