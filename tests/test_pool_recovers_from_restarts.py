@@ -5,6 +5,8 @@ embedded server this test starts, restarts and stops itself."""
 
 import asyncio
 import secrets
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +23,15 @@ PROMPT_SECONDS = 5.0
 
 
 @pytest.fixture
-def restartable(tmp_path: Path) -> Iterator[LocalServer]:
-    server = LocalServer(home=tmp_path / "postgres", superuser_password=secrets.token_hex(8))
+def restartable() -> Iterator[LocalServer]:
+    # Not under pytest's tmp_path: a pytest starting elsewhere resets /tmp/pytest-of-<user> to
+    # 0700, and the server's system user must keep reaching its folder for stop and restart.
+    home = Path(tempfile.mkdtemp(prefix="media-db-restart-"))
+    server = LocalServer(home=home / "postgres", superuser_password=secrets.token_hex(8))
     server.ensure_running()
     yield server
     server.destroy()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 async def fill_pool(db: Database) -> None:
