@@ -34,7 +34,7 @@ REVISION := (base|heads?|[0-9a-f]{4,40})?([-+][0-9]{1,4})?
 bad_revision = { printf '%s=%q is not a revision: use an id (e.g. 0004), base, head, -N or +N%s\n' \
   $(1) "$$$(1)" $(2) >&2; exit 2; }
 
-.PHONY: help install upgrade downgrade current history adopt verify sql revision erd db-check test \
+.PHONY: help install upgrade downgrade current history adopt verify sql revision records erd db-check test \
         test-image test-docker \
         bench bench-upgrade lint lint-sql db-start db-stop
 
@@ -74,10 +74,14 @@ sql: install ## Print the upgrade as SQL without a database (RANGE=0001:head for
 	  $(call bad_revision,RANGE,' or two joined by a colon (e.g. RANGE=0001:head)')
 	@alembic upgrade "$$RANGE" --sql
 
-revision: install ## Autogenerate a lock-safe revision from the models (M="add thumbnail path")
+revision: install ## Autogenerate a lock-safe revision; regenerate records and the ERD (M="…")
 	@[ -n "$$M" ] || { echo 'usage: make revision M="what the revision does"' >&2; exit 2; }
 	$(WITH_DB) alembic revision --autogenerate -m "$$M"
-	python -m media_db.erd  # the diagram follows the models it was generated from
+	python -m media_db.gen_records  # the records and the diagram follow the models
+	python -m media_db.erd
+
+records: install ## Write media_db/records.py (the repositories' records) from the models
+	python -m media_db.gen_records
 
 erd: install ## Write the Mermaid ER diagram of the models to docs/schema.md
 	python -m media_db.erd

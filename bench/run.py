@@ -1,10 +1,15 @@
 """Each row is measured against a baseline taken in the same run, on the same server:
 
-- insert / get-by-id: the repositories vs hand-written SQL on one raw psycopg connection;
-- pool: our SQLAlchemy pool vs psycopg_pool, checkout + one query (the choice of pool);
+- insert / get by id / claim / claim_many(10): the repositories vs raw psycopg on one
+  connection doing the same work: the same SQL, the row fetched and the same record built;
+- pool: psycopg_pool vs SQLAlchemy's async engine (the choice of pool), and our class-based
+  `Database.connection()` vs psycopg_pool's own `connection()` (checkout + one query);
 - bulk insert: MediaRepository.create_many vs a raw COPY of the same rows;
+- the peer: pgqueuer 1.6 on its own schema (bench/peer.py): dequeue 1 / 10 / 100, worker loop;
 - claim: p50/p99 latency and claims/s with 1M jobs (20 % queued), 1 and 8 workers;
-- delete: one media item while 1M jobs exist.
+- delete: one media item while 1M jobs exist;
+- queue health: claim latency after 20k claims on a server with autovacuum on
+  (bench/queue_health.py, an embedded PostgreSQL 18).
 
 Everything runs in a scratch database created for the run and dropped after it, so the
 configured database only lends its server.
@@ -30,10 +35,13 @@ from psycopg.rows import dict_row
 from sqlalchemy import URL, create_engine, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.peer import peer_rows
+from bench.queue_health import queue_health_rows
+from media_db import Database, JobQueue, JobRecord, MediaRecord, MediaRepository, NewMedia, PoolSize
 from media_db.local_server import REPO_ROOT
-from media_db.pool import Database, PoolSize, conninfo
-from media_db.repositories import JobQueue, MediaRepository
-from media_db.repositories.media import NewMedia
+from media_db.pool import conninfo
+from media_db.repositories import jobs as jobs_statements
+from media_db.repositories import media as media_statements
 
 
 @dataclass(frozen=True)
@@ -43,11 +51,41 @@ class Size:
     bulk_rows: int
     jobs: int
     claims: int
+    peer_jobs: int
+    loop_jobs: int
+    health_jobs: int
+    health_queued: int
+    health_claims: int
+    health_seconds: float
 
 
 SIZES = {
-    "full": Size("full", single_ops=2_000, bulk_rows=100_000, jobs=1_000_000, claims=1_000),
-    "tiny": Size("tiny", single_ops=20, bulk_rows=200, jobs=2_000, claims=40),
+    "full": Size(
+        "full",
+        single_ops=2_000,
+        bulk_rows=100_000,
+        jobs=1_000_000,
+        claims=1_000,
+        peer_jobs=60_000,
+        loop_jobs=20_000,
+        health_jobs=200_000,
+        health_queued=60_000,
+        health_claims=20_000,
+        health_seconds=90,
+    ),
+    "tiny": Size(
+        "tiny",
+        single_ops=20,
+        bulk_rows=200,
+        jobs=2_000,
+        claims=40,
+        peer_jobs=2_000,
+        loop_jobs=200,
+        health_jobs=2_000,
+        health_queued=500,
+        health_claims=200,
+        health_seconds=1,
+    ),
 }
 Row = dict[str, Any]
 
@@ -82,22 +120,31 @@ async def measure(url: URL, size: Size) -> list[Row]:
                 await single_insert(db, raw, size),
                 await get_by_id(db, raw, size),
                 await pool_checkout(db, url, size),
+                await connection_checkout(db, size),
                 await bulk_insert(db, raw, size),
             ]
+            rows += await peer_rows(db, _conninfo(url), size, rates, ratio_row)
+            await raw.execute("DELETE FROM processing_jobs")
             await seed_jobs(raw, size)
+            rows += [await claim_vs_raw(db, raw, size, batch) for batch in (1, 10)]
             rows += [await claims(db, size, workers) for workers in (1, 8)]
             rows.append(await delete_media(db, raw))
-    return rows
+    return rows + await queue_health_rows(size, scratch_database)
+
+
+def as_records(build: Callable[[Any], Any]) -> Callable[[Any], Callable[[Any], Any]]:
+    """The raw side's row factory: rows built straight into our records, as ours are."""
+    return lambda _cursor: build
 
 
 async def single_insert(db: Database, raw: psycopg.AsyncConnection[Row], size: Size) -> Row:
     media = MediaRepository(db)
+    insert = media_statements._insert(("source_url", "source_type"))
 
     async def by_hand() -> None:
-        await raw.execute(
-            "INSERT INTO media_items (source_url, source_type) VALUES (%s, %s) RETURNING *",
-            ("https://x/a.mp4", "s3"),
-        )
+        cursor = raw.cursor(row_factory=as_records(MediaRecord.from_row))
+        await cursor.execute(insert, {"source_url": "https://x/a.mp4", "source_type": "s3"})
+        await cursor.fetchone()
 
     ours, theirs = await rates(
         size.single_ops, lambda: media.create(NewMedia("https://x/a.mp4", "s3")), by_hand
@@ -106,9 +153,9 @@ async def single_insert(db: Database, raw: psycopg.AsyncConnection[Row], size: S
         "single-row insert",
         "MediaRepository.create",
         ours,
-        "raw psycopg INSERT RETURNING",
+        "raw psycopg, same INSERT, same record",
         theirs,
-        0.7,
+        0.85,
     )
 
 
@@ -119,10 +166,78 @@ async def get_by_id(db: Database, raw: psycopg.AsyncConnection[Row], size: Size)
     media = MediaRepository(db)
 
     async def by_hand() -> None:
-        await raw.execute("SELECT * FROM media_items WHERE id = %s", (key,))
+        cursor = raw.cursor(row_factory=as_records(MediaRecord.from_row))
+        await cursor.execute(media_statements.GET, {"id": key})
+        await cursor.fetchone()
 
     ours, theirs = await rates(size.single_ops, lambda: media.get(key), by_hand)
-    return ratio_row("get by id", "MediaRepository.get", ours, "raw psycopg SELECT", theirs, 0.7)
+    return ratio_row(
+        "get by id",
+        "MediaRepository.get",
+        ours,
+        "raw psycopg, same SELECT, same record",
+        theirs,
+        0.85,
+    )
+
+
+async def connection_checkout(db: Database, size: Size) -> Row:
+    """Does the class-based Database.connection() pay over psycopg_pool's own connection()?"""
+
+    async def ours() -> None:
+        async with db.connection() as connection:
+            await connection.execute("SELECT 1")
+
+    async def theirs() -> None:
+        async with db.pool.connection() as connection:
+            await connection.execute("SELECT 1")
+
+    ours_rate, theirs_rate = await rates(size.single_ops, ours, theirs)
+    return ratio_row(
+        "connection() + SELECT 1",
+        "Database.connection() (class)",
+        ours_rate,
+        "psycopg_pool connection()",
+        theirs_rate,
+        None,
+    )
+
+
+async def claim_vs_raw(
+    db: Database, raw: psycopg.AsyncConnection[Row], size: Size, batch: int
+) -> Row:
+    """The same claim statement on one raw connection, rows built into the same records (and
+    sorted into claim order, as claim_many does)."""
+    queue = JobQueue(db)
+    statement = (
+        jobs_statements.CLAIM_ONE[False] if batch == 1 else jobs_statements.CLAIM_MANY[False]
+    )
+    params = {} if batch == 1 else {"n": batch}
+
+    async def by_hand() -> None:
+        cursor = raw.cursor(row_factory=as_records(JobRecord.from_row))
+        await cursor.execute(statement, params)
+        if batch == 1:
+            await cursor.fetchone()
+        else:
+            sorted(await cursor.fetchall(), key=jobs_statements._claim_order)
+
+    async def ours() -> None:
+        if batch == 1:
+            await queue.claim()
+        else:
+            await queue.claim_many(batch)
+
+    ours_rate, theirs_rate = await rates(max(size.claims // batch, 10), ours, by_hand)
+    name = "JobQueue.claim" if batch == 1 else f"JobQueue.claim_many({batch})"
+    return ratio_row(
+        f"claim{'' if batch == 1 else f' {batch} at once'}, {size.jobs:,} jobs",
+        name,
+        ours_rate,
+        "raw psycopg, same SQL, same records",
+        theirs_rate,
+        0.9,
+    )
 
 
 async def pool_checkout(db: Database, url: URL, size: Size) -> Row:
@@ -302,10 +417,16 @@ def render(report: dict[str, Any]) -> str:
                 f"{row['row']:<44} {row['ours_per_s']:>10,.1f}/s vs "
                 f"{row['baseline_per_s']:>10,.1f}/s  = {row['ratio']:.2f}x{verdict}"
             )
-        elif "p50_ms" in row:
+        elif "claims_per_s" in row:
             lines.append(
                 f"{row['row']:<44} p50 {row['p50_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms"
                 f"  {row['claims_per_s']:,.1f} claims/s"
+            )
+        elif "claim_buffers" in row:
+            lines.append(
+                f"{row['row']:<44} p50 {row['p50_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms"
+                f"  {row['claim_buffers']} buffers, {row['dead_tuples']} dead tuples, "
+                f"{row['autovacuums']} autovacuums"
             )
         else:
             lines.append(f"{row['row']:<44} median {row['median_ms']:.3f} ms")

@@ -25,7 +25,7 @@ from bench import revisions_under_load
 from bench.run import SIZES, Size, claims, delete_media, migrate, scratch_database, seed_jobs
 from media_db.local_server import REPO_ROOT
 from media_db.pool import Database, PoolSize, conninfo
-from media_db.repositories.jobs import CLAIM
+from media_db.repositories.jobs import CLAIM_ONE
 from media_db.settings import database_url
 
 
@@ -78,7 +78,7 @@ async def claim_in_server(raw: psycopg.AsyncConnection[Any], runs: int = 50) -> 
     times, buffers = [], []
     for _ in range(runs):
         cursor = await raw.execute(
-            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + CLAIM, {"workflow_type": None}
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + CLAIM_ONE[False], {}
         )
         row = await cursor.fetchone()
         await raw.rollback()

@@ -103,8 +103,9 @@ class LocalServer:
             pass  # alive, owned by the system user
         return port
 
-    def ensure_running(self) -> bool:
-        """Initialise and start the cluster if needed. True when this call started it."""
+    def ensure_running(self, port: int | None = None) -> bool:
+        """Initialise and start the cluster if needed (on `port`, else a free one). True when
+        this call started it."""
         self.home.mkdir(parents=True, exist_ok=True)
         with self._lock():
             if self.running_port() is not None:
@@ -122,7 +123,7 @@ class LocalServer:
                 "-t",
                 "60",
                 "-o",
-                f"-h 127.0.0.1 -p {_free_port()} -k {self.home}",
+                f"-h 127.0.0.1 -p {port or _free_port()} -k {self.home}",
                 "start",
             )
             self._create_database()
@@ -134,6 +135,13 @@ class LocalServer:
                 return False
             self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "fast", "stop")
             return True
+
+    def restart(self) -> None:
+        """Stop (fast: sessions are cut) and start again on the same port."""
+        with self._lock():
+            self._run(
+                "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-m", "fast", "restart"
+            )
 
     def destroy(self) -> None:
         self.stop()

@@ -6,15 +6,18 @@ greenlet bridge than through psycopg_pool, and the plan's workload is many small
 The SQL lives in the repositories; the models stay the source of truth for the schema.
 
 min/max are psycopg_pool's own (the plan's 2 and 10 by default, POSTGRES_POOL_MIN/MAX). A
-connection that sat idle in the pool is pinged before it is handed out and replaced if dead (a
-server restart, an idle timeout); one used a moment ago is not, which saves a round trip on
-every busy checkout. Each session carries application_name so operators of the shared database
-can tell ours apart.
+pooled connection is pinged before it is handed out when it sat idle for 2 s or more, or when
+the server has written to it while idle (a terminated backend, a restart: seen without a round
+trip), and replaced if dead; a busy one costs no extra round trip. After a restart a request
+succeeds as soon as the server takes connections again, and while it does not, fails at once
+with DatabaseUnavailable (tests/test_pool_recovers_from_restarts.py). Each session carries
+application_name so operators of the shared database can tell ours apart.
 """
 
+import asyncio
 import os
+import select
 import time
-import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ from typing import Any, Self
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import URL
 
 from media_db import settings
@@ -31,6 +34,9 @@ from media_db.connect import CONNECT_TIMEOUT_SECONDS, DatabaseUnavailable, failu
 
 DEFAULT_MIN, DEFAULT_MAX = 2, 10
 PING_AFTER_IDLE_SECONDS = 2.0
+# A request waits this long for a pooled connection before checking that the server is up.
+FIRST_WAIT_SECONDS = 1.0
+PROBE_EVERY_SECONDS = 1.0
 Connection = psycopg.AsyncConnection[DictRow]
 
 
@@ -74,34 +80,65 @@ def conninfo(url: URL) -> str:
     )
 
 
-class _IdleCheck:
-    """Pings a connection handed out again more than `ping_after_idle` seconds after it was
-    last handed out. Timed from the checkout rather than the return: that costs no hook on the
-    way back (the pool's `reset` callback routes returns through a worker: measured 30 % slower),
-    and errs only towards an extra ping after a long-held connection."""
+class _PooledConnection(psycopg.AsyncConnection[DictRow]):
+    # When it was last handed out: a connection idle longer than PING_AFTER_IDLE is pinged.
+    handed_out_at = 0.0
 
-    def __init__(self, ping_after_idle: float) -> None:
-        self.ping_after_idle = ping_after_idle
-        self.handed_out_at: weakref.WeakKeyDictionary[Connection, float] = (
-            weakref.WeakKeyDictionary()
-        )
 
-    async def check(self, connection: Connection) -> None:
-        now = time.monotonic()
-        if now - self.handed_out_at.get(connection, 0.0) >= self.ping_after_idle:
-            await AsyncConnectionPool.check_connection(connection)  # raises if dead: replaced
-        self.handed_out_at[connection] = now
+def _has_news(connection: Connection) -> bool:
+    """Has the server sent something to this idle connection? In autocommit, between
+    statements, that is a termination notice (a terminated backend, a restart) or the end of the
+    stream: found without a round trip. (Rarely a NOTIFY: then the ping just succeeds.)"""
+    poller = select.poll()  # poll, not select(): no limit on the descriptor's number
+    poller.register(connection.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class _Checkout:
+    """`async with db.connection() as connection`: a class rather than a generator-based
+    context manager, and getconn/putconn rather than the pool's own connection() (which adds
+    its own `async with connection`): measured cheaper per call (bench row "pool checkout")."""
+
+    __slots__ = ("connection", "database")
+    connection: _PooledConnection
+
+    def __init__(self, database: "Database") -> None:
+        self.database = database
+
+    async def __aenter__(self) -> Connection:
+        self.connection = await self.database.getconn()
+        return self.connection
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # psycopg_pool rolls back anything left open and replaces a broken connection.
+        await self.database.pool.putconn(self.connection)
 
 
 class Database:
     """The pool: `async with await Database.connect() as db: ...`, or `db = await
     Database.connect()` ... `await db.close()` (safe to call twice)."""
 
-    def __init__(self, pool: AsyncConnectionPool[Connection], url: URL, size: PoolSize) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[_PooledConnection],
+        url: URL,
+        size: PoolSize,
+        options: Mapping[str, Any],
+        ping_after_idle: float = PING_AFTER_IDLE_SECONDS,
+    ) -> None:
         self.pool = pool
+        self.options = options
         self.url = url
         self.size = size
+        self.ping_after_idle = ping_after_idle
         self.closed = False
+        self._probe: asyncio.Task[None] | None = None
+        self._probed_at = -PROBE_EVERY_SECONDS
 
     @classmethod
     async def connect(
@@ -127,29 +164,74 @@ class Database:
         }
         # One direct attempt first: it fails with libpq's own reason (refused, bad password),
         # where a pool would only time out.
-        try:
-            probe = await psycopg.AsyncConnection.connect(conninfo(url), **options)
-        except psycopg.OperationalError as error:
-            raise DatabaseUnavailable(failure_message(url, error)) from None
-        await probe.close()
-        idle_check = _IdleCheck(ping_after_idle)
-        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+        await _probe(url, options)
+        pool: AsyncConnectionPool[_PooledConnection] = AsyncConnectionPool(
             conninfo(url),
+            connection_class=_PooledConnection,
             min_size=size.min,
             max_size=size.max,
             kwargs=options,
-            check=idle_check.check,
             name=options["application_name"],
+            # A failed (re)connection is not retried on psycopg_pool's backoff (1, 2, 4... s,
+            # which kept requests waiting 30 s after a restart): the pool shrinks and grows
+            # again on the next request, and getconn() below tells "down" from "busy".
+            reconnect_timeout=0,
             open=False,
         )
         await pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
-        return cls(pool, url, size)
+        return cls(pool, url, size, options, ping_after_idle)
 
     def connection(self) -> AbstractAsyncContextManager[Connection]:
         """A pooled connection in autocommit: each statement is its own transaction."""
+        return _Checkout(self)
+
+    async def getconn(self) -> "_PooledConnection":
+        """A live pooled connection (return it with `pool.putconn`). A dead one (the server
+        restarted, the backend was terminated) is dropped, never handed out; when the server
+        does not accept connections, DatabaseUnavailable at once rather than a long wait."""
         if self.closed:
             raise RuntimeError("the pool is closed; open a new one with Database.connect()")
-        return self.pool.connection()
+        for _ in range(self.size.max + 2):
+            connection = await self._wait_for_connection()
+            now = time.monotonic()
+            idle = now - connection.handed_out_at >= self.ping_after_idle
+            connection.handed_out_at = now
+            if not (idle or _has_news(connection)):
+                return connection
+            try:
+                await AsyncConnectionPool.check_connection(connection)
+            except psycopg.Error:
+                await self.pool.putconn(connection)  # broken: the pool drops it, opens another
+                await self._server_accepts()
+            else:
+                return connection
+        raise DatabaseUnavailable(
+            f"{settings.redacted(self.url)}: every pooled connection was dead; try again"
+        )
+
+    async def _wait_for_connection(self) -> _PooledConnection:
+        try:
+            return await self.pool.getconn(FIRST_WAIT_SECONDS)
+        except PoolTimeout:
+            # Busy, or the server is gone: a direct attempt says which, at once.
+            await self._server_accepts()
+        try:
+            return await self.pool.getconn(self.pool.timeout - FIRST_WAIT_SECONDS)
+        except PoolTimeout:
+            raise DatabaseUnavailable(
+                f"no free connection to {settings.redacted(self.url)} after "
+                f"{self.pool.timeout:.0f} s: the pool (max {self.size.max}) is busy"
+            ) from None
+
+    async def _server_accepts(self) -> None:
+        """Raises DatabaseUnavailable unless the server accepts a connection now. Concurrent
+        callers share one attempt, and a success holds for PROBE_EVERY_SECONDS."""
+        if time.monotonic() - self._probed_at < PROBE_EVERY_SECONDS:
+            return
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(_probe(self.url, self.options))
+        await asyncio.shield(self._probe)
+        self._probed_at = time.monotonic()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
@@ -178,3 +260,13 @@ class Database:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+async def _probe(url: URL, options: Mapping[str, Any]) -> None:
+    """One direct connection, closed at once: DatabaseUnavailable with libpq's reason if the
+    server does not take it."""
+    try:
+        probe = await psycopg.AsyncConnection.connect(conninfo(url), **options)
+    except psycopg.OperationalError as error:
+        raise DatabaseUnavailable(failure_message(url, error)) from None
+    await probe.close()

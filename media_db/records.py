@@ -1,23 +1,24 @@
-"""What the repositories return: frozen, fully loaded rows, safe to pass around after the
-transaction ended (no session, no lazy loading under asyncio). Field names are the column names
-(tests/test_records_match_models.py keeps them in step with the models)."""
+"""What the repositories return: frozen, fully loaded rows, safe to pass around after
+the transaction ended (no session, no lazy loading under asyncio).
+
+Generated from the models by `make records` (media_db/gen_records.py; `make revision` runs it):
+do not edit. Field names are the column names, in table order; statuses are the models' enums.
+tests/test_records_match_models.py fails when this file is stale.
+"""
 
 import uuid
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
 
 from models import AnalysisStatus, JobStatus
 
 
-class _FromRow:
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Self:
-        return cls(**row)
-
-
 @dataclass(frozen=True, slots=True)
-class MediaRecord(_FromRow):
+class MediaRecord:
+    """A row of `media_items` (models.MediaItem)."""
+
     id: uuid.UUID
     source_url: str
     source_type: str
@@ -31,9 +32,15 @@ class MediaRecord(_FromRow):
     created_at: datetime | None
     updated_at: datetime | None
 
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Self:
+        return cls(*row)
+
 
 @dataclass(frozen=True, slots=True)
-class AnalysisRecord(_FromRow):
+class AnalysisRecord:
+    """A row of `analysis_results` (models.AnalysisResult)."""
+
     id: uuid.UUID
     media_item_id: uuid.UUID | None
     analysis_type: str
@@ -46,13 +53,27 @@ class AnalysisRecord(_FromRow):
     created_at: datetime | None
     completed_at: datetime | None
 
-    def __post_init__(self) -> None:
-        # The column is VARCHAR (raw-SQL writers); here it is the enum.
-        object.__setattr__(self, "status", AnalysisStatus(self.status))
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Self:
+        return cls(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            AnalysisStatus(row[4]),
+            row[5],
+            row[6],
+            row[7],
+            row[8],
+            row[9],
+            row[10],
+        )
 
 
 @dataclass(frozen=True, slots=True)
-class JobRecord(_FromRow):
+class JobRecord:
+    """A row of `processing_jobs` (models.ProcessingJob)."""
+
     id: uuid.UUID
     media_item_id: uuid.UUID | None
     workflow_type: str
@@ -63,17 +84,16 @@ class JobRecord(_FromRow):
     completed_at: datetime | None
     created_at: datetime | None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "status", JobStatus(self.status))
-
-
-@dataclass(frozen=True, slots=True)
-class MediaPage:
-    items: list[MediaRecord]
-    # Pass back as `after=` for the next (older) page; None when this was the last one.
-    next_cursor: tuple[datetime, uuid.UUID] | None
-
-
-def column_list(record: type[Any]) -> str:
-    """`id, source_url, ...`: the SELECT/RETURNING list of a record type."""
-    return ", ".join(field.name for field in fields(record))
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Self:
+        return cls(
+            row[0],
+            row[1],
+            row[2],
+            JobStatus(row[3]),
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            row[8],
+        )

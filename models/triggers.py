@@ -1,7 +1,7 @@
 """Database behaviour that autogenerate cannot see, declared once and attached to the tables,
 so that `create_all` (and with it `make verify`'s comparison) includes it.
 
-Revision 0006 creates the same objects; tests/test_updated_at_moves_on_every_update.py proves
+Revision 0006 creates the same objects; tests/test_hardening_protects_raw_writers.py proves
 the behaviour and `make verify` proves the live definition matches this one.
 """
 

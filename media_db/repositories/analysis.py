@@ -4,14 +4,60 @@ import uuid
 from typing import Any
 
 from psycopg.types.json import Jsonb
+from sqlalchemy import String, any_, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
 
 from media_db import validation as check
-from media_db.pool import Connection, Database
-from media_db.records import AnalysisRecord, column_list
-from models import AnalysisStatus
+from media_db.pool import Database
+from media_db.records import AnalysisRecord
+from media_db.repositories.common import fetch_all, fetch_one
+from media_db.statements import compiled, constant, max_length, record_columns, table_of
+from models import AnalysisResult, AnalysisStatus
 
-COLUMNS = column_list(AnalysisRecord)
+RESULTS = table_of(AnalysisResult)
+COLUMNS = record_columns(RESULTS, AnalysisRecord)
 OPEN = [AnalysisStatus.PENDING, AnalysisStatus.PROCESSING]
+NEWEST_FIRST = (RESULTS.c.created_at.desc(), RESULTS.c.id.desc())
+OF_ITEM = RESULTS.c.media_item_id == bindparam("media_item_id")
+
+START = compiled(
+    insert(RESULTS)
+    .values(
+        media_item_id=bindparam("media_item_id"),
+        analysis_type=bindparam("analysis_type"),
+        provider=bindparam("provider"),
+        status=constant(AnalysisStatus.PROCESSING),
+    )
+    .returning(*COLUMNS)
+)
+
+
+def _finish(**assignments: Any) -> str:
+    return compiled(
+        update(RESULTS)
+        .values(status=bindparam("status", type_=String), completed_at=func.now(), **assignments)
+        .where(
+            RESULTS.c.id == bindparam("id"),
+            RESULTS.c.status == any_(bindparam("open", type_=ARRAY(String))),
+        )
+        .returning(*COLUMNS)
+    )
+
+
+COMPLETE = _finish(
+    result_data=bindparam("data"),
+    token_usage=bindparam("tokens"),
+    processing_time_ms=bindparam("ms"),
+)
+FAIL = _finish(error_message=bindparam("error"))
+STATUS_OF = compiled(select(RESULTS.c.status).where(RESULTS.c.id == bindparam("id")))
+FOR_MEDIA_ITEM = compiled(select(*COLUMNS).where(OF_ITEM).order_by(*NEWEST_FIRST))
+LATEST_PER_TYPE_AND_PROVIDER = compiled(
+    select(*COLUMNS)
+    .ext(distinct_on(RESULTS.c.analysis_type, RESULTS.c.provider))
+    .where(OF_ITEM)
+    .order_by(RESULTS.c.analysis_type, RESULTS.c.provider, *NEWEST_FIRST)
+)
 
 
 class AnalysisRepository:
@@ -22,20 +68,16 @@ class AnalysisRepository:
         self, media_item_id: uuid.UUID | str, analysis_type: str, provider: str
     ) -> AnalysisRecord:
         """Records that an analysis is under way (status `processing`)."""
-        values = (
-            check.as_uuid("media_item_id", media_item_id),
-            check.required_text("analysis_type", analysis_type, max_length=50),
-            check.required_text("provider", provider, max_length=50),
-            AnalysisStatus.PROCESSING,
-        )
-        insert = (
-            "INSERT INTO analysis_results (media_item_id, analysis_type, provider, status) "
-            f"VALUES (%s, %s, %s, %s) RETURNING {COLUMNS}"
-        )
-        async with self.db.connection() as connection:
-            row = await (await connection.execute(insert, values)).fetchone()
+        values = {
+            "media_item_id": check.as_uuid("media_item_id", media_item_id),
+            "analysis_type": check.required_text(
+                "analysis_type", analysis_type, max_length(RESULTS.c.analysis_type)
+            ),
+            "provider": check.required_text("provider", provider, max_length(RESULTS.c.provider)),
+        }
+        row = await fetch_one(self.db, START, values, AnalysisRecord.from_row)
         assert row is not None
-        return AnalysisRecord.from_row(row)
+        return row
 
     async def complete(
         self,
@@ -47,74 +89,42 @@ class AnalysisRepository:
         check.non_negative("token_usage", token_usage)
         check.non_negative("processing_time_ms", processing_time_ms)
         payload = Jsonb(check.json_object("result_data", result_data))
-        return await self._finish(
-            result_id,
-            "result_data = %(data)s, token_usage = %(tokens)s, processing_time_ms = %(ms)s",
-            {
-                "status": AnalysisStatus.COMPLETED,
-                "data": payload,
-                "tokens": token_usage,
-                "ms": processing_time_ms,
-            },
-        )
+        values = {"data": payload, "tokens": token_usage, "ms": processing_time_ms}
+        return await self._finish(result_id, COMPLETE, AnalysisStatus.COMPLETED, values)
 
     async def fail(self, result_id: uuid.UUID | str, error_message: str) -> AnalysisRecord:
         check.required_text("error_message", error_message)
-        return await self._finish(
-            result_id,
-            "error_message = %(error)s",
-            {"status": AnalysisStatus.FAILED, "error": error_message},
-        )
+        values = {"error": error_message}
+        return await self._finish(result_id, FAIL, AnalysisStatus.FAILED, values)
 
     async def _finish(
-        self, result_id: uuid.UUID | str, assignments: str, values: dict[str, Any]
+        self, result_id: uuid.UUID | str, update: str, to: AnalysisStatus, values: dict[str, Any]
     ) -> AnalysisRecord:
         key = check.as_uuid("result_id", result_id)
-        update = (
-            f"UPDATE analysis_results SET status = %(status)s, {assignments}, "
-            "completed_at = now() WHERE id = %(id)s AND status = ANY(%(open)s) "
-            f"RETURNING {COLUMNS}"
-        )
-        async with self.db.connection() as connection:
-            cursor = await connection.execute(update, {**values, "id": key, "open": OPEN})
-            row = await cursor.fetchone()
-            if row is None:
-                raise await self._why_not(connection, key)
-        return AnalysisRecord.from_row(row)
-
-    @staticmethod
-    async def _why_not(connection: Connection, key: uuid.UUID) -> Exception:
-        cursor = await connection.execute(
-            "SELECT status FROM analysis_results WHERE id = %s", (key,)
-        )
-        found = await cursor.fetchone()
+        params = {**values, "status": to, "id": key, "open": OPEN}
+        row = await fetch_one(self.db, update, params, AnalysisRecord.from_row)
+        if row is not None:
+            return row
+        found = await fetch_one(self.db, STATUS_OF, {"id": key}, lambda row: row[0])
         if found is None:
-            return check.NotFound(f"analysis result {key} does not exist")
-        return check.InvalidTransition(
-            f"analysis result {key} is {found['status']}; only pending or processing results "
+            raise check.NotFound(f"analysis result {key} does not exist")
+        raise check.InvalidTransition(
+            f"analysis result {key} is {found}; only pending or processing results "
             "can be completed or failed"
         )
 
     async def for_media_item(self, media_item_id: uuid.UUID | str) -> list[AnalysisRecord]:
         """All results of one media item, newest first."""
-        query = (
-            f"SELECT {COLUMNS} FROM analysis_results WHERE media_item_id = %s "
-            "ORDER BY created_at DESC, id DESC"
+        key = check.as_uuid("media_item_id", media_item_id)
+        return await fetch_all(
+            self.db, FOR_MEDIA_ITEM, {"media_item_id": key}, AnalysisRecord.from_row
         )
-        return await self._select(query, check.as_uuid("media_item_id", media_item_id))
 
     async def latest_per_type_and_provider(
         self, media_item_id: uuid.UUID | str
     ) -> list[AnalysisRecord]:
         """The newest result of each (analysis_type, provider) for one media item."""
-        query = (
-            f"SELECT DISTINCT ON (analysis_type, provider) {COLUMNS} FROM analysis_results "
-            "WHERE media_item_id = %s "
-            "ORDER BY analysis_type, provider, created_at DESC, id DESC"
+        key = check.as_uuid("media_item_id", media_item_id)
+        return await fetch_all(
+            self.db, LATEST_PER_TYPE_AND_PROVIDER, {"media_item_id": key}, AnalysisRecord.from_row
         )
-        return await self._select(query, check.as_uuid("media_item_id", media_item_id))
-
-    async def _select(self, query: str, key: uuid.UUID) -> list[AnalysisRecord]:
-        async with self.db.connection() as connection:
-            rows = await (await connection.execute(query, (key,))).fetchall()
-        return [AnalysisRecord.from_row(row) for row in rows]

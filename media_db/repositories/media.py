@@ -7,14 +7,19 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from psycopg import sql
 from psycopg.types.json import Jsonb
+from sqlalchemy import Integer, String, bindparam, delete, func, insert, literal_column, select
+from sqlalchemy import update as update_
 
 from media_db import validation as check
 from media_db.pool import Database
-from media_db.records import MediaPage, MediaRecord, column_list
+from media_db.records import MediaRecord
+from media_db.repositories.common import fetch_all, fetch_one
+from media_db.statements import compiled, max_length, record_columns, table_of
+from models import MediaItem
 
-COLUMNS = column_list(MediaRecord)
+MEDIA = table_of(MediaItem)
+COLUMNS = record_columns(MEDIA, MediaRecord)
 MAX_PAGE = 500
 
 
@@ -33,10 +38,10 @@ class NewMedia:
     def checked(self) -> dict[str, Any]:
         """Column values after every check (raises InvalidInput naming the field). A None
         metadata is left out, so the server default ('{}') applies."""
-        check.required_text("source_url", self.source_url)
-        check.required_text("source_type", self.source_type, max_length=50)
-        if self.mime_type is not None:
-            check.required_text("mime_type", self.mime_type, max_length=100)
+        for name, required, limit in _TEXT_FIELDS:
+            value = getattr(self, name)
+            if required or value is not None:
+                check.required_text(name, value, limit)
         check.non_negative("file_size", self.file_size)
         check.non_negative("duration_seconds", self.duration_seconds)
         check.positive("width", self.width)
@@ -49,19 +54,68 @@ class NewMedia:
         return values
 
 
+# (field, required, max length) of each NewMedia field stored in a text column, from the model.
+_TEXT_FIELDS = [
+    (f.name, not MEDIA.c[f.name].nullable, max_length(MEDIA.c[f.name]))
+    for f in fields(NewMedia)
+    if MEDIA.c[f.name].type.python_type is str
+]
+
+
 @functools.cache
 def _insert(columns: tuple[str, ...]) -> str:
-    """INSERT for exactly these columns (the rest take their server defaults); composed once
-    per column set, since composing SQL costs more than the round trip on a small machine."""
-    return (
-        sql.SQL("INSERT INTO media_items ({}) VALUES ({}) RETURNING {}")
-        .format(
-            sql.SQL(", ").join(map(sql.Identifier, columns)),
-            sql.SQL(", ").join(map(sql.Placeholder, columns)),
-            sql.SQL(COLUMNS),
-        )
-        .as_string()
+    """INSERT for exactly these columns (the rest take their server defaults); compiled once
+    per column set."""
+    values: dict[Any, Any] = {MEDIA.c[name]: bindparam(name) for name in columns}
+    return compiled(insert(MEDIA).values(values).returning(*COLUMNS))
+
+
+NEWEST_FIRST = (MEDIA.c.created_at.desc(), MEDIA.c.id.desc())
+LIMIT = bindparam("limit", type_=Integer)
+GET = compiled(select(*COLUMNS).where(MEDIA.c.id == bindparam("id")))
+NEWEST = compiled(
+    select(*COLUMNS).where(MEDIA.c.created_at.is_not(None)).order_by(*NEWEST_FIRST).limit(LIMIT)
+)
+AT = bindparam("at", type_=MEDIA.c.created_at.type)
+AFTER_ID = bindparam("id", type_=MEDIA.c.id.type)
+NEWEST_AFTER = compiled(
+    select(*COLUMNS)
+    .where(
+        MEDIA.c.created_at.is_not(None),
+        (MEDIA.c.created_at < AT) | ((MEDIA.c.created_at == AT) & (MEDIA.c.id < AFTER_ID)),
     )
+    .order_by(*NEWEST_FIRST)
+    .limit(LIMIT)
+)
+BY_SOURCE_TYPE = compiled(
+    select(*COLUMNS)
+    .where(MEDIA.c.source_type == bindparam("source_type", type_=String))
+    .order_by(MEDIA.c.created_at.desc())
+    .limit(LIMIT)
+)
+MERGE_METADATA = compiled(
+    update_(MEDIA)
+    .values(
+        {
+            MEDIA.c["metadata"]: func.coalesce(
+                MEDIA.c["metadata"], literal_column("'{}'::jsonb")
+            ).op("||")(bindparam("patch", type_=MEDIA.c["metadata"].type)),
+            MEDIA.c.updated_at: func.now(),
+        }
+    )
+    .where(MEDIA.c.id == bindparam("id"))
+    .returning(*COLUMNS)
+)
+DELETE = compiled(delete(MEDIA).where(MEDIA.c.id == bindparam("id")))
+NEW_MEDIA_COLUMNS = [f.name for f in fields(NewMedia)]
+COPY_MEDIA = f"COPY {MEDIA.name} ({', '.join(NEW_MEDIA_COLUMNS)}) FROM STDIN"
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPage:
+    items: list[MediaRecord]
+    # Pass back as `after=` for the next (older) page; None when this was the last one.
+    next_cursor: tuple[datetime, uuid.UUID] | None
 
 
 class MediaRepository:
@@ -70,37 +124,27 @@ class MediaRepository:
 
     async def create(self, item: NewMedia) -> MediaRecord:
         values = item.checked()
-        async with self.db.connection() as connection:
-            row = await (await connection.execute(_insert(tuple(values)), values)).fetchone()
+        row = await fetch_one(self.db, _insert(tuple(values)), values, MediaRecord.from_row)
         assert row is not None  # INSERT ... RETURNING always returns the row
-        return MediaRecord.from_row(row)
+        return row
 
     async def create_many(self, items: Sequence[NewMedia]) -> int:
         """Bulk path: every item is checked first, then all rows go in one COPY statement:
         all are written or none. Returns the number written."""
         rows = [item.checked() for item in items]
-        names = [f.name for f in fields(NewMedia)]
-        copy_sql = sql.SQL("COPY media_items ({}) FROM STDIN").format(
-            sql.SQL(", ").join(map(sql.Identifier, names))
-        )
         empty = Jsonb({})  # COPY cannot say DEFAULT: write the server default's value
         async with (
             self.db.connection() as connection,
             connection.cursor() as cursor,
-            cursor.copy(copy_sql) as copy,
+            cursor.copy(COPY_MEDIA) as copy,
         ):
             for row in rows:
-                await copy.write_row([row.get(name, empty) for name in names])
+                await copy.write_row([row.get(name, empty) for name in NEW_MEDIA_COLUMNS])
         return len(rows)
 
     async def get(self, media_id: uuid.UUID | str) -> MediaRecord | None:
         key = check.as_uuid("media_id", media_id)
-        async with self.db.connection() as connection:
-            cursor = await connection.execute(
-                f"SELECT {COLUMNS} FROM media_items WHERE id = %s", (key,)
-            )
-            row = await cursor.fetchone()
-        return MediaRecord.from_row(row) if row else None
+        return await fetch_one(self.db, GET, {"id": key}, MediaRecord.from_row)
 
     async def newest(
         self, limit: int = 50, after: tuple[datetime, uuid.UUID] | None = None
@@ -109,50 +153,35 @@ class MediaRepository:
         by idx_media_items_created_at instead of an OFFSET scan."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise check.InvalidInput("limit", f"must be between 1 and {MAX_PAGE}, got {limit!r}")
-        where = "created_at IS NOT NULL"
         params: dict[str, Any] = {"limit": limit + 1}
+        query = NEWEST
         if after is not None:
-            where += " AND (created_at < %(at)s OR (created_at = %(at)s AND id < %(id)s))"
             params |= {"at": after[0], "id": check.as_uuid("after", after[1])}
-        query = (
-            f"SELECT {COLUMNS} FROM media_items WHERE {where} "
-            "ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
-        )
-        async with self.db.connection() as connection:
-            rows = await (await connection.execute(query, params)).fetchall()
-        items = [MediaRecord.from_row(row) for row in rows[:limit]]
+            query = NEWEST_AFTER
+        rows = await fetch_all(self.db, query, params, MediaRecord.from_row)
+        items = rows[:limit]
         last = items[-1] if len(rows) > limit else None
         cursor = (last.created_at, last.id) if last and last.created_at else None
         return MediaPage(items, cursor)
 
     async def by_source_type(self, source_type: str, limit: int = 100) -> list[MediaRecord]:
-        check.required_text("source_type", source_type, max_length=50)
-        query = (
-            f"SELECT {COLUMNS} FROM media_items WHERE source_type = %s "
-            "ORDER BY created_at DESC LIMIT %s"
-        )
-        async with self.db.connection() as connection:
-            rows = await (await connection.execute(query, (source_type, limit))).fetchall()
-        return [MediaRecord.from_row(row) for row in rows]
+        check.required_text("source_type", source_type, max_length(MEDIA.c.source_type))
+        params = {"source_type": source_type, "limit": limit}
+        return await fetch_all(self.db, BY_SOURCE_TYPE, params, MediaRecord.from_row)
 
     async def merge_metadata(self, media_id: uuid.UUID | str, patch: dict[str, Any]) -> MediaRecord:
         """Top-level keys of `patch` replace those in `metadata` (JSONB `||`), in one statement,
         so concurrent merges of different keys do not lose each other's writes."""
         key = check.as_uuid("media_id", media_id)
-        update = (
-            "UPDATE media_items SET metadata = coalesce(metadata, '{}'::jsonb) || %s, "
-            f"updated_at = now() WHERE id = %s RETURNING {COLUMNS}"
-        )
-        values = (Jsonb(check.json_object("metadata", patch)), key)
-        async with self.db.connection() as connection:
-            row = await (await connection.execute(update, values)).fetchone()
+        params = {"patch": Jsonb(check.json_object("metadata", patch)), "id": key}
+        row = await fetch_one(self.db, MERGE_METADATA, params, MediaRecord.from_row)
         if row is None:
             raise check.NotFound(f"media item {key} does not exist")
-        return MediaRecord.from_row(row)
+        return row
 
     async def delete(self, media_id: uuid.UUID | str) -> bool:
         """Deletes the item; its analysis results and jobs go with it (ON DELETE CASCADE)."""
         key = check.as_uuid("media_id", media_id)
         async with self.db.connection() as connection:
-            cursor = await connection.execute("DELETE FROM media_items WHERE id = %s", (key,))
+            cursor = await connection.execute(DELETE, {"id": key})
         return cursor.rowcount > 0

@@ -1,0 +1,124 @@
+"""Our queue against pgqueuer 1.6 (a peer Python queue on PostgreSQL), in the same run and the
+same database, each on its own schema and a queue of the same size: single dequeue, batches of
+10 and 100, and a whole worker loop (claim, run a no-op handler, mark done) at the same batch
+size and concurrency."""
+
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from pgqueuer.db import PsycopgDriver
+from pgqueuer.models import Job
+from pgqueuer.qm import QueueManager
+from pgqueuer.queries import EntrypointExecutionParameter, Queries
+from pgqueuer.types import QueueExecutionMode
+
+from media_db import Database, JobQueue, JobRecord, NewJob, run_worker
+
+Row = dict[str, Any]
+ENTRYPOINT = "bench"
+LOOP_BATCH, LOOP_CONCURRENCY = 10, 10
+
+
+async def peer_rows(
+    db: Database, conninfo: str, size: Any, rates: Any, ratio_row: Any
+) -> list[Row]:
+    connection = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    async with connection:
+        queries = Queries(PsycopgDriver(connection))
+        await queries.install()
+        queue = JobQueue(db)
+        await fill(queue, queries, size.peer_jobs)
+        manager_id = uuid.uuid4()
+        entrypoints = {ENTRYPOINT: EntrypointExecutionParameter(concurrency_limit=0)}
+
+        rows = []
+        for batch, operations in (
+            (1, size.claims),
+            (10, size.claims // 5),
+            (100, size.claims // 30),
+        ):
+
+            async def ours(batch: int = batch) -> None:
+                if batch == 1:
+                    await queue.claim()
+                else:
+                    await queue.claim_many(batch)
+
+            async def theirs(batch: int = batch) -> None:
+                await queries.dequeue(
+                    batch_size=batch,
+                    entrypoints=entrypoints,  # type: ignore[arg-type]
+                    queue_manager_id=manager_id,  # type: ignore[arg-type]
+                    global_concurrency_limit=None,
+                    heartbeat_timeout=timedelta(seconds=30),
+                )
+
+            ours_rate, theirs_rate = await rates(max(operations, 5), ours, theirs)
+            rows.append(
+                ratio_row(
+                    f"dequeue, batch {batch} (jobs/s)",
+                    "JobQueue.claim" if batch == 1 else f"JobQueue.claim_many({batch})",
+                    ours_rate * batch,
+                    "pgqueuer Queries.dequeue",
+                    theirs_rate * batch,
+                    None,
+                )
+            )
+        rows.append(await worker_loops(db, queue, queries, connection, size.loop_jobs, ratio_row))
+    return rows
+
+
+async def fill(queue: JobQueue, queries: Queries, jobs: int) -> None:
+    await queue.enqueue_many([NewJob(ENTRYPOINT, priority=0) for _ in range(jobs)])
+    await queries.enqueue([ENTRYPOINT] * jobs, [None] * jobs, [0] * jobs)
+
+
+async def worker_loops(
+    db: Database,
+    queue: JobQueue,
+    queries: Queries,
+    connection: psycopg.AsyncConnection[Any],
+    jobs: int,
+    ratio_row: Any,
+) -> Row:
+    """Both queues emptied, then `jobs` new ones each, drained by a whole worker loop."""
+    await connection.execute("DELETE FROM pgqueuer")
+    await connection.execute("DELETE FROM processing_jobs")
+    await fill(queue, queries, jobs)
+
+    async def handler(job: JobRecord) -> None:
+        return None
+
+    started = time.perf_counter()
+    stats = await run_worker(
+        db, handler, batch_size=LOOP_BATCH, concurrency=LOOP_CONCURRENCY, until_empty=True
+    )
+    ours = stats.completed / (time.perf_counter() - started)
+
+    manager = QueueManager(queries)
+
+    @manager.entrypoint(ENTRYPOINT)
+    async def peer_handler(job: Job) -> None:
+        return None
+
+    started = time.perf_counter()
+    await manager.run(
+        batch_size=LOOP_BATCH,
+        mode=QueueExecutionMode.drain,
+        max_concurrent_tasks=2 * LOOP_CONCURRENCY,  # its minimum for this batch size
+        dequeue_timeout=timedelta(seconds=0.1),
+    )
+    theirs = jobs / (time.perf_counter() - started)
+    left = await (await connection.execute("SELECT count(*) FROM pgqueuer")).fetchone()
+    row: Row = ratio_row(
+        f"worker loop, {jobs:,} jobs, batch {LOOP_BATCH}, concurrency {LOOP_CONCURRENCY} (jobs/s)",
+        "run_worker",
+        ours,
+        "pgqueuer QueueManager",
+        theirs,
+        1.0,
+    )
+    return row | {"peer_jobs_left": left[0] if left else None}

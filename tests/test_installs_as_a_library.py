@@ -1,0 +1,106 @@
+"""media_db and models install as one package with the project's name and version, into another
+environment (as a wheel, or editable), and the README's example runs there from any directory;
+the public names all import from `media_db`."""
+
+import re
+import subprocess
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+from sqlalchemy import URL
+
+import media_db
+from tests.helpers import BIN, REPO_ROOT, environment
+
+PROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+UV = str(BIN / "uv")
+
+
+def readme_example() -> str:
+    section = (REPO_ROOT / "README.md").read_text().split("## Data access", 1)[1]
+    return str(re.findall(r"```python\n(.*?)```", section, re.DOTALL)[0])
+
+
+def test_every_public_name_imports_from_media_db() -> None:
+    for name in media_db.__all__:
+        assert getattr(media_db, name) is not None, name
+    assert {
+        "Database",
+        "MediaRepository",
+        "AnalysisRepository",
+        "JobQueue",
+        "NewMedia",
+        "MediaRecord",
+        "AnalysisRecord",
+        "JobRecord",
+        "InvalidInput",
+        "NotFound",
+        "InvalidTransition",
+    } <= set(media_db.__all__)
+    with pytest.raises(AttributeError):
+        _ = media_db.NoSuchName
+
+
+def build_wheel(out: Path) -> Path:
+    built = subprocess.run(
+        [UV, "build", "--wheel", "--out-dir", str(out), str(REPO_ROOT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    [wheel] = out.glob("*.whl")
+    return wheel
+
+
+def test_the_wheel_holds_both_packages_with_the_projects_name_and_version(tmp_path: Path) -> None:
+    wheel = build_wheel(tmp_path)
+    with zipfile.ZipFile(wheel) as archive:
+        tops = {name.split("/", 1)[0] for name in archive.namelist()}
+        [metadata] = [name for name in archive.namelist() if name.endswith("METADATA")]
+        text = archive.read(metadata).decode()
+    assert {"media_db", "models"} <= tops
+    assert not {"tests", "bench", "alembic"} & tops
+    assert f"Name: {PROJECT['name']}\n" in text
+    assert f"Version: {PROJECT['version']}\n" in text
+
+
+@pytest.mark.parametrize("editable", [False, True], ids=["wheel", "editable"])
+def test_readme_example_runs_from_another_environment_and_directory(
+    migrated: URL, tmp_path: Path, editable: bool
+) -> None:
+    venv = tmp_path / "api-venv"
+    python = venv / "bin" / "python"
+    made = subprocess.run(
+        [UV, "venv", "--quiet", "--python", str(BIN / "python"), str(venv)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    target = ["-e", str(REPO_ROOT)] if editable else [str(build_wheel(tmp_path / "dist"))]
+    installed = subprocess.run(
+        [UV, "pip", "install", "--quiet", "--python", str(python), *target],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr
+
+    elsewhere = tmp_path / "api"
+    elsewhere.mkdir()
+    (elsewhere / "example.py").write_text(readme_example())
+    ran = subprocess.run(
+        [str(python), "example.py"],
+        cwd=elsewhere,
+        env={k: v for k, v in environment(migrated).items() if k != "PYTHONPATH"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "transcoding" in ran.stdout
+    assert "WorkerStats(completed=1, failed=0)" in ran.stdout

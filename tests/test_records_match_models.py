@@ -1,0 +1,118 @@
+"""The models are the one truth: the committed records are what `make records` writes from them
+(a field per column, in table order, typed from the model); NewMedia only names insertable
+columns; the claim is served by the model's claim index; a column added to a model reaches its
+record and every SELECT after `make records`, which `make revision` runs."""
+
+import asyncio
+import json
+import subprocess
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+from sqlalchemy import URL, Column, create_engine, pool, text
+
+from media_db import JobQueue, NewJob
+from media_db.gen_records import RECORDS, RECORDS_FILE, render
+from media_db.pool import Database
+from media_db.repositories import jobs
+from media_db.repositories.media import NewMedia
+from media_db.statements import table_of
+from models import MediaItem
+from tests.helpers import REPO_ROOT, environment, project_copy, run
+
+
+def test_committed_records_are_what_the_models_generate() -> None:
+    assert RECORDS_FILE.read_text() == render(), "records.py is stale: run `make records`"
+
+
+@pytest.mark.parametrize("record", sorted(RECORDS))
+def test_record_fields_are_the_table_columns(record: str) -> None:
+    import media_db.records
+
+    kind = getattr(media_db.records, record)
+    table = table_of(RECORDS[record])
+    assert [field.name for field in fields(kind)] == [column.name for column in table.columns]
+
+
+def insertable(column: Column[object]) -> bool:
+    """Not the key, not a timestamp the server sets."""
+    default = column.server_default
+    server_sets = default is not None and "now()" in str(getattr(default, "arg", ""))
+    return not column.primary_key and not server_sets
+
+
+def test_new_media_names_only_insertable_columns() -> None:
+    table = table_of(MediaItem)
+    names = {field.name for field in fields(NewMedia)}
+    assert names <= {column.name for column in table.columns if insertable(column)}
+    required = {c.name for c in table.columns if not c.nullable and c.server_default is None}
+    assert required - {"id"} <= names, "NewMedia cannot write a required column"
+
+
+@pytest.mark.parametrize(
+    ("statement", "params"),
+    [
+        (jobs.CLAIM_ONE[False], {}),
+        (jobs.CLAIM_ONE[True], {"workflow_type": "transcode"}),
+        (jobs.CLAIM_MANY[False], {"n": 10}),
+        (jobs.CLAIM_MANY[True], {"n": 10, "workflow_type": "transcode"}),
+    ],
+)
+def test_claims_use_the_claim_index(
+    migrated: URL, statement: str, params: dict[str, object]
+) -> None:
+    async def fill() -> None:
+        async with await Database.connect(migrated) as db:
+            await JobQueue(db).enqueue_many(
+                [
+                    NewJob("transcode" if i % 2 else "thumbnail", priority=i % 10)
+                    for i in range(20_000)
+                ]
+            )
+
+    asyncio.run(fill())
+    engine = create_engine(migrated, poolclass=pool.NullPool)
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE processing_jobs SET status = 'completed' WHERE priority > 1")
+        )
+        connection.execute(text("ANALYZE processing_jobs"))
+    with engine.connect() as connection:
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        cursor = raw.execute("EXPLAIN (FORMAT JSON) " + statement, params)
+        plan = json.dumps(cursor.fetchone()[0])
+        connection.rollback()
+    assert '"Index Name": "idx_processing_jobs_claim"' in plan, plan
+
+
+def test_a_column_added_to_a_model_reaches_its_record_and_every_select(tmp_path: Path) -> None:
+    project = project_copy(tmp_path)
+    models = project / "models" / "media.py"
+    anchor = "    local_path: Mapped[str | None] = mapped_column(Text)\n"
+    added = "    thumbnail_path: Mapped[str | None] = mapped_column(Text)\n"
+    models.write_text(models.read_text().replace(anchor, anchor + added, 1))
+
+    made = run(["make", "-C", str(project), "records"], environment())
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "    thumbnail_path: str | None\n" in (project / "media_db" / "records.py").read_text()
+    probe = subprocess.run(
+        [
+            str(REPO_ROOT / ".venv" / "bin" / "python"),
+            "-c",
+            "from media_db.repositories import media; from media_db.records import MediaRecord;"
+            "assert media.__file__.startswith('.') or 'project' in media.__file__, media.__file__;"
+            "assert 'media_items.thumbnail_path' in media.GET;"
+            "assert 'thumbnail_path' in MediaRecord.__slots__",
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert (
+        "python -m media_db.gen_records"
+        in (project / "Makefile").read_text().split("revision:", 1)[1].split("\n\n", 1)[0]
+    ), "`make revision` does not regenerate the records"

@@ -1,0 +1,32 @@
+"""python -m tests.worker_process URL OUT APPLICATION_NAME: one worker process for
+tests/test_worker_loop_loses_no_job.py. Drains the queue with run_worker and appends each job id
+it handles to OUT; jobs of priority 0 fail on purpose."""
+
+import asyncio
+import sys
+from pathlib import Path
+
+from sqlalchemy import make_url
+
+from media_db import Database, JobRecord, PoolSize, run_worker
+
+
+async def main(url: str, out: Path, application_name: str) -> None:
+    async with await Database.connect(
+        make_url(url), PoolSize(1, 4), application_name=application_name
+    ) as db:
+        with out.open("a") as handled:
+
+            async def handler(job: JobRecord) -> None:
+                handled.write(f"{job.id}\n")
+                handled.flush()
+                await asyncio.sleep(0.002)  # the batch is held a while: terminations land mid-batch
+                if job.priority == 0:
+                    raise RuntimeError("priority 0 fails on purpose")
+
+            stats = await run_worker(db, handler, batch_size=10, concurrency=5, until_empty=True)
+    print(f"completed={stats.completed} failed={stats.failed}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], Path(sys.argv[2]), sys.argv[3]))
