@@ -30,9 +30,13 @@ from tests.helpers import edit, project_copy
 
 GOAL_MS = 1000.0
 WORKFLOW_TYPE = "    workflow_type: Mapped[str] = mapped_column(String(50))\n"
-PRIORITY = '    priority: Mapped[int | None] = mapped_column(server_default=text("5"))\n'
+# processing_jobs' created_at (every row has one): the line after completed_at is unique to it.
+CREATED_AT = (
+    "    completed_at: Mapped[datetime | None]\n"
+    "    created_at: Mapped[datetime | None] = mapped_column(server_default=NOW)\n"
+)
 STARTED_AT = "    started_at: Mapped[datetime | None]\n"
-CLAIM_INDEX = '        CheckConstraint(one_of(JobStatus), name="status"),\n    )\n\n\nattach'
+JOB_STATUS_CHECK = '        CheckConstraint(one_of(JobStatus), name="status"),\n'
 IMPORTS = (
     "from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, text\n"
 )
@@ -40,7 +44,7 @@ IMPORTS = (
 
 def added(line: str) -> tuple[str, str]:
     """Add a line to the processing_jobs table args."""
-    return CLAIM_INDEX, CLAIM_INDEX.replace('name="status"),\n', f'name="status"),\n{line}\n')
+    return JOB_STATUS_CHECK, f"{JOB_STATUS_CHECK}{line}\n"
 
 
 # Each kind: its model edits on processing_jobs.
@@ -68,15 +72,22 @@ OPERATIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "foreign key on a new column": (
         (
             WORKFLOW_TYPE,
-            "    source_media_id: Mapped[uuid.UUID | None] = "
-            'mapped_column(ForeignKey("media_items.id"))\n' + WORKFLOW_TYPE,
+            "    analysis_result_id: Mapped[uuid.UUID | None] = "
+            'mapped_column(ForeignKey("analysis_results.id"))\n' + WORKFLOW_TYPE,
         ),
     ),
-    "set NOT NULL": ((PRIORITY, PRIORITY.replace("int | None", "int")),),
+    "set NOT NULL": (
+        (
+            CREATED_AT,
+            CREATED_AT.replace(
+                "created_at: Mapped[datetime | None]", "created_at: Mapped[datetime]"
+            ),
+        ),
+    ),
     "widen varchar": ((WORKFLOW_TYPE, WORKFLOW_TYPE.replace("50", "100")),),
     "drop column": ((STARTED_AT, ""),),
     "storage parameters": (
-        added('        {"postgresql_with": {"autovacuum_vacuum_scale_factor": 0.01}},'),
+        ('"autovacuum_vacuum_threshold": 1000', '"autovacuum_vacuum_threshold": 2000'),
     ),
 }
 

@@ -78,7 +78,7 @@ class JobRecord:
     media_item_id: uuid.UUID | None
     workflow_type: str
     status: JobStatus
-    priority: int | None
+    priority: int
     error_message: str | None
     started_at: datetime | None
     completed_at: datetime | None

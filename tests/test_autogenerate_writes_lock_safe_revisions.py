@@ -22,7 +22,7 @@ from tests.helpers import NEXT_REVISION, alembic_config, edit, environment, proj
 LOCAL_PATH = "    local_path: Mapped[str | None] = mapped_column(Text)\n"
 HEIGHT_CHECK = '        CheckConstraint("height > 0", name="height"),\n'
 WORKFLOW_TYPE = "    workflow_type: Mapped[str] = mapped_column(String(50))\n"
-PRIORITY = '    priority: Mapped[int | None] = mapped_column(server_default=text("5"))\n'
+MIME_TYPE = "    mime_type: Mapped[str | None] = mapped_column(String(100))\n"
 IMPORTS = (
     "from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, text\n"
 )
@@ -133,30 +133,29 @@ SAFE = [
         (
             (
                 WORKFLOW_TYPE,
-                "    parent_media_id: Mapped[uuid.UUID | None] = "
-                'mapped_column(ForeignKey("media_items.id"))\n' + WORKFLOW_TYPE,
+                "    analysis_result_id: Mapped[uuid.UUID | None] = "
+                'mapped_column(ForeignKey("analysis_results.id"))\n' + WORKFLOW_TYPE,
             ),
         ),
         [
-            r'\["parent_media_id"\],\n\s+\["id"\],\n\s+postgresql_not_valid=True',
-            r"VALIDATE CONSTRAINT processing_jobs_parent_media_id_fkey",
+            r'\["analysis_result_id"\],\n\s+\["id"\],\n\s+postgresql_not_valid=True',
+            r"VALIDATE CONSTRAINT processing_jobs_analysis_result_id_fkey",
         ],
-        [r'op\.drop_column\("processing_jobs", "parent_media_id"\)'],
-        "foreign key processing_jobs_parent_media_id_fkey on processing_jobs: ADD ... NOT VALID "
+        [r'op\.drop_column\("processing_jobs", "analysis_result_id"\)'],
+        "foreign key processing_jobs_analysis_result_id_fkey on processing_jobs: ADD ... NOT VALID "
         "takes SHARE ROW EXCLUSIVE",
     ),
     Change(
         "set not null",
-        ((PRIORITY, PRIORITY.replace("int | None", "int")),),
+        ((MIME_TYPE, MIME_TYPE.replace("str | None", "str")),),
         [
-            r'"priority IS NOT NULL",\n\s+postgresql_not_valid=True',
-            r"VALIDATE CONSTRAINT processing_jobs_priority_not_null_check",
-            r'"priority",\n\s+existing_type=sa\.INTEGER\(\),\n\s+nullable=False',
-            r'op\.f\("processing_jobs_priority_not_null_check"\), "processing_jobs", '
-            r'type_="check"\n',
+            r'"mime_type IS NOT NULL",\n\s+postgresql_not_valid=True',
+            r"VALIDATE CONSTRAINT media_items_mime_type_not_null_check",
+            r'"mime_type",\n\s+existing_type=sa\.VARCHAR\(length=100\),\n\s+nullable=False',
+            r'op\.f\("media_items_mime_type_not_null_check"\), "media_items", type_="check"\)\n',
         ],
         [r"nullable=True"],
-        "processing_jobs.priority SET NOT NULL: a CHECK (priority IS NOT NULL) is added NOT VALID",
+        "media_items.mime_type SET NOT NULL: a CHECK (mime_type IS NOT NULL) is added NOT VALID",
     ),
     Change(
         "varchar widened",
@@ -182,23 +181,19 @@ SAFE = [
     ),
 ]
 
-JOB_CHECKS_END = '        CheckConstraint(one_of(JobStatus), name="status"),\n    )\n'
 SAFE.append(
     Change(
         "storage parameters",
         (
             (
-                JOB_CHECKS_END,
-                JOB_CHECKS_END.replace(
-                    "    )\n",
-                    '        {"postgresql_with": {"autovacuum_vacuum_scale_factor": 0.01}},\n'
-                    "    )\n",
-                ),
+                HEIGHT_CHECK,
+                HEIGHT_CHECK
+                + '        {"postgresql_with": {"autovacuum_vacuum_scale_factor": 0.05}},\n',
             ),
         ),
-        [r'"ALTER TABLE processing_jobs SET \(autovacuum_vacuum_scale_factor = 0\.01\)"'],
-        [r'"ALTER TABLE processing_jobs RESET \(autovacuum_vacuum_scale_factor\)"'],
-        "storage parameters autovacuum_vacuum_scale_factor of processing_jobs: SHARE UPDATE "
+        [r'"ALTER TABLE media_items SET \(autovacuum_vacuum_scale_factor = 0\.05\)"'],
+        [r'"ALTER TABLE media_items RESET \(autovacuum_vacuum_scale_factor\)"'],
+        "storage parameters autovacuum_vacuum_scale_factor of media_items: SHARE UPDATE "
         "EXCLUSIVE, reads and writes continue",
     )
 )

@@ -20,6 +20,7 @@ SCHEMA_CHANGE_TESTS = [
     "tests/test_stairway.py",
     "tests/test_offline_sql_matches_online.py",
     "tests/test_pytest_alembic_builtins.py",
+    "tests/test_records_match_models.py",
 ]
 
 

@@ -16,7 +16,7 @@ HEIGHT_CHECK = '        CheckConstraint("height > 0", name="height"),\n'
 IMPORTS = (
     "from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, text\n"
 )
-PRIORITY = '    priority: Mapped[int | None] = mapped_column(server_default=text("5"))\n'
+MIME_TYPE = "    mime_type: Mapped[str | None] = mapped_column(String(100))\n"
 
 CASES = {
     "check constraint": (
@@ -41,10 +41,10 @@ CASES = {
         "UPDATE media_items SET local_path = source_url",
     ),
     "set not null": (
-        ((PRIORITY, PRIORITY.replace("int | None", "int")),),
-        "INSERT INTO processing_jobs (workflow_type, priority) VALUES ('w', NULL)",
-        "processing_jobs_priority_not_null_check",
-        "UPDATE processing_jobs SET priority = 5",
+        ((MIME_TYPE, MIME_TYPE.replace("str | None", "str")),),
+        "INSERT INTO media_items (source_url, source_type) VALUES ('u', 't')",
+        "media_items_mime_type_not_null_check",
+        "UPDATE media_items SET mime_type = 'video/mp4'",
     ),
 }
 
