@@ -39,6 +39,8 @@ from media_db import storage_parameters
 
 UPGRADE, DOWNGRADE = "upgrade", "downgrade"
 MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
+# In the docstring of every revision this module wrote (its Locks: lines follow).
+GENERATED = "as `make revision` wrote them"
 DOCSTRING_WIDTH = 99  # ruff's line length, which ruff format does not enforce in docstrings
 
 CATALOG_ONLY = "ACCESS EXCLUSIVE, briefly: a catalog update, no scan or rewrite"
@@ -460,7 +462,7 @@ class Rewrite:
         return {"locks": self._locks_text(), "declarations": self._declarations_text()}
 
     def _locks_text(self) -> str:
-        lines = ["Locks: one line per operation, as `make revision` wrote them."]
+        lines = [f"Locks: one line per operation, {GENERATED}."]
         for direction, entries in self.locks.items():
             lines.append(f"  {direction}:")
             for entry in entries or ["nothing"]:

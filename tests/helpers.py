@@ -69,6 +69,7 @@ PROJECT_FILES = [
     "tests",
     "Makefile",
     "pyproject.toml",
+    "README.md",
     "uv.lock",
 ]
 

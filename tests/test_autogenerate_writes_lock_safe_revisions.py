@@ -151,7 +151,7 @@ SAFE = [
         [
             r'"mime_type IS NOT NULL",\n\s+postgresql_not_valid=True',
             r"VALIDATE CONSTRAINT media_items_mime_type_not_null_check",
-            r'"mime_type",\n\s+existing_type=sa\.VARCHAR\(length=100\),\n\s+nullable=False',
+            r'"mime_type",\s+existing_type=sa\.VARCHAR\(length=100\),\s+nullable=False',
             r'op\.f\("media_items_mime_type_not_null_check"\), "media_items", type_="check"\)\n',
         ],
         [r"nullable=True"],

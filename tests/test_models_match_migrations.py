@@ -37,8 +37,8 @@ def test_drift_is_reported_object_by_object(engine: Engine) -> None:
         "media_items index idx_media_items_created_at: expected CREATE INDEX "
         "idx_media_items_created_at ON media_items USING btree (created_at DESC), found CREATE "
         "INDEX idx_media_items_created_at ON media_items USING btree (created_at)",
-        "processing_jobs column priority: expected integer NULL DEFAULT 5, "
-        "found integer NULL DEFAULT 1",
+        "processing_jobs column priority: expected integer NOT NULL DEFAULT 5, "
+        "found integer NOT NULL DEFAULT 1",
     ]
 
 
