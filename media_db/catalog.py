@@ -1,8 +1,9 @@
 """A comparable picture of tables as PostgreSQL itself describes them.
 
-Read from the system catalogs (format_type, pg_get_expr, pg_get_constraintdef, pg_get_indexdef),
-not from SQLAlchemy reflection, so two schemas compare exactly as the server would dump them:
-types with their modifiers, default expressions, constraints and indexes by name and definition.
+Read from the system catalogs (format_type, pg_get_expr, pg_get_constraintdef, pg_get_indexdef,
+pg_get_triggerdef, pg_get_functiondef), not from SQLAlchemy reflection, so two schemas compare
+exactly as the server would dump them: types with their modifiers, default expressions,
+constraints, indexes and triggers by name and definition, and functions with their bodies.
 """
 
 from collections.abc import Mapping
@@ -65,6 +66,12 @@ TRIGGERS = text("""
     FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
     WHERE c.relnamespace = CAST(:schema AS regnamespace) AND NOT t.tgisinternal
 """)
+FUNCTIONS = text("""
+    SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
+           pg_get_functiondef(p.oid)
+    FROM pg_proc p
+    WHERE p.pronamespace = CAST(:schema AS regnamespace) AND p.prokind = 'f'
+""")
 
 
 def snapshot(connection: Connection, schema: str | None = None) -> Catalog:
@@ -85,6 +92,21 @@ def snapshot(connection: Connection, schema: str | None = None) -> Catalog:
         name, _, value = option.partition("=")
         catalog[table].storage_parameters[name] = value
     return catalog
+
+
+def functions(connection: Connection, schema: str) -> dict[str, str]:
+    """Every function of `schema` by signature, its definition as the server stores it, runs of
+    whitespace collapsed (as alembic_utils compares them: indentation is not a change)."""
+    return {
+        signature: " ".join(definition.replace(f"FUNCTION {schema}.", "FUNCTION ", 1).split())
+        for signature, definition in connection.execute(FUNCTIONS, {"schema": schema})
+    }
+
+
+def function_differences(expected: dict[str, str], actual: dict[str, str]) -> list[str]:
+    """One line per function of `expected` (ours) missing or defined otherwise in `actual`;
+    the other functions of `actual` are someone else's."""
+    return _compare("function", expected, {k: v for k, v in actual.items() if k in expected})
 
 
 def differences(expected: Catalog, actual: Catalog, tables: set[str]) -> list[str]:

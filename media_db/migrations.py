@@ -108,13 +108,19 @@ def describe(current: tuple[str, ...], script: ScriptDirectory) -> str:
     return ", ".join(current) + (" (head)" if at_head else "")
 
 
-def scoped_to(metadata: MetaData, entities: list[ReplaceableEntity]) -> dict[str, Any]:
+def scoped_to(metadata: MetaData, entities: list[ReplaceableEntity], schema: str) -> dict[str, Any]:
     """Autogenerate options that keep every table outside `metadata` invisible, and every
-    function and trigger that is not ours: functions in `entities`, triggers on our tables.
+    function and trigger that is not ours: ours are those in `entities` and the triggers on our
+    tables, in `schema`.
 
-    alembic_utils compares the entities it finds in a process-wide registry, from a comparator
-    it installs when imported; registering them here puts them in autogenerate's scope."""
-    register_entities(entities, entity_types={PGFunction, PGTrigger, *map(type, entities)})
+    alembic_utils compares the entities of a process-wide registry, from a comparator it
+    installs when imported: registering them here puts them in autogenerate's scope."""
+    register_entities(
+        entities,
+        # Looked at even with no entity declared in it, so that removing the last is seen.
+        schemas=[schema],
+        entity_types={PGFunction, PGTrigger, *map(type, entities)},
+    )
     declared = {entity.identity for entity in entities}
 
     def include_name(name: str | None, type_: str, parent_names: dict[str, str | None]) -> bool:

@@ -3,10 +3,11 @@
 from models.base import Base
 from models.enums import AnalysisStatus, JobStatus
 from models.media import AnalysisResult, MediaItem, ProcessingJob
-from models.triggers import ENTITIES
+from models.triggers import ENTITIES, SCHEMA
 
 __all__ = [
     "ENTITIES",
+    "SCHEMA",
     "AnalysisResult",
     "AnalysisStatus",
     "Base",
