@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import URL, Connection, create_engine, pool, text
 
@@ -170,17 +171,16 @@ def test_new_function_and_trigger_lock_as_their_lines_say(
         succeeds(["alembic", *QUICK_GIVE_UP, "upgrade", "head"], url, project)
     assert version(url) == NEXT_REVISION
     succeeds(["make", "verify"], url, project)
-    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
-        connection.execute(text("LISTEN processing_jobs"))
-        connection.commit()
-        job = connection.scalar(
-            text("INSERT INTO processing_jobs (workflow_type) VALUES ('x') RETURNING id")
-        )
-        connection.commit()
-        notified = connection.connection.driver_connection.notifies(timeout=5, stop_after=1)
-        assert [notice.payload for notice in notified] == [str(job)]
-        connection.execute(text("DELETE FROM processing_jobs"))
-        connection.commit()
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute("LISTEN processing_jobs")
+        row = connection.execute(
+            "INSERT INTO processing_jobs (workflow_type) VALUES ('x') RETURNING id"
+        ).fetchone()
+        assert row is not None
+        notified = connection.notifies(timeout=5, stop_after=1)
+        assert [notice.payload for notice in notified] == [str(row[0])]
+        connection.execute("DELETE FROM processing_jobs")
 
     # ACCESS EXCLUSIVE: even a reader makes the drop give up.
     with holding(url, "ACCESS SHARE", "processing_jobs"):
