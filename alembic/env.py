@@ -8,7 +8,7 @@ from logging.config import fileConfig
 from alembic import context
 
 from media_db import failures, guarded_ops, migrations, safety
-from models import Base
+from models import ENTITIES, SCHEMA, Base
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("skip_logging_config"):
@@ -16,7 +16,7 @@ if config.config_file_name is not None and not config.attributes.get("skip_loggi
 log = logging.getLogger("alembic.env")
 
 options = {
-    **migrations.scoped_to(Base.metadata),
+    **migrations.scoped_to(Base.metadata, ENTITIES, SCHEMA),
     "version_table": migrations.VERSION_TABLE,
     # One transaction per revision: a revision failing half-way leaves the previous one intact.
     "transaction_per_migration": True,

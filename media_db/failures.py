@@ -135,10 +135,15 @@ def _summary(progress: Progress, engine: Engine, error: BaseException) -> str:
     return "; ".join(parts) + "."
 
 
+SUMMARY_LOCK_TIMEOUT = "2s"
+
+
 def _state(engine: Engine) -> tuple[tuple[str, ...] | None, catalog.Catalog | None, str]:
     """The revision and our catalog, read afresh: the migration connection may be dead."""
     try:
         with engine.connect() as connection:
+            # A fresh session: bound its waits as the migration's own are (never server-wide).
+            connection.exec_driver_sql(f"SET lock_timeout = '{SUMMARY_LOCK_TIMEOUT}'")
             heads: tuple[str, ...] = ()
             if connection.scalar(text("SELECT to_regclass(:t)"), {"t": migrations.VERSION_TABLE}):
                 versions = connection.scalars(
@@ -151,9 +156,10 @@ def _state(engine: Engine) -> tuple[tuple[str, ...] | None, catalog.Catalog | No
 
 
 def _ours(connection: Connection | None) -> catalog.Catalog:
+    # Names and validity only: a snapshot that locks no table never waits behind a session
+    # (n8n's or a blocker's) holding one, where the step itself may need no table lock at all.
     assert connection is not None
-    snapshot = catalog.snapshot(connection)
-    return {name: table for name, table in snapshot.items() if name in OUR_TABLES}
+    return catalog.snapshot(connection, tables=OUR_TABLES, definitions=False)
 
 
 def _left_behind(before: catalog.Catalog, now: catalog.Catalog, step: Any) -> str:

@@ -15,6 +15,9 @@ from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
+from alembic_utils.pg_function import PGFunction
+from alembic_utils.pg_trigger import PGTrigger
+from alembic_utils.replaceable_entity import ReplaceableEntity, register_entities
 from sqlalchemy import Connection, Engine, MetaData
 from sqlalchemy.types import TypeDecorator
 
@@ -107,8 +110,20 @@ def describe(current: tuple[str, ...], script: ScriptDirectory) -> str:
     return ", ".join(current) + (" (head)" if at_head else "")
 
 
-def scoped_to(metadata: MetaData) -> dict[str, Any]:
-    """Autogenerate options that keep every table outside `metadata` invisible."""
+def scoped_to(metadata: MetaData, entities: list[ReplaceableEntity], schema: str) -> dict[str, Any]:
+    """Autogenerate options that keep every table outside `metadata` invisible, and every
+    function and trigger that is not ours: ours are those in `entities` and the triggers on our
+    tables, in `schema`.
+
+    alembic_utils compares the entities of a process-wide registry, from a comparator it
+    installs when imported: registering them here puts them in autogenerate's scope."""
+    register_entities(
+        entities,
+        # Looked at even with no entity declared in it, so that removing the last is seen.
+        schemas=[schema],
+        entity_types={PGFunction, PGTrigger, *map(type, entities)},
+    )
+    declared = {entity.identity for entity in entities}
 
     def include_name(name: str | None, type_: str, parent_names: dict[str, str | None]) -> bool:
         if type_ == "schema":
@@ -120,6 +135,12 @@ def scoped_to(metadata: MetaData) -> dict[str, Any]:
     def include_object(
         obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
     ) -> bool:
+        if isinstance(obj, ReplaceableEntity):
+            # A trigger on our table is ours, declared or not: one added by hand is drift.
+            on_ours = (
+                isinstance(obj, PGTrigger) and obj.on_entity.partition(".")[2] in metadata.tables
+            )
+            return obj.identity in declared or on_ours
         # Belt and braces for tables reflected by other means (e.g. a foreign key target).
         return not (type_ == "table" and reflected and name not in metadata.tables)
 
@@ -127,7 +148,7 @@ def scoped_to(metadata: MetaData) -> dict[str, Any]:
         "target_metadata": metadata,
         "include_name": include_name,
         "include_object": include_object,
-        "include_schemas": False,
+        "include_schemas": False,  # alembic_utils' comparator needs it present (KeyError)
         "compare_type": True,
         "compare_server_default": True,
         # CHECK constraints are invisible to autogenerate without Alembic's own plugin (it

@@ -30,6 +30,10 @@ from alembic.autogenerate.api import AutogenContext
 from alembic.autogenerate.render import render_op
 from alembic.operations import ops
 from alembic.util import CommandError
+from alembic_utils.pg_function import PGFunction
+from alembic_utils.pg_trigger import PGTrigger
+from alembic_utils.replaceable_entity import ReplaceableEntity
+from alembic_utils.reversible_op import CreateOp, DropOp, ReplaceOp, ReversibleOp, RevertOp
 from sqlalchemy import Column, Connection, ForeignKeyConstraint, inspect, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import TextClause, conv
@@ -50,6 +54,24 @@ GUARDED_DROP = (
     "ACCESS EXCLUSIVE, briefly; under it the data-loss guard first looks for data (reading the "
     "table until it finds some) unless the operator consented"
 )
+# alembic_utils' operations on functions and triggers: what each takes (CREATE TRIGGER and
+# DROP TRIGGER docs; a function is a catalog row of its own, locking no table).
+ENTITY_VERBS = {
+    CreateOp: "create_entity",
+    ReplaceOp: "replace_entity",
+    RevertOp: "replace_entity",
+    DropOp: "drop_entity",
+}
+FUNCTION_CHANGE = "no table lock (a catalog row); calls after the commit run the new definition"
+FUNCTION_DROP = "no table lock; refused, changing nothing, while a trigger still executes it"
+BRIEFLY = "briefly (a catalog update, no scan), waiting at most the session's lock_timeout"
+TRIGGER_LOCKS = {
+    CreateOp: f"SHARE ROW EXCLUSIVE on {{table}}, {BRIEFLY}: writes wait, reads continue",
+    DropOp: f"ACCESS EXCLUSIVE on {{table}}, {BRIEFLY}: reads and writes wait",
+    ReplaceOp: f"DROP TRIGGER then CREATE TRIGGER in one transaction: ACCESS EXCLUSIVE on "
+    f"{{table}} until the commit, {BRIEFLY}: reads and writes wait",
+}
+TRIGGER_LOCKS[RevertOp] = TRIGGER_LOCKS[ReplaceOp]
 RERUN = "a leftover of a failed earlier run, so that running the revision again finishes it"
 # Storage parameters PostgreSQL changes under SHARE UPDATE EXCLUSIVE (ALTER TABLE docs).
 LIGHT_STORAGE_PARAMETERS = ("autovacuum_", "toast.", "fillfactor", "parallel_workers")
@@ -61,6 +83,7 @@ WAIVERS = {
     "ban-drop-not-null": "undoes a SET NOT NULL",
     "changing-column-type": "binary-compatible, no rewrite (or undoing such a widening)",
     "adding-not-nullable-field": "SET NOT NULL proven by a validated CHECK: no scan",
+    "ban-drop-function": "removed from the models, or undoing its creation; no trigger uses it",
 }
 
 
@@ -98,6 +121,33 @@ def _render_statement(context: AutogenContext, statement: Statement) -> str:
         statement.sqltext, width=60, drop_whitespace=False, break_on_hyphens=False
     )
     return f"op.execute({' '.join(repr(piece) for piece in pieces)})"
+
+
+class EntityStep(ops.MigrateOperation):
+    """An alembic_utils operation (`op.create_entity`, `replace_entity`, `drop_entity`) on a
+    function or trigger, written with its definition in pieces that fit the line length."""
+
+    def __init__(self, verb: str, entity: ReplaceableEntity) -> None:
+        self.verb, self.entity = verb, entity
+
+
+@renderers.dispatch_for(EntityStep)
+def _render_entity_step(context: AutogenContext, step: EntityStep) -> list[str]:
+    entity, kind = step.entity, type(step.entity)
+    context.imports.add(f"from {kind.__module__} import {kind.__name__}")
+    arguments: dict[str, object] = {"schema": entity.schema, "signature": entity.signature}
+    if isinstance(entity, PGTrigger):
+        arguments |= {"on_entity": entity.on_entity, "is_constraint": entity.is_constraint}
+    name = entity.to_variable_name()
+    return [
+        f"{name} = {kind.__name__}(",
+        *(f"    {key}={value!r}," for key, value in arguments.items()),
+        "    definition=(",
+        *(f"        {piece!r}" for piece in _pieces(entity.definition)),
+        "    ),",
+        ")",
+        f"op.{step.verb}({name})",
+    ]
 
 
 @renderers.dispatch_for(Comment)
@@ -146,9 +196,7 @@ class Rewrite:
     def _one(
         self, operation: ops.MigrateOperation, direction: str, fresh: set[str]
     ) -> list[ops.MigrateOperation]:
-        table = str(
-            getattr(operation, "table_name", None) or getattr(operation, "source_table", "")
-        )
+        table = _table_of(operation)
         if isinstance(operation, ops.CreateTableOp):
             referenced = _referenced_tables(operation)
             self._lock(
@@ -180,6 +228,10 @@ class Rewrite:
             ops.DropConstraintOp: self._drop_constraint,
             ops.AlterColumnOp: self._alter_column,
             storage_parameters.SetStorageParametersOp: self._storage_parameters,
+            CreateOp: self._entity,
+            ReplaceOp: self._entity,
+            RevertOp: self._entity,
+            DropOp: self._entity,
         }
         handler = handlers.get(type(operation))
         if handler is None:
@@ -422,6 +474,31 @@ class Rewrite:
         self._lock(direction, f"drop_constraint {name} on {drop.table_name}: {CATALOG_ONLY}{also}")
         return [drop]
 
+    # --- functions and triggers (alembic_utils) -------------------------------------------------
+
+    def _entity(self, operation: ReversibleOp, direction: str) -> list[ops.MigrateOperation]:
+        verb = ENTITY_VERBS[type(operation)]
+        # A revert puts back the definition autogenerate found on the server.
+        entity = operation.target
+        if isinstance(operation, RevertOp) and entity._version_to_replace is not None:
+            entity = entity._version_to_replace
+        if isinstance(entity, PGTrigger):
+            table = _table_of(operation)
+            lock = TRIGGER_LOCKS[type(operation)].format(table=table)
+            self._lock(direction, f"{verb} trigger {entity.signature} on {table}: {lock}")
+        elif isinstance(entity, PGFunction):
+            lock = FUNCTION_CHANGE
+            if isinstance(operation, DropOp):
+                lock = FUNCTION_DROP
+                self._waive(direction, "ban-drop-function")
+            self._lock(direction, f"{verb} function {entity.signature}: {lock}")
+        else:
+            self._lock(
+                direction,
+                f"{verb} {entity.identity}: not judged by make revision, review its locks by hand",
+            )
+        return [EntityStep(verb, entity)]
+
     # --- bookkeeping ------------------------------------------------------------------------
 
     def _waive(self, direction: str, rule: str) -> None:
@@ -561,6 +638,24 @@ def _modifies_anything(alter: ops.AlterColumnOp) -> bool:
         or alter.modify_comment is not False
         or alter.modify_nullable is not None
     )
+
+
+def _table_of(operation: ops.MigrateOperation) -> str:
+    if isinstance(operation, ReversibleOp) and isinstance(operation.target, PGTrigger):
+        return operation.target.on_entity.partition(".")[2]
+    return str(getattr(operation, "table_name", None) or getattr(operation, "source_table", ""))
+
+
+def _pieces(text: str, width: int = 64) -> list[str]:
+    """`text` cut after a space (or at `width`) into pieces that join back to it exactly."""
+    pieces = []
+    for line in text.splitlines(keepends=True):
+        while len(line) > width:
+            cut = line.rfind(" ", 0, width) + 1 or width
+            pieces.append(line[:cut])
+            line = line[cut:]
+        pieces.append(line)
+    return pieces
 
 
 def _name(operation: ops.MigrateOperation) -> str:

@@ -3,5 +3,15 @@
 from models.base import Base
 from models.enums import AnalysisStatus, JobStatus
 from models.media import AnalysisResult, MediaItem, ProcessingJob
+from models.triggers import ENTITIES, SCHEMA
 
-__all__ = ["AnalysisResult", "AnalysisStatus", "Base", "JobStatus", "MediaItem", "ProcessingJob"]
+__all__ = [
+    "ENTITIES",
+    "SCHEMA",
+    "AnalysisResult",
+    "AnalysisStatus",
+    "Base",
+    "JobStatus",
+    "MediaItem",
+    "ProcessingJob",
+]

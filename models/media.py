@@ -44,7 +44,7 @@ class MediaItem(Base):
         "metadata", server_default=text("'{}'::jsonb")
     )
     created_at: Mapped[datetime | None] = mapped_column(server_default=NOW)
-    # Moved on every UPDATE by a trigger (models/triggers.py, revision 0006), whoever writes.
+    # Moved on every UPDATE by a trigger (models/triggers.py), whoever writes.
     updated_at: Mapped[datetime | None] = mapped_column(server_default=NOW)
 
     # The database cascades the deletes (ON DELETE CASCADE); passive_deletes keeps the ORM from
@@ -155,4 +155,4 @@ class ProcessingJob(Base):
     )
 
 
-attach(Base.metadata.tables[MediaItem.__tablename__])
+attach(Base.metadata)

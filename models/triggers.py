@@ -1,30 +1,64 @@
-"""Database behaviour that autogenerate cannot see, declared once and attached to the tables,
-so that `create_all` (and with it `make verify`'s comparison) includes it.
+"""Database functions and triggers, declared once as alembic_utils entities.
 
-Revision 0006 creates the same objects; tests/test_hardening_protects_raw_writers.py proves
-the behaviour and `make verify` proves the live definition matches this one.
+Autogenerate compares them with the live ones (registered in media_db/migrations.py's scope) and
+writes `op.create_entity` / `op.replace_entity` / `op.drop_entity`; `create_all` creates them
+too, after the tables, so `make verify`'s scratch build includes them.
+
+Revision 0006 created the same objects from its own copy, as revisions never import models;
+tests/test_hardening_protects_raw_writers.py proves the behaviour.
 """
 
-from sqlalchemy import DDL, Table, event
+import copy
+from typing import Any
 
-TOUCH_UPDATED_AT_FUNCTION = DDL(  # type: ignore[no-untyped-call]
-    """
-    CREATE FUNCTION media_items_touch_updated_at() RETURNS trigger
+from alembic_utils.pg_function import PGFunction
+from alembic_utils.pg_trigger import PGTrigger
+from alembic_utils.replaceable_entity import ReplaceableEntity
+from sqlalchemy import Connection, MetaData, event, text
+
+# alembic_utils names each entity's schema; ours are in the default one, as our tables are.
+SCHEMA = "public"
+
+# n8n updates rows with raw SQL: the trigger moves updated_at for every writer, not the ORM only.
+TOUCH_UPDATED_AT = PGFunction(
+    schema=SCHEMA,
+    signature="media_items_touch_updated_at()",
+    definition="""RETURNS trigger
     LANGUAGE plpgsql AS $$
     BEGIN
         NEW.updated_at := now();
         RETURN NEW;
     END
-    $$"""
+    $$""",
 )
-TOUCH_UPDATED_AT_TRIGGER = DDL(  # type: ignore[no-untyped-call]
-    """
-    CREATE TRIGGER media_items_touch_updated_at
-    BEFORE UPDATE ON media_items
-    FOR EACH ROW EXECUTE FUNCTION media_items_touch_updated_at()"""
+MEDIA_ITEMS_TOUCH_UPDATED_AT = PGTrigger(
+    schema=SCHEMA,
+    signature="media_items_touch_updated_at",
+    on_entity=f"{SCHEMA}.media_items",
+    # The function unqualified, found on the search_path, as in 0006 (and in verify's scratch).
+    definition=f"BEFORE UPDATE ON {SCHEMA}.media_items "
+    "FOR EACH ROW EXECUTE FUNCTION media_items_touch_updated_at()",
 )
 
+# In creation order: a trigger after the function it executes.
+ENTITIES: list[ReplaceableEntity] = [TOUCH_UPDATED_AT, MEDIA_ITEMS_TOUCH_UPDATED_AT]
 
-def attach(media_items: Table) -> None:
-    event.listen(media_items, "after_create", TOUCH_UPDATED_AT_FUNCTION)
-    event.listen(media_items, "after_create", TOUCH_UPDATED_AT_TRIGGER)
+
+def in_schema(entity: ReplaceableEntity, schema: str) -> ReplaceableEntity:
+    """The same entity in another schema (verify builds the models in a scratch schema)."""
+    moved = copy.copy(entity)
+    moved.schema = schema
+    if isinstance(moved, PGTrigger):
+        moved.on_entity = f"{schema}.{moved.on_entity.partition('.')[2]}"
+    return moved
+
+
+def attach(metadata: MetaData) -> None:
+    """`create_all` creates the entities after the tables, in the schema it builds in."""
+
+    def create_entities(target: MetaData, connection: Connection, **kw: Any) -> None:
+        schema = str(connection.scalar(text("SELECT current_schema()")))
+        for entity in ENTITIES:
+            connection.execute(in_schema(entity, schema).to_sql_statement_create())
+
+    event.listen(metadata, "after_create", create_entities)

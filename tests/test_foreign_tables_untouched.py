@@ -1,14 +1,20 @@
-"""The database is shared with n8n: its tables (including one named `alembic_version`) survive
-upgrade, downgrade and autogenerate untouched, and `alembic check` passes beside them."""
+"""The database is shared with n8n: its tables (including one named `alembic_version`), functions
+and triggers survive upgrade, downgrade and autogenerate untouched, and `alembic check` passes
+beside them."""
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic_utils.replaceable_entity import ReplaceableEntity
 from sqlalchemy import Connection, Engine, text
 
 from media_db import catalog
 from models import Base
 from tests.helpers import alembic_config
+
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 N8N_LIKE_SCHEMA = """
 CREATE TABLE "user" (id uuid PRIMARY KEY, email varchar(255) UNIQUE);
@@ -25,19 +31,35 @@ INSERT INTO settings VALUES ('userManagement.isInstanceOwnerSetUp', 'true');
 INSERT INTO workflow_entity VALUES ('wf1', 'Analyse uploads', true);
 INSERT INTO execution_entity ("workflowId", status) VALUES ('wf1', 'success');
 INSERT INTO alembic_version VALUES ('someone_elses_head');
+CREATE FUNCTION workflow_touch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.name := trim(NEW.name); RETURN NEW; END $$;
+CREATE TRIGGER workflow_touch BEFORE UPDATE ON workflow_entity
+    FOR EACH ROW EXECUTE FUNCTION workflow_touch();
+CREATE FUNCTION executions_of(wf varchar) RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT count(*) FROM execution_entity WHERE "workflowId" = wf $$;
 """
 FOREIGN = {"user", "settings", "workflow_entity", "execution_entity", "alembic_version"}
+FOREIGN_FUNCTIONS = {"workflow_touch()", "executions_of(wf character varying)"}
 
 
-def foreign_state(connection: Connection) -> tuple[dict[str, catalog.Table], dict[str, list[str]]]:
+def foreign_state(
+    connection: Connection,
+) -> tuple[dict[str, catalog.Table], dict[str, list[str]], dict[str, str]]:
+    """Their tables (triggers included), rows and functions."""
     shapes = {
         name: table for name, table in catalog.snapshot(connection).items() if name in FOREIGN
     }
+    functions = {
+        name: body
+        for name, body in catalog.functions(connection, "public").items()
+        if name in FOREIGN_FUNCTIONS
+    }
+    assert set(functions) == FOREIGN_FUNCTIONS
     rows = {
         name: [str(row) for row in connection.execute(text(f'SELECT * FROM "{name}"'))]
         for name in sorted(FOREIGN)
     }
-    return shapes, rows
+    return shapes, rows, functions
 
 
 def test_upgrade_downgrade_and_autogenerate_leave_foreign_tables_alone(engine: Engine) -> None:
@@ -66,7 +88,15 @@ def test_stock_autogenerate_would_drop_them(engine: Engine) -> None:
     with engine.begin() as connection:
         connection.exec_driver_sql(N8N_LIKE_SCHEMA)
     with engine.connect() as connection:
-        stock = MigrationContext.configure(connection)
+        stock = MigrationContext.configure(
+            connection,
+            opts={
+                # alembic_utils' comparator, installed on import, needs include_schemas, and
+                # compares the entities of its process-wide registry: tables only here.
+                "include_schemas": False,
+                "include_object": lambda obj, *_: not isinstance(obj, ReplaceableEntity),
+            },
+        )
         dropped = {
             diff[1].name
             for diff in compare_metadata(stock, Base.metadata)
@@ -77,9 +107,29 @@ def test_stock_autogenerate_would_drop_them(engine: Engine) -> None:
     assert dropped == FOREIGN - {"alembic_version"}
 
 
+def test_without_our_filter_alembic_utils_would_drop_their_functions_and_triggers(
+    engine: Engine,
+) -> None:
+    """The control: our include_object is what keeps n8n's functions and triggers invisible."""
+    with engine.begin() as connection:
+        connection.exec_driver_sql(N8N_LIKE_SCHEMA)
+    with engine.connect() as connection:
+        command.upgrade(alembic_config(connection), "head")
+        unfiltered = {**_env_options(), "include_object": None}
+        proposed = compare_metadata(
+            MigrationContext.configure(connection, opts=unfiltered), Base.metadata
+        )
+    assert sorted(proposed) == [
+        ("drop_entity", "PGFunction: public.executions_of(wf character varying)"),
+        ("drop_entity", "PGFunction: public.workflow_touch()"),
+        ("drop_entity", "PGTrigger: public.workflow_touch False public.workflow_entity"),
+    ]
+
+
 def _env_options() -> dict[str, object]:
     from media_db.migrations import VERSION_TABLE, scoped_to
+    from models import ENTITIES, SCHEMA
 
-    options = scoped_to(Base.metadata)
+    options = scoped_to(Base.metadata, ENTITIES, SCHEMA)
     options.pop("process_revision_directives")
     return {**options, "version_table": VERSION_TABLE}

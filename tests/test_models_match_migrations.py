@@ -8,7 +8,10 @@ from alembic.util import CommandError
 from sqlalchemy import Engine, text
 
 from media_db.verify import revision_lag, schema_drift
-from tests.helpers import REPO_ROOT, alembic_config
+from tests.helpers import REPO_ROOT, alembic_config, environment, run
+
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 
 def test_head_matches_the_models_exactly(engine: Engine) -> None:
@@ -52,6 +55,59 @@ def test_storage_parameter_drift_is_reported(engine: Engine) -> None:
         ]
         with pytest.raises(CommandError, match="New upgrade operations detected"):
             command.check(alembic_config(connection))
+
+
+def test_function_edited_by_hand_is_drift(engine: Engine) -> None:
+    """verify compares bodies as pg_get_functiondef gives them; alembic check sees it too."""
+    with engine.connect() as connection:
+        command.upgrade(alembic_config(connection), "head")
+        connection.execute(
+            text("""
+                CREATE OR REPLACE FUNCTION media_items_touch_updated_at() RETURNS trigger
+                LANGUAGE plpgsql AS $$ BEGIN NEW.updated_at := clock_timestamp(); RETURN NEW; END $$
+            """)
+        )
+        connection.commit()
+        assert schema_drift(connection) == [
+            "function media_items_touch_updated_at(): expected CREATE OR REPLACE FUNCTION "
+            "media_items_touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS $function$ BEGIN "
+            "NEW.updated_at := now(); RETURN NEW; END $function$, found CREATE OR REPLACE "
+            "FUNCTION media_items_touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS "
+            "$function$ BEGIN NEW.updated_at := clock_timestamp(); RETURN NEW; END $function$"
+        ]
+        with pytest.raises(CommandError, match="replace_or_revert_entity"):
+            command.check(alembic_config(connection))
+    verify = run(["python", "-m", "media_db.verify"], environment(engine.url))
+    assert verify.returncode == 1
+    assert "function media_items_touch_updated_at(): expected" in verify.stderr
+
+
+def test_trigger_added_or_dropped_by_hand_is_drift(engine: Engine) -> None:
+    """A trigger on our table is ours, declared or not."""
+    with engine.connect() as connection:
+        command.upgrade(alembic_config(connection), "head")
+        connection.execute(text("DROP TRIGGER media_items_touch_updated_at ON media_items"))
+        connection.execute(
+            text(
+                "CREATE TRIGGER jobs_touch BEFORE UPDATE ON processing_jobs "
+                "FOR EACH ROW EXECUTE FUNCTION media_items_touch_updated_at()"
+            )
+        )
+        connection.commit()
+        assert schema_drift(connection) == [
+            "media_items trigger media_items_touch_updated_at: missing (expected CREATE TRIGGER "
+            "media_items_touch_updated_at BEFORE UPDATE ON media_items FOR EACH ROW EXECUTE "
+            "FUNCTION media_items_touch_updated_at())",
+            "processing_jobs trigger jobs_touch: unexpected (CREATE TRIGGER jobs_touch BEFORE "
+            "UPDATE ON processing_jobs FOR EACH ROW EXECUTE FUNCTION "
+            "media_items_touch_updated_at())",
+        ]
+        with pytest.raises(CommandError) as proposed:
+            command.check(alembic_config(connection))
+    assert "('create_entity', 'PGTrigger: public.media_items_touch_updated_at" in str(
+        proposed.value
+    )
+    assert "('drop_entity', 'PGTrigger: public.jobs_touch" in str(proposed.value)
 
 
 def test_database_behind_head_is_reported(engine: Engine) -> None:
