@@ -3,5 +3,14 @@
 from models.base import Base
 from models.enums import AnalysisStatus, JobStatus
 from models.media import AnalysisResult, MediaItem, ProcessingJob
+from models.migration_history import MigrationHistory
 
-__all__ = ["AnalysisResult", "AnalysisStatus", "Base", "JobStatus", "MediaItem", "ProcessingJob"]
+__all__ = [
+    "AnalysisResult",
+    "AnalysisStatus",
+    "Base",
+    "JobStatus",
+    "MediaItem",
+    "MigrationHistory",
+    "ProcessingJob",
+]
