@@ -4,10 +4,11 @@ import logging
 import os
 from contextlib import nullcontext
 from logging.config import fileConfig
+from pathlib import Path
 
 from alembic import context
 
-from media_db import guarded_ops, migrations, safety
+from media_db import backup, guarded_ops, history, migrations, progress, safety
 from models import Base
 
 config = context.config
@@ -15,8 +16,10 @@ if config.config_file_name is not None and not config.attributes.get("skip_loggi
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 log = logging.getLogger("alembic.env")
 
+recorder = history.Recorder()  # every step, in media_analysis_migration_history
 options = {
     **migrations.scoped_to(Base.metadata),
+    **recorder.options(),
     "version_table": migrations.VERSION_TABLE,
     # One transaction per revision: a revision failing half-way leaves the previous one intact.
     "transaction_per_migration": True,
@@ -27,13 +30,16 @@ timeouts = safety.timeout_settings(context.get_x_argument(as_dictionary=True), o
 guard = safety.options(context.get_x_argument(as_dictionary=True))
 # Read by our drop_table/drop_column (media_db/guarded_ops.py), which check under their lock.
 options[guarded_ops.CONSENT_OPTION] = guard["allow_data_loss"]
+options[guarded_ops.BACKUP_OPTION] = (
+    None if guard["backup"] == "skip" else backup.Run(Path(guard["backup_dir"]))
+)
 
 
 def run_offline() -> None:
     # No URL at all: offline SQL needs only the dialect, and can never leak a password.
     context.configure(dialect_name="postgresql", literal_binds=True, **options)
     with context.begin_transaction():
-        for statement in timeouts:
+        for statement in [*timeouts, history.offline_start()]:
             context.execute(statement)
         context.run_migrations()
 
@@ -54,23 +60,29 @@ def run_online() -> None:
             if command in ("upgrade", "downgrade"):
                 steps = migrations.planned_steps(context.get_context())
                 safety.refuse_data_loss(connection, steps, guard["allow_data_loss"])
-            safety.run_with_retries(
-                connection,
-                run_migrations,
-                context.get_context().get_current_heads,
-                guard["retries"],
-                guard["backoff"],
+            reporter = progress.Reporter(
+                connection, context.script, recorder.current, guard["progress_interval"]
             )
-        reached = context.get_context().get_current_heads()
-        log.info("Database at revision %s", migrations.describe(reached, context.script))
+            with reporter.running():
+                safety.run_with_retries(
+                    connection,
+                    run_migrations,
+                    context.get_context().get_current_heads,
+                    guard["retries"],
+                    guard["backoff"],
+                )
+        if command in migrations.CHANGING_COMMANDS:  # `current` prints the revision itself
+            reached = context.get_context().get_current_heads()
+            log.info("Database at revision %s", migrations.describe(reached, context.script))
 
 
 def run_migrations() -> None:
-    with context.begin_transaction():
+    with recorder.recording(context.get_context()), context.begin_transaction():
         context.run_migrations()
 
 
-if context.is_offline_mode():
-    run_offline()
-else:
-    run_online()
+with migrations.actionable_errors():
+    if context.is_offline_mode():
+        run_offline()
+    else:
+        run_online()

@@ -22,7 +22,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
-from media_db import guarded_ops
+from media_db import backup, guarded_ops
 from models import Base
 
 log = logging.getLogger("alembic.env")
@@ -46,6 +46,15 @@ def _number(value: str, name: str) -> float:
         return float(value)
     except ValueError:
         raise CommandError(f"{name} must be a number, got {value!r}") from None
+
+
+BACKUP_CHOICES = ("on", "skip")
+
+
+def _choice(value: str, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise CommandError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 # --- short lock waits ---------------------------------------------------------------------
@@ -267,6 +276,11 @@ def options(
         "retries": int(_number(_option(x_arguments, environ, "lock-retries", "3"), "lock-retries")),
         "backoff": _number(
             _option(x_arguments, environ, "lock-retry-backoff", "2"), "lock-retry-backoff"
+        ),
+        "backup": _choice(_option(x_arguments, environ, "backup", "on"), "backup", BACKUP_CHOICES),
+        "backup_dir": _option(x_arguments, environ, "backup-dir", str(backup.DEFAULT_DIRECTORY)),
+        "progress_interval": _number(
+            _option(x_arguments, environ, "progress-interval", "5"), "progress-interval"
         ),
         "allow_data_loss": (
             x_arguments.get("allow-data-loss", "").lower() == "true"
