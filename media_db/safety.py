@@ -98,7 +98,7 @@ def migration_lock(
     with connection.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as session:
         deadline, pause, last_holder = time.monotonic() + wait_seconds, 0.05, None
         while not session.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}):
-            holder = _lock_holder(session, key)
+            holder = lock_holder(session, key) or "a session that just let go"
             if holder != last_holder:
                 log.info("Waiting for the migration lock, held by %s", holder)
                 last_holder = holder
@@ -116,7 +116,8 @@ def migration_lock(
             session.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
 
 
-def _lock_holder(session: Connection, key: int) -> str:
+def lock_holder(session: Connection, key: int) -> str | None:
+    """Who holds the migration lock keyed `key`, or None."""
     row = session.execute(
         text("""
             SELECT a.pid, a.application_name, a.client_addr, a.backend_start
@@ -128,7 +129,7 @@ def _lock_holder(session: Connection, key: int) -> str:
         {"key": key},
     ).first()
     if row is None:
-        return "a session that just let go"
+        return None
     return (
         f"pid {row.pid} ({row.application_name or 'no application_name'}, "
         f"from {row.client_addr or 'local socket'}, since {row.backend_start:%H:%M:%S})"
