@@ -48,8 +48,9 @@ def test_upgrade_from_base_records_every_step_with_who_when_and_checksum(engine:
         assert row.client_host == socket.gethostname()
         assert row.project_version.startswith("0.1.0")
         assert row.mode == "online"
-        assert row.ordered and row.duration_ms >= 0
-        assert row.checksum == history.checksum(script.get_revision(row.revision).path)  # type: ignore[union-attr]
+        assert row.ordered
+        assert row.duration_ms >= 0
+        assert row.checksum == history.checksum(script.get_revision(row.revision).path)
 
 
 def test_downgrade_base_keeps_the_history_and_records_itself(engine: Engine) -> None:
