@@ -69,6 +69,7 @@ class Status:
     invalid_indexes: list[str] = field(default_factory=list)
     migration_lock_holder: str | None = None
     blocking_sessions: list[dict[str, Any]] = field(default_factory=list)
+    blocking_after_seconds: float = BLOCKING_AFTER_SECONDS
     processing_jobs: dict[str, Any] = field(default_factory=dict)
     attention: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -87,7 +88,9 @@ def locks_of(script: Script) -> str:
     return " ".join(paragraph.split())
 
 
-def collect(connection: Connection, script: ScriptDirectory) -> Status:
+def collect(
+    connection: Connection, script: ScriptDirectory, blocking_after: float = BLOCKING_AFTER_SECONDS
+) -> Status:
     began = time.monotonic()
     status = Status()
     version = connection.dialect.server_version_info or (0,)
@@ -148,7 +151,8 @@ def collect(connection: Connection, script: ScriptDirectory) -> Status:
             "query": " ".join(row.query.split()),
         }
         status.blocking_sessions.append(session)
-    old = [s for s in status.blocking_sessions if s["age_seconds"] > BLOCKING_AFTER_SECONDS]
+    status.blocking_after_seconds = blocking_after
+    old = [s for s in status.blocking_sessions if s["age_seconds"] > blocking_after]
     if old:
         status.attention.append(
             f"{_plural(len(old), 'session')} would block DDL longer than the migrations' "
@@ -225,7 +229,9 @@ def render(status: Status) -> str:
         lines.append("  INVALID indexes: none")
     lines.append(f"  Migration lock: {status.migration_lock_holder or 'free'}")
     if status.blocking_sessions:
-        old = any(s["age_seconds"] > BLOCKING_AFTER_SECONDS for s in status.blocking_sessions)
+        old = any(
+            s["age_seconds"] > status.blocking_after_seconds for s in status.blocking_sessions
+        )
         lines.append(f"{mark[old]}Sessions holding our tables (would block DDL now):")
         lines += [
             f"    pid {s['pid']} ({s['application'] or 'no application_name'}, {s['state']}, "
@@ -249,6 +255,14 @@ def render(status: Status) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="make status", description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument(
+        "--blocking-after",
+        type=float,
+        default=BLOCKING_AFTER_SECONDS,
+        metavar="SECONDS",
+        help="a transaction on our tables older than this needs attention (default: %(default)s,"
+        " the migrations' lock_timeout)",
+    )
     args = parser.parse_args(argv)
     try:
         connection = open_connection("status")
@@ -263,7 +277,7 @@ def main(argv: list[str]) -> int:
         )
         connection.commit()
         try:
-            status = collect(connection, script)
+            status = collect(connection, script, args.blocking_after)
         except SQLAlchemyError as error:
             orig = getattr(error, "orig", None) or error
             print(f"Cannot read the status: {' '.join(str(orig).split())}", file=sys.stderr)
