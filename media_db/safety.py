@@ -186,6 +186,7 @@ def _blockers(connection: Connection) -> str:
             SELECT DISTINCT a.pid, a.application_name, a.state, left(a.query, 120) AS query
             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
             WHERE l.granted AND l.pid <> pg_backend_pid()
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
               AND l.relation IN (SELECT to_regclass(t) FROM unnest(CAST(:tables AS text[])) t)
             ORDER BY a.pid
         """),

@@ -42,6 +42,7 @@ HOLDING_OUR_TABLES = text("""
            extract(epoch FROM now() - a.xact_start) AS age, left(a.query, 200) AS query
     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.granted AND l.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
       AND l.relation IN (SELECT to_regclass(t) FROM unnest(CAST(:tables AS text[])) t)
     ORDER BY age DESC
 """)
