@@ -34,12 +34,12 @@ REVISION := (base|heads?|[0-9a-f]{4,40})?([-+][0-9]{1,4})?
 bad_revision = { printf '%s=%q is not a revision: use an id (e.g. 0004), base, head, -N or +N%s\n' \
   $(1) "$$$(1)" $(2) >&2; exit 2; }
 
-.PHONY: help install upgrade downgrade current history adopt verify sql revision records erd db-check test \
-        test-image test-docker \
-        bench bench-upgrade lint lint-sql db-start db-stop
+.PHONY: help install upgrade downgrade current history status adopt verify sql revision records erd \
+        db-check test test-image test-docker \
+        bench bench-upgrade lint lint-sql db-start db-stop db-url psql restore
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 install: $(INSTALLED) ## Build .venv/ from uv.lock (only python3 needed; idempotent)
 
@@ -62,6 +62,9 @@ current: install ## Print the database's revision
 
 history: install ## List the revisions, newest first
 	alembic history --verbose
+
+status: install ## Revision vs head, pending Locks, drift, blockers; exit 1 if it needs attention (JSON=1)
+	$(WITH_DB) python -m media_db.status $(if $(JSON),--json)
 
 adopt: install ## Stamp a database built by hand with the plan's SQL at 0001, if it matches exactly
 	$(WITH_DB) python -m media_db.adopt
@@ -117,3 +120,12 @@ db-start: install ## Start the embedded PostgreSQL (data in .local/postgres)
 
 db-stop: install ## Stop the embedded PostgreSQL (its data stays)
 	python -m media_db.local_server stop
+
+db-url: install ## Print the database URL, without its password (the embedded one if none is set)
+	@python -m media_db.local_server url
+
+psql: install ## Open psql on the database (the embedded one if none is set)
+	@python -m media_db.local_server psql
+
+restore: install ## Put back what a consented drop backed up (BACKUP=<directory it printed>)
+	$(WITH_DB) python -m media_db.backup restore "$${BACKUP:?usage: make restore BACKUP=<directory>}"

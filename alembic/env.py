@@ -4,10 +4,11 @@ import logging
 import os
 from contextlib import nullcontext
 from logging.config import fileConfig
+from pathlib import Path
 
 from alembic import context
 
-from media_db import failures, guarded_ops, migrations, safety
+from media_db import backup, failures, guarded_ops, history, migrations, progress, safety
 from models import ENTITIES, SCHEMA, Base
 
 config = context.config
@@ -15,27 +16,31 @@ if config.config_file_name is not None and not config.attributes.get("skip_loggi
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 log = logging.getLogger("alembic.env")
 
+# Every option is checked first, offline runs included: a bad one stops the command here.
+x_arguments = context.get_x_argument(as_dictionary=True)
+guard = safety.options(x_arguments, os.environ)
+timeouts = safety.timeout_settings(x_arguments, os.environ)
+recorder = history.Recorder()  # every step, in media_analysis_migration_history
+report = failures.Progress(context.script, x_arguments)  # what a failure left behind
 options = {
     **migrations.scoped_to(Base.metadata, ENTITIES, SCHEMA),
     "version_table": migrations.VERSION_TABLE,
     # One transaction per revision: a revision failing half-way leaves the previous one intact.
     "transaction_per_migration": True,
+    "on_version_apply": [report.applied, recorder.on_version_apply],
+    # Read by our drop_table/drop_column (media_db/guarded_ops.py), under the drop's lock.
+    guarded_ops.CONSENT_OPTION: guard["allow_data_loss"],
+    guarded_ops.BACKUP_OPTION: (
+        None if guard["backup"] == "skip" else backup.Run(Path(guard["backup_dir"]))
+    ),
 }
-
-
-# Every option is checked first, offline runs included: a bad one stops the command here.
-guard = safety.options(context.get_x_argument(as_dictionary=True), os.environ)
-timeouts = safety.timeout_settings(context.get_x_argument(as_dictionary=True), os.environ)
-progress = failures.Progress(context.script, context.get_x_argument(as_dictionary=True))
-# Read by our drop_table/drop_column (media_db/guarded_ops.py), which check under their lock.
-options[guarded_ops.CONSENT_OPTION] = guard["allow_data_loss"]
 
 
 def run_offline() -> None:
     # No URL at all: offline SQL needs only the dialect, and can never leak a password.
     context.configure(dialect_name="postgresql", literal_binds=True, **options)
     with context.begin_transaction():
-        for statement in timeouts:
+        for statement in [*timeouts, history.offline_start()]:
             context.execute(statement)
         context.run_migrations()
 
@@ -44,15 +49,15 @@ def run_online() -> None:
     given = config.attributes.get("connection")
     with migrations.migration_connection(given, timeouts) as connection:
         migrations.require_server_version(connection)
-        context.configure(connection=connection, on_version_apply=progress.applied, **options)
+        context.configure(connection=connection, **options)
         command = migrations.running_command(context.get_context())
         changing = command in migrations.CHANGING_COMMANDS
         if changing:
-            progress.prepare(context.get_context(), command)
+            report.prepare(context.get_context(), command)
         # Only commands that change the database queue for the lock; `current` and `check`
         # read. The plan is computed after the lock, from the revision the database is at then.
         with (
-            failures.reported(progress, connection.engine, guard["debug"])
+            failures.reported(report, connection.engine, guard["debug"])
             if changing
             else nullcontext(),
             safety.migration_lock(connection, migrations.VERSION_TABLE, guard["lock_wait"])
@@ -62,18 +67,26 @@ def run_online() -> None:
             if command in ("upgrade", "downgrade"):
                 steps = migrations.planned_steps(context.get_context())
                 safety.refuse_data_loss(connection, steps, guard["allow_data_loss"])
-            safety.run_with_retries(connection, run_migrations, guard["retries"], guard["backoff"])
-        reached = context.get_context().get_current_heads()
-        log.info("Database at revision %s", migrations.describe(reached, context.script))
+            reporter = progress.Reporter(
+                connection, context.script, recorder.current, guard["progress_interval"]
+            )
+            with reporter.running():
+                safety.run_with_retries(
+                    connection, run_migrations, guard["retries"], guard["backoff"]
+                )
+        if changing:  # `current` prints the revision itself
+            reached = context.get_context().get_current_heads()
+            log.info("Database at revision %s", migrations.describe(reached, context.script))
 
 
 def run_migrations() -> None:
-    with context.begin_transaction():
-        progress.begin()
+    with recorder.recording(context.get_context()), context.begin_transaction():
+        report.begin()
         context.run_migrations()
 
 
-if context.is_offline_mode():
-    run_offline()
-else:
-    run_online()
+with migrations.actionable_errors():
+    if context.is_offline_mode():
+        run_offline()
+    else:
+        run_online()

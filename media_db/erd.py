@@ -7,7 +7,7 @@ writes, so the diagram cannot go stale.
 import re
 import sys
 
-from sqlalchemy import MetaData, Table
+from sqlalchemy import Identity, MetaData, Table
 from sqlalchemy.dialects import postgresql
 
 from media_db.local_server import REPO_ROOT
@@ -48,7 +48,9 @@ def _column(table: Table, name: str) -> str:
     kind = re.sub(r"[^a-z0-9]+", "_", sql_type).strip("_")  # Mermaid types are single words
     keys = [k for k, on in (("PK", column.primary_key), ("FK", column.foreign_keys)) if on]
     notes = ["not null"] if not column.nullable and not column.primary_key else []
-    if column.server_default is not None:
+    if isinstance(column.server_default, Identity):
+        notes.append("identity")
+    elif column.server_default is not None:
         default = str(column.server_default.arg.text)  # type: ignore[attr-defined]
         notes.append(f"default {default.replace(chr(34), chr(39))}")
     key_part = f" {', '.join(keys)}" if keys else ""

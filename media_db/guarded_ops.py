@@ -9,6 +9,10 @@ implementations wrap Alembic's defaults (Operations.implementation_for, replace=
   seen by the check or waits for the drop and fails: it is never dropped unseen. Offline SQL
   carries the same check as a DO block. `media_db.safety.refuse_data_loss` runs the same test
   earlier, before any step, so a refusal usually comes before anything changed.
+- With consent, the rows (values) about to go are first written to a backup file under that
+  same lock (media_db/backup.py), unless the operator opted out (`-x backup=skip`): nothing
+  committed after the backup can be lost by the drop. Offline SQL cannot write files: take a
+  backup before applying a script that drops data.
 - `create_index(..., postgresql_concurrently=True)` first drops an INVALID leftover of a failed
   earlier build of the same name, which `IF NOT EXISTS` would otherwise keep silently.
 """
@@ -22,6 +26,7 @@ from sqlalchemy import text
 log = logging.getLogger("alembic.env")
 
 CONSENT_OPTION = "allow_data_loss"  # the MigrationContext option env.py sets from the consent
+BACKUP_OPTION = "backup"  # a media_db.backup.Run, or None when the operator opted out
 HOW_TO_CONSENT = (
     "Back up, then consent with `-x allow-data-loss=true` (ALLOW_DATA_LOSS=1 for make)."
 )
@@ -33,7 +38,8 @@ def _quote(operations: Operations, name: str) -> str:
 
 def _refuse_if_holding(operations: Operations, table: str, column: str | None) -> None:
     context = operations.migration_context
-    if context.opts.get(CONSENT_OPTION):
+    consent, backup = context.opts.get(CONSENT_OPTION), context.opts.get(BACKUP_OPTION)
+    if consent and (backup is None or context.as_sql):
         return
     what = f"{table}.{column}" if column else table
     holds = "a value" if column else "a row"
@@ -57,8 +63,12 @@ def _refuse_if_holding(operations: Operations, table: str, column: str | None) -
     if bind.scalar(text("SELECT to_regclass(:t)"), {"t": quoted}) is None:
         return  # nothing to protect; the drop itself says what is wrong
     bind.execute(text(f"LOCK TABLE {quoted} IN ACCESS EXCLUSIVE MODE"))
-    if bind.scalar(text(f"SELECT EXISTS ({probe})")):
+    if not bind.scalar(text(f"SELECT EXISTS ({probe})")):
+        return
+    if not consent:
         raise CommandError(refusal)
+    assert backup is not None  # consent without one returned above
+    backup.save(bind, context.dialect.identifier_preparer.quote, table, column)
 
 
 @Operations.implementation_for(ops.DropTableOp, replace=True)

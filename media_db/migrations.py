@@ -103,6 +103,28 @@ def planned_steps(migration_context: MigrationContext) -> list[Any]:
     return list(function(migration_context.get_current_heads(), migration_context))
 
 
+# Alembic's messages, and what a person can do about them (the Makefile's verbs).
+ACTIONS = {
+    "Can't locate revision identified by": "`make history` lists the revisions; REV also takes "
+    "-1 (one back) and base",
+    "Target database is not up to date.": "the database is behind head: run `make upgrade` first "
+    "(`make status` shows what is pending)",
+}
+
+
+@contextmanager
+def actionable_errors() -> Iterator[None]:
+    """Alembic's errors that leave the reader asking "so what do I do?", with the answer."""
+    try:
+        yield
+    except CommandError as error:
+        message = str(error)
+        for start, action in ACTIONS.items():
+            if message.startswith(start):
+                raise CommandError(f"{message.rstrip('.')}: {action}.") from None
+        raise
+
+
 def describe(current: tuple[str, ...], script: ScriptDirectory) -> str:
     if not current:
         return "base (none of our revisions applied)"

@@ -40,6 +40,7 @@ from sqlalchemy.sql.elements import TextClause, conv
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from media_db import storage_parameters
+from models.migration_history import SURVIVES_DOWNGRADE
 
 UPGRADE, DOWNGRADE = "upgrade", "downgrade"
 MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
@@ -155,6 +156,16 @@ def _render_comment(context: AutogenContext, comment: Comment) -> list[str]:
     return [f"# {comment.text}"]
 
 
+class Kept(Comment):
+    """Where a drop would go, for a table that survives downgrades: a comment saying why."""
+
+
+@renderers.dispatch_for(Kept)
+def _render_kept(context: AutogenContext, kept: Kept) -> list[str]:
+    # `pass`: a downgrade() with nothing else to do stays valid Python.
+    return [*(f"# {line}" for line in textwrap.wrap(kept.text, width=80)), "pass"]
+
+
 class Rewrite:
     """The rewriting of one revision: its operations, and what the file must declare."""
 
@@ -197,6 +208,15 @@ class Rewrite:
         self, operation: ops.MigrateOperation, direction: str, fresh: set[str]
     ) -> list[ops.MigrateOperation]:
         table = _table_of(operation)
+        kept = (getattr(operation, "info", None) or {}).get(SURVIVES_DOWNGRADE)
+        if isinstance(operation, ops.CreateTableOp) and kept:
+            # A downgrade below this revision keeps the table, so upgrading again finds it.
+            operation.if_not_exists, operation.info = True, {}
+            self._lock(
+                direction,
+                f"create_table {table} IF NOT EXISTS: a new table, nothing existing is locked",
+            )
+            return [operation]
         if isinstance(operation, ops.CreateTableOp):
             referenced = _referenced_tables(operation)
             self._lock(
@@ -210,6 +230,9 @@ class Rewrite:
                 ),
             )
             return [operation]
+        if isinstance(operation, ops.DropTableOp) and kept:
+            self._lock(direction, f"{table} is kept, nothing is locked")
+            return [Kept(f"{table} is kept: {kept}.")]
         if isinstance(operation, ops.DropTableOp):
             self._drop(direction, "tables", table, "ban-drop-table")
             self._lock(direction, f"drop_table {table}: {GUARDED_DROP}")

@@ -25,7 +25,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from media_db import guarded_ops, settings
+from media_db import backup, guarded_ops, settings
 from models import Base
 
 log = logging.getLogger("alembic.env")
@@ -46,6 +46,9 @@ class DeployOptions(TypedDict):
     backoff: float
     allow_data_loss: bool
     debug: bool
+    backup: str
+    backup_dir: str
+    progress_interval: float
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,13 @@ class Option:
     name: str  # as given with -x
     environment: str
     default: str
-    kind: str  # "seconds", "count", "duration" or "switch"
+    kind: str  # "seconds", "count", "duration", "switch", "choice" or "path"
     maximum: float = 0  # seconds (durations: in seconds too), or a count
     example: str = ""
     # Switches: the exact values that mean yes and no, given with -x / in the environment.
     x_values: tuple[str, str] = ("true", "false")
     environment_values: tuple[str, str] = ("1", "0")
+    choices: tuple[str, ...] = ()  # "choice": the values accepted
 
 
 # Our migration session waits at most lock_timeout for a lock (n8n's traffic queues behind any
@@ -79,6 +83,18 @@ OPTIONS = {
         Option("lock-retry-backoff", "MIGRATION_LOCK_RETRY_BACKOFF", "2", "seconds", 60, "2"),
         Option("allow-data-loss", "ALLOW_DATA_LOSS", "", "switch", example="true"),
         Option("debug", "MIGRATION_DEBUG", "", "switch", example="true"),
+        # Before a consented drop, its rows go to a file (media_db/backup.py), unless skipped.
+        Option(
+            "backup", "MIGRATION_BACKUP", "on", "choice", example="skip", choices=("on", "skip")
+        ),
+        Option(
+            "backup-dir",
+            "MIGRATION_BACKUP_DIR",
+            str(backup.DEFAULT_DIRECTORY),
+            "path",
+            example="/var/backups/media",
+        ),
+        Option("progress-interval", "MIGRATION_PROGRESS_INTERVAL", "5", "seconds", 3600, "5"),
     )
 }
 TIMEOUTS = ("lock_timeout", "statement_timeout")
@@ -111,6 +127,14 @@ def _parse(option: Option, x_arguments: Mapping[str, str], environ: Mapping[str,
             if option.name == "allow-data-loss"
             else (f"exactly {yes} or {no}")
         )
+    elif option.kind == "choice":
+        if value in option.choices:
+            return value
+        accepted = f"one of {', '.join(option.choices)}"
+    elif option.kind == "path":
+        if value.strip():
+            return value
+        accepted = "a folder"
     elif option.kind == "duration":
         match = DURATION.fullmatch(value)
         if match and 0 < int(match[1]) * DURATION_SECONDS[match[2] or ""] <= option.maximum:
@@ -154,6 +178,9 @@ def options(
         "backoff": value["lock-retry-backoff"],
         "allow_data_loss": value["allow-data-loss"],
         "debug": value["debug"],
+        "backup": value["backup"],
+        "backup_dir": value["backup-dir"],
+        "progress_interval": value["progress-interval"],
     }
 
 
@@ -184,7 +211,7 @@ def migration_lock(
         )
         deadline, pause, last_holder = time.monotonic() + wait_seconds, 0.05, None
         while not session.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}):
-            holder = _lock_holder(session, key)
+            holder = lock_holder(session, key) or "a session that just let go"
             if holder != last_holder:
                 log.info("Waiting for the migration lock, held by %s", holder)
                 last_holder = holder
@@ -249,19 +276,21 @@ def _busy_migration_backends(session: Connection, own: int) -> str:
     )
 
 
-def _lock_holder(session: Connection, key: int) -> str:
+def lock_holder(session: Connection, key: int) -> str | None:
+    """Who holds the migration lock keyed `key`, or None."""
     row = session.execute(
         text("""
             SELECT a.pid, a.application_name, a.client_addr, a.backend_start
             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
             WHERE l.locktype = 'advisory' AND l.granted
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
               AND l.classid = ((:key >> 32) & 4294967295)::bigint::oid
               AND l.objid = (:key & 4294967295)::bigint::oid AND l.objsubid = 1
         """),
         {"key": key},
     ).first()
     if row is None:
-        return "a session that just let go"
+        return None
     return (
         f"pid {row.pid} ({row.application_name or 'no application_name'}, "
         f"from {row.client_addr or 'local socket'}, since {row.backend_start:%H:%M:%S})"
@@ -316,6 +345,7 @@ def _blockers(connection: Connection) -> str:
             SELECT DISTINCT a.pid, a.application_name, a.state, left(a.query, 120) AS query
             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
             WHERE l.granted AND l.pid <> pg_backend_pid()
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
               AND l.relation IN (SELECT to_regclass(t) FROM unnest(CAST(:tables AS text[])) t)
             ORDER BY a.pid
         """),

@@ -3,6 +3,7 @@
 from models.base import Base
 from models.enums import AnalysisStatus, JobStatus
 from models.media import AnalysisResult, MediaItem, ProcessingJob
+from models.migration_history import MigrationHistory
 from models.triggers import ENTITIES, SCHEMA
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "Base",
     "JobStatus",
     "MediaItem",
+    "MigrationHistory",
     "ProcessingJob",
 ]

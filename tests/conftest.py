@@ -37,6 +37,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     stack = config.stash[EXIT_STACK] = contextlib.ExitStack()
     workdir = Path(tempfile.mkdtemp(prefix="media-db-tests-"))
     stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+    # Backups that consented drops write (media_db/backup.py) go with the run, not the checkout;
+    # the workers inherit it.
+    os.environ.setdefault("MIGRATION_BACKUP_DIR", str(workdir / "backups"))
     try:
         chosen = config.stash[SERVER] = stack.enter_context(start_server(workdir))
     except NoTestServer as error:

@@ -1,9 +1,11 @@
-"""`alembic downgrade base` removes every object of ours and nothing else."""
+"""`alembic downgrade base` removes every object of ours and nothing else, but for the version
+table (emptied) and the migration history (kept: it records the downgrade itself)."""
 
 from alembic import command
 from sqlalchemy import Engine, text
 
 from media_db import catalog
+from media_db.history import TABLE as HISTORY
 from media_db.migrations import VERSION_TABLE
 from models import Base
 from tests.helpers import alembic_config
@@ -12,6 +14,7 @@ OUR_RELATIONS = text("""
     SELECT relname FROM pg_class
     WHERE relnamespace = CAST(current_schema() AS regnamespace)
       AND relname NOT IN (:version_table, :version_index)
+      AND relname NOT LIKE :history
 """)
 
 
@@ -24,7 +27,16 @@ def test_downgrade_base_drops_our_tables_indexes_and_constraints(engine: Engine)
         command.downgrade(config, "base")
 
         leftovers = connection.scalars(
-            OUR_RELATIONS, {"version_table": VERSION_TABLE, "version_index": f"{VERSION_TABLE}_pkc"}
+            OUR_RELATIONS,
+            {
+                "version_table": VERSION_TABLE,
+                "version_index": f"{VERSION_TABLE}_pkc",
+                "history": f"{HISTORY.name}%",  # the table, its key and its identity sequence
+            },
         ).all()
         assert leftovers == []
         assert connection.scalar(text(f"SELECT count(*) FROM {VERSION_TABLE}")) == 0
+        last = connection.execute(
+            text(f"SELECT revision, direction FROM {HISTORY.name} ORDER BY id DESC LIMIT 1")
+        ).one()
+        assert tuple(last) == ("0001", "downgrade")

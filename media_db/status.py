@@ -1,0 +1,291 @@
+"""`make status` (`python -m media_db.status [--json]`): the operator's view before and after a
+deploy, read-only.
+
+Shows the revision against head and what is pending (with each revision's `Locks:`), applied
+revisions whose file changed since (checksums in the migration history), drift against the
+models (`make verify`'s comparison, at head only: behind head the models are ahead by design),
+INVALID indexes, the migration lock's holder, sessions whose open transactions on our tables
+would block DDL now, processing_jobs' dead tuples and last autovacuum, and the server's major.
+
+Exit status: 0 when nothing needs attention, 1 when something does (each such line is marked
+`!`), 2 when the database cannot be read. The session waits at most STATUS_LOCK_TIMEOUT for any
+lock and STATUS_STATEMENT_TIMEOUT per statement, so a busy database cannot hang it.
+"""
+
+import argparse
+import json
+import sys
+import textwrap
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import Script, ScriptDirectory
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from media_db import history, migrations, safety, verify
+from media_db.connect import DatabaseUnavailable, open_connection
+from media_db.local_server import REPO_ROOT
+
+STATUS_LOCK_TIMEOUT, STATUS_STATEMENT_TIMEOUT = "1s", "30s"
+# A transaction older than the migrations' lock_timeout on one of our tables makes DDL give up.
+BLOCKING_AFTER_SECONDS = 5.0
+# Each claim leaves a dead entry in the claim index until VACUUM (docs: known pitfalls); past
+# this many, claims read noticeably more pages.
+DEAD_TUPLES_ATTENTION = 10_000
+
+HOLDING_OUR_TABLES = text("""
+    SELECT DISTINCT a.pid, coalesce(a.application_name, '') AS application, a.state,
+           extract(epoch FROM now() - a.xact_start) AS age, left(a.query, 200) AS query
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.granted AND l.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.relation IN (SELECT to_regclass(t) FROM unnest(CAST(:tables AS text[])) t)
+    ORDER BY age DESC
+""")
+INVALID_INDEXES = text("""
+    SELECT c.relname AS tbl, i.relname AS idx FROM pg_index x
+    JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid
+    WHERE NOT x.indisvalid AND c.relnamespace = CAST(current_schema() AS regnamespace)
+      AND c.relname = ANY(:tables) ORDER BY 1, 2
+""")
+VACUUM = text("""
+    SELECT n_live_tup, n_dead_tup, last_autovacuum, last_vacuum FROM pg_stat_user_tables
+    WHERE relid = to_regclass('processing_jobs')
+""")
+
+
+@dataclass
+class Status:
+    server_major: int = 0
+    current: list[str] = field(default_factory=list)
+    head: list[str] = field(default_factory=list)
+    pending: list[dict[str, str]] = field(default_factory=list)
+    changed_since_applied: list[str] = field(default_factory=list)
+    without_checksum: list[str] = field(default_factory=list)
+    drift: list[str] | None = None  # None: not compared (not at head)
+    invalid_indexes: list[str] = field(default_factory=list)
+    migration_lock_holder: str | None = None
+    blocking_sessions: list[dict[str, Any]] = field(default_factory=list)
+    blocking_after_seconds: float = BLOCKING_AFTER_SECONDS
+    processing_jobs: dict[str, Any] = field(default_factory=dict)
+    attention: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def locks_of(script: Script) -> str:
+    """The `Locks:` paragraph of a revision's docstring, on one line."""
+    doc = script.module.__doc__ or ""
+    start = doc.find("Locks:")
+    if start < 0:
+        return "(no Locks: line)"
+    paragraph = doc[start:].split("\n\n", 1)[0].removeprefix("Locks:")
+    # `make revision` lists both directions: what an upgrade takes is the upgrade part.
+    if "\n  upgrade:" in paragraph:
+        paragraph = paragraph.split("\n  upgrade:", 1)[1].split("\n  downgrade:", 1)[0]
+    return " ".join(paragraph.split())
+
+
+def collect(
+    connection: Connection, script: ScriptDirectory, blocking_after: float = BLOCKING_AFTER_SECONDS
+) -> Status:
+    began = time.monotonic()
+    status = Status()
+    version = connection.dialect.server_version_info or (0,)
+    status.server_major = int(version[0])
+    if version < migrations.MINIMUM_SERVER:
+        status.attention.append(f"server {status.server_major} is older than we support")
+
+    context = MigrationContext.configure(
+        connection, opts={"version_table": migrations.VERSION_TABLE}
+    )
+    status.current = sorted(context.get_current_heads())
+    status.head = sorted(script.get_heads())
+    at_head = status.current == status.head
+    applied = [
+        found.revision
+        for found in script.revision_map.iterate_revisions(tuple(status.current), "base")
+        if found is not None
+    ]
+    for later in script.iterate_revisions("heads", tuple(status.current) or "base"):
+        if later.revision not in applied:
+            status.pending.append({"revision": later.revision, "locks": locks_of(later)})
+    status.pending.reverse()
+    if status.pending:
+        status.attention.append(f"{_plural(len(status.pending), 'revision')} pending")
+
+    recorded = history.applied_checksums(connection) if history.table_exists(connection) else {}
+    for rev in reversed(applied):
+        file = script.get_revision(rev)
+        if recorded.get(rev) is None or file is None:
+            status.without_checksum.append(rev)
+        elif recorded[rev] != history.checksum(file.path):
+            status.changed_since_applied.append(rev)
+    if status.changed_since_applied:
+        status.attention.append(f"changed since applied: {', '.join(status.changed_since_applied)}")
+    connection.rollback()
+
+    if at_head:
+        status.drift = verify.schema_drift(connection)
+        if status.drift:
+            status.attention.append(f"{_plural(len(status.drift), 'difference')} from the models")
+
+    tables = list(safety.OUR_TABLES)
+    status.invalid_indexes = [
+        f"{row.idx} on {row.tbl}" for row in connection.execute(INVALID_INDEXES, {"tables": tables})
+    ]
+    if status.invalid_indexes:
+        status.attention.append(f"INVALID: {', '.join(status.invalid_indexes)}")
+
+    key = safety.advisory_key(migrations.VERSION_TABLE)
+    status.migration_lock_holder = safety.lock_holder(connection, key)
+
+    for row in connection.execute(HOLDING_OUR_TABLES, {"tables": tables}):
+        session = {
+            "pid": row.pid,
+            "application": row.application,
+            "state": row.state,
+            "age_seconds": round(float(row.age), 1),
+            "query": " ".join(row.query.split()),
+        }
+        status.blocking_sessions.append(session)
+    status.blocking_after_seconds = blocking_after
+    old = [s for s in status.blocking_sessions if s["age_seconds"] > blocking_after]
+    if old:
+        status.attention.append(
+            f"{_plural(len(old), 'session')} would block DDL longer than the migrations' "
+            f"lock_timeout: {', '.join(str(s['pid']) for s in old)}"
+        )
+
+    if (jobs := connection.execute(VACUUM).first()) is not None:
+        status.processing_jobs = {
+            "live_tuples": jobs.n_live_tup,
+            "dead_tuples": jobs.n_dead_tup,
+            "last_autovacuum": _iso(jobs.last_autovacuum),
+            "last_vacuum": _iso(jobs.last_vacuum),
+        }
+        if jobs.n_dead_tup > DEAD_TUPLES_ATTENTION:
+            status.attention.append(
+                f"processing_jobs has {jobs.n_dead_tup:,} dead tuples: claims slow until VACUUM"
+            )
+    connection.rollback()
+    status.seconds = round(time.monotonic() - began, 3)
+    return status
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat(timespec="seconds") if value is not None else None
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def render(status: Status) -> str:
+    mark = {True: "! ", False: "  "}
+    at = ", ".join(status.current) or "base (no revision applied)"
+    lines = [
+        f"PostgreSQL {status.server_major}",
+        f"{mark[bool(status.pending)]}Revision: {at}; head {', '.join(status.head)}"
+        + ("" if status.pending else " (up to date)"),
+    ]
+    for entry in status.pending:
+        lines += textwrap.wrap(
+            f"pending {entry['revision']}: Locks: {entry['locks']}",
+            width=100,
+            initial_indent="    ",
+            subsequent_indent="      ",
+            break_on_hyphens=False,
+        )
+    if status.pending:
+        lines.append("    run `make upgrade` (`make sql` shows the SQL first)")
+    if status.changed_since_applied:
+        lines.append(
+            f"! Changed since applied: {', '.join(status.changed_since_applied)} "
+            "(landed revisions are never edited: restore the file, fix forward in a new one)"
+        )
+    else:
+        lines.append("  Applied revision files: unchanged since applied")
+    if status.without_checksum:
+        lines.append(
+            f"    no checksum recorded for {', '.join(status.without_checksum)} "
+            "(applied before the migration history existed)"
+        )
+    if status.drift is None:
+        lines.append("  Drift: not compared (the database is not at head)")
+    elif status.drift:
+        lines.append("! Drift from the models:")
+        lines += [f"    {line}" for line in status.drift]
+    else:
+        lines.append("  Drift: none (live schema matches the models)")
+    if status.invalid_indexes:
+        lines.append(
+            f"! INVALID indexes: {', '.join(status.invalid_indexes)} (a failed concurrent "
+            "build: the revision's re-run rebuilds it)"
+        )
+    else:
+        lines.append("  INVALID indexes: none")
+    lines.append(f"  Migration lock: {status.migration_lock_holder or 'free'}")
+    if status.blocking_sessions:
+        old = any(
+            s["age_seconds"] > status.blocking_after_seconds for s in status.blocking_sessions
+        )
+        lines.append(f"{mark[old]}Sessions holding our tables (would block DDL now):")
+        lines += [
+            f"    pid {s['pid']} ({s['application'] or 'no application_name'}, {s['state']}, "
+            f"transaction {s['age_seconds']:.1f} s old): {s['query'][:120]}"
+            for s in status.blocking_sessions
+        ]
+    else:
+        lines.append("  Sessions holding our tables: none")
+    if status.processing_jobs:
+        jobs = status.processing_jobs
+        dead = jobs["dead_tuples"] > DEAD_TUPLES_ATTENTION
+        lines.append(
+            f"{mark[dead]}processing_jobs: {jobs['dead_tuples']:,} dead tuples, "
+            f"{jobs['live_tuples']:,} live; last autovacuum {jobs['last_autovacuum'] or 'never'}"
+            f", last vacuum {jobs['last_vacuum'] or 'never'}"
+        )
+    verdict = f"Needs attention: {'; '.join(status.attention)}" if status.attention else "All clear"
+    return "\n".join([*lines, f"{verdict} ({status.seconds:.2f} s)"])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="make status", description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument(
+        "--blocking-after",
+        type=float,
+        default=BLOCKING_AFTER_SECONDS,
+        metavar="SECONDS",
+        help="a transaction on our tables older than this needs attention (default: %(default)s,"
+        " the migrations' lock_timeout)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        connection = open_connection("status")
+    except DatabaseUnavailable as error:
+        print(error, file=sys.stderr)
+        return 2
+    script = ScriptDirectory.from_config(Config(str(REPO_ROOT / "alembic.ini")))
+    with connection:
+        connection.exec_driver_sql(
+            f"SET lock_timeout = '{STATUS_LOCK_TIMEOUT}'; "
+            f"SET statement_timeout = '{STATUS_STATEMENT_TIMEOUT}'"
+        )
+        connection.commit()
+        try:
+            status = collect(connection, script, args.blocking_after)
+        except SQLAlchemyError as error:
+            orig = getattr(error, "orig", None) or error
+            print(f"Cannot read the status: {' '.join(str(orig).split())}", file=sys.stderr)
+            return 2
+    print(json.dumps(asdict(status), indent=2) if args.json else render(status))
+    return 1 if status.attention else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

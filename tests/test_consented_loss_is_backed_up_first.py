@@ -1,0 +1,113 @@
+"""A drop the operator consented to first writes the rows (values) it destroys to a backup,
+under the drop's own lock, and the printed command puts every one of them back; opting out
+(`-x backup=skip`) writes nothing."""
+
+import json
+import re
+from pathlib import Path
+
+from alembic import command
+from sqlalchemy import URL, Connection, Engine, create_engine, pool, text
+
+from tests.helpers import alembic_config, environment, run
+from tests.test_dropped_data_is_never_lost_unasked import config_for, with_thumbnail
+
+__all__ = ["with_thumbnail"]  # the fixture, shared with the test of refusals
+
+SEED = """
+INSERT INTO media_items (id, source_url, source_type, metadata, file_size)
+SELECT gen_random_uuid(), 'https://example.com/' || n, 'youtube',
+       jsonb_build_object('n', n, 'quote', 'it''s, "csv"'), n * 1000
+FROM generate_series(1, 250) n;
+INSERT INTO processing_jobs (media_item_id, workflow_type, priority, error_message)
+SELECT id, 'transcode', 3, E'line one\\nline two' FROM media_items;
+INSERT INTO analysis_results (media_item_id, analysis_type, provider, result_data)
+SELECT id, 'labels', 'openai', '{"labels": ["a", "b"]}' FROM media_items WHERE file_size > 100000;
+"""
+TABLES = ("media_items", "processing_jobs", "analysis_results")
+
+
+def contents(connection: Connection) -> dict[str, list[str]]:
+    connection.rollback()
+    return {
+        table: sorted(str(row) for row in connection.execute(text(f"SELECT * FROM {table}")))
+        for table in TABLES
+    }
+
+
+def backup_directory(root: Path) -> Path:
+    [directory] = root.iterdir()
+    return directory
+
+
+def test_downgrade_base_with_consent_backs_up_every_row_and_restore_puts_them_back(
+    engine: Engine, tmp_path: Path
+) -> None:
+    backups = tmp_path / "backups"
+    with engine.connect() as connection:
+        command.upgrade(alembic_config(connection), "head")
+        connection.exec_driver_sql(SEED)
+        connection.commit()
+        before = contents(connection)
+        assert all(before.values())
+    # The CLI, as an operator runs it: the restore command is printed.
+    env = environment(engine.url, MIGRATION_BACKUP_DIR=str(backups), ALLOW_DATA_LOSS="1")
+    downgraded = run(["alembic", "downgrade", "base"], env)
+    assert downgraded.returncode == 0, downgraded.stderr
+    directory = backup_directory(backups)
+    assert f"make restore BACKUP={directory}" in downgraded.stderr
+    manifest = json.loads((directory / "manifest.json").read_text())
+    # In drop order, children first; restore goes the other way.
+    assert [entry["table"] for entry in manifest["entries"]] == [
+        "processing_jobs",
+        "analysis_results",
+        "media_items",
+    ]
+
+    refused = run(["python", "-m", "media_db.backup", "restore", str(directory)], env)
+    assert refused.returncode == 1
+    assert "media_items does not exist: bring the schema back first" in refused.stderr
+
+    assert run(["alembic", "upgrade", "head"], env).returncode == 0
+    restored = run(["make", "restore", f"BACKUP={directory}"], env)
+    assert restored.returncode == 0, restored.stderr
+    assert re.search(r"media_items: 250 restored", restored.stdout)
+    with engine.connect() as connection:
+        assert contents(connection) == before
+
+
+def test_a_dropped_column_is_backed_up_and_restored_by_key(
+    with_thumbnail: tuple[Path, URL], tmp_path: Path
+) -> None:
+    project, url = with_thumbnail
+    backups = tmp_path / "backups"
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        connection.execute(text("UPDATE media_items SET thumbnail_path = 'kept.jpg'"))
+        connection.execute(
+            text("INSERT INTO media_items (source_url, source_type) VALUES ('no thumb', 't')")
+        )
+        connection.commit()
+        before = sorted(
+            connection.execute(text("SELECT id, thumbnail_path FROM media_items")).all()
+        )
+        x = ("allow-data-loss=true", f"backup-dir={backups}")
+        command.downgrade(config_for(project, connection, *x), "-1")
+        directory = backup_directory(backups)
+        assert (directory / "media_items.thumbnail_path.csv").read_text().count("\n") == 2
+        command.upgrade(config_for(project, connection), "head")
+        done = run(["python", "-m", "media_db.backup", "restore", str(directory)], environment(url))
+        assert done.returncode == 0, done.stderr
+        connection.rollback()
+        after = sorted(connection.execute(text("SELECT id, thumbnail_path FROM media_items")).all())
+    assert after == before
+
+
+def test_backup_skip_writes_nothing(with_thumbnail: tuple[Path, URL], tmp_path: Path) -> None:
+    project, url = with_thumbnail
+    backups = tmp_path / "backups"
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        connection.execute(text("UPDATE media_items SET thumbnail_path = 'gone.jpg'"))
+        connection.commit()
+        x = ("allow-data-loss=true", f"backup-dir={backups}", "backup=skip")
+        command.downgrade(config_for(project, connection, *x), "-1")
+    assert not backups.exists()

@@ -1,0 +1,72 @@
+"""Long migration work reports while it runs: a concurrent index build its phase (read from
+pg_stat_progress_create_index on a side connection), a batched backfill its rows done, rows left
+and ETA; each revision logs its duration when it ends."""
+
+import subprocess
+import time
+
+from alembic import command
+from sqlalchemy import URL, create_engine, pool, text
+
+from tests.conftest import FreshDatabase
+from tests.helpers import BIN, REPO_ROOT, alembic_config, environment, run
+
+FAST = ["-x", "progress-interval=0.1"]
+
+
+def at(url: URL, revision: str) -> None:
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        command.upgrade(alembic_config(connection), revision)
+
+
+def test_backfill_reports_rows_done_left_and_eta(fresh_database: FreshDatabase) -> None:
+    url = fresh_database()
+    at(url, "0001")  # before 0002's CHECK (status IS NOT NULL) refuses new NULLs
+    with create_engine(url, poolclass=pool.NullPool).begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO processing_jobs (workflow_type, status) "
+                "SELECT 'w', NULL FROM generate_series(1, 200000)"
+            )
+        )
+    done = run(["alembic", *FAST, "upgrade", "0003"], environment(url), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Progress: backfill processing_jobs: " in done.stderr
+    assert "ETA" in done.stderr
+    assert " rows done, " in done.stderr
+    assert "Upgrade 0003 took " in done.stderr
+
+
+def test_concurrent_index_build_reports_its_phase(fresh_database: FreshDatabase) -> None:
+    url = fresh_database()
+    at(url, "0006")
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as writer:
+        # An open write: CREATE INDEX CONCURRENTLY waits for it before building.
+        writer.execute(text("INSERT INTO processing_jobs (workflow_type) VALUES ('w')"))
+        migration = subprocess.Popen(
+            [str(BIN / "alembic"), *FAST, "upgrade", "0007"],
+            cwd=REPO_ROOT,
+            env=environment(url),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        with engine.connect() as watcher:
+            deadline = time.monotonic() + 60  # Python starting alembic on a busy machine
+            while time.monotonic() < deadline and not watcher.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_progress_create_index "
+                    "WHERE datname = current_database()"  # the server may be shared
+                )
+            ):
+                watcher.rollback()
+                time.sleep(0.05)
+        time.sleep(0.5)  # a few progress intervals
+        writer.commit()
+    _, stderr = migration.communicate(timeout=120)
+    assert migration.returncode == 0, stderr
+    assert "Progress: CREATE INDEX CONCURRENTLY idx_processing_jobs_claim on processing_jobs: " in (
+        stderr
+    )
+    assert "waiting for " in stderr
+    assert "Upgrade 0007 took " in stderr

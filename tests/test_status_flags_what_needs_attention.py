@@ -1,0 +1,126 @@
+"""`make status` exits 0 on a healthy database, quickly, and non-zero naming each thing that needs
+attention: pending revisions (with their Locks), a revision file changed since it was applied,
+drift, an INVALID index, a session whose transaction would block DDL, dead tuples; it names the
+migration lock's holder and the server's major, in text and JSON."""
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from sqlalchemy import URL, Engine, create_engine, pool, text
+from sqlalchemy.exc import IntegrityError
+
+from media_db import migrations, safety
+from tests.conftest import FreshDatabase
+from tests.helpers import HEAD, alembic_config, edit, environment, project_copy, run
+
+STATUS = ["python", "-m", "media_db.status"]
+
+
+def status(url: URL, *args: str, cwd: Path | None = None) -> tuple[int, dict[str, Any]]:
+    kwargs = {"cwd": cwd} if cwd is not None else {}
+    done = run([*STATUS, "--json", *args], environment(url), **kwargs)  # type: ignore[arg-type]
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_healthy_database_is_all_clear_and_quick(migrated: URL) -> None:
+    began = time.monotonic()
+    done = run(STATUS, environment(migrated))
+    elapsed = time.monotonic() - began
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "All clear" in done.stdout
+    assert "PostgreSQL " in done.stdout
+    _, found = status(migrated)
+    assert found["current"] == found["head"] == [HEAD]
+    assert found["drift"] == []
+    assert found["seconds"] < 2, "the checks themselves, without Python's start"
+    assert elapsed < 20, "the whole command, Python's start on a loaded machine included"
+
+
+def test_behind_head_lists_pending_revisions_with_their_locks(
+    fresh_database: FreshDatabase,
+) -> None:
+    url = fresh_database()
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        command.upgrade(alembic_config(connection), "0006")
+    code, found = status(url)
+    assert code == 1
+    assert found["pending"][0]["revision"] == "0007"
+    assert "SHARE UPDATE EXCLUSIVE" in found["pending"][0]["locks"]
+    assert found["drift"] is None
+    text_form = run(STATUS, environment(url))
+    assert "run `make upgrade`" in text_form.stdout
+    assert text_form.stdout.splitlines()[-1].startswith("Needs attention: 2 revisions pending")
+
+
+def test_a_revision_edited_after_it_was_applied_is_flagged(tmp_path: Path, migrated: URL) -> None:
+    project = project_copy(tmp_path)
+    [landed] = (project / "alembic" / "versions").glob("*_0007_*.py")
+    edit(landed, ("ON processing_jobs (media_item_id)", "ON processing_jobs (media_item_id, id)"))
+    code, found = status(migrated, cwd=project)
+    assert code == 1
+    assert found["changed_since_applied"] == ["0007"]
+
+    edit(landed, ("ON processing_jobs (media_item_id, id)", "ON processing_jobs (media_item_id)"))
+    edit(landed, ("Why: the worker's claim", "Why: the workers' claim"))  # prose, not code
+    code, found = status(migrated, cwd=project)
+    assert code == 0
+    assert found["changed_since_applied"] == []
+
+
+def test_drift_invalid_index_blockers_lock_holder_and_dead_tuples_are_reported(
+    migrated: URL,
+) -> None:
+    engine: Engine = create_engine(migrated, poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        connection.execute(text("ALTER TABLE processing_jobs ALTER COLUMN priority SET DEFAULT 1"))
+        connection.execute(
+            text("INSERT INTO media_items (source_url, source_type) VALUES ('a', 't'), ('b', 't')")
+        )
+        connection.execute(
+            text(
+                "INSERT INTO processing_jobs (workflow_type) "
+                "SELECT 'w' FROM generate_series(1, 10001)"
+            )
+        )
+        connection.execute(text("DELETE FROM processing_jobs"))
+        connection.commit()
+    # A failed concurrent build leaves an INVALID index behind.
+    with (
+        engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection,
+        pytest.raises(IntegrityError),
+    ):
+        connection.execute(
+            text("CREATE UNIQUE INDEX CONCURRENTLY one_per_type ON media_items (source_type)")
+        )
+    for _ in range(50):  # the statistics reach the server's views a moment after the commit
+        if status(migrated)[1]["processing_jobs"]["dead_tuples"] >= 10_001:
+            break
+        time.sleep(0.2)
+    with engine.connect() as holder, engine.connect() as blocker:
+        key = safety.advisory_key(migrations.VERSION_TABLE)
+        holder_pid = holder.scalar(text("SELECT pg_backend_pid()"))
+        holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        blocker_pid = blocker.scalar(text("SELECT pg_backend_pid()"))
+        blocker.execute(text("SELECT count(*) FROM media_items"))  # open, holding ACCESS SHARE
+        code, found = status(migrated, "--blocking-after", "0")
+        blocker.rollback()
+    assert code == 1
+    assert (
+        "processing_jobs column priority: expected integer NULL DEFAULT 5, "
+        "found integer NULL DEFAULT 1"
+    ) in found["drift"]
+    assert found["invalid_indexes"] == ["one_per_type on media_items"]
+    assert found["migration_lock_holder"].startswith(f"pid {holder_pid} ")
+    [session] = found["blocking_sessions"]
+    assert session["pid"] == blocker_pid
+    assert "count(*) FROM media_items" in session["query"]
+    assert found["processing_jobs"]["dead_tuples"] >= 10_001
+    assert found["server_major"] >= 13
+    attention = " | ".join(found["attention"])
+    for expected in ("from the models", "INVALID", "would block DDL", "dead tuples"):
+        assert expected in attention
