@@ -84,6 +84,8 @@ class Progress:
         heads: Collection[str],
         run_args: Mapping[str, Any],
     ) -> None:
+        if ctx.as_sql:
+            return  # offline: no database to read, and psql reports its own failures
         self.heads = tuple(sorted(heads))
         self.after_last_step = _ours(ctx.bind)
 

@@ -189,7 +189,10 @@ class Recorder:
                     side.execute(insert(TABLE), [*self.waiting, row])
                     self.waiting = []
         except Exception as side_error:  # the migration's own error matters more
-            log.warning("Could not record the failure in %s: %s", TABLE.name, side_error)
+            cause = getattr(side_error, "orig", None) or side_error
+            log.warning(
+                "Could not record the failure in %s: %s", TABLE.name, " ".join(str(cause).split())
+            )
 
 
 def _seconds(row: Mapping[str, Any]) -> str:

@@ -198,13 +198,13 @@ SAFE.append(
     )
 )
 
-ATTACH = "attach(Base.metadata.tables[MediaItem.__tablename__])\n"
+ANALYSIS_RESULT = "class AnalysisResult(Base):\n"
 SAFE.append(
     Change(
         "new table",
         (
             (
-                ATTACH,
+                ANALYSIS_RESULT,
                 "class Thumbnail(Base):\n"
                 '    __tablename__ = "thumbnails"\n\n'
                 "    id: Mapped[uuid.UUID] = mapped_column(\n"
@@ -213,7 +213,7 @@ SAFE.append(
                 "    media_item_id: Mapped[uuid.UUID] = mapped_column(\n"
                 '        ForeignKey("media_items.id", ondelete="CASCADE")\n'
                 "    )\n"
-                "    path: Mapped[str] = mapped_column(Text)\n\n\n" + ATTACH,
+                "    path: Mapped[str] = mapped_column(Text)\n\n\n" + ANALYSIS_RESULT,
             ),
         ),
         [
