@@ -23,9 +23,13 @@ RANGE ?= head
 # Two workers (2 cores): most of the suite's time is subprocesses starting Python.
 PYTEST_ARGS ?= -n 2
 SIZE ?= full
+# The major `make test-image` builds (13, 15 or 17: the Debian packages of bullseye, bookworm, trixie).
+PG ?= 15
+# `make test-matrix MAJORS="13 17"` runs a subset of the tested majors.
+MAJORS ?=
 
 .PHONY: help install upgrade downgrade current history adopt verify sql revision erd db-check test \
-        test-image test-docker \
+        test-image test-docker test-matrix \
         bench bench-upgrade lint lint-sql db-start db-stop
 
 help: ## List the targets
@@ -74,11 +78,14 @@ db-check: install ## Connect, print "Database connection successful" and the ser
 test: install ## Run the test suite on real PostgreSQL (see README: which server it uses)
 	pytest $(PYTEST_ARGS)
 
-test-image: ## Make a Docker engine available and build the local PostgreSQL test image
-	scripts/test-image.sh
+test-image: ## Make a Docker engine available and build the local PostgreSQL test image (PG=13|15|17)
+	PG='$(PG)' scripts/test-image.sh
 
 test-docker: install test-image ## Run the suite on PostgreSQL in Docker (testcontainers)
 	TEST_DB_BACKEND=docker pytest $(PYTEST_ARGS)
+
+test-matrix: install ## The migration tests on every tested major, one line each (images built if missing)
+	python -m tests.matrix $(MAJORS)
 
 bench: install ## Benchmark against raw psycopg in the same run (SIZE=full|tiny); JSON in results/
 	$(WITH_DB) python -m bench --size '$(SIZE)'

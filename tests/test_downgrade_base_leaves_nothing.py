@@ -1,5 +1,6 @@
 """`alembic downgrade base` removes every object of ours and nothing else."""
 
+import pytest
 from alembic import command
 from sqlalchemy import Engine, text
 
@@ -7,6 +8,8 @@ from media_db import catalog
 from media_db.migrations import VERSION_TABLE
 from models import Base
 from tests.helpers import alembic_config
+
+pytestmark = pytest.mark.migrations
 
 OUR_RELATIONS = text("""
     SELECT relname FROM pg_class

@@ -1,6 +1,7 @@
 """The database is shared with n8n: its tables (including one named `alembic_version`) survive
 upgrade, downgrade and autogenerate untouched, and `alembic check` passes beside them."""
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -9,6 +10,8 @@ from sqlalchemy import Connection, Engine, text
 from media_db import catalog
 from models import Base
 from tests.helpers import alembic_config
+
+pytestmark = pytest.mark.migrations
 
 N8N_LIKE_SCHEMA = """
 CREATE TABLE "user" (id uuid PRIMARY KEY, email varchar(255) UNIQUE);

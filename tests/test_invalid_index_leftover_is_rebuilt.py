@@ -3,11 +3,14 @@ EXISTS` alone would keep it forever. Revision 0007 drops such a leftover and bui
 
 import contextlib
 
+import pytest
 from alembic import command
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
 from tests.helpers import alembic_config
+
+pytestmark = pytest.mark.migrations
 
 VALIDITY = text("""
     SELECT i.indisvalid, pg_get_indexdef(i.indexrelid) FROM pg_index i

@@ -12,6 +12,8 @@ from sqlalchemy.exc import DBAPIError
 from media_db import catalog, migrations
 from tests.helpers import alembic_config
 
+pytestmark = pytest.mark.migrations
+
 
 def test_env_refuses_a_server_below_the_minimum(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
