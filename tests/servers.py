@@ -40,7 +40,9 @@ BACKEND_OF_MAJOR = {
 # TEST_POSTGRES_IMAGE=postgres:16 works as well.
 LOCAL_IMAGE = "media-analysis/postgres:{major}-local"
 DEFAULT_MAJOR = 15
-CONTAINER_LABEL = "media-analysis-tests"
+# Its value is the pid of the pytest process that owns the container: sessions share the
+# machine's engine, so a starting session removes only containers whose owner has died.
+CONTAINER_LABEL = "media-analysis-tests.pid"
 HOW_TO_GET_ONE = (
     "Give the suite a PostgreSQL: TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres "
     "(a server where it may CREATE DATABASE), or a running Docker engine, or `make install` "
@@ -167,8 +169,9 @@ def _docker(major: int | None) -> Iterator[DatabaseServer]:
     build = f"make test-image{f' PG={major}' if major not in (None, DEFAULT_MAJOR) else ''}"
     client = docker.from_env()
     try:
-        for stale in client.containers.list(all=True, filters={"label": CONTAINER_LABEL}):
-            stale.remove(force=True, v=True)
+        for labelled in client.containers.list(all=True, filters={"label": CONTAINER_LABEL}):
+            if not _alive(labelled.labels[CONTAINER_LABEL]):
+                labelled.remove(force=True, v=True)
         # No registry serves our local images: say how to build one rather than try a pull.
         if image == local_image and not client.images.list(name=image):
             raise NoTestServer(
@@ -184,7 +187,7 @@ def _docker(major: int | None) -> Iterator[DatabaseServer]:
         password=secrets.token_hex(8),
         dbname="postgres",
         driver="psycopg",
-    ).with_kwargs(labels={CONTAINER_LABEL: "1"})
+    ).with_kwargs(labels={CONTAINER_LABEL: str(os.getpid())})
     try:
         container.start()
     except Exception as error:
@@ -197,6 +200,18 @@ def _docker(major: int | None) -> Iterator[DatabaseServer]:
         yield DatabaseServer("docker", make_url(container.get_connection_url()))
     finally:
         container.stop()
+
+
+def _alive(pid: str) -> bool:
+    if not pid.isdigit() or int(pid) <= 0:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    return True
 
 
 @contextlib.contextmanager
