@@ -2,7 +2,8 @@
 
 The Makefile's database targets use it when no database is configured (see settings.py); the
 test suite uses it when it is given no other server. It listens on 127.0.0.1 only, on a free
-port chosen at start, keeps its data in a git-ignored folder and runs until `stop`.
+port chosen at start, keeps its data in a git-ignored folder and runs until `stop`. The suite's
+pgserver backend runs the `pgserver` wheel's PostgreSQL 16 the same way (`package="pgserver"`).
 
     python -m media_db.local_server exec -- alembic upgrade head   # configured DB, else this one
     python -m media_db.local_server start | stop | status
