@@ -9,7 +9,7 @@ pg_get_indexdef and pg_get_triggerdef print our schema identically; the one diff
 
 import sys
 import tempfile
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from alembic import command
@@ -62,17 +62,16 @@ def normalised(snapshot: catalog.Catalog, major: int) -> catalog.Catalog:
 
 
 def render(snapshot: catalog.Catalog) -> str:
-    """One line per object, tables and objects sorted by name, columns in table order."""
+    """One line per object, tables and objects sorted by name, columns in table order; every
+    other kind of object catalog.Table records (constraints, indexes...) by its field name."""
     lines = []
     for name, table in sorted(snapshot.items()):
         lines.append(name)
         lines += [f"  column {column}: {table.columns[column]}" for column in table.column_order]
-        for kind, objects in (
-            ("constraint", table.constraints),
-            ("index", table.indexes),
-            ("trigger", table.triggers),
-        ):
-            lines += [f"  {kind} {key}: {objects[key]}" for key in sorted(objects)]
+        for kind in fields(table):
+            objects = getattr(table, kind.name)
+            if kind.name != "columns" and isinstance(objects, dict):
+                lines += [f"  {kind.name} {key}: {objects[key]}" for key in sorted(objects)]
     return "\n".join(lines) + "\n"
 
 

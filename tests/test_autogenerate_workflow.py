@@ -6,13 +6,10 @@ import re
 import shutil
 from pathlib import Path
 
-import pytest
 from sqlalchemy import URL, create_engine, pool, text
 
 from tests.conftest import FreshDatabase
 from tests.helpers import REPO_ROOT, environment, run
-
-pytestmark = pytest.mark.migrations
 
 COPIED = ["alembic.ini", "alembic", "models", "media_db", "Makefile", "pyproject.toml", "uv.lock"]
 
