@@ -1,4 +1,4 @@
-"""`make test-matrix`: the migration-facing tests (marker `migrations`) on every tested major,
+"""`make test-matrix`: the migration-facing tests (marker `matrix`) on every tested major,
 each on the backend that provides it (tests/servers.py), one line per major: major, server,
 tests passed, time. Exits non-zero when any major fails; its pytest output is printed then.
 
@@ -27,7 +27,7 @@ def run_major(major: int, pytest_args: list[str]) -> tuple[bool, str, str]:
     env["TEST_PG_MAJOR"] = str(major)
     started = time.monotonic()
     result = subprocess.run(
-        [str(BIN / "pytest"), "-m", "migrations", *pytest_args],
+        [str(BIN / "pytest"), "-m", "matrix", *pytest_args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

@@ -8,7 +8,8 @@ from tests.conftest import FreshDatabase
 from tests.helpers import environment, run
 from tests.servers import DatabaseServer
 
-pytestmark = pytest.mark.migrations
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 
 def test_db_check_prints_a_tested_major_without_warning(

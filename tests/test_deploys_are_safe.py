@@ -17,7 +17,8 @@ from media_db.migrations import VERSION_TABLE
 from tests.conftest import FreshDatabase
 from tests.helpers import HEAD, REPO_ROOT, alembic_config, environment, run
 
-pytestmark = pytest.mark.migrations
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 
 def test_eight_concurrent_upgrades_apply_each_revision_once(

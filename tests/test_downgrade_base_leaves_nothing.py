@@ -9,7 +9,8 @@ from media_db.migrations import VERSION_TABLE
 from models import Base
 from tests.helpers import alembic_config
 
-pytestmark = pytest.mark.migrations
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 OUR_RELATIONS = text("""
     SELECT relname FROM pg_class

@@ -11,7 +11,8 @@ from media_db import catalog
 from models import Base
 from tests.helpers import alembic_config
 
-pytestmark = pytest.mark.migrations
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 N8N_LIKE_SCHEMA = """
 CREATE TABLE "user" (id uuid PRIMARY KEY, email varchar(255) UNIQUE);

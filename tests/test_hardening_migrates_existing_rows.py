@@ -10,7 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from media_db.migrations import VERSION_TABLE
 from tests.helpers import alembic_config
 
-pytestmark = pytest.mark.migrations
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 SEED_AT_0001 = """
 INSERT INTO media_items (id, source_url, source_type, file_size)

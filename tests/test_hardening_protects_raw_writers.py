@@ -7,7 +7,8 @@ import pytest
 from sqlalchemy import URL, create_engine, pool, text
 from sqlalchemy.exc import IntegrityError
 
-pytestmark = pytest.mark.migrations
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 MEDIA = "INSERT INTO media_items (source_url, source_type) VALUES ('u', 's3') RETURNING id"
 

@@ -10,7 +10,8 @@ from sqlalchemy.exc import IntegrityError
 
 from tests.helpers import alembic_config
 
-pytestmark = pytest.mark.migrations
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 VALIDITY = text("""
     SELECT i.indisvalid, pg_get_indexdef(i.indexrelid) FROM pg_index i

@@ -12,7 +12,8 @@ from sqlalchemy.exc import DBAPIError
 from media_db import catalog, migrations
 from tests.helpers import alembic_config
 
-pytestmark = pytest.mark.migrations
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 
 def test_env_refuses_a_server_below_the_minimum(

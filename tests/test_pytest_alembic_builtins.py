@@ -8,7 +8,8 @@ from pytest_alembic.tests import (
     test_upgrade,
 )
 
-pytestmark = pytest.mark.migrations
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 __all__ = [
     "test_model_definitions_match_ddl",

@@ -10,7 +10,8 @@ from sqlalchemy import Connection, Engine, text
 
 from tests.helpers import alembic_config, environment, run
 
-pytestmark = pytest.mark.migrations
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 TABLES = ("media_items", "analysis_results", "processing_jobs")
 # pg_locks modes, weakest first.

@@ -10,7 +10,8 @@ from media_db.check import major_of
 from tests.majors import REFERENCE, head_catalog, not_null_constraints
 from tests.servers import DatabaseServer
 
-pytestmark = pytest.mark.migrations
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 
 def test_head_catalog_is_the_reference(migrated: URL, server: DatabaseServer) -> None:

@@ -9,7 +9,8 @@ from media_db import catalog
 from media_db.migrations import VERSION_TABLE
 from tests.helpers import alembic_config
 
-pytestmark = pytest.mark.migrations
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 REVISIONS = list(reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions())))
 
