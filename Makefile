@@ -24,9 +24,14 @@ M ?=
 # Two workers (2 cores): most of the suite's time is subprocesses starting Python.
 PYTEST_ARGS ?= -n 2
 SIZE ?= full
+# The major `make test-image` builds (13, 15 or 17: the Debian packages of bullseye, bookworm, trixie).
+PG ?= 15
+# `make test-matrix MAJORS="13 17"` runs a subset of the tested majors.
+MAJORS ?=
+
 # User values reach commands as environment variables ("$$REV"), never pasted into a recipe:
 # the shell never parses them, and `$(value ...)` keeps make from expanding $(...) inside them.
-USER_VALUES := REV RANGE M PYTEST_ARGS SIZE
+USER_VALUES := REV RANGE M PYTEST_ARGS SIZE PG MAJORS
 $(foreach name,$(USER_VALUES),$(eval override $(name) := $$(value $(name))))
 export $(USER_VALUES)
 # What Alembic takes as a revision here: an id (or its prefix), base, head(s), a relative step.
@@ -35,7 +40,7 @@ bad_revision = { printf '%s=%q is not a revision: use an id (e.g. 0004), base, h
   $(1) "$$$(1)" $(2) >&2; exit 2; }
 
 .PHONY: help install upgrade downgrade current history status adopt verify sql revision records erd \
-        db-check test test-image test-docker \
+        db-check test test-image test-docker test-matrix \
         bench bench-upgrade lint lint-sql db-start db-stop db-url psql restore
 
 help: ## List the targets
@@ -95,11 +100,14 @@ db-check: install ## Connect, print "Database connection successful" and the ser
 test: install ## Run the test suite on real PostgreSQL (see README: which server it uses)
 	pytest $$PYTEST_ARGS
 
-test-image: ## Make a Docker engine available and build the local PostgreSQL test image
-	scripts/test-image.sh
+test-image: ## Make a Docker engine available and build the local PostgreSQL test image (PG=13|15|17)
+	scripts/test-image.sh  # reads PG from the environment
 
 test-docker: install test-image ## Run the suite on PostgreSQL in Docker (testcontainers)
 	TEST_DB_BACKEND=docker pytest $$PYTEST_ARGS
+
+test-matrix: install ## The migration tests on every tested major, one line each (images built if missing)
+	python -m tests.matrix $$MAJORS  # split into words on purpose: MAJORS="13 17"
 
 bench: install ## Benchmark against raw psycopg in the same run (SIZE=full|tiny); JSON in results/
 	$(WITH_DB) python -m bench --size "$$SIZE"

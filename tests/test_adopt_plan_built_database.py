@@ -3,11 +3,15 @@ exactly revision 0001's; on any drift it lists each difference and changes nothi
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import URL, create_engine, pool, text
 
 from media_db.migrations import VERSION_TABLE
 from tests.conftest import FreshDatabase
 from tests.helpers import HEAD, environment, run
+
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 PLAN_SQL = (Path(__file__).parent / "sql" / "seed_plan_001_initial_schema.sql").read_text()
 

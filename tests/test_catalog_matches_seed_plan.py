@@ -4,6 +4,7 @@ database and `upgrade 0001` to another give the same catalog, object by object, 
 
 from pathlib import Path
 
+import pytest
 from alembic import command
 from sqlalchemy import create_engine, pool
 
@@ -11,6 +12,9 @@ from media_db import catalog
 from media_db.migrations import VERSION_TABLE
 from tests.conftest import FreshDatabase
 from tests.helpers import alembic_config
+
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 PLAN_SQL = (Path(__file__).parent / "sql" / "seed_plan_001_initial_schema.sql").read_text()
 

@@ -17,6 +17,9 @@ from media_db.migrations import VERSION_TABLE
 from tests.conftest import FreshDatabase
 from tests.helpers import HEAD, REPO_ROOT, alembic_config, environment, run
 
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
+
 
 def test_eight_concurrent_upgrades_apply_each_revision_once(
     fresh_database: FreshDatabase,

@@ -1,6 +1,7 @@
 """`alembic downgrade base` removes every object of ours and nothing else, but for the version
 table (emptied) and the migration history (kept: it records the downgrade itself)."""
 
+import pytest
 from alembic import command
 from sqlalchemy import Engine, text
 
@@ -9,6 +10,9 @@ from media_db.history import TABLE as HISTORY
 from media_db.migrations import VERSION_TABLE
 from models import Base
 from tests.helpers import alembic_config
+
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 OUR_RELATIONS = text("""
     SELECT relname FROM pg_class

@@ -26,6 +26,9 @@ Why: a test revision. Locks: catalog only.
 import sqlalchemy as sa
 from alembic import op
 
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
+
 revision = "{NEXT_REVISION}"
 down_revision = "{HEAD}"
 branch_labels = depends_on = None

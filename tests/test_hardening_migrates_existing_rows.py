@@ -10,6 +10,9 @@ from sqlalchemy import Engine, text
 from media_db.migrations import VERSION_TABLE
 from tests.helpers import alembic_config
 
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
+
 SEED_AT_0001 = """
 INSERT INTO media_items (id, source_url, source_type, file_size)
     VALUES ('00000000-0000-0000-0000-000000000001', 'u', 's3', 10);

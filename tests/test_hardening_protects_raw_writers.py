@@ -7,6 +7,9 @@ import pytest
 from sqlalchemy import URL, create_engine, pool, text
 from sqlalchemy.exc import IntegrityError
 
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
+
 MEDIA = "INSERT INTO media_items (source_url, source_type) VALUES ('u', 's3') RETURNING id"
 
 

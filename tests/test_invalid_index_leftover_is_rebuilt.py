@@ -3,11 +3,15 @@ EXISTS` alone would keep it forever. Revision 0007 drops such a leftover and bui
 
 import contextlib
 
+import pytest
 from alembic import command
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
 from tests.helpers import alembic_config
+
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 VALIDITY = text("""
     SELECT i.indisvalid, pg_get_indexdef(i.indexrelid) FROM pg_index i

@@ -12,6 +12,9 @@ from sqlalchemy import Engine, text
 from media_db.migrations import VERSION_TABLE
 from tests.helpers import alembic_config, environment, run
 
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
+
 
 def test_upgrade_blocked_by_a_lock_times_out_and_changes_nothing(engine: Engine) -> None:
     with engine.connect() as connection:

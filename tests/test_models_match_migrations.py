@@ -16,6 +16,9 @@ from tests.helpers import alembic_config, environment, project_copy, run
 # make test-matrix runs these on every PostgreSQL major.
 pytestmark = pytest.mark.matrix
 
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
+
 
 def test_head_matches_the_models_exactly(engine: Engine) -> None:
     with engine.connect() as connection:

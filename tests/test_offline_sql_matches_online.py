@@ -1,6 +1,7 @@
 """`alembic upgrade head --sql`, made with no database at all and applied by psql, builds the
 same catalog and records the same revision as an online upgrade."""
 
+import pytest
 from alembic import command
 from sqlalchemy import URL, create_engine, pool, text
 
@@ -9,6 +10,9 @@ from media_db.local_server import client
 from media_db.migrations import VERSION_TABLE
 from tests.conftest import FreshDatabase
 from tests.helpers import HEAD, alembic_config, environment, run
+
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
 
 
 def psql_environment(url: URL) -> dict[str, str]:

@@ -12,6 +12,9 @@ from sqlalchemy.exc import DBAPIError
 from media_db import catalog, migrations
 from tests.helpers import alembic_config
 
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
+
 
 def test_env_refuses_a_server_below_the_minimum(
     engine: Engine, monkeypatch: pytest.MonkeyPatch

@@ -12,6 +12,9 @@ from media_db.migrations import VERSION_TABLE
 from tests.conftest import FreshDatabase
 from tests.helpers import HEAD, alembic_config, edit, environment, project_copy, run
 
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
+
 HEIGHT_CHECK = '        CheckConstraint("height > 0", name="height"),\n'
 IMPORTS = (
     "from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, text\n"

@@ -11,6 +11,9 @@ from media_db.history import TABLE as HISTORY
 from media_db.migrations import VERSION_TABLE
 from tests.helpers import alembic_config
 
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
+
 REVISIONS = list(reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions())))
 
 
