@@ -17,7 +17,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from alembic_utils.pg_function import PGFunction
 from alembic_utils.pg_trigger import PGTrigger
-from alembic_utils.replaceable_entity import ReplaceableEntity, register_entities
+from alembic_utils.replaceable_entity import ReplaceableEntity, register_entities, registry
 from sqlalchemy import Connection, Engine, MetaData
 from sqlalchemy.types import TypeDecorator
 
@@ -132,19 +132,29 @@ def describe(current: tuple[str, ...], script: ScriptDirectory) -> str:
     return ", ".join(current) + (" (head)" if at_head else "")
 
 
-def scoped_to(metadata: MetaData, entities: list[ReplaceableEntity], schema: str) -> dict[str, Any]:
+def scoped_to(
+    metadata: MetaData, entities: list[ReplaceableEntity], schema: str, *, with_entities: bool
+) -> dict[str, Any]:
     """Autogenerate options that keep every table outside `metadata` invisible, and every
     function and trigger that is not ours: ours are those in `entities` and the triggers on our
     tables, in `schema`.
 
     alembic_utils compares the entities of a process-wide registry, from a comparator it
-    installs when imported: registering them here puts them in autogenerate's scope."""
-    register_entities(
-        entities,
-        # Looked at even with no entity declared in it, so that removing the last is seen.
-        schemas=[schema],
-        entity_types={PGFunction, PGTrigger, *map(type, entities)},
-    )
+    installs when imported: registering them here puts them in autogenerate's scope. It learns
+    how the server stores an entity by building it in a rolled-back savepoint (DROP FUNCTION
+    ... CASCADE, CREATE TRIGGER), which queues an ACCESS EXCLUSIVE request on media_items
+    behind every open writer, stalling n8n's writes queued behind it (11 s measured behind an
+    open transaction). So only `make revision` (`with_entities`) compares them; `alembic check`
+    and `make verify` compare tables here, and functions and triggers through verify's catalog
+    comparison, which builds them in a scratch schema and locks nothing of ours."""
+    registry.clear()  # type: ignore[no-untyped-call]
+    if with_entities:
+        register_entities(
+            entities,
+            # Looked at even with no entity declared in it, so that removing the last is seen.
+            schemas=[schema],
+            entity_types={PGFunction, PGTrigger, *map(type, entities)},
+        )
     declared = {entity.identity for entity in entities}
 
     def include_name(name: str | None, type_: str, parent_names: dict[str, str | None]) -> bool:
@@ -162,7 +172,7 @@ def scoped_to(metadata: MetaData, entities: list[ReplaceableEntity], schema: str
             on_ours = (
                 isinstance(obj, PGTrigger) and obj.on_entity.partition(".")[2] in metadata.tables
             )
-            return obj.identity in declared or on_ours
+            return with_entities and (obj.identity in declared or on_ours)
         # Belt and braces for tables reflected by other means (e.g. a foreign key target).
         return not (type_ == "table" and reflected and name not in metadata.tables)
 
@@ -212,6 +222,12 @@ def write_lock_safe_revision(
         script.rev_id = f"{max((int(h) for h in heads if h.isdigit()), default=0) + 1:04d}"
     if script.upgrade_ops is not None and context.connection is not None:
         context.opts["template_args"].update(safe_autogenerate.rewrite(script, context.connection))
+
+
+def writes_revision(config: Config) -> bool:
+    """Whether this run is `alembic revision` from the command line (`make revision`)."""
+    command = getattr(config.cmd_opts, "cmd", None)  # absent when called from Python
+    return command is not None and command[0].__name__ == "revision"
 
 
 def _is_revision_command(config: Config, script: MigrationScript) -> bool:

@@ -18,6 +18,9 @@ from media_db.migrations import VERSION_TABLE
 from tests.conftest import FreshDatabase
 from tests.helpers import HEAD, NEXT_REVISION, alembic_config, project_copy
 
+# make test-matrix runs these on every PostgreSQL major.
+pytestmark = pytest.mark.matrix
+
 THUMBNAIL_REVISION = f'''"""Add media_items.thumbnail_path.
 
 Why: a test revision. Locks: catalog only.
@@ -25,9 +28,6 @@ Why: a test revision. Locks: catalog only.
 
 import sqlalchemy as sa
 from alembic import op
-
-# make test-matrix runs these on every PostgreSQL major.
-pytestmark = pytest.mark.matrix
 
 revision = "{NEXT_REVISION}"
 down_revision = "{HEAD}"

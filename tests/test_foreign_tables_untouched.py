@@ -130,6 +130,6 @@ def _env_options() -> dict[str, object]:
     from media_db.migrations import VERSION_TABLE, scoped_to
     from models import ENTITIES, SCHEMA
 
-    options = scoped_to(Base.metadata, ENTITIES, SCHEMA)
+    options = scoped_to(Base.metadata, ENTITIES, SCHEMA, with_entities=True)
     options.pop("process_revision_directives")
     return {**options, "version_table": VERSION_TABLE}
