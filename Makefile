@@ -69,7 +69,7 @@ history: install ## List the revisions, newest first
 	alembic history --verbose
 
 status: install ## Revision vs head, pending Locks, drift, blockers; exit 1 if it needs attention (JSON=1)
-	$(WITH_DB) python -m media_db.status $(if $(JSON),--json)
+	@$(WITH_DB) python -m media_db.status $(if $(JSON),--json)
 
 adopt: install ## Stamp a database built by hand with the plan's SQL at 0001, if it matches exactly
 	$(WITH_DB) python -m media_db.adopt

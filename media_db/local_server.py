@@ -309,7 +309,17 @@ def passwordless_url() -> "URL":
         server = LocalServer()
         server.ensure_running()
         url = server.url()
-    return url.set(drivername="postgresql", password=None)
+    from sqlalchemy import URL
+
+    # A new URL, not url.set(password=None): SQLAlchemy reads None there as "keep it".
+    return URL.create(
+        "postgresql",
+        username=url.username,
+        host=url.host,
+        port=url.port,
+        database=url.database,
+        query=url.query,
+    )
 
 
 def _psql() -> None:

@@ -52,12 +52,13 @@ def normalised(snapshot: catalog.Catalog, major: int) -> catalog.Catalog:
 
 
 def render(snapshot: catalog.Catalog) -> str:
-    """One line per object, tables and objects sorted by name, columns in table order; every
+    """One line per object, tables and objects sorted by name (columns too); every
     other kind of object catalog.Table records (constraints, indexes...) by its field name."""
     lines = []
     for name, table in sorted(snapshot.items()):
         lines.append(name)
-        lines += [f"  column {column}: {table.columns[column]}" for column in table.column_order]
+        # By name: ADD COLUMN appends, so a column added mid-model lands last in the table.
+        lines += [f"  column {column}: {table.columns[column]}" for column in sorted(table.columns)]
         for kind in fields(table):
             objects = getattr(table, kind.name)
             if kind.name != "columns" and isinstance(objects, dict):

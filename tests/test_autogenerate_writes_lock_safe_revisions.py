@@ -26,7 +26,7 @@ MIME_TYPE = "    mime_type: Mapped[str | None] = mapped_column(String(100))\n"
 IMPORTS = (
     "from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, text\n"
 )
-THUMBNAIL = "    thumbnail_path: Mapped[str | None] = mapped_column(String(500))\n"
+THUMBNAIL = "    probe_path: Mapped[str | None] = mapped_column(String(500))\n"
 CONCURRENT_BUILD = (
     r"with op\.get_context\(\)\.autocommit_block\(\):\n\s+op\.create_index\(\n"
     r"\s+(?:op\.f\()?\"{name}\"\)?,\n(?:.*\n)*?\s+postgresql_concurrently=True,\n"
@@ -49,10 +49,10 @@ SAFE = [
         ((LOCAL_PATH, LOCAL_PATH + THUMBNAIL),),
         [
             r'op\.add_column\(\s*"media_items", '
-            r'sa\.Column\("thumbnail_path", sa\.String\(length=500\)'
+            r'sa\.Column\("probe_path", sa\.String\(length=500\)'
         ],
-        [r'op\.drop_column\("media_items", "thumbnail_path"\)'],
-        "add_column media_items.thumbnail_path: ACCESS EXCLUSIVE, briefly: a catalog update",
+        [r'op\.drop_column\("media_items", "probe_path"\)'],
+        "add_column media_items.probe_path: ACCESS EXCLUSIVE, briefly: a catalog update",
     ),
     Change(
         "not null column with a constant default",
@@ -205,8 +205,8 @@ SAFE.append(
         (
             (
                 ANALYSIS_RESULT,
-                "class Thumbnail(Base):\n"
-                '    __tablename__ = "thumbnails"\n\n'
+                "class ProbeItem(Base):\n"
+                '    __tablename__ = "probe_items"\n\n'
                 "    id: Mapped[uuid.UUID] = mapped_column(\n"
                 "        primary_key=True, server_default=NEW_UUID\n"
                 "    )\n"
@@ -217,12 +217,12 @@ SAFE.append(
             ),
         ),
         [
-            r'drops_tables = \(\s*"thumbnails",\s*\)',
-            r'op\.create_table\(\s*"thumbnails"',
+            r'drops_tables = \(\s*"probe_items",\s*\)',
+            r'op\.create_table\(\s*"probe_items"',
             r"sa\.ForeignKeyConstraint\(",
         ],
-        [r'op\.drop_table\("thumbnails"\)'],
-        "create_table thumbnails: a new table; its foreign keys take SHARE ROW EXCLUSIVE on "
+        [r'op\.drop_table\("probe_items"\)'],
+        "create_table probe_items: a new table; its foreign keys take SHARE ROW EXCLUSIVE on "
         "media_items, briefly",
     )
 )

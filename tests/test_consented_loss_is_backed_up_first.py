@@ -82,23 +82,21 @@ def test_a_dropped_column_is_backed_up_and_restored_by_key(
     project, url = with_thumbnail
     backups = tmp_path / "backups"
     with create_engine(url, poolclass=pool.NullPool).connect() as connection:
-        connection.execute(text("UPDATE media_items SET thumbnail_path = 'kept.jpg'"))
+        connection.execute(text("UPDATE media_items SET probe_path = 'kept.jpg'"))
         connection.execute(
             text("INSERT INTO media_items (source_url, source_type) VALUES ('no thumb', 't')")
         )
         connection.commit()
-        before = sorted(
-            connection.execute(text("SELECT id, thumbnail_path FROM media_items")).all()
-        )
+        before = sorted(connection.execute(text("SELECT id, probe_path FROM media_items")).all())
         x = ("allow-data-loss=true", f"backup-dir={backups}")
         command.downgrade(config_for(project, connection, *x), "-1")
         directory = backup_directory(backups)
-        assert (directory / "media_items.thumbnail_path.csv").read_text().count("\n") == 2
+        assert (directory / "media_items.probe_path.csv").read_text().count("\n") == 2
         command.upgrade(config_for(project, connection), "head")
         done = run(["python", "-m", "media_db.backup", "restore", str(directory)], environment(url))
         assert done.returncode == 0, done.stderr
         connection.rollback()
-        after = sorted(connection.execute(text("SELECT id, thumbnail_path FROM media_items")).all())
+        after = sorted(connection.execute(text("SELECT id, probe_path FROM media_items")).all())
     assert after == before
 
 
@@ -106,7 +104,7 @@ def test_backup_skip_writes_nothing(with_thumbnail: tuple[Path, URL], tmp_path: 
     project, url = with_thumbnail
     backups = tmp_path / "backups"
     with create_engine(url, poolclass=pool.NullPool).connect() as connection:
-        connection.execute(text("UPDATE media_items SET thumbnail_path = 'gone.jpg'"))
+        connection.execute(text("UPDATE media_items SET probe_path = 'gone.jpg'"))
         connection.commit()
         x = ("allow-data-loss=true", f"backup-dir={backups}", "backup=skip")
         command.downgrade(config_for(project, connection, *x), "-1")

@@ -21,7 +21,7 @@ from tests.helpers import HEAD, NEXT_REVISION, alembic_config, project_copy
 # make test-matrix runs these on every PostgreSQL major.
 pytestmark = pytest.mark.matrix
 
-THUMBNAIL_REVISION = f'''"""Add media_items.thumbnail_path.
+THUMBNAIL_REVISION = f'''"""Add media_items.probe_path.
 
 Why: a test revision. Locks: catalog only.
 """
@@ -32,15 +32,15 @@ from alembic import op
 revision = "{NEXT_REVISION}"
 down_revision = "{HEAD}"
 branch_labels = depends_on = None
-drops_columns = ("media_items.thumbnail_path",)
+drops_columns = ("media_items.probe_path",)
 
 
 def upgrade() -> None:
-    op.add_column("media_items", sa.Column("thumbnail_path", sa.Text()))
+    op.add_column("media_items", sa.Column("probe_path", sa.Text()))
 
 
 def downgrade() -> None:
-    op.drop_column("media_items", "thumbnail_path")
+    op.drop_column("media_items", "probe_path")
 '''
 
 
@@ -80,14 +80,12 @@ def test_a_column_holding_values_is_not_dropped_without_consent(
 ) -> None:
     project, url = with_thumbnail
     with create_engine(url, poolclass=pool.NullPool).connect() as connection:
-        connection.execute(text("UPDATE media_items SET thumbnail_path = 'kept.jpg'"))
+        connection.execute(text("UPDATE media_items SET probe_path = 'kept.jpg'"))
         connection.commit()
-        with pytest.raises(
-            CommandError, match=r"would drop media_items\.thumbnail_path \(1 value\)"
-        ):
+        with pytest.raises(CommandError, match=r"would drop media_items\.probe_path \(1 value\)"):
             command.downgrade(config_for(project, connection), "-1")
         assert version(connection) == NEXT_REVISION
-        assert connection.scalar(text("SELECT thumbnail_path FROM media_items")) == "kept.jpg"
+        assert connection.scalar(text("SELECT probe_path FROM media_items")) == "kept.jpg"
 
         command.downgrade(config_for(project, connection, "allow-data-loss=true"), "-1")
         assert version(connection) == HEAD
@@ -146,13 +144,13 @@ def test_a_value_committed_during_the_downgrade_stops_the_drop(
     raised, engine = race(
         url,
         lambda connection: command.downgrade(config_for(project, connection), "-1"),
-        "UPDATE media_items SET thumbnail_path = 'late.jpg'",
+        "UPDATE media_items SET probe_path = 'late.jpg'",
     )
     assert isinstance(raised, CommandError), raised
-    assert "Refusing to drop media_items.thumbnail_path: it holds a value" in str(raised)
+    assert "Refusing to drop media_items.probe_path: it holds a value" in str(raised)
     with engine.connect() as connection:
         assert version(connection) == NEXT_REVISION
-        assert connection.scalar(text("SELECT thumbnail_path FROM media_items")) == "late.jpg"
+        assert connection.scalar(text("SELECT probe_path FROM media_items")) == "late.jpg"
 
 
 def test_rows_committed_during_downgrade_base_are_not_dropped(engine: Engine) -> None:

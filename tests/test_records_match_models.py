@@ -92,20 +92,20 @@ def test_a_column_added_to_a_model_reaches_its_record_and_every_select(tmp_path:
     project = project_copy(tmp_path)
     models = project / "models" / "media.py"
     anchor = "    local_path: Mapped[str | None] = mapped_column(Text)\n"
-    added = "    thumbnail_path: Mapped[str | None] = mapped_column(Text)\n"
+    added = "    probe_path: Mapped[str | None] = mapped_column(Text)\n"
     models.write_text(models.read_text().replace(anchor, anchor + added, 1))
 
     made = run(["make", "-C", str(project), "records"], environment())
     assert made.returncode == 0, made.stdout + made.stderr
-    assert "    thumbnail_path: str | None\n" in (project / "media_db" / "records.py").read_text()
+    assert "    probe_path: str | None\n" in (project / "media_db" / "records.py").read_text()
     probe = subprocess.run(
         [
             str(REPO_ROOT / ".venv" / "bin" / "python"),
             "-c",
             "from media_db.repositories import media; from media_db.records import MediaRecord;"
             "assert media.__file__.startswith('.') or 'project' in media.__file__, media.__file__;"
-            "assert 'media_items.thumbnail_path' in media.GET;"
-            "assert 'thumbnail_path' in MediaRecord.__slots__",
+            "assert 'media_items.probe_path' in media.GET;"
+            "assert 'probe_path' in MediaRecord.__slots__",
         ],
         cwd=project,
         capture_output=True,

@@ -59,7 +59,17 @@ def parts_environment(url: URL) -> dict[str, str]:
     )
 
 
-TARGETS = ["upgrade", "current", "history", "verify", "db-check", "sql", "downgrade REV=base"]
+TARGETS = [
+    "upgrade",
+    "current",
+    "history",
+    "verify",
+    "db-check",
+    "db-url",
+    "status",
+    "sql",
+    "downgrade REV=base",
+]
 
 
 def test_every_make_target_works_and_hides_the_password(app_database: URL) -> None:
@@ -73,6 +83,11 @@ def test_every_make_target_works_and_hides_the_password(app_database: URL) -> No
     assert f"Database at revision {HEAD} (head)" in outputs["upgrade"]
     assert f"{HEAD} (head)" in outputs["current"]
     assert "Database connection successful" in outputs["db-check"]
+    assert (
+        outputs["db-url"]
+        .strip()
+        .endswith(f"{ROLE}@{app_database.host}:{app_database.port}/{app_database.database}")
+    )
     assert "Live schema matches the models" in outputs["verify"]
     assert "Database at revision base" in outputs["downgrade REV=base"]
 
