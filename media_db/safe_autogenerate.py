@@ -379,9 +379,7 @@ class Rewrite:
                 table,
                 helper,
                 "check",
-                ops.CreateCheckConstraintOp(
-                    conv(helper), table, text(condition), postgresql_not_valid=True
-                ),
+                ops.CreateCheckConstraintOp(conv(helper), table, text(condition)),
             ),
             _only_nullable(alter),
             ops.DropConstraintOp(conv(helper), table, type_="check"),
@@ -453,8 +451,6 @@ class Rewrite:
             f"check constraint {name} on {table}: ADD ... NOT VALID takes {CATALOG_ONLY}; "
             f"then {VALIDATED}",
         )
-        add = copy.copy(add)
-        add.kw = {**add.kw, "postgresql_not_valid": True}
         return self._not_valid_then_validate(direction, table, name, "check", add)
 
     def _add_foreign_key(
@@ -466,14 +462,20 @@ class Rewrite:
             f"foreign key {name} on {table}: ADD ... NOT VALID takes SHARE ROW EXCLUSIVE on "
             f"{table} and {add.referent_table}, briefly (a catalog update); then {VALIDATED}",
         )
-        add = copy.copy(add)
-        add.kw = {**add.kw, "postgresql_not_valid": True}
         return self._not_valid_then_validate(direction, table, name, "foreignkey", add)
 
     def _not_valid_then_validate(
-        self, direction: str, table: str, name: str, type_: str, add: ops.MigrateOperation
+        self,
+        direction: str,
+        table: str,
+        name: str,
+        type_: str,
+        add: ops.CreateCheckConstraintOp | ops.CreateForeignKeyOp,
     ) -> list[ops.MigrateOperation]:
+        """ADD ... NOT VALID (a leftover of a failed run dropped first), then VALIDATE alone."""
         self._waive(direction, "ban-drop-constraint")
+        add = copy.copy(add)
+        add.kw = {**add.kw, "postgresql_not_valid": True}
         return [
             Comment(f"Drop {RERUN}."),
             ops.DropConstraintOp(conv(name), table, type_=type_, if_exists=True),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Connection
+from sqlalchemy import URL, Connection, create_engine, pool, text
 
 from media_db.settings import PART_VARIABLES
 
@@ -58,6 +58,23 @@ def run(
 
 
 HEAD = str(ScriptDirectory.from_config(alembic_config()).get_current_head())
+
+
+def start(args: list[str], env: dict[str, str], cwd: Path = REPO_ROOT) -> subprocess.Popen[str]:
+    """`run`, but in the background: the caller waits on it (or kills it)."""
+    env = {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
+    return subprocess.Popen(
+        args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def job_counts(url: URL) -> dict[str, int]:
+    """Jobs per status, as the database has them."""
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        rows = connection.execute(
+            text("SELECT status, count(*) FROM processing_jobs GROUP BY status")
+        ).all()
+    return {status: count for status, count in rows}
 
 
 PROJECT_FILES = [

@@ -13,7 +13,7 @@ from sqlalchemy import URL, create_engine, pool, text
 from media_db.safety import MIGRATION_SESSION_NAME
 from tests.conftest import FreshDatabase
 from tests.faults import assert_recovers, scalar, seed_rows, wait_until
-from tests.helpers import BIN, HEAD, REPO_ROOT, alembic_config, environment
+from tests.helpers import BIN, HEAD, alembic_config, environment, start
 
 BUILDING = """
     SELECT pid FROM pg_stat_activity
@@ -23,14 +23,7 @@ BUILDING = """
 
 
 def alembic(url: URL, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(BIN / "alembic"), *args],
-        cwd=REPO_ROOT,
-        env=environment(url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start([str(BIN / "alembic"), *args], environment(url))
 
 
 def test_next_migrator_waits_for_the_orphaned_build(fresh_database: FreshDatabase) -> None:

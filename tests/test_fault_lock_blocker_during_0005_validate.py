@@ -14,7 +14,7 @@ from media_db.migrations import VERSION_TABLE
 from models import MigrationHistory
 from tests.conftest import FreshDatabase
 from tests.faults import assert_recovers, failure_line, scalar, seed_rows, wait_until
-from tests.helpers import BIN, REPO_ROOT, alembic_config, environment, run
+from tests.helpers import BIN, alembic_config, environment, run, start
 
 WAITING_FOR = """
     SELECT count(*) FROM pg_locks
@@ -45,14 +45,7 @@ def test_downgrade_blocked_in_validate_reruns_to_0004(fresh_database: FreshDatab
     # NOT VALID constraints, and VALIDATE (which needs that lock too) times out.
     reader, blocker = engine.connect(), engine.connect()
     reader.execute(text("SELECT count(*) FROM analysis_results"))
-    downgrade = subprocess.Popen(
-        [str(BIN / "alembic"), *RETRY_NOTHING, "downgrade", "0004"],
-        cwd=REPO_ROOT,
-        env=environment(url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    downgrade = start([str(BIN / "alembic"), *RETRY_NOTHING, "downgrade", "0004"], environment(url))
     with engine.connect() as watcher:
         wait_until(
             lambda: scalar(watcher, WAITING_FOR, mode="AccessExclusiveLock"),

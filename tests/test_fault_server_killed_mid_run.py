@@ -17,7 +17,7 @@ from media_db.local_server import LocalServer
 from media_db.safety import MIGRATION_SESSION_NAME
 from tests.conftest import FreshDatabase
 from tests.faults import assert_recovers, failure_line, scalar, seed_rows, wait_until
-from tests.helpers import BIN, REPO_ROOT, alembic_config, environment
+from tests.helpers import BIN, alembic_config, environment, start
 
 BUILDING = """
     SELECT pid FROM pg_stat_activity
@@ -35,13 +35,8 @@ def start_0007_and_hold_it(url: URL) -> tuple[subprocess.Popen[str], Connection,
         command.upgrade(alembic_config(connection), "0006")
     writer = engine.connect()
     writer.execute(text("UPDATE processing_jobs SET priority = priority"))
-    upgrade = subprocess.Popen(
-        [str(BIN / "alembic"), "-x", "lock_timeout=1min", "upgrade", "head"],
-        cwd=REPO_ROOT,
-        env=environment(url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    upgrade = start(
+        [str(BIN / "alembic"), "-x", "lock_timeout=1min", "upgrade", "head"], environment(url)
     )
     with engine.connect() as watcher:
         wait_until(lambda: scalar(watcher, BUILDING, name=MIGRATION_SESSION_NAME), "0007 builds")

@@ -7,17 +7,10 @@ import uuid
 from collections import Counter
 
 import pytest
-from sqlalchemy import URL, create_engine, pool, text
+from sqlalchemy import URL
 
 from media_db import Database, InvalidInput, JobQueue, JobStatus, NewJob
-
-
-def statuses(url: URL) -> dict[str, int]:
-    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
-        rows = connection.execute(
-            text("SELECT status, count(*) FROM processing_jobs GROUP BY status")
-        ).all()
-    return {status: count for status, count in rows}
+from tests.helpers import job_counts
 
 
 def test_claim_many_takes_each_job_once_in_claim_order(migrated: URL) -> None:
@@ -51,7 +44,7 @@ def test_claim_many_takes_each_job_once_in_claim_order(migrated: URL) -> None:
             assert await queue.claim_many(10) == []
 
     asyncio.run(scenario())
-    assert statuses(migrated) == {JobStatus.RUNNING: 320}
+    assert job_counts(migrated) == {JobStatus.RUNNING: 320}
 
 
 def test_complete_and_fail_many_touch_only_running_jobs(migrated: URL) -> None:
@@ -74,7 +67,7 @@ def test_complete_and_fail_many_touch_only_running_jobs(migrated: URL) -> None:
             assert await queue.complete_many([]) == []
 
     asyncio.run(scenario())
-    assert statuses(migrated) == {"completed": 2, "cancelled": 1, "failed": 2, "queued": 1}
+    assert job_counts(migrated) == {"completed": 2, "cancelled": 1, "failed": 2, "queued": 1}
 
 
 @pytest.mark.parametrize(
@@ -105,4 +98,4 @@ def test_bad_batch_input_names_its_field_and_writes_nothing(
                 await call(queue)  # type: ignore[operator]
 
     asyncio.run(scenario())
-    assert statuses(migrated) == {JobStatus.RUNNING: 1}
+    assert job_counts(migrated) == {JobStatus.RUNNING: 1}

@@ -2,14 +2,13 @@
 pg_stat_progress_create_index on a side connection), a batched backfill its rows done, rows left
 and ETA; each revision logs its duration when it ends."""
 
-import subprocess
 import time
 
 from alembic import command
 from sqlalchemy import URL, create_engine, pool, text
 
 from tests.conftest import FreshDatabase
-from tests.helpers import BIN, REPO_ROOT, alembic_config, environment, run
+from tests.helpers import BIN, alembic_config, environment, run, start
 
 FAST = ["-x", "progress-interval=0.1"]
 
@@ -44,13 +43,7 @@ def test_concurrent_index_build_reports_its_phase(fresh_database: FreshDatabase)
     with engine.connect() as writer:
         # An open write: CREATE INDEX CONCURRENTLY waits for it before building.
         writer.execute(text("INSERT INTO processing_jobs (workflow_type) VALUES ('w')"))
-        migration = subprocess.Popen(
-            [str(BIN / "alembic"), *FAST, "upgrade", "0007"],
-            cwd=REPO_ROOT,
-            env=environment(url),
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        migration = start([str(BIN / "alembic"), *FAST, "upgrade", "0007"], environment(url))
         with engine.connect() as watcher:
             deadline = time.monotonic() + 60  # Python starting alembic on a busy machine
             while time.monotonic() < deadline and not watcher.scalar(

@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import URL, create_engine, pool, text
 
 from media_db import Database, JobQueue, JobRecord, NewJob, run_worker
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, job_counts
 
 JOBS, PROCESSES = 1_500, 3
 
@@ -28,14 +28,6 @@ def seed(url: URL) -> None:
             )
 
     asyncio.run(enqueue())
-
-
-def statuses(url: URL) -> dict[str, int]:
-    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
-        rows = connection.execute(
-            text("SELECT status, count(*) FROM processing_jobs GROUP BY status")
-        ).all()
-    return {status: count for status, count in rows}
 
 
 def drain(url: URL, out: Path, application_name: str) -> list[subprocess.CompletedProcess[str]]:
@@ -69,7 +61,7 @@ def assert_each_job_handled_once_and_finished(url: URL, out: Path) -> None:
     twice = [key for key, count in handled.items() if count > 1]
     assert not twice, f"handled more than once: {twice[:5]}"
     failing = sum(1 for i in range(JOBS) if i % 7 == 0)
-    assert statuses(url) == {"completed": JOBS - failing, "failed": failing}
+    assert job_counts(url) == {"completed": JOBS - failing, "failed": failing}
 
 
 def test_processes_drain_the_queue_each_job_exactly_once(migrated: URL, tmp_path: Path) -> None:
@@ -123,7 +115,7 @@ def test_terminated_backends_mid_batch_lose_no_job(migrated: URL, tmp_path: Path
             await JobQueue(db).requeue_stuck(timedelta(microseconds=1))
 
     for _ in range(3):
-        if set(statuses(migrated)) <= {"completed", "failed"}:
+        if set(job_counts(migrated)) <= {"completed", "failed"}:
             break
         asyncio.run(requeue())
         for result in drain(migrated, tmp_path, f"{name}-calm"):
@@ -159,4 +151,4 @@ def test_a_cancelled_worker_hands_back_what_it_holds(migrated: URL) -> None:
     started = time.monotonic()
     asyncio.run(scenario())
     assert time.monotonic() - started < 60
-    assert statuses(migrated) == {"completed": 3, "queued": 17}
+    assert job_counts(migrated) == {"completed": 3, "queued": 17}
