@@ -17,7 +17,7 @@ INSTALLED := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 # Runs its arguments against the configured database, or else the embedded one.
-WITH_DB := python -m media_db.local_server exec --
+WITH_DB := python -m media_db.dev.local_server exec --
 REV ?= -1
 RANGE ?= head
 M ?=
@@ -69,13 +69,13 @@ history: install ## List the revisions, newest first
 	alembic history --verbose
 
 status: install ## Revision vs head, pending Locks, drift, blockers; exit 1 if it needs attention (JSON=1)
-	@$(WITH_DB) python -m media_db.status $(if $(JSON),--json)
+	@$(WITH_DB) python -m media_db.deploy.status $(if $(JSON),--json)
 
 adopt: install ## Stamp a database built by hand with the plan's SQL at 0001, if it matches exactly
-	$(WITH_DB) python -m media_db.adopt
+	$(WITH_DB) python -m media_db.deploy.adopt
 
 verify: install ## alembic check, then compare the live catalog with the models object by object
-	$(WITH_DB) bash -c 'alembic check && python -m media_db.verify'
+	$(WITH_DB) bash -c 'alembic check && python -m media_db.deploy.verify'
 
 sql: install ## Print the upgrade as SQL without a database (RANGE=0001:head for a span)
 	@[[ $$RANGE =~ ^($(REVISION):)?$(REVISION)$$ && -n $$RANGE ]] || \
@@ -85,17 +85,17 @@ sql: install ## Print the upgrade as SQL without a database (RANGE=0001:head for
 revision: install ## Autogenerate a lock-safe revision; regenerate records and the ERD (M="…")
 	@[ -n "$$M" ] || { echo 'usage: make revision M="what the revision does"' >&2; exit 2; }
 	$(WITH_DB) alembic revision --autogenerate -m "$$M"
-	python -m media_db.gen_records  # the records and the diagram follow the models
-	python -m media_db.erd
+	python -m media_db.dev.gen_records  # the records and the diagram follow the models
+	python -m media_db.dev.erd
 
 records: install ## Write media_db/records.py (the repositories' records) from the models
-	python -m media_db.gen_records
+	python -m media_db.dev.gen_records
 
 erd: install ## Write the Mermaid ER diagram of the models to docs/schema.md
-	python -m media_db.erd
+	python -m media_db.dev.erd
 
 db-check: install ## Connect, print "Database connection successful" and the server version
-	$(WITH_DB) python -m media_db.check
+	$(WITH_DB) python -m media_db.deploy.check
 
 test: install ## Run the test suite on real PostgreSQL (see README: which server it uses)
 	pytest $$PYTEST_ARGS
@@ -121,19 +121,19 @@ lint: install ## ruff (lint + format check) and mypy
 	mypy
 
 lint-sql: install ## squawk over the offline SQL of every revision (no database needed)
-	python -m media_db.lint_sql
+	python -m media_db.dev.lint_sql
 
 db-start: install ## Start the embedded PostgreSQL (data in .local/postgres)
-	python -m media_db.local_server start
+	python -m media_db.dev.local_server start
 
 db-stop: install ## Stop the embedded PostgreSQL (its data stays)
-	python -m media_db.local_server stop
+	python -m media_db.dev.local_server stop
 
 db-url: install ## Print the database URL, without its password (the embedded one if none is set)
-	@python -m media_db.local_server url
+	@python -m media_db.dev.local_server url
 
 psql: install ## Open psql on the database (the embedded one if none is set)
-	@python -m media_db.local_server psql
+	@python -m media_db.dev.local_server psql
 
 restore: install ## Put back what a consented drop backed up (BACKUP=<directory it printed>)
-	$(WITH_DB) python -m media_db.backup restore "$${BACKUP:?usage: make restore BACKUP=<directory>}"
+	$(WITH_DB) python -m media_db.deploy.backup restore "$${BACKUP:?usage: make restore BACKUP=<directory>}"

@@ -4,11 +4,21 @@ import logging
 import os
 from contextlib import nullcontext
 from logging.config import fileConfig
-from pathlib import Path
 
 from alembic import context
 
-from media_db import backup, failures, guarded_ops, history, migrations, progress, safety
+from media_db.deploy import (
+    backup,
+    data_loss,
+    environment,
+    failures,
+    history,
+    lock,
+    options,
+    progress,
+    project,
+    retries,
+)
 from models import ENTITIES, SCHEMA, Base
 
 config = context.config
@@ -18,31 +28,31 @@ log = logging.getLogger("alembic.env")
 
 # Every option is checked first, offline runs included: a bad one stops the command here.
 x_arguments = context.get_x_argument(as_dictionary=True)
-guard = safety.options(x_arguments, os.environ)
-timeouts = safety.timeout_settings(x_arguments, os.environ)
+guard = options.options(x_arguments, os.environ)
+timeouts = options.timeout_settings(x_arguments, os.environ)
 recorder = history.Recorder()  # every step, in media_analysis_migration_history
-report = failures.Progress(context.script, x_arguments)  # what a failure left behind
-options = {
+left_behind = failures.LeftBehind(context.script, x_arguments)  # what a failure left behind
+migration_options = {
     # Functions and triggers: compared by `make revision` only (see scoped_to: the comparison
     # locks media_items); `make verify` checks them without a lock.
-    **migrations.scoped_to(
-        Base.metadata, ENTITIES, SCHEMA, with_entities=migrations.writes_revision(config)
+    **environment.scoped_to(
+        Base.metadata, ENTITIES, SCHEMA, with_entities=environment.writes_revision(config)
     ),
-    "version_table": migrations.VERSION_TABLE,
+    "version_table": project.VERSION_TABLE,
     # One transaction per revision: a revision failing half-way leaves the previous one intact.
     "transaction_per_migration": True,
-    "on_version_apply": [report.applied, recorder.on_version_apply],
-    # Read by our drop_table/drop_column (media_db/guarded_ops.py), under the drop's lock.
-    guarded_ops.CONSENT_OPTION: guard["allow_data_loss"],
-    guarded_ops.BACKUP_OPTION: (
-        None if guard["backup"] == "skip" else backup.Run(Path(guard["backup_dir"]))
+    "on_version_apply": [left_behind.applied, recorder.on_version_apply],
+    # Read by our drop_table/drop_column (media_db/deploy/data_loss.py), under the drop's lock.
+    data_loss.CONSENT_OPTION: guard["allow_data_loss"],
+    data_loss.BACKUP_OPTION: (
+        None if guard["backup"] == "skip" else backup.Run(guard["backup_dir"])
     ),
 }
 
 
 def run_offline() -> None:
     # No URL at all: offline SQL needs only the dialect, and can never leak a password.
-    context.configure(dialect_name="postgresql", literal_binds=True, **options)
+    context.configure(dialect_name="postgresql", literal_binds=True, **migration_options)
     with context.begin_transaction():
         for statement in [*timeouts, history.offline_start()]:
             context.execute(statement)
@@ -51,45 +61,45 @@ def run_offline() -> None:
 
 def run_online() -> None:
     given = config.attributes.get("connection")
-    with migrations.migration_connection(given, timeouts) as connection:
-        migrations.require_server_version(connection)
-        context.configure(connection=connection, **options)
-        command = migrations.running_command(context.get_context())
-        changing = command in migrations.CHANGING_COMMANDS
+    with environment.migration_connection(given, timeouts) as connection:
+        environment.require_server_version(connection)
+        context.configure(connection=connection, **migration_options)
+        command = environment.running_command(context.get_context())
+        changing = command in environment.CHANGING_COMMANDS
         if changing:
-            report.prepare(context.get_context(), command)
+            left_behind.prepare(context.get_context(), command)
         # Only commands that change the database queue for the lock; `current` and `check`
         # read. The plan is computed after the lock, from the revision the database is at then.
         with (
-            failures.reported(report, connection.engine, guard["debug"])
+            failures.reported(left_behind, connection.engine, guard["debug"])
             if changing
             else nullcontext(),
-            safety.migration_lock(connection, migrations.VERSION_TABLE, guard["lock_wait"])
+            lock.migration_lock(connection, project.VERSION_TABLE, guard["lock_wait"])
             if changing
             else nullcontext(),
         ):
             if command in ("upgrade", "downgrade"):
-                steps = migrations.planned_steps(context.get_context())
-                safety.refuse_data_loss(connection, steps, guard["allow_data_loss"])
+                steps = environment.planned_steps(context.get_context())
+                data_loss.refuse_data_loss(connection, steps, guard["allow_data_loss"])
             reporter = progress.Reporter(
                 connection, context.script, recorder.current, guard["progress_interval"]
             )
             with reporter.running():
-                safety.run_with_retries(
+                retries.run_with_retries(
                     connection, run_migrations, guard["retries"], guard["backoff"]
                 )
         if changing:  # `current` prints the revision itself
             reached = context.get_context().get_current_heads()
-            log.info("Database at revision %s", migrations.describe(reached, context.script))
+            log.info("Database at revision %s", environment.describe(reached, context.script))
 
 
 def run_migrations() -> None:
     with recorder.recording(context.get_context()), context.begin_transaction():
-        report.begin()
+        left_behind.begin()
         context.run_migrations()
 
 
-with migrations.actionable_errors():
+with environment.actionable_errors():
     if context.is_offline_mode():
         run_offline()
     else:

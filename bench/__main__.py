@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bench.run import SIZES, run_and_report
 from media_db.connect import DatabaseUnavailable
-from media_db.local_server import REPO_ROOT
+from media_db.dev import REPO_ROOT
 from media_db.settings import DatabaseNotConfigured, database_url
 
 

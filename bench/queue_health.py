@@ -20,7 +20,7 @@ import psycopg
 from sqlalchemy import URL
 
 from media_db import Database, JobQueue, PoolSize
-from media_db.local_server import LocalServer
+from media_db.dev.embedded import LocalServer
 from media_db.pool import conninfo
 from media_db.repositories.jobs import CLAIM_ONE
 

@@ -30,7 +30,6 @@ from typing import Any
 
 import psycopg
 from alembic import command
-from alembic.config import Config
 from psycopg.rows import dict_row
 from sqlalchemy import URL, create_engine, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -38,7 +37,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bench.peer import peer_rows
 from bench.queue_health import queue_health_rows
 from media_db import Database, JobQueue, JobRecord, MediaRecord, MediaRepository, NewMedia, PoolSize
-from media_db.local_server import REPO_ROOT
+from media_db.deploy import project
+from media_db.dev import REPO_ROOT
 from media_db.pool import conninfo
 from media_db.repositories import jobs as jobs_statements
 from media_db.repositories import media as media_statements
@@ -220,7 +220,7 @@ async def claim_vs_raw(
         if batch == 1:
             await cursor.fetchone()
         else:
-            sorted(await cursor.fetchall(), key=jobs_statements._claim_order)
+            await cursor.fetchall()
 
     async def ours() -> None:
         if batch == 1:
@@ -450,7 +450,7 @@ async def scratch_database(server: URL, revision: str = "head") -> AsyncIterator
 
 def migrate(url: URL, revision: str) -> None:
     with create_engine(url, poolclass=pool.NullPool).connect() as connection:
-        config = Config(str(REPO_ROOT / "alembic.ini"))
+        config = project.alembic_config()
         config.attributes.update(connection=connection, skip_logging_config=True)
         command.upgrade(config, revision)
 

@@ -23,7 +23,7 @@ import psycopg
 
 from bench import revisions_under_load
 from bench.run import SIZES, Size, claims, delete_media, migrate, scratch_database, seed_jobs
-from media_db.local_server import REPO_ROOT
+from media_db.dev import REPO_ROOT
 from media_db.pool import Database, PoolSize, conninfo
 from media_db.repositories.jobs import CLAIM_ONE
 from media_db.settings import database_url

@@ -2,10 +2,11 @@
 
     from media_db import Database, MediaRepository, JobQueue, NewMedia, run_worker, ...
 
-The API's modules are `pool`, `repositories`, `records`, `worker`, `statements`, `validation`,
-`settings` and `connect`; the rest of the package (`migrations`, `safety`, `verify`, `adopt`,
-`catalog`, `lint_sql`, `erd`, `gen_records`, `check`, `local_server`) serves deploys and
-developers and is never imported by the names below.
+The modules here are what the API runs: `pool`, `repositories`, `records`, `worker`,
+`statements`, `validation`, `errors`, `settings` and `connect`. Deploys run `media_db.deploy`,
+`make revision` runs `media_db.autogen`, and only developers run `media_db.dev` (not in the
+wheel); none of them is imported by the names below. Every error raised on purpose is a
+`MediaDbError`.
 
 Names load on first use (PEP 562), so `import media_db.settings` (which `make` runs on every
 database target) does not pay for SQLAlchemy and psycopg.
@@ -15,13 +16,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from media_db.connect import DatabaseUnavailable
+    from media_db.errors import (
+        DatabaseNotConfigured,
+        DatabaseUnavailable,
+        InvalidInput,
+        InvalidTransition,
+        MediaDbError,
+        NotFound,
+    )
     from media_db.pool import Database, PoolSize
     from media_db.records import AnalysisRecord, JobRecord, MediaRecord
     from media_db.repositories import AnalysisRepository, JobQueue, MediaRepository
     from media_db.repositories.jobs import NewJob
     from media_db.repositories.media import MediaPage, NewMedia
-    from media_db.validation import InvalidInput, InvalidTransition, NotFound
     from media_db.worker import WorkerStats, run_worker
     from models import AnalysisStatus, JobStatus
 
@@ -30,9 +37,11 @@ _WHERE = {
     "AnalysisRepository": "media_db.repositories",
     "AnalysisStatus": "models",
     "Database": "media_db.pool",
-    "DatabaseUnavailable": "media_db.connect",
-    "InvalidInput": "media_db.validation",
-    "InvalidTransition": "media_db.validation",
+    "DatabaseNotConfigured": "media_db.errors",
+    "DatabaseUnavailable": "media_db.errors",
+    "InvalidInput": "media_db.errors",
+    "InvalidTransition": "media_db.errors",
+    "MediaDbError": "media_db.errors",
     "JobQueue": "media_db.repositories",
     "JobRecord": "media_db.records",
     "JobStatus": "models",
@@ -41,7 +50,7 @@ _WHERE = {
     "MediaRepository": "media_db.repositories",
     "NewJob": "media_db.repositories.jobs",
     "NewMedia": "media_db.repositories.media",
-    "NotFound": "media_db.validation",
+    "NotFound": "media_db.errors",
     "PoolSize": "media_db.pool",
     "WorkerStats": "media_db.worker",
     "run_worker": "media_db.worker",
@@ -51,12 +60,14 @@ __all__ = [
     "AnalysisRepository",
     "AnalysisStatus",
     "Database",
+    "DatabaseNotConfigured",
     "DatabaseUnavailable",
     "InvalidInput",
     "InvalidTransition",
     "JobQueue",
     "JobRecord",
     "JobStatus",
+    "MediaDbError",
     "MediaPage",
     "MediaRecord",
     "MediaRepository",

@@ -7,12 +7,11 @@ from sqlalchemy import URL, Connection, Engine, create_engine, pool
 from sqlalchemy.exc import OperationalError
 
 from media_db import settings
+from media_db.errors import DatabaseUnavailable
+
+__all__ = ["DatabaseUnavailable", "engine_for", "failure_message", "open_connection"]
 
 CONNECT_TIMEOUT_SECONDS = 10
-
-
-class DatabaseUnavailable(RuntimeError):
-    """No connection: not configured, unreachable, refused. The message is one line, no secret."""
 
 
 def engine_for(url: URL, purpose: str) -> Engine:

@@ -10,7 +10,7 @@ pooled connection is pinged before it is handed out when it sat idle for 2 s or 
 the server has written to it while idle (a terminated backend, a restart: seen without a round
 trip), and replaced if dead; a busy one costs no extra round trip. After a restart a request
 succeeds as soon as the server takes connections again, and while it does not, fails at once
-with DatabaseUnavailable (tests/test_pool_recovers_from_restarts.py). Each session carries
+with DatabaseUnavailable (tests/runtime/test_pool_recovers_from_restarts.py). Each session carries
 application_name so operators of the shared database can tell ours apart.
 """
 
@@ -117,6 +117,17 @@ class _Checkout:
     ) -> None:
         # psycopg_pool rolls back anything left open and replaces a broken connection.
         await self.database.pool.putconn(self.connection)
+        if isinstance(error, psycopg.OperationalError) and _connection_lost(self.connection, error):
+            raise DatabaseUnavailable(
+                f"lost the connection to {settings.redacted(self.database.url)} mid-statement "
+                f"({' '.join(str(error).split())}); try again"
+            ) from error
+
+
+def _connection_lost(connection: Connection, error: psycopg.OperationalError) -> bool:
+    """The server went away (terminated, restarted, unreachable), as opposed to a statement
+    refused on a live connection (a lock or statement timeout, also OperationalErrors)."""
+    return connection.broken or error.sqlstate is None or error.sqlstate.startswith(("08", "57P"))
 
 
 class Database:

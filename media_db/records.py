@@ -1,9 +1,9 @@
 """What the repositories return: frozen, fully loaded rows, safe to pass around after
 the transaction ended (no session, no lazy loading under asyncio).
 
-Generated from the models by `make records` (media_db/gen_records.py; `make revision` runs it):
+Generated from the models by `make records` (media_db/dev/gen_records.py; `make revision` runs it):
 do not edit. Field names are the column names, in table order; statuses are the models' enums.
-tests/test_records_match_models.py fails when this file is stale.
+tests/runtime/test_records_match_models.py fails when this file is stale.
 """
 
 import uuid

@@ -13,6 +13,10 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+__all__ = ["DatabaseNotConfigured", "database_url", "is_configured", "redacted"]
+
+from media_db.errors import DatabaseNotConfigured
+
 if TYPE_CHECKING:
     from sqlalchemy import URL
 
@@ -37,10 +41,6 @@ HOW_TO_CONFIGURE = (
     "set DATABASE_URL (postgresql://user:password@host:port/dbname, password percent-encoded) "
     "or POSTGRES_HOST, POSTGRES_PORT, POSTGRES_DB, POSTGRES_USER, POSTGRES_PASSWORD"
 )
-
-
-class DatabaseNotConfigured(RuntimeError):
-    """The environment names no database, or names it in a form we cannot use."""
 
 
 def is_configured(environ: Mapping[str, str] = os.environ) -> bool:

@@ -6,23 +6,9 @@ import uuid
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from media_db.errors import InvalidInput
+
 E = TypeVar("E", bound=StrEnum)
-
-
-class InvalidInput(ValueError):
-    """Bad input for one field; nothing was written."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-
-
-class NotFound(LookupError):
-    """The row the operation needs does not exist."""
-
-
-class InvalidTransition(RuntimeError):
-    """The row exists but is not in a state that allows the operation."""
 
 
 def as_uuid(field: str, value: object) -> uuid.UUID:
@@ -53,7 +39,7 @@ def non_negative(field: str, value: float | None) -> None:
         raise InvalidInput(field, f"must be a finite number >= 0, got {value!r}")
 
 
-def positive(field: str, value: int | None) -> None:
+def positive(field: str, value: float | None) -> None:
     non_negative(field, value)
     if value == 0:
         raise InvalidInput(field, "must be > 0, got 0")

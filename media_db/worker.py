@@ -21,9 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import psycopg
-
-from media_db.connect import DatabaseUnavailable
+from media_db import validation
+from media_db.errors import DatabaseUnavailable, InvalidInput
 from media_db.pool import Database
 from media_db.records import JobRecord
 from media_db.repositories.jobs import JobQueue
@@ -53,7 +52,8 @@ async def run_worker(
 ) -> WorkerStats:
     """Runs until cancelled (or, with `until_empty`, until a claim finds nothing)."""
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
+        raise InvalidInput("concurrency", f"must be a whole number >= 1, got {concurrency!r}")
+    validation.positive("poll_interval", poll_interval)
     queue = JobQueue(db)
     stats = WorkerStats()
     slots = asyncio.Semaphore(concurrency)
@@ -101,7 +101,7 @@ async def _retrying(operation: Callable[[], Awaitable[T]]) -> T:
     for _ in range(RETRIES - 1):
         try:
             return await operation()
-        except (psycopg.OperationalError, DatabaseUnavailable) as error:
+        except DatabaseUnavailable as error:
             log.warning("worker: database error, retrying in %.2f s: %s", delay, error)
             await asyncio.sleep(delay)
             delay *= 2

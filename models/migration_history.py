@@ -1,11 +1,12 @@
-"""The deploy audit trail: one row per upgrade, downgrade or stamp step (media_db/history.py).
+"""The deploy audit trail: one row per upgrade, downgrade or stamp step (written by
+media_db/deploy/history.py).
 
 Declared here, with the application's tables, so that `make revision` wrote its revision,
 `make verify` compares it like any table of ours and autogenerate, which sees only what these
 models declare, can never propose dropping it. The API never reads or writes it.
 
 `info[SURVIVES_DOWNGRADE]` tells `make revision` that going back below the revision that creates
-it keeps it (media_db/safe_autogenerate.py): the record of a `downgrade base` must outlive it.
+it keeps it (media_db/autogen/rewriter.py): the record of a `downgrade base` must outlive it.
 """
 
 from datetime import datetime
@@ -54,6 +55,6 @@ class MigrationHistory(Base):
     client_host: Mapped[str | None] = mapped_column(Text)
     client_addr: Mapped[str | None] = mapped_column(INET, server_default=text("inet_client_addr()"))
     project_version: Mapped[str] = mapped_column(String(64))
-    # sha256 of the revision file's normalised code (media_db/history.py: ruff-proof).
+    # sha256 of the revision file's normalised code (media_db/deploy/history.py: ruff-proof).
     checksum: Mapped[str | None] = mapped_column(String(64))
     mode: Mapped[str] = mapped_column(String(10))

@@ -1,11 +1,11 @@
 """Database functions and triggers, declared once as alembic_utils entities.
 
-Autogenerate compares them with the live ones (registered in media_db/migrations.py's scope) and
-writes `op.create_entity` / `op.replace_entity` / `op.drop_entity`; `create_all` creates them
-too, after the tables, so `make verify`'s scratch build includes them.
+Autogenerate compares them with the live ones (registered in media_db/deploy/environment.py's
+scope) and writes `op.create_entity` / `op.replace_entity` / `op.drop_entity`; `create_all`
+creates them too, after the tables, so `make verify`'s scratch build includes them.
 
 Revision 0006 created the same objects from its own copy, as revisions never import models;
-tests/test_hardening_protects_raw_writers.py proves the behaviour.
+tests/deploy/test_hardening_protects_raw_writers.py proves the behaviour.
 """
 
 import copy

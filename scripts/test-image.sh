@@ -36,7 +36,9 @@ fi
 
 if ! docker info >/dev/null 2>&1; then
   say "starting dockerd (log: /var/log/dockerd.log)"
-  nohup dockerd >/var/log/dockerd.log 2>&1 &
+  # A session and process group of its own: stopping the caller (a timeout or kill of
+  # `make test-matrix`) must not stop the engine and every container on the machine.
+  setsid --fork dockerd </dev/null >/var/log/dockerd.log 2>&1
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   if ! docker info >/dev/null 2>&1; then
     say "dockerd did not start; its log ends with:"

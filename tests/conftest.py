@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import URL, Engine, create_engine, make_url, pool
 
-from media_db.local_server import LocalServer
+from media_db.dev.embedded import LocalServer
 from tests.helpers import alembic_config as make_alembic_config
 from tests.servers import DatabaseServer, NoTestServer, start_server
 
@@ -48,7 +48,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     stack = config.stash[EXIT_STACK] = contextlib.ExitStack()
     workdir = Path(tempfile.mkdtemp(prefix="media-db-tests-"))
     stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-    # Backups that consented drops write (media_db/backup.py) go with the run, not the checkout;
+    # Backups that consented drops write (deploy/backup.py) go with the run, not the checkout;
     # the workers inherit it.
     os.environ.setdefault("MIGRATION_BACKUP_DIR", str(workdir / "backups"))
     try:

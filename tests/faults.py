@@ -53,7 +53,7 @@ def failure_line(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode != 0
     assert "Traceback" not in result.stdout + result.stderr, result.stderr
     logs = [line for line in result.stderr.splitlines() if line.strip()]
-    assert all(line.startswith(("INFO ", "WARNI")) for line in logs), logs
+    assert all(line.startswith(("INFO ", "WARNING ")) for line in logs), logs
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, lines
     assert lines[0].startswith("FAILED: "), lines

@@ -11,6 +11,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, create_engine, pool, text
 
+from media_db.deploy import project
 from media_db.settings import PART_VARIABLES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +21,7 @@ DATABASE_VARIABLES = ("DATABASE_URL", *PART_VARIABLES)
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """Our alembic.ini; with a connection, env.py migrates through it (as pytest-alembic does)."""
-    config = Config(str(REPO_ROOT / "alembic.ini"))
+    config = project.alembic_config()
     config.attributes["skip_logging_config"] = True
     if connection is not None:
         config.attributes["connection"] = connection

@@ -9,7 +9,7 @@ from dataclasses import fields, replace
 
 from sqlalchemy import Connection, text
 
-from media_db import catalog
+from media_db.deploy import catalog
 from models import Base
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from media_db.check import TESTED_MAJORS
+from media_db.deploy.project import TESTED_MAJORS
 from tests.helpers import BIN, REPO_ROOT
 from tests.servers import BACKEND_OF_MAJOR
 

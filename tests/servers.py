@@ -24,8 +24,9 @@ from pathlib import Path
 
 from sqlalchemy import URL, Connection, create_engine, make_url, pool, text
 
-from media_db.check import TESTED_MAJORS, major_of
-from media_db.local_server import LocalServer
+from media_db.deploy.check import major_of
+from media_db.deploy.project import TESTED_MAJORS
+from media_db.dev.embedded import LocalServer
 from media_db.settings import DRIVER
 
 BACKENDS = ("service", "docker", "pgserver", "embedded")

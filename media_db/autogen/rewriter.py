@@ -8,162 +8,72 @@ stop writes for a whole scan or rewrite. `rewrite()` runs in process_revision_di
   NULL column with no default, a volatile default, a rewriting type change, a rename (seen as a
   drop and an add of the same type);
 - fills in what the reviewer and the tools need: one `Locks:` line per operation, the tables and
-  columns each direction drops (read by the data-loss guard, media_db/safety.py), and the
+  columns each direction drops (read by the data-loss guard, media_db/deploy/data_loss.py), and the
   `make lint-sql` findings that the safe forms make on purpose, each with its reason.
 
 Every step that commits on its own (a concurrent build, a VALIDATE) is written so that running
 the revision again after a failure at any point finishes the job instead of failing on what the
 first run left. Operations on a table created or dropped in the same step stay plain: nobody
 else can be using a table that does not exist yet, and a table being dropped is locked anyway.
+
+Each kind of operation has one rule, a method of `Rewrite` registered for its exact type with
+`@rewrites` (as Alembic's `Rewriter.rewrites`); an operation no rule covers is written as
+proposed, its `Locks:` line asking for a review by hand.
 """
 
 import copy
 import hashlib
 import re
-import textwrap
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from alembic.autogenerate import renderers
-from alembic.autogenerate.api import AutogenContext
-from alembic.autogenerate.render import render_op
 from alembic.operations import ops
 from alembic.util import CommandError
 from alembic_utils.pg_function import PGFunction
 from alembic_utils.pg_trigger import PGTrigger
-from alembic_utils.replaceable_entity import ReplaceableEntity
 from alembic_utils.reversible_op import CreateOp, DropOp, ReplaceOp, ReversibleOp, RevertOp
 from sqlalchemy import Column, Connection, ForeignKeyConstraint, inspect, text
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import TextClause, conv
-from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from media_db import storage_parameters
+from media_db.autogen import storage_parameters
+from media_db.autogen.locks import (
+    CATALOG_ONLY,
+    CONCURRENT,
+    ENTITY_VERBS,
+    FUNCTION_CHANGE,
+    FUNCTION_DROP,
+    GUARDED_DROP,
+    LIGHT_STORAGE_PARAMETERS,
+    RERUN,
+    TRIGGER_LOCKS,
+    VALIDATED,
+    WAIVERS,
+    declarations,
+    locks_paragraph,
+)
+from media_db.autogen.ops import AutocommitBlock, Comment, EntityStep, Kept, Statement
+from media_db.autogen.pg_types import binary_compatible, sql_type
 from models.migration_history import SURVIVES_DOWNGRADE
 
 UPGRADE, DOWNGRADE = "upgrade", "downgrade"
 MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
-# In the docstring of every revision this module wrote (its Locks: lines follow).
-GENERATED = "as `make revision` wrote them"
-DOCSTRING_WIDTH = 99  # ruff's line length, which ruff format does not enforce in docstrings
 
-CATALOG_ONLY = "ACCESS EXCLUSIVE, briefly: a catalog update, no scan or rewrite"
-CONCURRENT = "SHARE UPDATE EXCLUSIVE, reads and writes continue during the build"
-VALIDATED = "VALIDATE scans under SHARE UPDATE EXCLUSIVE, reads and writes continue"
-GUARDED_DROP = (
-    "ACCESS EXCLUSIVE, briefly; under it the data-loss guard first looks for data (reading the "
-    "table until it finds some) unless the operator consented"
-)
-# alembic_utils' operations on functions and triggers: what each takes (CREATE TRIGGER and
-# DROP TRIGGER docs; a function is a catalog row of its own, locking no table).
-ENTITY_VERBS = {
-    CreateOp: "create_entity",
-    ReplaceOp: "replace_entity",
-    RevertOp: "replace_entity",
-    DropOp: "drop_entity",
-}
-FUNCTION_CHANGE = "no table lock (a catalog row); calls after the commit run the new definition"
-FUNCTION_DROP = "no table lock; refused, changing nothing, while a trigger still executes it"
-BRIEFLY = "briefly (a catalog update, no scan), waiting at most the session's lock_timeout"
-TRIGGER_LOCKS = {
-    CreateOp: f"SHARE ROW EXCLUSIVE on {{table}}, {BRIEFLY}: writes wait, reads continue",
-    DropOp: f"ACCESS EXCLUSIVE on {{table}}, {BRIEFLY}: reads and writes wait",
-    ReplaceOp: f"DROP TRIGGER then CREATE TRIGGER in one transaction: ACCESS EXCLUSIVE on "
-    f"{{table}} until the commit, {BRIEFLY}: reads and writes wait",
-}
-TRIGGER_LOCKS[RevertOp] = TRIGGER_LOCKS[ReplaceOp]
-RERUN = "a leftover of a failed earlier run, so that running the revision again finishes it"
-# Storage parameters PostgreSQL changes under SHARE UPDATE EXCLUSIVE (ALTER TABLE docs).
-LIGHT_STORAGE_PARAMETERS = ("autovacuum_", "toast.", "fillfactor", "parallel_workers")
-# squawk's findings on the safe forms, and why each is deliberate (`lint_waivers` in the file).
-WAIVERS = {
-    "ban-drop-table": "declared; the data-loss guard checks the table under its lock",
-    "ban-drop-column": "declared; the data-loss guard checks the column under its lock",
-    "ban-drop-constraint": "drops what the other direction adds, or a leftover, to re-run",
-    "ban-drop-not-null": "undoes a SET NOT NULL",
-    "changing-column-type": "binary-compatible, no rewrite (or undoing such a widening)",
-    "adding-not-nullable-field": "SET NOT NULL proven by a validated CHECK: no scan",
-    "ban-drop-function": "removed from the models, or undoing its creation; no trigger uses it",
-}
+Rule = TypeVar("Rule", bound=Callable[..., list[ops.MigrateOperation]])
+# Rewrite's rule for each kind of operation, filled by @rewrites as the class body is read.
+RULES: dict[type[ops.MigrateOperation], Callable[..., list[ops.MigrateOperation]]] = {}
 
 
-class AutocommitBlock(ops.MigrateOperation):
-    """Operations that must run outside a transaction, written as Alembic's autocommit block."""
+def rewrites(*kinds: type[ops.MigrateOperation]) -> Callable[[Rule], Rule]:
+    """Register the decorated method of Rewrite as the rule for operations of exactly these
+    types (a subclass is not judged by its parent's rule), as Alembic's `Rewriter.rewrites`."""
 
-    def __init__(self, operations: list[ops.MigrateOperation]) -> None:
-        self.operations = operations
+    def register(rule: Rule) -> Rule:
+        for kind in kinds:
+            RULES[kind] = rule
+        return rule
 
-
-class Comment(ops.MigrateOperation):
-    """A comment line in the written revision."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-@renderers.dispatch_for(AutocommitBlock)
-def _render_autocommit_block(context: AutogenContext, block: AutocommitBlock) -> list[str]:
-    # Alembic's printer indents after the `:` line; the empty line ends the block.
-    lines = ["with op.get_context().autocommit_block():"]
-    for operation in block.operations:
-        lines += render_op(context, operation)
-    return [*lines, ""]
-
-
-class Statement(ops.ExecuteSQLOp):
-    """`op.execute(...)` of one SQL statement, its text cut in pieces that fit the line length."""
-
-
-@renderers.dispatch_for(Statement)
-def _render_statement(context: AutogenContext, statement: Statement) -> str:
-    assert isinstance(statement.sqltext, str)
-    pieces = textwrap.wrap(
-        statement.sqltext, width=60, drop_whitespace=False, break_on_hyphens=False
-    )
-    return f"op.execute({' '.join(repr(piece) for piece in pieces)})"
-
-
-class EntityStep(ops.MigrateOperation):
-    """An alembic_utils operation (`op.create_entity`, `replace_entity`, `drop_entity`) on a
-    function or trigger, written with its definition in pieces that fit the line length."""
-
-    def __init__(self, verb: str, entity: ReplaceableEntity) -> None:
-        self.verb, self.entity = verb, entity
-
-
-@renderers.dispatch_for(EntityStep)
-def _render_entity_step(context: AutogenContext, step: EntityStep) -> list[str]:
-    entity, kind = step.entity, type(step.entity)
-    context.imports.add(f"from {kind.__module__} import {kind.__name__}")
-    arguments: dict[str, object] = {"schema": entity.schema, "signature": entity.signature}
-    if isinstance(entity, PGTrigger):
-        arguments |= {"on_entity": entity.on_entity, "is_constraint": entity.is_constraint}
-    name = entity.to_variable_name()
-    return [
-        f"{name} = {kind.__name__}(",
-        *(f"    {key}={value!r}," for key, value in arguments.items()),
-        "    definition=(",
-        *(f"        {piece!r}" for piece in _pieces(entity.definition)),
-        "    ),",
-        ")",
-        f"op.{step.verb}({name})",
-    ]
-
-
-@renderers.dispatch_for(Comment)
-def _render_comment(context: AutogenContext, comment: Comment) -> list[str]:
-    return [f"# {comment.text}"]
-
-
-class Kept(Comment):
-    """Where a drop would go, for a table that survives downgrades: a comment saying why."""
-
-
-@renderers.dispatch_for(Kept)
-def _render_kept(context: AutogenContext, kept: Kept) -> list[str]:
-    # `pass`: a downgrade() with nothing else to do stays valid Python.
-    return [*(f"# {line}" for line in textwrap.wrap(kept.text, width=80)), "pass"]
+    return register
 
 
 class Rewrite:
@@ -190,7 +100,8 @@ class Rewrite:
         rewritten: list[ops.MigrateOperation] = []
         for operation in operations:
             if isinstance(operation, ops.ModifyTableOps):
-                if direction == UPGRADE:
+                # A table created in this revision has nothing to lose (nor to reflect).
+                if direction == UPGRADE and operation.table_name not in created_or_dropped:
                     self._refuse_renames(operation)
                 inner = [
                     safe
@@ -240,34 +151,19 @@ class Rewrite:
         if table in fresh:
             self._lock(direction, f"{_name(operation)} on {table}: goes with its table (same step)")
             return [operation]
-        handlers: dict[type[Any], Callable[[Any, str], list[ops.MigrateOperation]]] = {
-            ops.AddColumnOp: self._add_column,
-            ops.DropColumnOp: self._drop_column,
-            ops.CreateIndexOp: self._create_index,
-            ops.DropIndexOp: self._drop_index,
-            ops.CreateUniqueConstraintOp: self._add_unique,
-            ops.CreateCheckConstraintOp: self._add_check,
-            ops.CreateForeignKeyOp: self._add_foreign_key,
-            ops.DropConstraintOp: self._drop_constraint,
-            ops.AlterColumnOp: self._alter_column,
-            storage_parameters.SetStorageParametersOp: self._storage_parameters,
-            CreateOp: self._entity,
-            ReplaceOp: self._entity,
-            RevertOp: self._entity,
-            DropOp: self._entity,
-        }
-        handler = handlers.get(type(operation))
-        if handler is None:
+        rule = RULES.get(type(operation))
+        if rule is None:
             self._lock(
                 direction,
                 f"{_name(operation)} on {table}: not judged by make revision, "
                 "review its locks by hand",
             )
             return [operation]
-        return handler(operation, direction)
+        return rule(self, operation, direction)
 
     # --- columns ----------------------------------------------------------------------------
 
+    @rewrites(ops.AddColumnOp)
     def _add_column(self, add: ops.AddColumnOp, direction: str) -> list[ops.MigrateOperation]:
         column, where = add.column, f"{add.table_name}.{add.column.name}"
         default = _default_sql(column)
@@ -291,6 +187,7 @@ class Rewrite:
         self._lock(direction, f"add_column {where}: {how}")
         return [add]
 
+    @rewrites(ops.DropColumnOp)
     def _drop_column(self, drop: ops.DropColumnOp, direction: str) -> list[ops.MigrateOperation]:
         where = f"{drop.table_name}.{drop.column_name}"
         self._drop(direction, "columns", where, "ban-drop-column")
@@ -299,13 +196,15 @@ class Rewrite:
 
     def _refuse_renames(self, table_ops: ops.ModifyTableOps) -> None:
         added = {
-            step.column.name: _sql_type(step.column.type)
+            step.column.name: sql_type(step.column.type)
             for step in table_ops.ops
             if isinstance(step, ops.AddColumnOp)
         }
         dropped = [step.column_name for step in table_ops.ops if isinstance(step, ops.DropColumnOp)]
+        if not (added and dropped):
+            return
         existing = {
-            column["name"]: _sql_type(column["type"])
+            column["name"]: sql_type(column["type"])
             for column in self._reflected_columns(table_ops.table_name)
         }
         for old in dropped:
@@ -319,14 +218,15 @@ class Rewrite:
                         "later revision. Unrelated columns: drop and add in two revisions."
                     )
 
+    @rewrites(ops.AlterColumnOp)
     def _alter_column(self, alter: ops.AlterColumnOp, direction: str) -> list[ops.MigrateOperation]:
         where = f"{alter.table_name}.{alter.column_name}"
         written: list[ops.MigrateOperation] = []
         rest = copy.copy(alter)
         rest.modify_nullable = None
         if alter.modify_type is not None:
-            old, new = _sql_type(alter.existing_type), _sql_type(alter.modify_type)
-            if _binary_compatible(old, new):
+            old, new = sql_type(alter.existing_type), sql_type(alter.modify_type)
+            if binary_compatible(old, new):
                 how = f"{old} to {new} is binary-compatible; {CATALOG_ONLY}"
                 self._waive(direction, "changing-column-type")
             elif direction == UPGRADE:
@@ -385,6 +285,7 @@ class Rewrite:
             ops.DropConstraintOp(conv(helper), table, type_="check"),
         ]
 
+    @rewrites(storage_parameters.SetStorageParametersOp)
     def _storage_parameters(
         self, change: storage_parameters.SetStorageParametersOp, direction: str
     ) -> list[ops.MigrateOperation]:
@@ -398,6 +299,7 @@ class Rewrite:
 
     # --- indexes and constraints ----------------------------------------------------------------
 
+    @rewrites(ops.CreateIndexOp)
     def _create_index(
         self, create: ops.CreateIndexOp, direction: str
     ) -> list[ops.MigrateOperation]:
@@ -408,6 +310,7 @@ class Rewrite:
         )
         return [AutocommitBlock([_concurrent(create)])]
 
+    @rewrites(ops.DropIndexOp)
     def _drop_index(self, drop: ops.DropIndexOp, direction: str) -> list[ops.MigrateOperation]:
         self._lock(
             direction,
@@ -419,6 +322,7 @@ class Rewrite:
         drop.if_exists = True
         return [AutocommitBlock([drop])]
 
+    @rewrites(ops.CreateUniqueConstraintOp)
     def _add_unique(
         self, add: ops.CreateUniqueConstraintOp, direction: str
     ) -> list[ops.MigrateOperation]:
@@ -442,6 +346,7 @@ class Rewrite:
             ),
         ]
 
+    @rewrites(ops.CreateCheckConstraintOp)
     def _add_check(
         self, add: ops.CreateCheckConstraintOp, direction: str
     ) -> list[ops.MigrateOperation]:
@@ -453,6 +358,7 @@ class Rewrite:
         )
         return self._not_valid_then_validate(direction, table, name, "check", add)
 
+    @rewrites(ops.CreateForeignKeyOp)
     def _add_foreign_key(
         self, add: ops.CreateForeignKeyOp, direction: str
     ) -> list[ops.MigrateOperation]:
@@ -490,6 +396,7 @@ class Rewrite:
             ),
         ]
 
+    @rewrites(ops.DropConstraintOp)
     def _drop_constraint(
         self, drop: ops.DropConstraintOp, direction: str
     ) -> list[ops.MigrateOperation]:
@@ -501,6 +408,7 @@ class Rewrite:
 
     # --- functions and triggers (alembic_utils) -------------------------------------------------
 
+    @rewrites(CreateOp, ReplaceOp, RevertOp, DropOp)
     def _entity(self, operation: ReversibleOp, direction: str) -> list[ops.MigrateOperation]:
         verb = ENTITY_VERBS[type(operation)]
         # A revert puts back the definition autogenerate found on the server.
@@ -561,42 +469,10 @@ class Rewrite:
                 "No revision written: these changes have no lock-safe form on a populated "
                 "table.\n  - " + "\n  - ".join(self.refusals)
             )
-        return {"locks": self._locks_text(), "declarations": self._declarations_text()}
-
-    def _locks_text(self) -> str:
-        lines = [f"Locks: one line per operation, {GENERATED}."]
-        for direction, entries in self.locks.items():
-            lines.append(f"  {direction}:")
-            for entry in entries or ["nothing"]:
-                lines += textwrap.wrap(
-                    f"{entry}.",
-                    width=DOCSTRING_WIDTH,
-                    initial_indent="  - ",
-                    subsequent_indent="    ",
-                    break_on_hyphens=False,
-                )
-        return "\n".join(lines)
-
-    def _declarations_text(self) -> str:
-        lines = []
-        if self.drops:
-            lines.append(
-                "# What each direction drops, checked for data by the guard (media_db/safety.py)."
-            )
-            for name, names in sorted(self.drops.items()):
-                lines += [f"{name} = (", *(f"    {entry!r}," for entry in names), ")"]
-        waivers = {direction: rules for direction, rules in self.waivers.items() if rules}
-        if waivers:
-            lines += [
-                "# `make lint-sql` findings made on purpose: direction -> rule -> why.",
-                "lint_waivers = {",
-            ]
-            for direction, rules in waivers.items():
-                lines.append(f"    {direction!r}: {{")
-                lines += [f"        {rule!r}: {why!r}," for rule, why in sorted(rules.items())]
-                lines.append("    },")
-            lines.append("}")
-        return "\n".join(lines)
+        return {
+            "locks": locks_paragraph(self.locks),
+            "declarations": declarations(self.drops, self.waivers),
+        }
 
 
 def rewrite(script: ops.MigrationScript, connection: Connection) -> dict[str, str]:
@@ -671,26 +547,8 @@ def _table_of(operation: ops.MigrateOperation) -> str:
     return str(getattr(operation, "table_name", None) or getattr(operation, "source_table", ""))
 
 
-def _pieces(text: str, width: int = 64) -> list[str]:
-    """`text` cut after a space (or at `width`) into pieces that join back to it exactly."""
-    pieces = []
-    for line in text.splitlines(keepends=True):
-        while len(line) > width:
-            cut = line.rfind(" ", 0, width) + 1 or width
-            pieces.append(line[:cut])
-            line = line[cut:]
-        pieces.append(line)
-    return pieces
-
-
 def _name(operation: ops.MigrateOperation) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(operation).__name__.removesuffix("Op")).lower()
-
-
-def _sql_type(type_: TypeEngine[Any] | Any) -> str:
-    if isinstance(type_, TypeDecorator):
-        type_ = type_.impl_instance
-    return str(type_.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
 
 
 def _default_sql(column: Column[Any]) -> str | None:
@@ -699,28 +557,6 @@ def _default_sql(column: Column[Any]) -> str | None:
         return None
     argument = getattr(default, "arg", None)
     return argument.text if isinstance(argument, TextClause) else repr(argument)
-
-
-LENGTH = re.compile(r"(VARCHAR|NUMERIC)(?:\((\d+)(?:, *(\d+))?\))?")
-
-
-def _binary_compatible(old: str, new: str) -> bool:
-    """Type changes PostgreSQL makes without a rewrite or a scan: varchar widened or unbounded,
-    varchar to text and back to unbounded varchar, numeric precision raised (same scale)."""
-    if old == new or (old, new) in {("VARCHAR", "TEXT"), ("TEXT", "VARCHAR")}:
-        return True
-    if old.startswith("VARCHAR") and new == "TEXT":
-        return True
-    before, after = LENGTH.fullmatch(old), LENGTH.fullmatch(new)
-    if not (before and after) or before[1] != after[1]:
-        return False
-    if after[2] is None:
-        return True  # unbounded: no limit to check
-    if before[2] is None:
-        return False
-    if before[1] == "NUMERIC" and before[3] != after[3]:
-        return False  # another scale changes every stored value
-    return int(after[2]) >= int(before[2])
 
 
 def _identifier(name: str) -> str:

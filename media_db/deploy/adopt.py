@@ -11,14 +11,12 @@ import re
 import sys
 
 from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
 
-from media_db import migrations
-from media_db.connect import DatabaseUnavailable, open_connection
-from media_db.local_server import REPO_ROOT
-from media_db.verify import drift_from
+from media_db.connect import open_connection
+from media_db.deploy import project
+from media_db.deploy.verify import drift_from
+from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
 from models import Base
 
 BASELINE = "0001"
@@ -28,7 +26,7 @@ TRANSACTION_CONTROL = re.compile(r"^(BEGIN|COMMIT);$", re.MULTILINE)
 def baseline_sql() -> str:
     """Revision 0001 as offline SQL, without its BEGIN/COMMIT (the caller's transaction holds)."""
     buffer = io.StringIO()
-    config = Config(str(REPO_ROOT / "alembic.ini"), output_buffer=buffer)
+    config = project.alembic_config(output_buffer=buffer)
     config.attributes["skip_logging_config"] = True
     command.upgrade(config, BASELINE, sql=True)
     return TRANSACTION_CONTROL.sub("", buffer.getvalue())
@@ -36,10 +34,7 @@ def baseline_sql() -> str:
 
 def adopt(connection: Connection) -> tuple[bool, list[str]]:
     """(stamped, what differs)."""
-    context = MigrationContext.configure(
-        connection, opts={"version_table": migrations.VERSION_TABLE}
-    )
-    if current := context.get_current_heads():
+    if current := project.current_heads(connection):
         return False, [f"already managed by Alembic, at revision {', '.join(current)}"]
     present = [
         name
@@ -53,7 +48,7 @@ def adopt(connection: Connection) -> tuple[bool, list[str]]:
     differences = drift_from(connection, lambda scratch: scratch.exec_driver_sql(sql))
     if differences:
         return False, differences
-    config = Config(str(REPO_ROOT / "alembic.ini"))
+    config = project.alembic_config()
     config.attributes.update(connection=connection, skip_logging_config=True)
     command.stamp(config, BASELINE)
     return True, []
@@ -64,7 +59,7 @@ def main() -> int:
         connection = open_connection("adopt")
     except DatabaseUnavailable as error:
         print(error, file=sys.stderr)
-        return 1
+        return EXIT_UNAVAILABLE
     with connection:
         stamped, findings = adopt(connection)
     if stamped:

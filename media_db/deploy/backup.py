@@ -1,12 +1,12 @@
 """A backup of the rows a consented drop is about to destroy, and the command that restores it.
 
-media_db/guarded_ops.py calls `save` under the drop's ACCESS EXCLUSIVE lock, on the migration's
+media_db/deploy/data_loss.py calls `save` under the drop's ACCESS EXCLUSIVE lock, on the migration's
 own connection and transaction: the file holds exactly what the drop removes, and nothing can
 be committed in between. COPY (CSV with a header) needs no pg_dump of the server's major and
 writes every type in its own text form, which COPY reads back unchanged.
 
 One migration run writes one directory (`<backup dir>/<UTC time>/`): a CSV per table or column
-and `manifest.json`, in drop order. `python -m media_db.backup restore DIR` (`make restore
+and `manifest.json`, in drop order. `python -m media_db.deploy.backup restore DIR` (`make restore
 BACKUP=DIR`) puts everything back in one transaction, parents before children, once the
 schema has the tables and columns again (`make upgrade`): tables by COPY, columns by UPDATE on
 the primary key. Opt out with `-x backup=skip`; the directory is `-x backup-dir=...` or
@@ -24,12 +24,14 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from media_db import settings
-from media_db.connect import DatabaseUnavailable, open_connection
-from media_db.local_server import REPO_ROOT
+from media_db.connect import open_connection
+from media_db.deploy import project
+from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
 
-log = logging.getLogger("alembic.env")
+log = logging.getLogger(__name__)
 
-DEFAULT_DIRECTORY = REPO_ROOT / ".local" / "backups"
+# Relative folders (this default too) are read from the project folder, the one with alembic.ini.
+DEFAULT_DIRECTORY = ".local/backups"
 MANIFEST = "manifest.json"
 PRIMARY_KEY = text("""
     SELECT a.attname FROM pg_index i
@@ -49,16 +51,21 @@ class RestoreRefused(RuntimeError):
 
 @dataclass
 class Run:
-    """The backups of one migration run, in one timestamped directory made on first use."""
+    """The backups of one migration run, in one timestamped directory made on first use, under
+    `root` (read from the project folder when relative)."""
 
-    root: Path
+    root: str | Path
     directory: Path | None = None
     entries: list[dict[str, Any]] = field(default_factory=list)
+
+    def folder(self) -> Path:
+        """Where this run's backups go (an absolute root stays as it is)."""
+        return project.folder() / self.root
 
     def save(self, connection: Connection, quote: Any, table: str, column: str | None) -> None:
         if self.directory is None:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-            self.directory = self.root / stamp
+            self.directory = self.folder() / stamp
             self.directory.mkdir(parents=True)
         key = list(connection.scalars(PRIMARY_KEY, {"t": quote(table)}))
         if column is not None and not key:
@@ -170,7 +177,7 @@ def main(argv: list[str]) -> int:
         connection = open_connection("restore")
     except DatabaseUnavailable as error:
         print(error, file=sys.stderr)
-        return 1
+        return EXIT_UNAVAILABLE
     with connection:
         try:
             lines = restore(connection, Path(argv[1]))

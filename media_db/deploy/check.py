@@ -6,12 +6,9 @@ import re
 import sys
 
 from media_db import settings
-from media_db.connect import DatabaseUnavailable
+from media_db.deploy.project import OLDEST_MAJOR, TESTED_MAJORS
+from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
 from media_db.pool import Database
-
-# Every major `make test-matrix` runs the migration tests on (README: supported majors). 14 is
-# not among them: no Debian release here packages it and no wheel carries it.
-TESTED_MAJORS = (13, 15, 16, 17, 18)
 
 
 def major_of(version: str) -> int:
@@ -27,10 +24,12 @@ def untested_warning(version: str) -> str | None:
     if major in TESTED_MAJORS:
         return None
     tested = ", ".join(str(m) for m in TESTED_MAJORS)
+    refused = (
+        f" and refuse it ({OLDEST_MAJOR} or newer is required)" if major < OLDEST_MAJOR else ""
+    )
     return (
         f"WARNING: PostgreSQL {major} is outside the tested majors ({tested}): the migrations "
-        "have not been proven on it"
-        + (" and refuse it (13 or newer is required)." if major < TESTED_MAJORS[0] else ".")
+        f"have not been proven on it{refused}."
     )
 
 
@@ -45,7 +44,7 @@ def main() -> int:
         version, description = asyncio.run(check())
     except DatabaseUnavailable as error:
         print(f"Database connection failed: {error}", file=sys.stderr)
-        return 1
+        return EXIT_UNAVAILABLE
     print("Database connection successful")
     print(description)
     print(f"Server major: {major_of(version)}")

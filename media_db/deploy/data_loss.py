@@ -7,10 +7,10 @@ implementations wrap Alembic's defaults (Operations.implementation_for, replace=
   refuse if the table holds a row (the column a value), unless the operator consented. Deciding
   and dropping under one lock means a row that a writer (n8n) commits during a deploy is either
   seen by the check or waits for the drop and fails: it is never dropped unseen. Offline SQL
-  carries the same check as a DO block. `media_db.safety.refuse_data_loss` runs the same test
+  carries the same check as a DO block. `refuse_data_loss` (below) runs the same test
   earlier, before any step, so a refusal usually comes before anything changed.
 - With consent, the rows (values) about to go are first written to a backup file under that
-  same lock (media_db/backup.py), unless the operator opted out (`-x backup=skip`): nothing
+  same lock (media_db/deploy/backup.py), unless the operator opted out (`-x backup=skip`): nothing
   committed after the backup can be lost by the drop. Offline SQL cannot write files: take a
   backup before applying a script that drops data.
 - `create_index(..., postgresql_concurrently=True)` first drops an INVALID leftover of a failed
@@ -18,15 +18,16 @@ implementations wrap Alembic's defaults (Operations.implementation_for, replace=
 """
 
 import logging
+from typing import Any
 
 from alembic.operations import Operations, ops, toimpl
 from alembic.util import CommandError
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
-log = logging.getLogger("alembic.env")
+log = logging.getLogger(__name__)
 
 CONSENT_OPTION = "allow_data_loss"  # the MigrationContext option env.py sets from the consent
-BACKUP_OPTION = "backup"  # a media_db.backup.Run, or None when the operator opted out
+BACKUP_OPTION = "backup"  # a media_db.deploy.backup.Run, or None when the operator opted out
 HOW_TO_CONSENT = (
     "Back up, then consent with `-x allow-data-loss=true` (ALLOW_DATA_LOSS=1 for make)."
 )
@@ -110,3 +111,72 @@ def _drop_invalid_leftover(operations: Operations, name: str) -> None:
     if operations.get_bind().scalar(text(f"SELECT EXISTS ({probe})")):
         log.warning("Dropping INVALID index %s left by a failed earlier build", name)
         operations.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quoted}")
+
+
+# --- before any step: what the steps declare they drop ---------------------------------------
+
+# What each revision declares it drops, by direction: "table" or "table.column" names. Revision
+# 0001 predates the column-level declarations: its `drops_tables` are what downgrade() drops.
+DECLARED_DROPS = {
+    False: ("drops_tables", "drops_columns"),  # downgrade()
+    True: ("upgrade_drops_tables", "upgrade_drops_columns"),  # upgrade()
+}
+SHOWN_UP_TO = 1_000  # rows counted per table or column at most: the answer stays quick at any size
+
+
+def declared_drops(steps: list[Any]) -> list[str]:
+    """Every table and `table.column` the steps will drop, as their revisions declare them."""
+    return [
+        name
+        for step in steps
+        for attribute in DECLARED_DROPS[bool(step.is_upgrade)]
+        for name in getattr(step.revision.module, attribute, ())
+    ]
+
+
+def refuse_data_loss(connection: Connection, steps: list[Any], consent: bool) -> None:
+    """Before any step runs: refuse, changing nothing, if a table or column the steps declare
+    they drop holds a row or value, unless the operator consents. The drop itself checks again
+    under its lock (media_db/deploy/data_loss.py): this early check makes a refusal change nothing
+    instead of stopping half-way down."""
+    holding = {}
+    for name in dict.fromkeys(declared_drops(steps)):
+        if (found := _values_held(connection, name)) is not None:
+            holding[name] = found
+    connection.rollback()
+    if not holding:
+        return
+    listed = ", ".join(f"{name} ({found})" for name, found in holding.items())
+    if not consent:
+        raise CommandError(
+            f"Refusing to migrate: it would drop {listed}. Nothing was changed. " + HOW_TO_CONSENT
+        )
+    log.warning("Dropping, with consent: %s", listed)
+
+
+def _values_held(connection: Connection, name: str) -> str | None:
+    """'3 rows' / '1 value' / 'more than 1,000 rows' when `name` holds data; None when it does
+    not, or does not exist."""
+    table, _, column = name.partition(".")
+    exists = connection.scalar(
+        text(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(:t) "
+            "AND attnum > 0 AND NOT attisdropped AND (:c = '' OR attname = :c)"
+        ),
+        {"t": table, "c": column},
+    )
+    if not exists:
+        return None
+    where = f' WHERE "{column}" IS NOT NULL' if column else ""
+    found = int(
+        connection.scalar(
+            text(f'SELECT count(*) FROM (SELECT FROM "{table}"{where} LIMIT {SHOWN_UP_TO + 1}) s')
+        )
+        or 0
+    )
+    if not found:
+        return None
+    noun = "value" if column else "row"
+    if found > SHOWN_UP_TO:
+        return f"more than {SHOWN_UP_TO:,} {noun}s"
+    return f"{found:,} {noun}{'' if found == 1 else 's'}"

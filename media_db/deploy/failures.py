@@ -21,12 +21,11 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, PendingRollbackError, ResourceClosedError
 
-from media_db import catalog, migrations
-from models import Base
+from media_db.deploy import catalog, environment, project
+from media_db.deploy.project import OUR_TABLES
 
-log = logging.getLogger("alembic.env")
+log = logging.getLogger(__name__)
 
-OUR_TABLES = set(Base.metadata.tables)
 KINDS = {
     "columns": "column",
     "constraints": "constraint",
@@ -35,9 +34,10 @@ KINDS = {
 }
 
 
-class Progress:
-    """Where a run stands: the revision reached and our catalog after the last step that went
-    through (Alembic's on_version_apply), and the command that would finish the job."""
+class LeftBehind:
+    """What a failure would leave behind, and where the run stands: the revision reached and our
+    catalog after the last step that went through (Alembic's on_version_apply), and the command
+    that would finish the job."""
 
     def __init__(self, script: ScriptDirectory, x_arguments: Mapping[str, str]) -> None:
         self.script = script
@@ -68,7 +68,7 @@ class Progress:
     def _plan(self) -> None:
         assert self.context is not None
         self.heads = self.context.get_current_heads()
-        plan = migrations.planned_steps(self.context)
+        plan = environment.planned_steps(self.context)
         destination = str(self.context.opts.get("destination_rev"))
         if self.command == "upgrade" and destination in ("head", "heads"):
             target = destination
@@ -98,21 +98,21 @@ class Progress:
 
 
 @contextmanager
-def reported(progress: Progress, engine: Engine, debug: bool) -> Iterator[None]:
+def reported(run: LeftBehind, engine: Engine, debug: bool) -> Iterator[None]:
     """Turn any failure of a changing command into its one-line summary."""
     try:
         yield
     except Exception as error:
         if debug:
             log.error("Traceback (shown because of -x debug=true):", exc_info=error)
-        raise CommandError(_summary(progress, engine, error)) from None
+        raise CommandError(_summary(run, engine, error)) from None
 
 
-def _summary(progress: Progress, engine: Engine, error: BaseException) -> str:
+def _summary(run: LeftBehind, engine: Engine, error: BaseException) -> str:
     heads, now, unreadable = _state(engine)
-    at = heads if heads is not None else progress.heads
-    shown = migrations.describe(at, progress.script)
-    if not progress.started:
+    at = heads if heads is not None else run.heads
+    shown = environment.describe(at, run.script)
+    if not run.started:
         # Refused or stopped before any step: the refusal says what to do, if it is one.
         where = (
             f"the database is at revision {shown}, unchanged"
@@ -121,9 +121,9 @@ def _summary(progress: Progress, engine: Engine, error: BaseException) -> str:
         )
         if isinstance(error, CommandError):
             return f"{_cause(error)} ({where})."
-        next_run = f"; next: run `{progress.next_command}` again" if progress.next_command else ""
-        return f"{progress.command} did not start: {_cause(error)}; {where}{next_run}."
-    step = progress.failed_step(at)
+        next_run = f"; next: run `{run.next_command}` again" if run.next_command else ""
+        return f"{run.command} did not start: {_cause(error)}; {where}{next_run}."
+    step = run.failed_step(at)
     parts = [f"{step.short_log} failed: {_cause(error)}" if step else _cause(error)]
     if heads is None:
         parts.append(
@@ -132,8 +132,8 @@ def _summary(progress: Progress, engine: Engine, error: BaseException) -> str:
         )
     else:
         parts.append(f"the database is at revision {shown}")
-        parts.append(_left_behind(progress.after_last_step, now or {}, step))
-    parts.append(f"next: once the cause is dealt with, run `{progress.next_command}` again")
+        parts.append(_left_behind(run.after_last_step, now or {}, step))
+    parts.append(f"next: once the cause is dealt with, run `{run.next_command}` again")
     return "; ".join(parts) + "."
 
 
@@ -147,9 +147,9 @@ def _state(engine: Engine) -> tuple[tuple[str, ...] | None, catalog.Catalog | No
             # A fresh session: bound its waits as the migration's own are (never server-wide).
             connection.exec_driver_sql(f"SET lock_timeout = '{SUMMARY_LOCK_TIMEOUT}'")
             heads: tuple[str, ...] = ()
-            if connection.scalar(text("SELECT to_regclass(:t)"), {"t": migrations.VERSION_TABLE}):
+            if connection.scalar(text("SELECT to_regclass(:t)"), {"t": project.VERSION_TABLE}):
                 versions = connection.scalars(
-                    text(f"SELECT version_num FROM {migrations.VERSION_TABLE}")
+                    text(f"SELECT version_num FROM {project.VERSION_TABLE}")
                 )
                 heads = tuple(sorted(versions))
             return heads, _ours(connection), ""

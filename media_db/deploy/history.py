@@ -25,7 +25,6 @@ import logging
 import socket
 import subprocess
 import time
-import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -37,11 +36,10 @@ from alembic.runtime.migration import MigrationContext, MigrationInfo
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, insert, select, text
 
-from media_db import migrations
-from media_db.local_server import REPO_ROOT
+from media_db.deploy import environment, project
 from models import Base, MigrationHistory
 
-log = logging.getLogger("alembic.env")
+log = logging.getLogger(__name__)
 
 TABLE = Base.metadata.tables[MigrationHistory.__tablename__]
 PENDING = "media_analysis_history_pending"  # offline: the session's rows waiting for TABLE
@@ -67,18 +65,19 @@ def checksum(path: str | Path) -> str:
 
 @cache
 def project_version() -> str:
-    """pyproject.toml's version, and the commit when run from a git checkout."""
-    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    """The installed package's version, and the commit when the project folder is a git
+    checkout (the revisions' files are the project folder's)."""
+    version = project.version()
     try:
         commit = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
+            ["git", "-C", str(project.folder()), "rev-parse", "--short=12", "HEAD"],
             capture_output=True,
             text=True,
             timeout=5,
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return str(version)
+        return version
     return f"{version}+g{commit}"
 
 
@@ -122,10 +121,10 @@ class Recorder:
     def recording(self, migration_context: MigrationContext) -> Iterator[None]:
         """One attempt at running the migrations: on failure, the step that failed is recorded
         on a separate connection, then the error goes on."""
-        command = migrations.running_command(migration_context)
+        command = environment.running_command(migration_context)
         self.plan = (
-            [step.info for step in migrations.planned_steps(migration_context)]
-            if command in migrations.CHANGING_COMMANDS
+            [step.info for step in environment.planned_steps(migration_context)]
+            if command in environment.CHANGING_COMMANDS
             else []
         )
         self.done = 0

@@ -8,7 +8,7 @@ A thread with its own connection wakes every few seconds (`-x progress-interval=
 - batched backfills: rows done (counted from the UPDATE/DELETE/INSERT statements the migration
   connection runs on the table), rows left and an ETA. What "left" means is declared by the
   revision, `backfills = {"table": "SQL condition of a row still to do"}`, counted once when
-  the revision starts; 0003 landed before the declaration existed, hence LANDED_BEFORE.
+  the revision starts (media_db/deploy/landed.py for those that landed before the declaration).
 
 On a terminal the report is one live line; otherwise one log line per interval.
 """
@@ -28,13 +28,11 @@ from alembic.runtime.migration import MigrationInfo
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, text
 
-from media_db.safety import OUR_TABLES
+from media_db.deploy import landed
+from media_db.deploy.project import OUR_TABLES
 
-log = logging.getLogger("alembic.env")
+log = logging.getLogger(__name__)
 
-LANDED_BEFORE = {
-    "0003": {"analysis_results": "status IS NULL", "processing_jobs": "status IS NULL"},
-}
 WRITE = re.compile(r"^\s*(?:UPDATE|DELETE\s+FROM|INSERT\s+INTO)\s+\"?(\w+)", re.IGNORECASE)
 
 INDEX_BUILDS = text("""
@@ -91,7 +89,7 @@ def declared_backfills(script: ScriptDirectory, info: MigrationInfo | None) -> d
         return {}
     rev = info.up_revision_id
     module = script.get_revision(rev).module if script.get_revision(rev) else None
-    return dict(getattr(module, "backfills", None) or LANDED_BEFORE.get(rev, {}))
+    return dict(getattr(module, "backfills", None) or landed.BACKFILLS.get(rev, {}))
 
 
 class Reporter:

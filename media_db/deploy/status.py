@@ -1,5 +1,5 @@
-"""`make status` (`python -m media_db.status [--json]`): the operator's view before and after a
-deploy, read-only.
+"""`make status` (`python -m media_db.deploy.status [--json]`): the operator's view before and
+after a deploy, read-only.
 
 Shows the revision against head and what is pending (with each revision's `Locks:`), applied
 revisions whose file changed since (checksums in the migration history), drift against the
@@ -8,8 +8,9 @@ INVALID indexes, the migration lock's holder, sessions whose open transactions o
 would block DDL now, processing_jobs' dead tuples and last autovacuum, and the server's major.
 
 Exit status: 0 when nothing needs attention, 1 when something does (each such line is marked
-`!`), 2 when the database cannot be read. The session waits at most STATUS_LOCK_TIMEOUT for any
-lock and STATUS_STATEMENT_TIMEOUT per statement, so a busy database cannot hang it.
+`!`), 3 when the database cannot be read (EXIT_UNAVAILABLE, as for every command of ours). The
+session waits at most STATUS_LOCK_TIMEOUT for any lock and STATUS_STATEMENT_TIMEOUT per
+statement, so a busy database cannot hang it.
 """
 
 import argparse
@@ -20,32 +21,21 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from media_db import history, migrations, safety, verify
-from media_db.connect import DatabaseUnavailable, open_connection
-from media_db.local_server import REPO_ROOT
+from media_db.connect import open_connection
+from media_db.deploy import history, lock, project, sessions, verify
+from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
 
 STATUS_LOCK_TIMEOUT, STATUS_STATEMENT_TIMEOUT = "1s", "30s"
 # A transaction older than the migrations' lock_timeout on one of our tables makes DDL give up.
 BLOCKING_AFTER_SECONDS = 5.0
-# Each claim leaves a dead entry in the claim index until VACUUM (docs: known pitfalls); past
-# this many, claims read noticeably more pages.
+# Each claim leaves a dead entry in the claim index until VACUUM (measured: after 3,000 claims
+# the next one read 1,274 buffers instead of 40); past this many, claims read noticeably more.
 DEAD_TUPLES_ATTENTION = 10_000
 
-HOLDING_OUR_TABLES = text("""
-    SELECT DISTINCT a.pid, coalesce(a.application_name, '') AS application, a.state,
-           extract(epoch FROM now() - a.xact_start) AS age, left(a.query, 200) AS query
-    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-    WHERE l.granted AND l.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND l.relation IN (SELECT to_regclass(t) FROM unnest(CAST(:tables AS text[])) t)
-    ORDER BY age DESC
-""")
 INVALID_INDEXES = text("""
     SELECT c.relname AS tbl, i.relname AS idx FROM pg_index x
     JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid
@@ -92,19 +82,34 @@ def locks_of(script: Script) -> str:
 def collect(
     connection: Connection, script: ScriptDirectory, blocking_after: float = BLOCKING_AFTER_SECONDS
 ) -> Status:
+    """Every check, in the order `render` shows them; each adds its findings to `status`."""
     began = time.monotonic()
-    status = Status()
+    status = Status(blocking_after_seconds=blocking_after)
+    applied = check_server_and_revisions(connection, script, status)
+    check_checksums(connection, script, applied, status)
+    if status.current == status.head:  # behind head the models are ahead by design
+        check_drift(connection, status)
+    check_invalid_indexes(connection, status)
+    status.migration_lock_holder = lock.lock_holder(
+        connection, lock.advisory_key(project.VERSION_TABLE)
+    )
+    check_blocking_sessions(connection, status)
+    check_queue_table(connection, status)
+    connection.rollback()
+    status.seconds = round(time.monotonic() - began, 3)
+    return status
+
+
+def check_server_and_revisions(
+    connection: Connection, script: ScriptDirectory, status: Status
+) -> list[str]:
+    """The server's major, the revision against head, what is pending; returns what is applied."""
     version = connection.dialect.server_version_info or (0,)
     status.server_major = int(version[0])
-    if version < migrations.MINIMUM_SERVER:
+    if status.server_major < project.OLDEST_MAJOR:
         status.attention.append(f"server {status.server_major} is older than we support")
-
-    context = MigrationContext.configure(
-        connection, opts={"version_table": migrations.VERSION_TABLE}
-    )
-    status.current = sorted(context.get_current_heads())
+    status.current = sorted(project.current_heads(connection))
     status.head = sorted(script.get_heads())
-    at_head = status.current == status.head
     applied = [
         found.revision
         for found in script.revision_map.iterate_revisions(tuple(status.current), "base")
@@ -116,7 +121,13 @@ def collect(
     status.pending.reverse()
     if status.pending:
         status.attention.append(f"{_plural(len(status.pending), 'revision')} pending")
+    return applied
 
+
+def check_checksums(
+    connection: Connection, script: ScriptDirectory, applied: list[str], status: Status
+) -> None:
+    """Applied revisions whose file changed since, or that the history has no checksum for."""
     recorded = history.applied_checksums(connection) if history.table_exists(connection) else {}
     for rev in reversed(applied):
         file = script.get_revision(rev)
@@ -128,52 +139,54 @@ def collect(
         status.attention.append(f"changed since applied: {', '.join(status.changed_since_applied)}")
     connection.rollback()
 
-    if at_head:
-        status.drift = verify.schema_drift(connection)
-        if status.drift:
-            status.attention.append(f"{_plural(len(status.drift), 'difference')} from the models")
 
-    tables = list(safety.OUR_TABLES)
-    status.invalid_indexes = [
-        f"{row.idx} on {row.tbl}" for row in connection.execute(INVALID_INDEXES, {"tables": tables})
-    ]
+def check_drift(connection: Connection, status: Status) -> None:
+    status.drift = verify.schema_drift(connection)
+    if status.drift:
+        status.attention.append(f"{_plural(len(status.drift), 'difference')} from the models")
+
+
+def check_invalid_indexes(connection: Connection, status: Status) -> None:
+    rows = connection.execute(INVALID_INDEXES, {"tables": list(project.OUR_TABLES)})
+    status.invalid_indexes = [f"{row.idx} on {row.tbl}" for row in rows]
     if status.invalid_indexes:
         status.attention.append(f"INVALID: {', '.join(status.invalid_indexes)}")
 
-    key = safety.advisory_key(migrations.VERSION_TABLE)
-    status.migration_lock_holder = safety.lock_holder(connection, key)
 
-    for row in connection.execute(HOLDING_OUR_TABLES, {"tables": tables}):
-        session = {
+def check_blocking_sessions(connection: Connection, status: Status) -> None:
+    """Sessions whose open transaction on our tables would make DDL give up now."""
+    status.blocking_sessions = [
+        {
             "pid": row.pid,
             "application": row.application,
             "state": row.state,
             "age_seconds": round(float(row.age), 1),
             "query": " ".join(row.query.split()),
         }
-        status.blocking_sessions.append(session)
-    status.blocking_after_seconds = blocking_after
-    old = [s for s in status.blocking_sessions if s["age_seconds"] > blocking_after]
+        for row in sessions.holding_our_tables(connection)
+    ]
+    old = [s for s in status.blocking_sessions if s["age_seconds"] > status.blocking_after_seconds]
     if old:
         status.attention.append(
             f"{_plural(len(old), 'session')} would block DDL longer than the migrations' "
             f"lock_timeout: {', '.join(str(s['pid']) for s in old)}"
         )
 
-    if (jobs := connection.execute(VACUUM).first()) is not None:
-        status.processing_jobs = {
-            "live_tuples": jobs.n_live_tup,
-            "dead_tuples": jobs.n_dead_tup,
-            "last_autovacuum": _iso(jobs.last_autovacuum),
-            "last_vacuum": _iso(jobs.last_vacuum),
-        }
-        if jobs.n_dead_tup > DEAD_TUPLES_ATTENTION:
-            status.attention.append(
-                f"processing_jobs has {jobs.n_dead_tup:,} dead tuples: claims slow until VACUUM"
-            )
-    connection.rollback()
-    status.seconds = round(time.monotonic() - began, 3)
-    return status
+
+def check_queue_table(connection: Connection, status: Status) -> None:
+    """processing_jobs' dead tuples: each claim leaves one in the claim index until VACUUM."""
+    if (jobs := connection.execute(VACUUM).first()) is None:
+        return
+    status.processing_jobs = {
+        "live_tuples": jobs.n_live_tup,
+        "dead_tuples": jobs.n_dead_tup,
+        "last_autovacuum": _iso(jobs.last_autovacuum),
+        "last_vacuum": _iso(jobs.last_vacuum),
+    }
+    if jobs.n_dead_tup > DEAD_TUPLES_ATTENTION:
+        status.attention.append(
+            f"processing_jobs has {jobs.n_dead_tup:,} dead tuples: claims slow until VACUUM"
+        )
 
 
 def _iso(value: Any) -> str | None:
@@ -269,8 +282,8 @@ def main(argv: list[str]) -> int:
         connection = open_connection("status")
     except DatabaseUnavailable as error:
         print(error, file=sys.stderr)
-        return 2
-    script = ScriptDirectory.from_config(Config(str(REPO_ROOT / "alembic.ini")))
+        return EXIT_UNAVAILABLE
+    script = ScriptDirectory.from_config(project.alembic_config())
     with connection:
         connection.exec_driver_sql(
             f"SET lock_timeout = '{STATUS_LOCK_TIMEOUT}'; "
@@ -282,7 +295,7 @@ def main(argv: list[str]) -> int:
         except SQLAlchemyError as error:
             orig = getattr(error, "orig", None) or error
             print(f"Cannot read the status: {' '.join(str(orig).split())}", file=sys.stderr)
-            return 2
+            return EXIT_UNAVAILABLE
     print(json.dumps(asdict(status), indent=2) if args.json else render(status))
     return 1 if status.attention else 0
 

@@ -9,14 +9,12 @@ Nothing is left behind; the scratch schema never becomes visible to other sessio
 import sys
 from collections.abc import Callable
 
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
-from media_db import catalog, migrations
-from media_db.connect import DatabaseUnavailable, open_connection
-from media_db.local_server import REPO_ROOT
+from media_db.connect import open_connection
+from media_db.deploy import catalog, project
+from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
 from models import Base
 
 SCRATCH_SCHEMA = "media_analysis_verify_scratch"
@@ -52,11 +50,8 @@ def schema_drift(connection: Connection) -> list[str]:
 
 
 def revision_lag(connection: Connection) -> str | None:
-    script = ScriptDirectory.from_config(Config(str(REPO_ROOT / "alembic.ini")))
-    context = MigrationContext.configure(
-        connection, opts={"version_table": migrations.VERSION_TABLE}
-    )
-    current, heads = set(context.get_current_heads()), set(script.get_heads())
+    script = ScriptDirectory.from_config(project.alembic_config())
+    current, heads = set(project.current_heads(connection)), set(script.get_heads())
     if current == heads:
         return None
     return (
@@ -70,7 +65,7 @@ def main() -> int:
         connection = open_connection("verify")
     except DatabaseUnavailable as error:
         print(error, file=sys.stderr)
-        return 1
+        return EXIT_UNAVAILABLE
     with connection:
         if lag := revision_lag(connection):
             print(f"Schema verification failed: {lag}", file=sys.stderr)

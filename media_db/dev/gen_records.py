@@ -2,21 +2,22 @@
 the models (and `make revision` runs it, so a column added to a model reaches its record).
 
 Generated rather than built at run time so that mypy sees every field with its type; a test
-(tests/test_records_match_models.py) fails when the committed file differs from what this writes.
+(tests/runtime/test_records_match_models.py) fails when the committed file differs from what
+this writes.
 """
 
 import sys
 import types
 import typing
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import inspect
 
+from media_db.dev import REPO_ROOT
 from models import AnalysisResult, Base, MediaItem, ProcessingJob
 
-RECORDS_FILE = Path(__file__).resolve().parent / "records.py"
+RECORDS_FILE = REPO_ROOT / "media_db" / "records.py"
 # Record name -> model. A field per mapped column, named like the column, in table order.
 RECORDS: dict[str, type[Base]] = {
     "MediaRecord": MediaItem,
@@ -26,9 +27,9 @@ RECORDS: dict[str, type[Base]] = {
 HEADER = '''"""What the repositories return: frozen, fully loaded rows, safe to pass around after
 the transaction ended (no session, no lazy loading under asyncio).
 
-Generated from the models by `make records` (media_db/gen_records.py; `make revision` runs it):
+Generated from the models by `make records` (media_db/dev/gen_records.py; `make revision` runs it):
 do not edit. Field names are the column names, in table order; statuses are the models' enums.
-tests/test_records_match_models.py fails when this file is stale.
+tests/runtime/test_records_match_models.py fails when this file is stale.
 """
 '''
 

@@ -21,13 +21,12 @@ from pathlib import Path
 from types import ModuleType
 
 from alembic import command
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from media_db.local_server import REPO_ROOT
+from media_db.deploy import landed, project
+from media_db.dev import REPO_ROOT
 
 OUT = REPO_ROOT / ".local" / "sql"
-PG_VERSION = "13"  # the oldest server we support (revision 0001 refuses older ones)
 
 PROJECT_STANCE = {
     # The models keep the plan's VARCHAR(n): the lengths are the data layer's input limits.
@@ -38,27 +37,11 @@ PROJECT_STANCE = {
     "prefer-bigint-over-int": "integers are counts and sizes; ids are UUIDs",
 }
 
-# A downgrade removes what its upgrade added; dropping is its job.
-_DOWNGRADE = {
-    "ban-drop-table": "a downgrade drops the tables its upgrade created",
-    "ban-drop-constraint": "a downgrade drops the constraints its upgrade added",
-    "ban-drop-function": "a downgrade drops the function its upgrade created",
-    "ban-drop-not-null": "0005's downgrade undoes its SET NOT NULL",
-}
-LANDED_BEFORE_WAIVERS: dict[str, dict[str, str]] = {
-    **{f"{n:04d}_downgrade": _DOWNGRADE for n in range(1, 8)},
-    "0005_upgrade": {
-        "adding-not-nullable-field": "no scan: a CHECK (status IS NOT NULL) validated in 0004 "
-        "proves the column, which squawk cannot see across revisions",
-        "ban-drop-constraint": "drops 0002's helper CHECK, redundant once the column is NOT NULL",
-    },
-}
-
 
 def offline_sql(direction: str, span: str) -> str:
     """What `alembic <direction> <span> --sql` prints."""
     buffer = io.StringIO()
-    config = Config(str(REPO_ROOT / "alembic.ini"), output_buffer=buffer)
+    config = project.alembic_config(output_buffer=buffer)
     config.attributes["skip_logging_config"] = True
     getattr(command, direction)(config, span, sql=True)
     return buffer.getvalue()
@@ -68,14 +51,14 @@ def waived(module: ModuleType, revision: str, direction: str) -> dict[str, str]:
     """Every rule not applied to this revision's SQL in this direction, with why."""
     return {
         **PROJECT_STANCE,
-        **LANDED_BEFORE_WAIVERS.get(f"{revision}_{direction}", {}),
+        **landed.LINT_WAIVERS.get(f"{revision}_{direction}", {}),
         **getattr(module, "lint_waivers", {}).get(direction, {}),
     }
 
 
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
-    script = ScriptDirectory.from_config(Config(str(REPO_ROOT / "alembic.ini")))
+    script = ScriptDirectory.from_config(project.alembic_config())
     squawk = Path(sys.executable).parent / "squawk"
     reporter = "tty" if sys.stdout.isatty() else "gcc"
     failed = 0
@@ -94,7 +77,7 @@ def main() -> int:
             result = subprocess.run(
                 [
                     str(squawk),
-                    f"--pg-version={PG_VERSION}",
+                    f"--pg-version={project.OLDEST_MAJOR}",
                     f"--reporter={reporter}",
                     *(f"--exclude={rule}" for rule in rules),
                     str(path),

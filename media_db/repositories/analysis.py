@@ -7,7 +7,8 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import String, any_, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
 
-from media_db import validation as check
+from media_db import validation
+from media_db.errors import InvalidTransition, NotFound
 from media_db.pool import Database
 from media_db.records import AnalysisRecord
 from media_db.repositories.common import fetch_all, fetch_one
@@ -69,11 +70,13 @@ class AnalysisRepository:
     ) -> AnalysisRecord:
         """Records that an analysis is under way (status `processing`)."""
         values = {
-            "media_item_id": check.as_uuid("media_item_id", media_item_id),
-            "analysis_type": check.required_text(
+            "media_item_id": validation.as_uuid("media_item_id", media_item_id),
+            "analysis_type": validation.required_text(
                 "analysis_type", analysis_type, max_length(RESULTS.c.analysis_type)
             ),
-            "provider": check.required_text("provider", provider, max_length(RESULTS.c.provider)),
+            "provider": validation.required_text(
+                "provider", provider, max_length(RESULTS.c.provider)
+            ),
         }
         row = await fetch_one(self.db, START, values, AnalysisRecord.from_row)
         assert row is not None
@@ -86,36 +89,36 @@ class AnalysisRepository:
         token_usage: int | None = None,
         processing_time_ms: int | None = None,
     ) -> AnalysisRecord:
-        check.non_negative("token_usage", token_usage)
-        check.non_negative("processing_time_ms", processing_time_ms)
-        payload = Jsonb(check.json_object("result_data", result_data))
+        validation.non_negative("token_usage", token_usage)
+        validation.non_negative("processing_time_ms", processing_time_ms)
+        payload = Jsonb(validation.json_object("result_data", result_data))
         values = {"data": payload, "tokens": token_usage, "ms": processing_time_ms}
         return await self._finish(result_id, COMPLETE, AnalysisStatus.COMPLETED, values)
 
     async def fail(self, result_id: uuid.UUID | str, error_message: str) -> AnalysisRecord:
-        check.required_text("error_message", error_message)
+        validation.required_text("error_message", error_message)
         values = {"error": error_message}
         return await self._finish(result_id, FAIL, AnalysisStatus.FAILED, values)
 
     async def _finish(
         self, result_id: uuid.UUID | str, update: str, to: AnalysisStatus, values: dict[str, Any]
     ) -> AnalysisRecord:
-        key = check.as_uuid("result_id", result_id)
+        key = validation.as_uuid("result_id", result_id)
         params = {**values, "status": to, "id": key, "open": OPEN}
         row = await fetch_one(self.db, update, params, AnalysisRecord.from_row)
         if row is not None:
             return row
         found = await fetch_one(self.db, STATUS_OF, {"id": key}, lambda row: row[0])
         if found is None:
-            raise check.NotFound(f"analysis result {key} does not exist")
-        raise check.InvalidTransition(
+            raise NotFound(f"analysis result {key} does not exist")
+        raise InvalidTransition(
             f"analysis result {key} is {found}; only pending or processing results "
             "can be completed or failed"
         )
 
     async def for_media_item(self, media_item_id: uuid.UUID | str) -> list[AnalysisRecord]:
         """All results of one media item, newest first."""
-        key = check.as_uuid("media_item_id", media_item_id)
+        key = validation.as_uuid("media_item_id", media_item_id)
         return await fetch_all(
             self.db, FOR_MEDIA_ITEM, {"media_item_id": key}, AnalysisRecord.from_row
         )
@@ -124,7 +127,7 @@ class AnalysisRepository:
         self, media_item_id: uuid.UUID | str
     ) -> list[AnalysisRecord]:
         """The newest result of each (analysis_type, provider) for one media item."""
-        key = check.as_uuid("media_item_id", media_item_id)
+        key = validation.as_uuid("media_item_id", media_item_id)
         return await fetch_all(
             self.db, LATEST_PER_TYPE_AND_PROVIDER, {"media_item_id": key}, AnalysisRecord.from_row
         )

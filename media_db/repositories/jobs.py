@@ -8,14 +8,14 @@ and none is lost.
 
 Which jobs and in which order come from the model's claim index, `idx_processing_jobs_claim`
 (its WHERE and its columns), so the claim cannot drift from the index that serves it: highest
-priority first, then oldest. A NULL priority (raw writers can still store one) sorts first, as
-in the index; enqueue never writes one.
+priority first, then oldest. `claim_many` returns its batch in that order, sorted by the same
+statement. (priority is NOT NULL since 0008, so no writer can store a NULL one.)
 """
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -36,8 +36,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.sql.util import ClauseAdapter
 
-from media_db import validation as check
+from media_db import validation
+from media_db.errors import InvalidInput, InvalidTransition, NotFound
 from media_db.pool import Database
 from media_db.records import JobRecord
 from media_db.repositories.common import fetch_all, fetch_one
@@ -78,11 +80,21 @@ def _claim(many: bool, by_workflow: bool) -> str:
         which = JOBS.c.id == any_(func.array(chosen))
     else:
         which = JOBS.c.id == _next_queued(literal_column("1"), by_workflow).scalar_subquery()
-    return compiled(
+    claim = (
         update(JOBS)
         .values(status=constant(JobStatus.RUNNING), started_at=func.now())
         .where(which)
         .returning(*COLUMNS)
+    )
+    if not many:
+        return compiled(claim)
+    # RETURNING has no order: the batch comes back sorted by the claim index's own order.
+    claimed = claim.cte("claimed")
+    in_claimed = ClauseAdapter(claimed)
+    return compiled(
+        select(*(claimed.c[column.name] for column in COLUMNS)).order_by(
+            *(in_claimed.traverse(expression) for expression in CLAIM_ORDER)  # type: ignore[type-var]
+        )
     )
 
 
@@ -167,21 +179,16 @@ class NewJob:
 
     def checked(self) -> tuple[str, int, uuid.UUID | None]:
         """Column values in ENQUEUE_COLUMNS order (raises InvalidInput naming the field)."""
-        check.required_text("workflow_type", self.workflow_type, WORKFLOW_TYPE_LENGTH)
+        validation.required_text("workflow_type", self.workflow_type, WORKFLOW_TYPE_LENGTH)
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
-            raise check.InvalidInput("priority", f"{self.priority!r} is not a whole number")
-        check.non_negative("priority", self.priority)
+            raise InvalidInput("priority", f"{self.priority!r} is not a whole number")
+        validation.non_negative("priority", self.priority)
         item = self.media_item_id
         return (
             self.workflow_type,
             self.priority,
-            None if item is None else check.as_uuid("media_item_id", item),
+            None if item is None else validation.as_uuid("media_item_id", item),
         )
-
-
-def _claim_order(job: JobRecord) -> tuple[bool, int, bool, datetime | None]:
-    """The claim index's order in Python (NULL priority first, NULL created_at last)."""
-    return (job.priority is not None, -(job.priority or 0), job.created_at is None, job.created_at)
 
 
 class JobQueue:
@@ -222,14 +229,11 @@ class JobQueue:
         """Moves up to n queued jobs to `running` in one statement and returns them in claim
         order; an empty list when the queue is empty."""
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BATCH:
-            raise check.InvalidInput(
-                "n", f"must be a whole number from 1 to {MAX_BATCH}, got {n!r}"
-            )
+            raise InvalidInput("n", f"must be a whole number from 1 to {MAX_BATCH}, got {n!r}")
         params = {**self._workflow(workflow_type), "n": n}
-        claimed = await fetch_all(
+        return await fetch_all(
             self.db, CLAIM_MANY["workflow_type" in params], params, JobRecord.from_row
         )
-        return sorted(claimed, key=_claim_order)
 
     async def complete(self, job_id: uuid.UUID | str) -> JobRecord:
         return await self._move(job_id, [JobStatus.RUNNING], JobStatus.COMPLETED)
@@ -244,13 +248,13 @@ class JobQueue:
         return await fetch_all(self.db, COMPLETE_MANY, {"ids": keys}, JobRecord.from_row)
 
     async def fail(self, job_id: uuid.UUID | str, error_message: str) -> JobRecord:
-        check.required_text("error_message", error_message)
+        validation.required_text("error_message", error_message)
         return await self._move(job_id, [JobStatus.RUNNING], JobStatus.FAILED, error_message)
 
     async def fail_many(self, errors: Mapping[uuid.UUID | str, str]) -> list[JobRecord]:
         """`complete_many`'s twin: each listed running job becomes `failed` with its message."""
         keys = self._ids(errors)
-        messages = [check.required_text("error_message", errors[key]) for key in errors]
+        messages = [validation.required_text("error_message", errors[key]) for key in errors]
         if not keys:
             return []
         params = {"ids": keys, "errors": messages}
@@ -270,14 +274,12 @@ class JobQueue:
     async def requeue_stuck(self, older_than: timedelta) -> list[uuid.UUID]:
         """Jobs `running` for longer than `older_than` (their worker died) go back to the queue."""
         if not isinstance(older_than, timedelta) or older_than <= timedelta(0):
-            raise check.InvalidInput(
-                "older_than", f"must be a positive timedelta, got {older_than!r}"
-            )
+            raise InvalidInput("older_than", f"must be a positive timedelta, got {older_than!r}")
         return await fetch_all(self.db, REQUEUE_STUCK, {"older_than": older_than}, _first)
 
     async def by_status(self, status: JobStatus | str, limit: int = 100) -> list[JobRecord]:
         """Jobs in one status, in claim order."""
-        wanted = check.as_status(JobStatus, "status", status)
+        wanted = validation.as_status(JobStatus, "status", status)
         params = {"status": wanted, "limit": limit}
         return await fetch_all(self.db, BY_STATUS, params, JobRecord.from_row)
 
@@ -290,16 +292,16 @@ class JobQueue:
     def _workflow(workflow_type: str | None) -> dict[str, str]:
         if workflow_type is None:
             return {}
-        check.required_text("workflow_type", workflow_type, WORKFLOW_TYPE_LENGTH)
+        validation.required_text("workflow_type", workflow_type, WORKFLOW_TYPE_LENGTH)
         return {"workflow_type": workflow_type}
 
     @staticmethod
     def _ids(job_ids: Iterable[uuid.UUID | str]) -> list[uuid.UUID]:
         if isinstance(job_ids, str | uuid.UUID):
-            raise check.InvalidInput("job_ids", "must be a collection of ids, not one id")
-        keys = [check.as_uuid("job_ids", key) for key in job_ids]
+            raise InvalidInput("job_ids", "must be a collection of ids, not one id")
+        keys = [validation.as_uuid("job_ids", key) for key in job_ids]
         if len(keys) > MAX_BATCH:
-            raise check.InvalidInput("job_ids", f"at most {MAX_BATCH} at once, got {len(keys)}")
+            raise InvalidInput("job_ids", f"at most {MAX_BATCH} at once, got {len(keys)}")
         return keys
 
     async def _move(
@@ -309,16 +311,16 @@ class JobQueue:
         to: JobStatus,
         error_message: str | None = None,
     ) -> JobRecord:
-        key = check.as_uuid("job_id", job_id)
+        key = validation.as_uuid("job_id", job_id)
         values: dict[str, Any] = {"to": to, "error": error_message, "id": key, "allowed": allowed}
         row = await fetch_one(self.db, MOVE, values, JobRecord.from_row)
         if row is not None:
             return row
         found = await fetch_one(self.db, STATUS_OF, {"id": key}, _first)
         if found is None:
-            raise check.NotFound(f"job {key} does not exist")
+            raise NotFound(f"job {key} does not exist")
         wanted = " or ".join(allowed)
-        raise check.InvalidTransition(f"job {key} is {found}, not {wanted}: cannot mark it {to}")
+        raise InvalidTransition(f"job {key} is {found}, not {wanted}: cannot mark it {to}")
 
 
 def _first(row: Sequence[Any]) -> Any:

@@ -11,7 +11,8 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import Integer, String, bindparam, delete, func, insert, literal_column, select
 from sqlalchemy import update as update_
 
-from media_db import validation as check
+from media_db import validation
+from media_db.errors import InvalidInput, NotFound
 from media_db.pool import Database
 from media_db.records import MediaRecord
 from media_db.repositories.common import fetch_all, fetch_one
@@ -41,16 +42,16 @@ class NewMedia:
         for name, required, limit in _TEXT_FIELDS:
             value = getattr(self, name)
             if required or value is not None:
-                check.required_text(name, value, limit)
-        check.non_negative("file_size", self.file_size)
-        check.non_negative("duration_seconds", self.duration_seconds)
-        check.positive("width", self.width)
-        check.positive("height", self.height)
+                validation.required_text(name, value, limit)
+        validation.non_negative("file_size", self.file_size)
+        validation.non_negative("duration_seconds", self.duration_seconds)
+        validation.positive("width", self.width)
+        validation.positive("height", self.height)
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         if self.metadata is None:
             del values["metadata"]
         else:
-            values["metadata"] = Jsonb(check.json_object("metadata", self.metadata))
+            values["metadata"] = Jsonb(validation.json_object("metadata", self.metadata))
         return values
 
 
@@ -143,7 +144,7 @@ class MediaRepository:
         return len(rows)
 
     async def get(self, media_id: uuid.UUID | str) -> MediaRecord | None:
-        key = check.as_uuid("media_id", media_id)
+        key = validation.as_uuid("media_id", media_id)
         return await fetch_one(self.db, GET, {"id": key}, MediaRecord.from_row)
 
     async def newest(
@@ -152,11 +153,11 @@ class MediaRepository:
         """Newest first, by keyset (created_at, id): stable under concurrent inserts, and served
         by idx_media_items_created_at instead of an OFFSET scan."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-            raise check.InvalidInput("limit", f"must be between 1 and {MAX_PAGE}, got {limit!r}")
+            raise InvalidInput("limit", f"must be between 1 and {MAX_PAGE}, got {limit!r}")
         params: dict[str, Any] = {"limit": limit + 1}
         query = NEWEST
         if after is not None:
-            params |= {"at": after[0], "id": check.as_uuid("after", after[1])}
+            params |= {"at": after[0], "id": validation.as_uuid("after", after[1])}
             query = NEWEST_AFTER
         rows = await fetch_all(self.db, query, params, MediaRecord.from_row)
         items = rows[:limit]
@@ -165,23 +166,23 @@ class MediaRepository:
         return MediaPage(items, cursor)
 
     async def by_source_type(self, source_type: str, limit: int = 100) -> list[MediaRecord]:
-        check.required_text("source_type", source_type, max_length(MEDIA.c.source_type))
+        validation.required_text("source_type", source_type, max_length(MEDIA.c.source_type))
         params = {"source_type": source_type, "limit": limit}
         return await fetch_all(self.db, BY_SOURCE_TYPE, params, MediaRecord.from_row)
 
     async def merge_metadata(self, media_id: uuid.UUID | str, patch: dict[str, Any]) -> MediaRecord:
         """Top-level keys of `patch` replace those in `metadata` (JSONB `||`), in one statement,
         so concurrent merges of different keys do not lose each other's writes."""
-        key = check.as_uuid("media_id", media_id)
-        params = {"patch": Jsonb(check.json_object("metadata", patch)), "id": key}
+        key = validation.as_uuid("media_id", media_id)
+        params = {"patch": Jsonb(validation.json_object("metadata", patch)), "id": key}
         row = await fetch_one(self.db, MERGE_METADATA, params, MediaRecord.from_row)
         if row is None:
-            raise check.NotFound(f"media item {key} does not exist")
+            raise NotFound(f"media item {key} does not exist")
         return row
 
     async def delete(self, media_id: uuid.UUID | str) -> bool:
         """Deletes the item; its analysis results and jobs go with it (ON DELETE CASCADE)."""
-        key = check.as_uuid("media_id", media_id)
+        key = validation.as_uuid("media_id", media_id)
         async with self.db.connection() as connection:
             cursor = await connection.execute(DELETE, {"id": key})
         return cursor.rowcount > 0

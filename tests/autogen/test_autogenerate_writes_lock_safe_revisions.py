@@ -15,7 +15,7 @@ import pytest
 from alembic import command
 from sqlalchemy import URL, create_engine, pool
 
-from media_db import catalog
+from media_db.deploy import catalog
 from tests.conftest import FreshDatabase
 from tests.helpers import NEXT_REVISION, alembic_config, edit, environment, project_copy, run
 
@@ -206,7 +206,10 @@ SAFE.append(
             (
                 ANALYSIS_RESULT,
                 "class ProbeItem(Base):\n"
-                '    __tablename__ = "probe_items"\n\n'
+                '    __tablename__ = "probe_items"\n'
+                # An index of the new table: it comes with the table, nothing is reflected.
+                '    __table_args__ = (Index("idx_probe_items_media_item_id", "media_item_id"),)'
+                "\n\n"
                 "    id: Mapped[uuid.UUID] = mapped_column(\n"
                 "        primary_key=True, server_default=NEW_UUID\n"
                 "    )\n"
@@ -220,6 +223,7 @@ SAFE.append(
             r'drops_tables = \(\s*"probe_items",\s*\)',
             r'op\.create_table\(\s*"probe_items"',
             r"sa\.ForeignKeyConstraint\(",
+            r'"idx_probe_items_media_item_id"',
         ],
         [r'op\.drop_table\("probe_items"\)'],
         "create_table probe_items: a new table; its foreign keys take SHARE ROW EXCLUSIVE on "

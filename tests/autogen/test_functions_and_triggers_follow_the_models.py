@@ -17,11 +17,11 @@ import psycopg
 import pytest
 from sqlalchemy import URL, Connection, create_engine, pool, text
 
-from media_db import catalog
-from media_db.migrations import VERSION_TABLE
+from media_db.deploy import catalog
+from media_db.deploy.project import VERSION_TABLE
+from tests.autogen.test_autogenerate_writes_lock_safe_revisions import at_head, snapshot, written
 from tests.conftest import FreshDatabase
 from tests.helpers import HEAD, NEXT_REVISION, edit, environment, project_copy, run
-from tests.test_autogenerate_writes_lock_safe_revisions import at_head, snapshot, written
 
 # make test-matrix runs these on every PostgreSQL major.
 pytestmark = pytest.mark.matrix

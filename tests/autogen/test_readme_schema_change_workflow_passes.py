@@ -14,16 +14,16 @@ SECTION = "## Changing the schema (autogenerate)"
 # `make test` in the copy runs the tests a schema change can break (the whole suite inside the
 # suite would double its time), on the server this run already uses.
 SCHEMA_CHANGE_TESTS = [
-    "tests/test_revisions_are_reviewable.py",
-    "tests/test_schema_diagram_is_current.py",
-    "tests/test_models_match_migrations.py",
-    "tests/test_stairway.py",
-    "tests/test_offline_sql_matches_online.py",
-    "tests/test_pytest_alembic_builtins.py",
-    "tests/test_records_match_models.py",
+    "tests/deploy/test_revisions_are_reviewable.py",
+    "tests/dev/test_schema_diagram_is_current.py",
+    "tests/deploy/test_models_match_migrations.py",
+    "tests/deploy/test_stairway.py",
+    "tests/deploy/test_offline_sql_matches_online.py",
+    "tests/deploy/test_pytest_alembic_builtins.py",
+    "tests/runtime/test_records_match_models.py",
     # These add columns of their own: they must not collide with the README's example.
-    "tests/test_schema_is_the_same_on_every_major.py",
-    "tests/test_dropped_data_is_never_lost_unasked.py",
+    "tests/deploy/test_schema_is_the_same_on_every_major.py",
+    "tests/deploy/test_dropped_data_is_never_lost_unasked.py",
 ]
 
 

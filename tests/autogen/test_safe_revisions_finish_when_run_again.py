@@ -8,7 +8,7 @@ import pytest
 from alembic import command
 from sqlalchemy import URL, create_engine, pool, text
 
-from media_db.migrations import VERSION_TABLE
+from media_db.deploy.project import VERSION_TABLE
 from tests.conftest import FreshDatabase
 from tests.helpers import HEAD, alembic_config, edit, environment, project_copy, run
 

@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import URL, create_engine, pool, text
 
-from media_db.migrations import VERSION_TABLE
+from media_db.deploy.project import VERSION_TABLE
 from tests.conftest import FreshDatabase
 from tests.helpers import HEAD, environment, run
 
 # make test-matrix runs these on every PostgreSQL major.
 pytestmark = pytest.mark.matrix
 
-PLAN_SQL = (Path(__file__).parent / "sql" / "seed_plan_001_initial_schema.sql").read_text()
+PLAN_SQL = (Path(__file__).parents[1] / "sql" / "seed_plan_001_initial_schema.sql").read_text()
 
 
 def plan_built(url: URL, *drift: str) -> None:

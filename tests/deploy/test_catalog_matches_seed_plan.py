@@ -8,15 +8,15 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, pool
 
-from media_db import catalog
-from media_db.migrations import VERSION_TABLE
+from media_db.deploy import catalog
+from media_db.deploy.project import VERSION_TABLE
 from tests.conftest import FreshDatabase
 from tests.helpers import alembic_config
 
 # make test-matrix runs these on every PostgreSQL major.
 pytestmark = pytest.mark.matrix
 
-PLAN_SQL = (Path(__file__).parent / "sql" / "seed_plan_001_initial_schema.sql").read_text()
+PLAN_SQL = (Path(__file__).parents[1] / "sql" / "seed_plan_001_initial_schema.sql").read_text()
 
 
 def test_revision_0001_gives_the_catalog_of_the_plans_sql(fresh_database: FreshDatabase) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import URL, Connection, Engine, create_engine, pool, text
 
+from tests.deploy.test_dropped_data_is_never_lost_unasked import config_for, with_thumbnail
 from tests.helpers import alembic_config, environment, run
-from tests.test_dropped_data_is_never_lost_unasked import config_for, with_thumbnail
 
 __all__ = ["with_thumbnail"]  # the fixture, shared with the test of refusals
 
@@ -64,7 +64,7 @@ def test_downgrade_base_with_consent_backs_up_every_row_and_restore_puts_them_ba
         "media_items",
     ]
 
-    refused = run(["python", "-m", "media_db.backup", "restore", str(directory)], env)
+    refused = run(["python", "-m", "media_db.deploy.backup", "restore", str(directory)], env)
     assert refused.returncode == 1
     assert "media_items does not exist: bring the schema back first" in refused.stderr
 
@@ -93,7 +93,9 @@ def test_a_dropped_column_is_backed_up_and_restored_by_key(
         directory = backup_directory(backups)
         assert (directory / "media_items.probe_path.csv").read_text().count("\n") == 2
         command.upgrade(config_for(project, connection), "head")
-        done = run(["python", "-m", "media_db.backup", "restore", str(directory)], environment(url))
+        done = run(
+            ["python", "-m", "media_db.deploy.backup", "restore", str(directory)], environment(url)
+        )
         assert done.returncode == 0, done.stderr
         connection.rollback()
         after = sorted(connection.execute(text("SELECT id, probe_path FROM media_items")).all())

@@ -3,7 +3,8 @@ been proven on (`make test-matrix` runs them on each tested major)."""
 
 import pytest
 
-from media_db.check import TESTED_MAJORS, major_of, untested_warning
+from media_db.deploy.check import major_of, untested_warning
+from media_db.deploy.project import TESTED_MAJORS
 from tests.conftest import FreshDatabase
 from tests.helpers import environment, run
 from tests.servers import DatabaseServer

@@ -13,7 +13,7 @@ from alembic import command
 from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, pool, text
 
-from media_db.migrations import VERSION_TABLE
+from media_db.deploy.project import VERSION_TABLE
 from tests.conftest import FreshDatabase
 from tests.helpers import HEAD, REPO_ROOT, alembic_config, environment, run
 

@@ -5,9 +5,9 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, text
 
-from media_db import catalog
-from media_db.history import TABLE as HISTORY
-from media_db.migrations import VERSION_TABLE
+from media_db.deploy import catalog
+from media_db.deploy.history import TABLE as HISTORY
+from media_db.deploy.project import VERSION_TABLE
 from models import Base
 from tests.helpers import alembic_config
 

@@ -14,7 +14,7 @@ from alembic.config import Config
 from alembic.util import CommandError
 from sqlalchemy import URL, Connection, Engine, create_engine, pool, text
 
-from media_db.migrations import VERSION_TABLE
+from media_db.deploy.project import VERSION_TABLE
 from tests.conftest import FreshDatabase
 from tests.helpers import HEAD, NEXT_REVISION, alembic_config, project_copy
 

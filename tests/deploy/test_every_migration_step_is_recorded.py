@@ -12,11 +12,11 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, Engine, create_engine, pool, text
 
-from media_db import history
-from media_db.local_server import client
+from media_db.deploy import history
+from media_db.dev.embedded import client
 from tests.conftest import FreshDatabase
+from tests.deploy.test_offline_sql_matches_online import psql_environment
 from tests.helpers import HEAD, NEXT_REVISION, alembic_config, environment, project_copy, run
-from tests.test_offline_sql_matches_online import psql_environment
 
 REVISIONS = [
     s.revision

@@ -10,7 +10,7 @@ import time
 from alembic import command
 from sqlalchemy import URL, create_engine, pool, text
 
-from media_db.safety import MIGRATION_SESSION_NAME
+from media_db.deploy.lock import MIGRATION_SESSION_NAME
 from tests.conftest import FreshDatabase
 from tests.faults import assert_recovers, scalar, seed_rows, wait_until
 from tests.helpers import BIN, HEAD, alembic_config, environment, start

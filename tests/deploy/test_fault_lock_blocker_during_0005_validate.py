@@ -9,8 +9,8 @@ import threading
 from alembic import command
 from sqlalchemy import URL, create_engine, pool, text
 
-from media_db import catalog
-from media_db.migrations import VERSION_TABLE
+from media_db.deploy import catalog
+from media_db.deploy.project import VERSION_TABLE
 from models import MigrationHistory
 from tests.conftest import FreshDatabase
 from tests.faults import assert_recovers, failure_line, scalar, seed_rows, wait_until

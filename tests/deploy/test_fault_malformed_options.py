@@ -4,9 +4,10 @@ anything runs, in one line naming the option and a good value, and the database 
 
 from sqlalchemy import URL, create_engine, pool
 
-from media_db.migrations import VERSION_TABLE
+from media_db.deploy.options import OPTIONS
+from media_db.deploy.project import VERSION_TABLE
 from tests.faults import assert_recovers, failure_line, scalar, seed_rows
-from tests.helpers import HEAD, environment, run
+from tests.helpers import HEAD, REPO_ROOT, environment, run
 
 BAD_X = {
     "lock-retries=-1": "-x lock-retries=3",
@@ -16,14 +17,16 @@ BAD_X = {
     "lock-wait=nan": "-x lock-wait=600",
     "lock-wait=-5": "-x lock-wait=600",
     "lock-retry-backoff=-1": "-x lock-retry-backoff=2",
-    "lock_timeout=0": "-x lock_timeout=5s",
-    "lock_timeout=99999999999999h": "-x lock_timeout=5s",
-    "lock_timeout=5 s": "-x lock_timeout=5s",
-    "statement_timeout=0": "-x statement_timeout=15min",
+    "lock_timeout=0": "-x lock-timeout=5s",  # the underscored alias, checked alike
+    "lock-timeout=99999999999999h": "-x lock-timeout=5s",
+    "lock-timeout=5 s": "-x lock-timeout=5s",
+    "lock-timeout=\u0665s": "-x lock-timeout=5s",  # an Arabic-Indic 5: ASCII digits only
+    "lock-retries=\uff13": "-x lock-retries=3",  # a fullwidth 3
+    "statement-timeout=0": "-x statement-timeout=15min",
     "allow-data-loss=TRUE": "-x allow-data-loss=true",
     "allow-data-loss=yes": "-x allow-data-loss=true",
     "debug=1": "-x debug=true",
-    "lock-timeout=5s": "-x lock_timeout=5s",  # misspelt: would be silently ignored
+    "lock-timout=5s": "-x lock-timeout=5s",  # misspelt: would be silently ignored
 }
 BAD_ENVIRONMENT = {
     "ALLOW_DATA_LOSS": ("true", "ALLOW_DATA_LOSS=1"),
@@ -52,6 +55,11 @@ def test_each_bad_option_is_refused_and_runs_nothing(migrated: URL) -> None:
         line = failure_line(result)
         assert f"{variable}={value!r} refused" in line
         assert example in line
+    twice = run(
+        ["alembic", "-x", "lock_timeout=1s", "-x", "lock-timeout=2s", "downgrade", "base"],
+        environment(migrated),
+    )
+    assert "-x lock-timeout given twice (as lock-timeout and lock_timeout)" in failure_line(twice)
     assert revision(migrated) == HEAD
     assert_recovers(migrated, rows)
 
@@ -62,3 +70,12 @@ def test_make_refuses_a_consent_it_does_not_know(migrated: URL) -> None:
     assert result.returncode != 0
     assert "ALLOW_DATA_LOSS='yes' refused: it must be exactly 1 (consent) or 0" in result.stdout
     assert_recovers(migrated, rows)
+
+
+def test_the_readme_documents_every_option_by_its_names() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    for option in OPTIONS.values():
+        assert f"| `{option.name}`" in readme, option.name
+        assert f"| `{option.environment}` |" in readme, option.environment
+        if option.alias:
+            assert f"(or `{option.alias}`)" in readme, option.alias

@@ -9,7 +9,7 @@ from alembic import command
 from sqlalchemy import URL, create_engine, pool, text
 from sqlalchemy.exc import OperationalError
 
-from media_db.safety import MIGRATION_SESSION_NAME
+from media_db.deploy.lock import MIGRATION_SESSION_NAME
 from tests.faults import assert_recovers, failure_line, scalar, seed_rows, wait_until
 from tests.helpers import alembic_config, environment, run
 

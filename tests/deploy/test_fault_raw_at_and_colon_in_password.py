@@ -9,7 +9,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy import URL, create_engine, pool
 
-from media_db.local_server import LocalServer
+from media_db.dev.embedded import LocalServer
 from tests.faults import assert_recovers, seed_rows
 from tests.helpers import environment, run
 
@@ -20,7 +20,7 @@ PASSWORDS = {
 }
 ENTRY_POINTS = {
     "alembic": ["alembic", "upgrade", "head"],
-    "check": ["python", "-m", "media_db.check"],
+    "check": ["python", "-m", "media_db.deploy.check"],
     "make db-check": ["make", "db-check"],
     "make verify": ["make", "verify"],
 }

@@ -13,8 +13,8 @@ import pytest
 from alembic import command
 from sqlalchemy import URL, Connection, create_engine, pool, text
 
-from media_db.local_server import LocalServer
-from media_db.safety import MIGRATION_SESSION_NAME
+from media_db.deploy.lock import MIGRATION_SESSION_NAME
+from media_db.dev.embedded import LocalServer
 from tests.conftest import FreshDatabase
 from tests.faults import assert_recovers, failure_line, scalar, seed_rows, wait_until
 from tests.helpers import BIN, alembic_config, environment, start

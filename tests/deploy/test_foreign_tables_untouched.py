@@ -9,7 +9,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic_utils.replaceable_entity import ReplaceableEntity
 from sqlalchemy import Connection, Engine, text
 
-from media_db import catalog
+from media_db.deploy import catalog
 from models import Base
 from tests.helpers import alembic_config
 
@@ -127,7 +127,8 @@ def test_without_our_filter_alembic_utils_would_drop_their_functions_and_trigger
 
 
 def _env_options() -> dict[str, object]:
-    from media_db.migrations import VERSION_TABLE, scoped_to
+    from media_db.deploy.environment import scoped_to
+    from media_db.deploy.project import VERSION_TABLE
     from models import ENTITIES, SCHEMA
 
     options = scoped_to(Base.metadata, ENTITIES, SCHEMA, with_entities=True)

@@ -4,6 +4,7 @@ and ETA; each revision logs its duration when it ends."""
 
 import time
 
+import pytest
 from alembic import command
 from sqlalchemy import URL, create_engine, pool, text
 
@@ -18,22 +19,30 @@ def at(url: URL, revision: str) -> None:
         command.upgrade(alembic_config(connection), revision)
 
 
-def test_backfill_reports_rows_done_left_and_eta(fresh_database: FreshDatabase) -> None:
+# Each batched backfill, with rows it has to do: (revision before, revision, rows to insert).
+BACKFILLS = {
+    # before 0002's CHECK (status IS NOT NULL) refuses new NULLs
+    "0003": ("0001", "INSERT INTO processing_jobs (workflow_type, status) SELECT 'w', NULL"),
+    # before 0008 makes priority NOT NULL (its batches fill NULL priorities with the default)
+    "0008": ("0007", "INSERT INTO processing_jobs (workflow_type, priority) SELECT 'w', NULL"),
+}
+
+
+@pytest.mark.parametrize("revision", sorted(BACKFILLS))
+def test_backfill_reports_rows_done_left_and_eta(
+    fresh_database: FreshDatabase, revision: str
+) -> None:
+    before, rows = BACKFILLS[revision]
     url = fresh_database()
-    at(url, "0001")  # before 0002's CHECK (status IS NOT NULL) refuses new NULLs
+    at(url, before)
     with create_engine(url, poolclass=pool.NullPool).begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO processing_jobs (workflow_type, status) "
-                "SELECT 'w', NULL FROM generate_series(1, 200000)"
-            )
-        )
-    done = run(["alembic", *FAST, "upgrade", "0003"], environment(url), timeout=300)
+        connection.execute(text(f"{rows} FROM generate_series(1, 200000)"))
+    done = run(["alembic", *FAST, "upgrade", revision], environment(url), timeout=300)
     assert done.returncode == 0, done.stderr
     assert "Progress: backfill processing_jobs: " in done.stderr
     assert "ETA" in done.stderr
     assert " rows done, " in done.stderr
-    assert "Upgrade 0003 took " in done.stderr
+    assert f"Upgrade {revision} took " in done.stderr
 
 
 def test_concurrent_index_build_reports_its_phase(fresh_database: FreshDatabase) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import URL
 
-from media_db.local_server import LocalServer
+from media_db.dev.embedded import LocalServer
 from tests.conftest import FreshDatabase
 from tests.helpers import HEAD, environment, run
 

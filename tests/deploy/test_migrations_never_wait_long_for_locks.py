@@ -9,7 +9,7 @@ from alembic import command
 from alembic.util import CommandError
 from sqlalchemy import Engine, text
 
-from media_db.migrations import VERSION_TABLE
+from media_db.deploy.project import VERSION_TABLE
 from tests.helpers import alembic_config, environment, run
 
 # make test-matrix runs these on every PostgreSQL major.

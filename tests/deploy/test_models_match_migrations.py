@@ -10,7 +10,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import URL, Engine, create_engine, pool, text
 
-from media_db.verify import revision_lag, schema_drift
+from media_db.deploy.verify import revision_lag, schema_drift
 from tests.helpers import alembic_config, environment, project_copy, run
 
 # make test-matrix runs these on every PostgreSQL major.
@@ -82,7 +82,7 @@ def test_function_edited_by_hand_is_drift(engine: Engine) -> None:
             "FUNCTION media_items_touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS "
             "$function$ BEGIN NEW.updated_at := clock_timestamp(); RETURN NEW; END $function$"
         ]
-    verify = run(["python", "-m", "media_db.verify"], environment(engine.url))
+    verify = run(["python", "-m", "media_db.deploy.verify"], environment(engine.url))
     assert verify.returncode == 1
     assert "function media_items_touch_updated_at(): expected" in verify.stderr
 

@@ -5,9 +5,9 @@ import pytest
 from alembic import command
 from sqlalchemy import URL, create_engine, pool, text
 
-from media_db import catalog
-from media_db.local_server import client
-from media_db.migrations import VERSION_TABLE
+from media_db.deploy import catalog
+from media_db.deploy.project import VERSION_TABLE
+from media_db.dev.embedded import client
 from tests.conftest import FreshDatabase
 from tests.helpers import HEAD, alembic_config, environment, run
 

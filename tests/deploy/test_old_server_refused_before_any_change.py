@@ -9,7 +9,7 @@ from alembic.util import CommandError
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from media_db import catalog, migrations
+from media_db.deploy import catalog, project
 from tests.helpers import alembic_config
 
 # make test-matrix runs these on every PostgreSQL major.
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.matrix
 def test_env_refuses_a_server_below_the_minimum(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(migrations, "MINIMUM_SERVER", (99,))
+    monkeypatch.setattr(project, "OLDEST_MAJOR", 99)
     with engine.connect() as connection:
         with pytest.raises(CommandError, match=r"PostgreSQL 99 or newer is required.*Nothing"):
             command.upgrade(alembic_config(connection), "head")

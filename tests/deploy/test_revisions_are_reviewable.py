@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from alembic.script import Script, ScriptDirectory
 
-from media_db.failures import commits_as_it_goes
-from media_db.safe_autogenerate import GENERATED
-from media_db.safety import DECLARED_DROPS
+from media_db.autogen.locks import GENERATED
+from media_db.deploy.data_loss import DECLARED_DROPS
+from media_db.deploy.failures import commits_as_it_goes
 from tests.helpers import REPO_ROOT, alembic_config
 
 SCRIPTS = list(reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions())))

@@ -6,8 +6,8 @@ README's steps needs no reference rewritten.)"""
 import pytest
 from sqlalchemy import URL, create_engine, pool
 
-from media_db import catalog
-from media_db.check import major_of
+from media_db.deploy import catalog
+from media_db.deploy.check import major_of
 from tests.majors import head_catalog, models_catalog, not_null_constraints
 from tests.servers import DatabaseServer
 

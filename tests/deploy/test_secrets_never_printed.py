@@ -8,7 +8,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy import URL, create_engine, pool
 
-from media_db.local_server import LocalServer
+from media_db.dev.embedded import LocalServer
 from media_db.settings import DRIVER
 from tests.helpers import HEAD, environment, run
 
@@ -99,7 +99,7 @@ def test_percent_encoded_database_url_works_and_hides_the_password(app_database:
         ["alembic", "downgrade", "base"],
         ["alembic", "upgrade", "head"],
         ["alembic", "current"],
-        ["python", "-m", "media_db.check"],
+        ["python", "-m", "media_db.deploy.check"],
     ):
         result = run(args, env)
         assert result.returncode == 0, result.stderr

@@ -6,9 +6,9 @@ from alembic import command
 from alembic.script import Script, ScriptDirectory
 from sqlalchemy import Connection, Engine
 
-from media_db import catalog
-from media_db.history import TABLE as HISTORY
-from media_db.migrations import VERSION_TABLE
+from media_db.deploy import catalog
+from media_db.deploy.history import TABLE as HISTORY
+from media_db.deploy.project import VERSION_TABLE
 from tests.helpers import alembic_config
 
 # make test-matrix runs these on every PostgreSQL major.

@@ -13,11 +13,11 @@ from alembic import command
 from sqlalchemy import URL, Engine, create_engine, pool, text
 from sqlalchemy.exc import IntegrityError
 
-from media_db import migrations, safety
+from media_db.deploy import lock, project
 from tests.conftest import FreshDatabase
 from tests.helpers import HEAD, alembic_config, edit, environment, project_copy, run
 
-STATUS = ["python", "-m", "media_db.status"]
+STATUS = ["python", "-m", "media_db.deploy.status"]
 
 
 def status(url: URL, *args: str, cwd: Path | None = None) -> tuple[int, dict[str, Any]]:
@@ -103,7 +103,7 @@ def test_drift_invalid_index_blockers_lock_holder_and_dead_tuples_are_reported(
             break
         time.sleep(0.2)
     with engine.connect() as holder, engine.connect() as blocker:
-        key = safety.advisory_key(migrations.VERSION_TABLE)
+        key = lock.advisory_key(project.VERSION_TABLE)
         holder_pid = holder.scalar(text("SELECT pg_backend_pid()"))
         holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
         blocker_pid = blocker.scalar(text("SELECT pg_backend_pid()"))

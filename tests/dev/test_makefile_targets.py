@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from media_db.local_server import LocalServer
+from media_db.dev.embedded import LocalServer
 from tests.helpers import HEAD, REPO_ROOT, environment, run
 
 TARGETS = re.findall(r"^([a-z-]+):.*## ", (REPO_ROOT / "Makefile").read_text(), re.MULTILINE)

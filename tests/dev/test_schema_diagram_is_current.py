@@ -1,6 +1,6 @@
 """docs/schema.md is what `make erd` writes from the models today."""
 
-from media_db.erd import DIAGRAM, render
+from media_db.dev.erd import DIAGRAM, render
 
 
 def test_committed_diagram_matches_the_models() -> None:

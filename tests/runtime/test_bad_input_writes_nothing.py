@@ -11,10 +11,10 @@ import psycopg
 import pytest
 from sqlalchemy import URL, create_engine, pool, text
 
+from media_db.errors import InvalidInput
 from media_db.pool import Database
 from media_db.repositories import AnalysisRepository, JobQueue, MediaRepository
 from media_db.repositories.media import NewMedia
-from media_db.validation import InvalidInput
 
 Call = Callable[[Database], Awaitable[object]]
 

@@ -3,6 +3,7 @@ environment (as a wheel, or editable), and the README's example runs there from 
 the public names all import from `media_db`."""
 
 import re
+import shutil
 import subprocess
 import tomllib
 import zipfile
@@ -63,14 +64,16 @@ def test_the_wheel_holds_both_packages_with_the_projects_name_and_version(tmp_pa
         text = archive.read(metadata).decode()
     assert {"media_db", "models"} <= tops
     assert not {"tests", "bench", "alembic"} & tops
+    # Developer tooling stays in the checkout (the embedded server runs useradd).
+    assert not [name for name in archive.namelist() if name.startswith("media_db/dev/")]
+    assert "media_db/local_server.py" not in archive.namelist()
+    assert "media_db/deploy/status.py" in archive.namelist()
     assert f"Name: {PROJECT['name']}\n" in text
     assert f"Version: {PROJECT['version']}\n" in text
 
 
-@pytest.mark.parametrize("editable", [False, True], ids=["wheel", "editable"])
-def test_readme_example_runs_from_another_environment_and_directory(
-    migrated: URL, tmp_path: Path, editable: bool
-) -> None:
+def api_environment(tmp_path: Path, editable: bool) -> Path:
+    """A new virtual environment with this project installed into it; its python."""
     venv = tmp_path / "api-venv"
     python = venv / "bin" / "python"
     made = subprocess.run(
@@ -88,7 +91,43 @@ def test_readme_example_runs_from_another_environment_and_directory(
         check=False,
     )
     assert installed.returncode == 0, installed.stderr
+    return python
 
+
+def test_installed_from_the_wheel_the_project_folder_holds_the_deploy_facts(
+    tmp_path: Path,
+) -> None:
+    python = api_environment(tmp_path, editable=False)
+    deploy = tmp_path / "deploy"  # what an operator runs alembic from
+    deploy.mkdir()
+    shutil.copy(REPO_ROOT / "alembic.ini", deploy)
+    probe = (
+        "import sys; from pathlib import Path; from media_db.deploy import backup, history; "
+        "run = backup.Run(backup.DEFAULT_DIRECTORY); "
+        "print(history.project_version()); print(run.folder()); "
+        "print(sorted(m for m in sys.modules if m.startswith('media_db.dev')))"
+    )
+    ran = subprocess.run(
+        [str(python), "-c", probe],
+        cwd=deploy,
+        env={k: v for k, v in environment().items() if k not in ("PYTHONPATH", "ALEMBIC_CONFIG")},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr
+    version, backups, dev_modules = ran.stdout.splitlines()
+    assert version.split("+")[0] == PROJECT["version"]
+    assert Path(backups) == deploy / ".local" / "backups"
+    assert dev_modules == "[]"
+
+
+@pytest.mark.parametrize("editable", [False, True], ids=["wheel", "editable"])
+def test_readme_example_runs_from_another_environment_and_directory(
+    migrated: URL, tmp_path: Path, editable: bool
+) -> None:
+    python = api_environment(tmp_path, editable)
     elsewhere = tmp_path / "api"
     elsewhere.mkdir()
     (elsewhere / "example.py").write_text(readme_example())

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, pool, text
 
 from media_db import Database, PoolSize
 from media_db.connect import DatabaseUnavailable
-from media_db.local_server import LocalServer
+from media_db.dev.embedded import LocalServer
 
 # Far below psycopg_pool's 30 s: "about a second", with room for a slow CI machine.
 PROMPT_SECONDS = 5.0

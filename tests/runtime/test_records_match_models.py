@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import URL, Column, create_engine, pool, text
 
 from media_db import JobQueue, NewJob
-from media_db.gen_records import RECORDS, RECORDS_FILE, render
+from media_db.dev.gen_records import RECORDS, RECORDS_FILE, render
 from media_db.pool import Database
 from media_db.repositories import jobs
 from media_db.repositories.media import NewMedia
@@ -115,4 +115,4 @@ def test_a_column_added_to_a_model_reaches_its_record_and_every_select(tmp_path:
     assert probe.returncode == 0, probe.stderr
     recipe = re.search(r"^revision:.*?\n\n", (project / "Makefile").read_text(), re.M | re.S)
     assert recipe, "the Makefile has no revision target"
-    assert "python -m media_db.gen_records" in recipe[0], "make revision skips the records"
+    assert "python -m media_db.dev.gen_records" in recipe[0], "make revision skips the records"

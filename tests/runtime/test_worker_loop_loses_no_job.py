@@ -36,7 +36,7 @@ def drain(url: URL, out: Path, application_name: str) -> list[subprocess.Complet
             [
                 sys.executable,
                 "-m",
-                "tests.worker_process",
+                "tests.runtime.worker_process",
                 url.render_as_string(False),
                 str(out / f"{n}.txt"),
                 application_name,

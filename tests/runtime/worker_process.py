@@ -1,6 +1,6 @@
-"""python -m tests.worker_process URL OUT APPLICATION_NAME: one worker process for
-tests/test_worker_loop_loses_no_job.py. Drains the queue with run_worker and appends each job id
-it handles to OUT; jobs of priority 0 fail on purpose."""
+"""python -m tests.runtime.worker_process URL OUT APPLICATION_NAME: one worker process for
+tests/runtime/test_worker_loop_loses_no_job.py. Drains the queue with run_worker and appends
+each job id it handles to OUT; jobs of priority 0 fail on purpose."""
 
 import asyncio
 import sys
