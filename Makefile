@@ -41,7 +41,7 @@ bad_revision = { printf '%s=%q is not a revision: use an id (e.g. 0004), base, h
 
 .PHONY: help install upgrade downgrade current history status adopt verify sql revision records erd \
         db-check test test-image test-docker test-matrix \
-        bench bench-upgrade lint lint-sql db-start db-stop db-url psql restore
+        bench bench-upgrade lint lint-sql db-start db-stop db-url psql prune restore
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -134,6 +134,9 @@ db-url: install ## Print the database URL, without its password (the embedded on
 
 psql: install ## Open psql on the database (the embedded one if none is set)
 	@python -m media_db.dev.local_server psql
+
+prune: install ## Delete finished jobs past their retention in batches (MEDIA_DB_PRUNE_JOBS_AFTER=7d)
+	$(WITH_DB) python -m media_db.deploy.prune
 
 restore: install ## Put back what a consented drop backed up (BACKUP=<directory it printed>)
 	$(WITH_DB) python -m media_db.deploy.backup restore "$${BACKUP:?usage: make restore BACKUP=<directory>}"

@@ -83,6 +83,11 @@ class JobRecord:
     started_at: datetime | None
     completed_at: datetime | None
     created_at: datetime | None
+    attempts: int
+    max_attempts: int
+    run_at: datetime
+    locked_until: datetime | None
+    lease_token: uuid.UUID | None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Self:
@@ -96,4 +101,9 @@ class JobRecord:
             row[6],
             row[7],
             row[8],
+            row[9],
+            row[10],
+            row[11],
+            row[12],
+            row[13],
         )

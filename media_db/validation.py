@@ -3,6 +3,7 @@
 import json
 import math
 import uuid
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -60,4 +61,17 @@ def json_object(field: str, value: object) -> dict[str, Any]:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise InvalidInput(field, f"is not JSON-serialisable: {error}") from None
+    return value
+
+
+def whole_number(field: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(field, f"{value!r} is not a whole number")
+    if value < minimum:
+        raise InvalidInput(field, f"must be >= {minimum}, got {value}")
+
+
+def positive_duration(field: str, value: object) -> timedelta:
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise InvalidInput(field, f"must be a positive timedelta, got {value!r}")
     return value

@@ -1,43 +1,59 @@
 """A worker loop, so a user writes the handler and nothing else:
 
     async def transcode(job: JobRecord) -> None: ...
-    await run_worker(db, transcode, workflow_type="transcode", batch_size=10, concurrency=10)
+    await run_worker(db, transcode, workflow_type="transcode", concurrency=10)
 
-Each round claims up to `batch_size` jobs in one statement, runs their handlers at most
-`concurrency` at a time, then marks the ones whose handler returned `completed` and the ones
-whose handler raised `failed` (with the exception as message): one statement each. When the
-loop is cancelled it hands back to the queue whatever it still holds.
+The worker keeps up to `concurrency` handlers running and claims more as soon as slots free
+up (at most `batch_size` per claim): a slow handler never holds back the others. Each claim
+leases its jobs for `lease`; while a handler runs the worker renews the lease (every third of
+it), so a slow but live handler is never run twice. A handler that returns completes its job;
+one that raises, or runs past `handler_timeout`, puts it back `queued`, due after a jittered
+exponential backoff from `retry_backoff`, until its attempts reach `max_attempts`: then the
+job is `failed` (the dead letter) with the error kept. Outcomes are written in one statement
+per round, and only while the lease holds: a worker that lost a lease (a long outage) writes
+nothing for that job and stops its handler.
 
-Database errors on the way (a terminated backend, a restart) are retried with backoff: marking
-jobs only touches jobs still `running`, so a retry cannot mark one twice. A claim whose reply
-was lost leaves its jobs `running` with no worker: `JobQueue.requeue_stuck` returns them.
+Idle workers wake at once when any writer (n8n's raw SQL too) inserts a job: the table's
+trigger notifies `media_analysis_jobs` and a dedicated connection LISTENs to it. Polling every
+`poll_interval` stays the fallback, and also returns to the queue the jobs whose lease expired
+(their worker died): they come back within one lease and one poll.
+
+Database errors on the way (a terminated backend, a restart) are retried with backoff. When the
+loop is cancelled it stops its handlers and hands back to the queue whatever it still holds.
 """
 
 import asyncio
-import functools
 import logging
-import uuid
+import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import psycopg
 
 from media_db import validation
 from media_db.errors import DatabaseUnavailable, InvalidInput
-from media_db.pool import Database
+from media_db.pool import Database, conninfo
 from media_db.records import JobRecord
-from media_db.repositories.jobs import JobQueue
+from media_db.repositories.jobs import DEFAULT_LEASE, MAX_BATCH, JobQueue
+from models.triggers import JOBS_CHANNEL
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Handler = Callable[[JobRecord], Awaitable[object]]
 RETRIES = 8
 FIRST_BACKOFF_SECONDS = 0.05
+DEFAULT_RETRY_BACKOFF = timedelta(seconds=10)
+RELISTEN_AFTER_SECONDS = 30.0  # a lost LISTEN connection is tried again this often
 
 
 @dataclass
 class WorkerStats:
     completed: int = 0
-    failed: int = 0
+    failed: int = 0  # for good: attempts spent (the dead letters)
+    retried: int = 0  # attempts that failed and were queued again
+    lost: int = 0  # leases that ran out while the handler ran (the job may run elsewhere)
 
 
 async def run_worker(
@@ -49,51 +65,175 @@ async def run_worker(
     concurrency: int = 10,
     poll_interval: float = 1.0,
     until_empty: bool = False,
+    lease: timedelta = DEFAULT_LEASE,
+    retry_backoff: timedelta = DEFAULT_RETRY_BACKOFF,
+    handler_timeout: timedelta | None = None,
+    wakeup: bool = True,
 ) -> WorkerStats:
-    """Runs until cancelled (or, with `until_empty`, until a claim finds nothing)."""
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise InvalidInput("concurrency", f"must be a whole number >= 1, got {concurrency!r}")
+    """Runs until cancelled, or, with `until_empty`, until no job of its workflow type is queued
+    (due or not) or running."""
+    validation.whole_number("concurrency", concurrency, minimum=1)
+    validation.whole_number("batch_size", batch_size, minimum=1)
+    if batch_size > MAX_BATCH:
+        raise InvalidInput("batch_size", f"at most {MAX_BATCH}, got {batch_size}")
     validation.positive("poll_interval", poll_interval)
-    queue = JobQueue(db)
-    stats = WorkerStats()
-    slots = asyncio.Semaphore(concurrency)
+    validation.positive_duration("lease", lease)
+    validation.positive_duration("retry_backoff", retry_backoff)
+    if handler_timeout is not None:
+        validation.positive_duration("handler_timeout", handler_timeout)
+    JobQueue._workflow(workflow_type)  # refused here, before any work
+    worker = _Worker(
+        db, handler, workflow_type, batch_size, concurrency, poll_interval, lease,
+        retry_backoff, handler_timeout,
+    )  # fmt: skip
+    return await worker.run(until_empty, wakeup)
 
-    async def handle(job: JobRecord) -> tuple[JobRecord, str | None]:
-        async with slots:
-            try:
-                await handler(job)
-            except Exception as error:
-                return job, f"{type(error).__name__}: {error}"
-            return job, None
 
-    while True:
-        # The first claim checks batch_size and workflow_type (InvalidInput) before any work.
-        jobs = await _retrying(lambda: queue.claim_many(batch_size, workflow_type))
-        if not jobs:
-            if until_empty:
-                return stats
-            await asyncio.sleep(poll_interval)
-            continue
-        tasks = [asyncio.ensure_future(handle(job)) for job in jobs]
+@dataclass
+class _Worker:
+    db: Database
+    handler: Handler
+    workflow_type: str | None
+    batch_size: int
+    concurrency: int
+    poll_interval: float
+    lease: timedelta
+    retry_backoff: timedelta
+    handler_timeout: timedelta | None
+    stats: WorkerStats = field(default_factory=WorkerStats)
+    running: dict["asyncio.Task[str | None]", JobRecord] = field(default_factory=dict)
+    woken: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.queue = JobQueue(self.db)
+
+    async def run(self, until_empty: bool, wakeup: bool) -> WorkerStats:
+        listener = asyncio.ensure_future(self._listen()) if wakeup else None
         try:
-            outcomes = await asyncio.gather(*tasks)
+            await self._loop(until_empty)
         except asyncio.CancelledError:
-            finished = [task.result() for task in tasks if task.done() and not task.cancelled()]
-            await _settle(queue, finished, stats)
-            settled = {job.id for job, _ in finished}
-            held = [job.id for job in jobs if job.id not in settled]
-            await _retrying(functools.partial(queue.release, held))
+            await self._hand_back()
             raise
-        await _settle(queue, outcomes, stats)
+        finally:
+            if listener is not None:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+        return self.stats
 
+    async def _loop(self, until_empty: bool) -> None:
+        loop = asyncio.get_running_loop()
+        renew_every = self.lease.total_seconds() / 3
+        next_rescue = next_renewal = loop.time()
+        while True:
+            if loop.time() >= next_rescue:
+                await _retrying(self.queue.rescue_expired)
+                next_rescue = loop.time() + self.poll_interval
+            free = self.concurrency - len(self.running)
+            asked = min(free, self.batch_size)
+            claimed = await self._claim(asked) if asked else []
+            if (
+                until_empty
+                and not self.running
+                and not await _retrying(lambda: self.queue.has_work(self.workflow_type))
+            ):
+                return
+            if claimed and len(claimed) == asked and free > asked:
+                continue  # more may be due and slots are free: claim again at once
+            if self.running and loop.time() >= next_renewal:
+                await self._renew()
+                next_renewal = loop.time() + renew_every
+            waits = [next_renewal if self.running else math.inf]
+            if free - len(claimed) > 0:
+                waits.append(next_rescue)  # a free slot polls; a wakeup comes earlier
+            await self._wait(max(min(waits) - loop.time(), 0), listen=free > len(claimed))
 
-async def _settle(
-    queue: JobQueue, outcomes: list[tuple[JobRecord, str | None]], stats: WorkerStats
-) -> None:
-    done = [job.id for job, error in outcomes if error is None]
-    errors: dict[uuid.UUID | str, str] = {job.id: error for job, error in outcomes if error}
-    stats.completed += len(await _retrying(lambda: queue.complete_many(done)))
-    stats.failed += len(await _retrying(lambda: queue.fail_many(errors)))
+    async def _claim(self, n: int) -> list[JobRecord]:
+        self.woken.clear()
+        claimed = await _retrying(lambda: self.queue.claim_many(n, self.workflow_type, self.lease))
+        for job in claimed:
+            self.running[asyncio.ensure_future(self._handle(job))] = job
+        return claimed
+
+    async def _handle(self, job: JobRecord) -> str | None:
+        """None when the handler returned, else the failure to record."""
+        timeout = self.handler_timeout.total_seconds() if self.handler_timeout else None
+        try:
+            await asyncio.wait_for(self.handler(job), timeout)
+        except TimeoutError:
+            return f"TimeoutError: the handler ran longer than handler_timeout ({timeout:g} s)"
+        except Exception as error:
+            return f"{type(error).__name__}: {error}"
+        return None
+
+    async def _wait(self, seconds: float, listen: bool) -> None:
+        """Until a handler finishes, a job is inserted (when a slot is free), or `seconds`."""
+        woken = asyncio.ensure_future(self.woken.wait()) if listen else None
+        waiting: set[asyncio.Future[Any]] = {*self.running, *([woken] if woken else [])}
+        try:
+            if waiting:
+                await asyncio.wait(waiting, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.sleep(seconds)
+        finally:
+            if woken is not None:
+                woken.cancel()
+        await self._settle([task for task in self.running if task.done()])
+
+    async def _settle(self, done: list["asyncio.Task[str | None]"]) -> None:
+        outcomes = [(self.running.pop(task), task.result()) for task in done]
+        completed = [job for job, error in outcomes if error is None]
+        failures = [(job, error) for job, error in outcomes if error is not None]
+        written = await _retrying(lambda: self.queue.complete_held(completed))
+        self.stats.completed += len(written)
+        for row in await _retrying(lambda: self.queue.fail_held(failures, self.retry_backoff)):
+            if row.status == "failed":
+                self.stats.failed += 1
+            else:
+                self.stats.retried += 1
+
+    async def _renew(self) -> None:
+        """Renews every running job's lease; a handler whose lease was lost is stopped."""
+        held = await _retrying(lambda: self.queue.extend(list(self.running.values()), self.lease))
+        for task, job in list(self.running.items()):
+            if job.id not in held:
+                log.warning("worker: lost the lease of job %s; stopping its handler", job.id)
+                task.cancel()
+                del self.running[task]
+                self.stats.lost += 1
+
+    async def _hand_back(self) -> None:
+        for task in self.running:
+            task.cancel()
+        await asyncio.gather(*self.running, return_exceptions=True)
+        finished = [task for task in self.running if task.done() and not task.cancelled()]
+        await self._settle(finished)
+        held = list(self.running.values())
+        self.running.clear()
+        await _retrying(lambda: self.queue.release_held(held))
+
+    async def _listen(self) -> None:
+        """Sets `woken` on every notification; polling covers any time it is not listening."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    conninfo(self.db.url),
+                    autocommit=True,
+                    application_name=f"{self.db.options['application_name']}-listen",
+                    connect_timeout=self.db.options["connect_timeout"],
+                ) as connection:
+                    await connection.execute(f"LISTEN {JOBS_CHANNEL}")
+                    self.woken.set()  # anything inserted before LISTEN: look once
+                    async for _ in connection.notifies():
+                        self.woken.set()
+            except psycopg.Error as error:
+                log.warning(
+                    "worker: not listening for new jobs (%s); polling every %g s, trying again "
+                    "in %g s",
+                    " ".join(str(error).split()),
+                    self.poll_interval,
+                    RELISTEN_AFTER_SECONDS,
+                )
+                await asyncio.sleep(RELISTEN_AFTER_SECONDS)
 
 
 async def _retrying(operation: Callable[[], Awaitable[T]]) -> T:

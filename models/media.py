@@ -19,6 +19,9 @@ from models.types import StatusColumn
 
 NEW_UUID = text("gen_random_uuid()")
 NOW = text("now()")
+# A job fails for good at its fifth failed attempt: with the worker's default backoff (10 s
+# doubling, jittered) that spans about five minutes of a provider's outage or rate limit.
+DEFAULT_MAX_ATTEMPTS = 5
 
 
 def one_of(enum: type[StrEnum]) -> str:
@@ -100,6 +103,8 @@ class AnalysisResult(Base):
         # The plan's name is abbreviated (`media_id`); kept as is so its SQL and ours agree.
         Index("idx_analysis_results_media_id", "media_item_id"),
         Index("idx_analysis_results_type_provider", "analysis_type", "provider"),
+        # Pruning finds old results by age through this.
+        Index("idx_analysis_results_created_at", "created_at"),
         CheckConstraint(one_of(AnalysisStatus), name="status"),
         CheckConstraint("token_usage >= 0", name="token_usage"),
         CheckConstraint("processing_time_ms >= 0", name="processing_time_ms"),
@@ -123,6 +128,15 @@ class ProcessingJob(Base):
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
     created_at: Mapped[datetime | None] = mapped_column(server_default=NOW)
+    # Retries: a handler that raises puts its job back until `attempts` (counted at each
+    # claim) reaches `max_attempts`; then it is `failed`, the dead letter, its error kept.
+    attempts: Mapped[int] = mapped_column(server_default=text("0"))
+    max_attempts: Mapped[int] = mapped_column(server_default=text(str(DEFAULT_MAX_ATTEMPTS)))
+    # A job is never claimed before run_at: schedules, and the backoff between attempts.
+    run_at: Mapped[datetime] = mapped_column(server_default=NOW)
+    # The lease of a running job: its holder's token, valid until locked_until (NULL: none).
+    locked_until: Mapped[datetime | None]
+    lease_token: Mapped[uuid.UUID | None]
 
     media_item: Mapped[MediaItem | None] = relationship(
         back_populates="processing_jobs", lazy="raise"
@@ -131,17 +145,32 @@ class ProcessingJob(Base):
     __table_args__ = (
         Index("idx_processing_jobs_status", "status"),
         Index("idx_processing_jobs_priority", priority.desc()),
-        # The queue's claim order, over queued jobs only (JobQueue.claim).
+        # The queue's claim order, over queued jobs only (JobQueue.claim adds: due now).
         Index(
-            "idx_processing_jobs_claim",
+            "idx_processing_jobs_due",
             priority.desc(),
-            created_at,
+            run_at,
+            created_at,  # first in, first out among jobs due at the same instant
             postgresql_where=text("status = 'queued'"),
+        ),
+        # Running jobs whose lease ran out (their worker died) are found through this.
+        Index(
+            "idx_processing_jobs_lease",
+            "locked_until",
+            postgresql_where=text("status = 'running'"),
+        ),
+        # Pruning finds finished jobs by age through this.
+        Index(
+            "idx_processing_jobs_finished",
+            "completed_at",
+            postgresql_where=text("status IN ('completed', 'cancelled', 'failed')"),
         ),
         # ON DELETE CASCADE from media_items finds a media item's jobs through this.
         Index("idx_processing_jobs_media_item_id", "media_item_id"),
         CheckConstraint(one_of(JobStatus), name="status"),
         CheckConstraint("priority >= 0", name="priority"),
+        CheckConstraint("attempts >= 0", name="attempts"),
+        CheckConstraint("max_attempts >= 1", name="max_attempts"),
         # Every claim leaves a dead entry in the claim index until VACUUM: start autovacuum at
         # about 1 % dead rows (plus 1,000), not the default 20 %, which on 1M jobs let 200k
         # pile up (measured: bench/queue_health.py).

@@ -40,8 +40,35 @@ MEDIA_ITEMS_TOUCH_UPDATED_AT = PGTrigger(
     "FOR EACH ROW EXECUTE FUNCTION media_items_touch_updated_at()",
 )
 
+# Idle workers LISTEN here: an INSERT by any writer (n8n's raw SQL too) wakes them at once.
+# Once per statement, not per row: a bulk insert costs one notification.
+JOBS_CHANNEL = "media_analysis_jobs"
+NOTIFY_JOBS = PGFunction(
+    schema=SCHEMA,
+    signature="processing_jobs_notify()",
+    definition=f"""RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('{JOBS_CHANNEL}', '');
+        RETURN NULL;
+    END
+    $$""",
+)
+PROCESSING_JOBS_NOTIFY = PGTrigger(
+    schema=SCHEMA,
+    signature="processing_jobs_notify",
+    on_entity=f"{SCHEMA}.processing_jobs",
+    definition=f"AFTER INSERT ON {SCHEMA}.processing_jobs "
+    "FOR EACH STATEMENT EXECUTE FUNCTION processing_jobs_notify()",
+)
+
 # In creation order: a trigger after the function it executes.
-ENTITIES: list[ReplaceableEntity] = [TOUCH_UPDATED_AT, MEDIA_ITEMS_TOUCH_UPDATED_AT]
+ENTITIES: list[ReplaceableEntity] = [
+    TOUCH_UPDATED_AT,
+    MEDIA_ITEMS_TOUCH_UPDATED_AT,
+    NOTIFY_JOBS,
+    PROCESSING_JOBS_NOTIFY,
+]
 
 
 def in_schema(entity: ReplaceableEntity, schema: str) -> ReplaceableEntity:

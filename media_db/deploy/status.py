@@ -19,6 +19,7 @@ import sys
 import textwrap
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from alembic.script import Script, ScriptDirectory
@@ -28,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from media_db.connect import open_connection
 from media_db.deploy import history, lock, project, sessions, verify
 from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
+from models import JobStatus
 
 STATUS_LOCK_TIMEOUT, STATUS_STATEMENT_TIMEOUT = "1s", "30s"
 # A transaction older than the migrations' lock_timeout on one of our tables makes DDL give up.
@@ -42,6 +44,26 @@ INVALID_INDEXES = text("""
     WHERE NOT x.indisvalid AND c.relnamespace = CAST(current_schema() AS regnamespace)
       AND c.relname = ANY(:tables) ORDER BY 1, 2
 """)
+# Queue health, once the queue has leases (revision 0010): one read-only statement.
+HAS_LEASES = text("""
+    SELECT count(*) FROM pg_attribute
+    WHERE attrelid = to_regclass('processing_jobs') AND attname = 'locked_until'
+      AND NOT attisdropped
+""")
+QUEUE_HEALTH = text(f"""
+    SELECT
+      (SELECT coalesce(json_object_agg(status, n), '{{}}') FROM
+         (SELECT status, count(*) AS n FROM processing_jobs GROUP BY status) s) AS counts,
+      (SELECT extract(epoch FROM now() - min(run_at)) FROM processing_jobs
+       WHERE status = '{JobStatus.QUEUED}' AND run_at <= now()) AS oldest_due_seconds,
+      (SELECT count(*) FROM processing_jobs
+       WHERE status = '{JobStatus.RUNNING}' AND locked_until < now() - :grace) AS past_lease,
+      (SELECT count(*) FROM processing_jobs
+       WHERE status = '{JobStatus.FAILED}' AND completed_at > now() - interval '1 hour')
+        AS failed_last_hour
+""")
+# Live workers rescue an expired lease within one poll: one expired this long ago has none.
+PAST_LEASE_GRACE = timedelta(minutes=1)
 VACUUM = text("""
     SELECT n_live_tup, n_dead_tup, last_autovacuum, last_vacuum FROM pg_stat_user_tables
     WHERE relid = to_regclass('processing_jobs')
@@ -62,6 +84,7 @@ class Status:
     blocking_sessions: list[dict[str, Any]] = field(default_factory=list)
     blocking_after_seconds: float = BLOCKING_AFTER_SECONDS
     processing_jobs: dict[str, Any] = field(default_factory=dict)
+    queue: dict[str, Any] = field(default_factory=dict)  # {} before revision 0010
     attention: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -95,6 +118,7 @@ def collect(
     )
     check_blocking_sessions(connection, status)
     check_queue_table(connection, status)
+    check_queue_health(connection, status)
     connection.rollback()
     status.seconds = round(time.monotonic() - began, 3)
     return status
@@ -189,6 +213,28 @@ def check_queue_table(connection: Connection, status: Status) -> None:
         )
 
 
+def check_queue_health(connection: Connection, status: Status) -> None:
+    """Jobs per status, the oldest due job's wait, leases no worker rescued, recent failures."""
+    if not connection.scalar(HAS_LEASES):
+        return
+    row = connection.execute(QUEUE_HEALTH, {"grace": PAST_LEASE_GRACE}).one()
+    status.queue = {
+        "counts": {
+            job_status.value: int(row.counts.get(job_status, 0)) for job_status in JobStatus
+        },
+        "oldest_due_seconds": None
+        if row.oldest_due_seconds is None
+        else float(row.oldest_due_seconds),
+        "past_lease": int(row.past_lease),
+        "failed_last_hour": int(row.failed_last_hour),
+    }
+    if row.past_lease:
+        status.attention.append(
+            f"{_plural(int(row.past_lease), 'job')} past its lease with no worker rescuing it "
+            "(is any worker running?)"
+        )
+
+
 def _iso(value: Any) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
 
@@ -261,6 +307,16 @@ def render(status: Status) -> str:
             f"{mark[dead]}processing_jobs: {jobs['dead_tuples']:,} dead tuples, "
             f"{jobs['live_tuples']:,} live; last autovacuum {jobs['last_autovacuum'] or 'never'}"
             f", last vacuum {jobs['last_vacuum'] or 'never'}"
+        )
+    if status.queue:
+        queue = status.queue
+        counts = ", ".join(f"{n:,} {name}" for name, n in queue["counts"].items())
+        oldest = queue["oldest_due_seconds"]
+        waiting = "none due" if oldest is None else f"oldest due job waiting {oldest:,.0f} s"
+        lines.append(f"{mark[bool(queue['past_lease'])]}Queue: {counts}")
+        lines.append(
+            f"    {waiting}; {queue['past_lease']:,} past their lease; "
+            f"{queue['failed_last_hour']:,} failed in the last hour"
         )
     verdict = f"Needs attention: {'; '.join(status.attention)}" if status.attention else "All clear"
     return "\n".join([*lines, f"{verdict} ({status.seconds:.2f} s)"])

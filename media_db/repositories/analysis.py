@@ -1,17 +1,30 @@
 """Analysis results: start, complete, fail, list for a media item, latest per type and provider."""
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import String, any_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    Integer,
+    Interval,
+    String,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
 
 from media_db import validation
 from media_db.errors import InvalidTransition, NotFound
 from media_db.pool import Database
 from media_db.records import AnalysisRecord
-from media_db.repositories.common import fetch_all, fetch_one
+from media_db.repositories.common import Progress, delete_in_batches, fetch_all, fetch_one
+from media_db.repositories.jobs import PRUNE_BATCH
 from media_db.statements import compiled, constant, max_length, record_columns, table_of
 from models import AnalysisResult, AnalysisStatus
 
@@ -52,6 +65,17 @@ COMPLETE = _finish(
 )
 FAIL = _finish(error_message=bindparam("error"))
 STATUS_OF = compiled(select(RESULTS.c.status).where(RESULTS.c.id == bindparam("id")))
+_PRUNABLE = (
+    select(RESULTS.c.id)
+    .where(
+        RESULTS.c.status.not_in([constant(status) for status in OPEN]),
+        RESULTS.c.created_at < func.now() - bindparam("older_than", type_=Interval),
+    )
+    .limit(bindparam("batch", type_=Integer))
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+PRUNE = compiled(delete(RESULTS).where(RESULTS.c.id == any_(func.array(_PRUNABLE))))
 FOR_MEDIA_ITEM = compiled(select(*COLUMNS).where(OF_ITEM).order_by(*NEWEST_FIRST))
 LATEST_PER_TYPE_AND_PROVIDER = compiled(
     select(*COLUMNS)
@@ -131,3 +155,16 @@ class AnalysisRepository:
         return await fetch_all(
             self.db, LATEST_PER_TYPE_AND_PROVIDER, {"media_item_id": key}, AnalysisRecord.from_row
         )
+
+    async def prune(
+        self, older_than: timedelta, batch: int = PRUNE_BATCH, progress: Progress | None = None
+    ) -> int:
+        """Deletes finished results (neither pending nor processing) created more than
+        `older_than` ago, `batch` at a time, each batch its own short transaction. Returns how
+        many went."""
+        validation.whole_number("batch", batch, minimum=1)
+        params = {
+            "older_than": validation.positive_duration("older_than", older_than),
+            "batch": batch,
+        }
+        return await delete_in_batches(self.db, PRUNE, params, progress)

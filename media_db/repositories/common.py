@@ -29,3 +29,23 @@ async def fetch_all(db: Database, statement: str, params: Params, build: Build[R
         cursor = connection.cursor(row_factory=_rows_as(build))
         await cursor.execute(statement, params)
         return await cursor.fetchall()
+
+
+Progress = Callable[[int], None]
+
+
+async def delete_in_batches(
+    db: Database, statement: str, params: Mapping[str, Any], progress: Progress | None = None
+) -> int:
+    """Runs a DELETE of at most params["batch"] rows until one deletes fewer: each batch its own
+    short transaction, so no lock is held longer than one batch. Returns the rows deleted;
+    `progress` hears the running total after each batch."""
+    deleted = 0
+    while True:
+        async with db.connection() as connection:
+            done = (await connection.execute(statement, params)).rowcount
+        deleted += done
+        if progress is not None:
+            progress(deleted)
+        if done < params["batch"]:
+            return deleted

@@ -1,21 +1,29 @@
 """The processing job queue.
 
-`claim` is one statement: the inner SELECT picks the best queued job and locks it with
+`claim` is one statement: the inner SELECT picks the best due job and locks it with
 FOR UPDATE SKIP LOCKED, so concurrent workers each get a different job without waiting on each
-other; the UPDATE moves it to `running`. `claim_many` is the same statement for up to n jobs
-(`id = ANY(ARRAY(SELECT ... LIMIT n FOR UPDATE SKIP LOCKED))`). A job is never claimed twice,
-and none is lost.
+other; the UPDATE moves it to `running`, counts the attempt and gives it a lease. `claim_many`
+is the same statement for up to n jobs (`id = ANY(ARRAY(SELECT ... LIMIT n FOR UPDATE SKIP
+LOCKED))`), its batch returned in claim order. A job is never claimed twice while its lease
+holds, and none is lost.
 
-Which jobs and in which order come from the model's claim index, `idx_processing_jobs_claim`
-(its WHERE and its columns), so the claim cannot drift from the index that serves it: highest
-priority first, then oldest. `claim_many` returns its batch in that order, sorted by the same
-statement. (priority is NOT NULL since 0008, so no writer can store a NULL one.)
+Which jobs and in which order come from the model's claim index, `idx_processing_jobs_due`
+(its WHERE and its columns), plus "due now" (`run_at <= now()`, which no index predicate can
+hold): highest priority first, then the earliest due.
+
+Leases: a claim sets `lease_token` and `locked_until = now() + lease`. Only the token's holder
+can extend the lease, complete the job or put it back (`extend`, `complete_held`, `fail_held`,
+`release`): a worker whose lease expired and whose job another worker claimed writes nothing.
+`rescue_expired` returns jobs whose lease ran out (their worker died) to the queue, or fails
+them once their attempts are spent. A failed attempt waits `run_at = now() + backoff` before
+the next; the last one leaves the job `failed` (the dead letter) with its error.
 """
 
+import random
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -26,12 +34,17 @@ from sqlalchemy import (
     Select,
     String,
     Text,
+    and_,
     any_,
     bindparam,
+    case,
+    delete,
+    exists,
     func,
     insert,
     literal_column,
     null,
+    or_,
     select,
     update,
 )
@@ -42,29 +55,38 @@ from media_db import validation
 from media_db.errors import InvalidInput, InvalidTransition, NotFound
 from media_db.pool import Database
 from media_db.records import JobRecord
-from media_db.repositories.common import fetch_all, fetch_one
+from media_db.repositories.common import Progress, delete_in_batches, fetch_all, fetch_one
 from media_db.statements import compiled, constant, index, max_length, record_columns, table_of
 from models import JobStatus, ProcessingJob
 
 JOBS = table_of(ProcessingJob)
 COLUMNS = record_columns(JOBS, JobRecord)
-CLAIM_INDEX = index(JOBS, "idx_processing_jobs_claim")
-CLAIMABLE: ColumnElement[bool] = CLAIM_INDEX.dialect_options["postgresql"]["where"]
+CLAIM_INDEX = index(JOBS, "idx_processing_jobs_due")
+QUEUED: ColumnElement[bool] = CLAIM_INDEX.dialect_options["postgresql"]["where"]
+CLAIMABLE = and_(QUEUED, JOBS.c.run_at <= func.now())
 CLAIM_ORDER = list(CLAIM_INDEX.expressions)
 WORKFLOW_TYPE_LENGTH = max_length(JOBS.c.workflow_type)
 MAX_BATCH = 1000
+PRUNE_BATCH = 10_000  # rows per DELETE: each batch holds its row locks only while it runs
+FINISHED = (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED)
+DEFAULT_LEASE = timedelta(seconds=60)
+MAX_BACKOFF = timedelta(hours=1)
 
 
-def _server_default(column: Any) -> int:
+def _server_default(column: Any) -> Any:
     default = column.server_default
     assert isinstance(default, DefaultClause)
-    return int(str(getattr(default.arg, "text", default.arg)))
+    return default.arg
 
 
-DEFAULT_PRIORITY = _server_default(JOBS.c.priority)
+DEFAULT_PRIORITY = int(str(_server_default(JOBS.c.priority).text))
+DEFAULT_MAX_ATTEMPTS = int(str(_server_default(JOBS.c.max_attempts).text))
+LEASE = bindparam("lease", type_=Interval)
+RUNNING = JOBS.c.status == constant(JobStatus.RUNNING)
+NO_LEASE = {"locked_until": null(), "lease_token": null()}
 
 
-def _next_queued(limit: ColumnElement[Any], by_workflow: bool) -> Select[Any]:
+def _next_due(limit: ColumnElement[Any], by_workflow: bool) -> Select[Any]:
     chosen = select(JOBS.c.id).where(CLAIMABLE)
     if by_workflow:
         chosen = chosen.where(JOBS.c.workflow_type == bindparam("workflow_type"))
@@ -76,13 +98,19 @@ def _next_queued(limit: ColumnElement[Any], by_workflow: bool) -> Select[Any]:
 
 def _claim(many: bool, by_workflow: bool) -> str:
     if many:
-        chosen = _next_queued(bindparam("n", type_=Integer), by_workflow).scalar_subquery()
+        chosen = _next_due(bindparam("n", type_=Integer), by_workflow).scalar_subquery()
         which = JOBS.c.id == any_(func.array(chosen))
     else:
-        which = JOBS.c.id == _next_queued(literal_column("1"), by_workflow).scalar_subquery()
+        which = JOBS.c.id == _next_due(literal_column("1"), by_workflow).scalar_subquery()
     claim = (
         update(JOBS)
-        .values(status=constant(JobStatus.RUNNING), started_at=func.now())
+        .values(
+            status=constant(JobStatus.RUNNING),
+            started_at=func.now(),
+            attempts=JOBS.c.attempts + literal_column("1"),
+            locked_until=func.now() + LEASE,
+            lease_token=func.gen_random_uuid(),
+        )
         .where(which)
         .returning(*COLUMNS)
     )
@@ -102,21 +130,78 @@ def _claim(many: bool, by_workflow: bool) -> str:
 CLAIM_ONE = {by: _claim(False, by) for by in (False, True)}
 CLAIM_MANY = {by: _claim(True, by) for by in (False, True)}
 IDS = bindparam("ids", type_=ARRAY(UUID))
-RUNNING = JOBS.c.status == constant(JobStatus.RUNNING)
-ENQUEUE = compiled(
-    insert(JOBS)
-    .values(
-        workflow_type=bindparam("workflow_type"),
-        priority=bindparam("priority"),
-        media_item_id=bindparam("media_item_id"),
+TOKENS = bindparam("tokens", type_=ARRAY(UUID))
+ENQUEUE_COLUMNS = ("workflow_type", "priority", "media_item_id", "run_at", "max_attempts")
+# A value left out (None) is the column's own server default, read from the model.
+_ENQUEUED = {
+    name: func.coalesce(bindparam(name, type_=JOBS.c[name].type), _server_default(JOBS.c[name]))
+    if name in ("run_at", "max_attempts")
+    else bindparam(name, type_=JOBS.c[name].type)
+    for name in ENQUEUE_COLUMNS
+}
+ENQUEUE = compiled(insert(JOBS).values(**_ENQUEUED).returning(*COLUMNS))
+# What every NewJob gives: COPY writes these, the server fills in the rest with its defaults.
+COPIED = ENQUEUE_COLUMNS[:3]
+COPY_JOBS = f"COPY {JOBS.name} ({', '.join(COPIED)}) FROM STDIN"
+_BATCH = (
+    func.unnest(
+        *(bindparam(f"{name}s", type_=ARRAY(JOBS.c[name].type)) for name in ENQUEUE_COLUMNS)
     )
+    .table_valued(*ENQUEUE_COLUMNS)
+    .render_derived()
+    .alias("batch")
+)
+ENQUEUE_MANY = compiled(
+    insert(JOBS).from_select(
+        list(ENQUEUE_COLUMNS),
+        select(
+            *(
+                func.coalesce(_BATCH.c[name], _server_default(JOBS.c[name]))
+                if name in ("run_at", "max_attempts")
+                else _BATCH.c[name]
+                for name in ENQUEUE_COLUMNS
+            )
+        ),
+    )
+)
+_HELD = func.unnest(IDS, TOKENS).table_valued("id", "token").render_derived().alias("held")
+HELD_BY_US = (JOBS.c.id == _HELD.c.id, JOBS.c.lease_token == _HELD.c.token, RUNNING)
+EXTEND = compiled(
+    update(JOBS).values(locked_until=func.now() + LEASE).where(*HELD_BY_US).returning(JOBS.c.id)
+)
+COMPLETE_HELD = compiled(
+    update(JOBS)
+    .values(status=constant(JobStatus.COMPLETED), completed_at=func.now(), **NO_LEASE)
+    .where(*HELD_BY_US)
     .returning(*COLUMNS)
 )
-ENQUEUE_COLUMNS = ("workflow_type", "priority", "media_item_id")
-COPY_JOBS = f"COPY {JOBS.name} ({', '.join(ENQUEUE_COLUMNS)}) FROM STDIN"
+_FAILED_HELD = (
+    func.unnest(
+        IDS,
+        TOKENS,
+        bindparam("errors", type_=ARRAY(Text)),
+        bindparam("delays", type_=ARRAY(Interval)),
+    )
+    .table_valued("id", "token", "error", "delay")
+    .render_derived()
+    .alias("attempt")
+)
+SPENT = JOBS.c.attempts >= JOBS.c.max_attempts
+FAIL_HELD = compiled(
+    update(JOBS)
+    .values(
+        status=case((SPENT, constant(JobStatus.FAILED)), else_=constant(JobStatus.QUEUED)),
+        completed_at=case((SPENT, func.now()), else_=null()),
+        run_at=case((SPENT, JOBS.c.run_at), else_=func.now() + _FAILED_HELD.c.delay),
+        error_message=_FAILED_HELD.c.error,
+        **NO_LEASE,
+    )
+    .where(JOBS.c.id == _FAILED_HELD.c.id, JOBS.c.lease_token == _FAILED_HELD.c.token, RUNNING)
+    .returning(*COLUMNS)
+)
 COMPLETE_MANY = compiled(
     update(JOBS)
-    .values(status=constant(JobStatus.COMPLETED), completed_at=func.now())
+    .values(status=constant(JobStatus.COMPLETED), completed_at=func.now(), **NO_LEASE)
     .where(JOBS.c.id == any_(IDS), RUNNING)
     .returning(*COLUMNS)
 )
@@ -129,23 +214,95 @@ _FAILURES = (
 FAIL_MANY = compiled(
     update(JOBS)
     .values(
-        status=constant(JobStatus.FAILED), completed_at=func.now(), error_message=_FAILURES.c.error
+        status=constant(JobStatus.FAILED),
+        completed_at=func.now(),
+        error_message=_FAILURES.c.error,
+        **NO_LEASE,
     )
     .where(JOBS.c.id == _FAILURES.c.id, RUNNING)
     .returning(*COLUMNS)
 )
+# A job handed back unfinished (its worker stopping) gets its attempt back.
+_HANDED_BACK = {
+    "status": constant(JobStatus.QUEUED),
+    "started_at": null(),
+    "attempts": func.greatest(JOBS.c.attempts - literal_column("1"), literal_column("0")),
+    **NO_LEASE,
+}
 RELEASE = compiled(
-    update(JOBS)
-    .values(status=constant(JobStatus.QUEUED), started_at=null())
-    .where(JOBS.c.id == any_(IDS), RUNNING)
-    .returning(JOBS.c.id)
+    update(JOBS).values(**_HANDED_BACK).where(JOBS.c.id == any_(IDS), RUNNING).returning(JOBS.c.id)
 )
+RELEASE_HELD = compiled(update(JOBS).values(**_HANDED_BACK).where(*HELD_BY_US).returning(JOBS.c.id))
+# Leases that ran out: their worker died (or lost the database for longer than a lease).
+_EXPIRED = (
+    select(JOBS.c.id)
+    .where(RUNNING, JOBS.c.locked_until < func.now())
+    .limit(literal_column(str(MAX_BATCH)))
+    .with_for_update(skip_locked=True)
+    .correlate(None)
+    .scalar_subquery()
+)
+RESCUE = compiled(
+    update(JOBS)
+    .values(
+        status=case((SPENT, constant(JobStatus.FAILED)), else_=constant(JobStatus.QUEUED)),
+        completed_at=case((SPENT, func.now()), else_=null()),
+        error_message=case(
+            (SPENT, literal_column("'lease expired: its worker stopped answering'")),
+            else_=JOBS.c.error_message,
+        ),
+        started_at=null(),
+        **NO_LEASE,
+    )
+    .where(JOBS.c.id == any_(func.array(_EXPIRED)))
+    .returning(*COLUMNS)
+)
+# Running jobs claimed before leases existed (revision 0010) have none: age is all there is.
 REQUEUE_STUCK = compiled(
     update(JOBS)
-    .values(status=constant(JobStatus.QUEUED), started_at=null())
-    .where(RUNNING, JOBS.c.started_at < func.now() - bindparam("older_than", type_=Interval))
+    .values(status=constant(JobStatus.QUEUED), started_at=null(), **NO_LEASE)
+    .where(
+        RUNNING,
+        JOBS.c.started_at < func.now() - bindparam("older_than", type_=Interval),
+        or_(JOBS.c.locked_until.is_(None), JOBS.c.locked_until < func.now()),
+    )
     .returning(JOBS.c.id)
 )
+RETRY = compiled(
+    update(JOBS)
+    .values(
+        status=constant(JobStatus.QUEUED),
+        attempts=literal_column("0"),
+        run_at=func.now(),
+        started_at=null(),
+        completed_at=null(),
+        **NO_LEASE,
+    )
+    .where(JOBS.c.id == any_(IDS), JOBS.c.status == constant(JobStatus.FAILED))
+    .returning(JOBS.c.id)
+)
+_PRUNABLE = (
+    select(JOBS.c.id)
+    .where(
+        JOBS.c.status.in_([constant(status) for status in FINISHED]),
+        JOBS.c.completed_at < func.now() - bindparam("older_than", type_=Interval),
+    )
+    .limit(bindparam("batch", type_=Integer))
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+PRUNE = compiled(delete(JOBS).where(JOBS.c.id == any_(func.array(_PRUNABLE))))
+HAS_WORK = {
+    by: compiled(
+        select(
+            exists().where(
+                JOBS.c.status.in_([constant(JobStatus.QUEUED), constant(JobStatus.RUNNING)]),
+                *([JOBS.c.workflow_type == bindparam("workflow_type")] if by else []),
+            )
+        )
+    )
+    for by in (False, True)
+}
 BY_STATUS = compiled(
     select(*COLUMNS)
     .where(JOBS.c.status == bindparam("status", type_=String))
@@ -159,6 +316,7 @@ MOVE = compiled(
         status=bindparam("to", type_=String),
         completed_at=func.now(),
         error_message=func.coalesce(bindparam("error", type_=Text), JOBS.c.error_message),
+        **NO_LEASE,
     )
     .where(
         JOBS.c.id == bindparam("id"),
@@ -171,24 +329,47 @@ STATUS_OF = compiled(select(JOBS.c.status).where(JOBS.c.id == bindparam("id")))
 
 @dataclass(frozen=True)
 class NewJob:
-    """A job for `enqueue_many`."""
+    """A job for `enqueue_many`. `run_at` and `max_attempts` left None take the database's
+    defaults (now; models.media.DEFAULT_MAX_ATTEMPTS)."""
 
     workflow_type: str
     priority: int = DEFAULT_PRIORITY
     media_item_id: uuid.UUID | str | None = None
+    run_at: datetime | None = None
+    max_attempts: int | None = None
 
-    def checked(self) -> tuple[str, int, uuid.UUID | None]:
+    def checked(self) -> tuple[str, int, uuid.UUID | None, datetime | None, int | None]:
         """Column values in ENQUEUE_COLUMNS order (raises InvalidInput naming the field)."""
         validation.required_text("workflow_type", self.workflow_type, WORKFLOW_TYPE_LENGTH)
-        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
-            raise InvalidInput("priority", f"{self.priority!r} is not a whole number")
-        validation.non_negative("priority", self.priority)
+        validation.whole_number("priority", self.priority, minimum=0)
+        if self.max_attempts is not None:
+            validation.whole_number("max_attempts", self.max_attempts, minimum=1)
+        if self.run_at is not None and (
+            not isinstance(self.run_at, datetime) or self.run_at.tzinfo is None
+        ):
+            raise InvalidInput("run_at", f"must be a timezone-aware datetime, got {self.run_at!r}")
         item = self.media_item_id
         return (
             self.workflow_type,
             self.priority,
             None if item is None else validation.as_uuid("media_item_id", item),
+            self.run_at,
+            self.max_attempts,
         )
+
+
+def backoff(attempt: int, base: timedelta) -> timedelta:
+    """How long a job waits after its `attempt`-th failure: `base` doubling at each attempt,
+    capped at MAX_BACKOFF, with full jitter in [50 %, 150 %) so that jobs failed together
+    (a provider's outage) do not all come back at the same instant."""
+    exponential = min(base * 2 ** max(attempt - 1, 0), MAX_BACKOFF)
+    jittered: timedelta = exponential * random.uniform(0.5, 1.5)  # noqa: S311 - not a secret
+    return jittered
+
+
+def clean_message(message: str) -> str:
+    """A handler's error as PostgreSQL text can hold it: NUL bytes shown as \\0."""
+    return message.replace("\x00", "\\0")
 
 
 class JobQueue:
@@ -200,48 +381,141 @@ class JobQueue:
         workflow_type: str,
         priority: int = DEFAULT_PRIORITY,
         media_item_id: uuid.UUID | str | None = None,
+        *,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
     ) -> JobRecord:
-        checked = NewJob(workflow_type, priority, media_item_id).checked()
+        """A new queued job, never claimed before `run_at` (default: now), failed for good
+        after `max_attempts` failed attempts (default: the column's, 5)."""
+        checked = NewJob(workflow_type, priority, media_item_id, run_at, max_attempts).checked()
         values = dict(zip(ENQUEUE_COLUMNS, checked, strict=True))
         row = await fetch_one(self.db, ENQUEUE, values, JobRecord.from_row)
         assert row is not None  # INSERT ... RETURNING always returns the row
         return row
 
     async def enqueue_many(self, jobs: Iterable[NewJob]) -> int:
-        """Bulk path: every job is checked first, then all go in one COPY: all are written or
-        none. Returns the number written."""
+        """Bulk path: every job is checked first, then all go in one statement (COPY when none
+        sets run_at or max_attempts): all are written or none. Returns the number written."""
         rows = [job.checked() for job in jobs]
-        async with (
-            self.db.connection() as connection,
-            connection.cursor() as cursor,
-            cursor.copy(COPY_JOBS) as copy,
-        ):
-            for row in rows:
-                await copy.write_row(row)
-        return len(rows)
+        if not rows:
+            return 0
+        async with self.db.connection() as connection:
+            if all(row[len(COPIED) :] == (None, None) for row in rows):
+                async with connection.cursor() as cursor, cursor.copy(COPY_JOBS) as copy:
+                    for row in rows:
+                        await copy.write_row(row[: len(COPIED)])
+                return len(rows)
+            by_column = zip(ENQUEUE_COLUMNS, zip(*rows, strict=True), strict=True)
+            columns = {f"{name}s": list(values) for name, values in by_column}
+            return (await connection.execute(ENQUEUE_MANY, columns)).rowcount
 
-    async def claim(self, workflow_type: str | None = None) -> JobRecord | None:
-        """Moves the next queued job to `running` and returns it; None when the queue is empty."""
-        params = self._workflow(workflow_type)
-        return await fetch_one(self.db, CLAIM_ONE[bool(params)], params, JobRecord.from_row)
+    async def claim(
+        self, workflow_type: str | None = None, lease: timedelta = DEFAULT_LEASE
+    ) -> JobRecord | None:
+        """Moves the next due job to `running`, leased for `lease`, and returns it; None when
+        nothing is due."""
+        params = {
+            **self._workflow(workflow_type),
+            "lease": validation.positive_duration("lease", lease),
+        }
+        return await fetch_one(
+            self.db, CLAIM_ONE["workflow_type" in params], params, JobRecord.from_row
+        )
 
-    async def claim_many(self, n: int, workflow_type: str | None = None) -> list[JobRecord]:
-        """Moves up to n queued jobs to `running` in one statement and returns them in claim
-        order; an empty list when the queue is empty."""
+    async def claim_many(
+        self, n: int, workflow_type: str | None = None, lease: timedelta = DEFAULT_LEASE
+    ) -> list[JobRecord]:
+        """Moves up to n due jobs to `running` in one statement, each leased for `lease`, and
+        returns them in claim order; an empty list when nothing is due."""
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BATCH:
             raise InvalidInput("n", f"must be a whole number from 1 to {MAX_BATCH}, got {n!r}")
-        params = {**self._workflow(workflow_type), "n": n}
+        params = {
+            **self._workflow(workflow_type),
+            "n": n,
+            "lease": validation.positive_duration("lease", lease),
+        }
         return await fetch_all(
             self.db, CLAIM_MANY["workflow_type" in params], params, JobRecord.from_row
         )
+
+    async def extend(self, jobs: Sequence[JobRecord], lease: timedelta) -> set[uuid.UUID]:
+        """Renews the leases of the listed jobs this holder still holds, to now + `lease`;
+        returns their ids (a job missing from it was lost: its lease expired and it may run
+        elsewhere)."""
+        if not jobs:
+            return set()
+        params = {**self._held(jobs), "lease": validation.positive_duration("lease", lease)}
+        return set(await fetch_all(self.db, EXTEND, params, _first))
+
+    async def complete_held(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
+        """Marks completed each listed job whose lease this holder still holds."""
+        if not jobs:
+            return []
+        return await fetch_all(self.db, COMPLETE_HELD, self._held(jobs), JobRecord.from_row)
+
+    async def fail_held(
+        self, failures: Sequence[tuple[JobRecord, str]], retry_backoff: timedelta
+    ) -> list[JobRecord]:
+        """Each listed job still held goes back `queued`, due after a jittered exponential
+        backoff, or, when its attempts are spent, becomes `failed` with its error kept."""
+        if not failures:
+            return []
+        validation.positive_duration("retry_backoff", retry_backoff)
+        held = self._held([job for job, _ in failures])
+        params = {
+            **held,
+            "errors": [clean_message(error) for _, error in failures],
+            "delays": [backoff(job.attempts, retry_backoff) for job, _ in failures],
+        }
+        return await fetch_all(self.db, FAIL_HELD, params, JobRecord.from_row)
+
+    async def release_held(self, jobs: Sequence[JobRecord]) -> list[uuid.UUID]:
+        """Hands back unfinished jobs this holder still holds (a worker stopping): queued
+        again, the attempt not counted."""
+        if not jobs:
+            return []
+        return await fetch_all(self.db, RELEASE_HELD, self._held(jobs), _first)
+
+    async def rescue_expired(self) -> list[JobRecord]:
+        """Running jobs whose lease ran out go back to the queue (their next claim is another
+        attempt), or become `failed` when their attempts are spent. Up to MAX_BATCH a call."""
+        return await fetch_all(self.db, RESCUE, {}, JobRecord.from_row)
+
+    async def retry(self, job_ids: Iterable[uuid.UUID | str]) -> list[uuid.UUID]:
+        """Puts failed jobs back in the queue by hand, due now, with their attempts reset.
+        Returns the ids requeued (a listed job that is not `failed` is left as it is)."""
+        keys = self._ids(job_ids)
+        if not keys:
+            return []
+        return await fetch_all(self.db, RETRY, {"ids": keys}, _first)
+
+    async def prune(
+        self, older_than: timedelta, batch: int = PRUNE_BATCH, progress: Progress | None = None
+    ) -> int:
+        """Deletes finished jobs (completed, cancelled, failed) that finished more than
+        `older_than` ago, `batch` at a time, each batch its own short transaction. Returns how
+        many went."""
+        validation.whole_number("batch", batch, minimum=1)
+        params = {
+            "older_than": validation.positive_duration("older_than", older_than),
+            "batch": batch,
+        }
+        return await delete_in_batches(self.db, PRUNE, params, progress)
+
+    async def has_work(self, workflow_type: str | None = None) -> bool:
+        """Is any job queued (due or not) or running, of this workflow type if given?"""
+        params = self._workflow(workflow_type)
+        found = await fetch_one(self.db, HAS_WORK["workflow_type" in params], params, _first)
+        return bool(found)
 
     async def complete(self, job_id: uuid.UUID | str) -> JobRecord:
         return await self._move(job_id, [JobStatus.RUNNING], JobStatus.COMPLETED)
 
     async def complete_many(self, job_ids: Iterable[uuid.UUID | str]) -> list[JobRecord]:
         """Marks each listed job that is `running` completed, in one statement, and returns
-        those. A listed job no longer running (cancelled, requeued as stuck) is left as it is
-        and not returned: compare ids to find it. A malformed id writes nothing."""
+        those, whoever holds them (an operator's verb; workers use `complete_held`). A listed
+        job no longer running is left as it is and not returned. A malformed id writes
+        nothing."""
         keys = self._ids(job_ids)
         if not keys:
             return []
@@ -249,20 +523,24 @@ class JobQueue:
 
     async def fail(self, job_id: uuid.UUID | str, error_message: str) -> JobRecord:
         validation.required_text("error_message", error_message)
-        return await self._move(job_id, [JobStatus.RUNNING], JobStatus.FAILED, error_message)
+        message = clean_message(error_message)
+        return await self._move(job_id, [JobStatus.RUNNING], JobStatus.FAILED, message)
 
     async def fail_many(self, errors: Mapping[uuid.UUID | str, str]) -> list[JobRecord]:
-        """`complete_many`'s twin: each listed running job becomes `failed` with its message."""
+        """`complete_many`'s twin: each listed running job becomes `failed` for good with its
+        message, no retry."""
         keys = self._ids(errors)
-        messages = [validation.required_text("error_message", errors[key]) for key in errors]
+        messages = [
+            clean_message(validation.required_text("error_message", errors[key])) for key in errors
+        ]
         if not keys:
             return []
         params = {"ids": keys, "errors": messages}
         return await fetch_all(self.db, FAIL_MANY, params, JobRecord.from_row)
 
     async def release(self, job_ids: Iterable[uuid.UUID | str]) -> list[uuid.UUID]:
-        """Puts listed jobs that are still `running` back in the queue (a worker that stops
-        hands back what it holds). Returns the ids requeued."""
+        """Puts listed jobs that are still `running` back in the queue, whoever holds them.
+        Returns the ids requeued."""
         keys = self._ids(job_ids)
         if not keys:
             return []
@@ -272,10 +550,10 @@ class JobQueue:
         return await self._move(job_id, [JobStatus.QUEUED, JobStatus.RUNNING], JobStatus.CANCELLED)
 
     async def requeue_stuck(self, older_than: timedelta) -> list[uuid.UUID]:
-        """Jobs `running` for longer than `older_than` (their worker died) go back to the queue."""
-        if not isinstance(older_than, timedelta) or older_than <= timedelta(0):
-            raise InvalidInput("older_than", f"must be a positive timedelta, got {older_than!r}")
-        return await fetch_all(self.db, REQUEUE_STUCK, {"older_than": older_than}, _first)
+        """Jobs `running` for longer than `older_than` whose lease (if any) has expired go
+        back to the queue: a live worker's leased job is never taken from it."""
+        params = {"older_than": validation.positive_duration("older_than", older_than)}
+        return await fetch_all(self.db, REQUEUE_STUCK, params, _first)
 
     async def by_status(self, status: JobStatus | str, limit: int = 100) -> list[JobRecord]:
         """Jobs in one status, in claim order."""
@@ -294,6 +572,12 @@ class JobQueue:
             return {}
         validation.required_text("workflow_type", workflow_type, WORKFLOW_TYPE_LENGTH)
         return {"workflow_type": workflow_type}
+
+    @staticmethod
+    def _held(jobs: Sequence[JobRecord]) -> dict[str, list[uuid.UUID | None]]:
+        if len(jobs) > MAX_BATCH:
+            raise InvalidInput("jobs", f"at most {MAX_BATCH} at once, got {len(jobs)}")
+        return {"ids": [job.id for job in jobs], "tokens": [job.lease_token for job in jobs]}
 
     @staticmethod
     def _ids(job_ids: Iterable[uuid.UUID | str]) -> list[uuid.UUID]:

@@ -24,7 +24,11 @@ def seed(url: URL) -> None:
     async def enqueue() -> None:
         async with await Database.connect(url) as db:
             await JobQueue(db).enqueue_many(
-                [NewJob("transcode", priority=i % 7) for i in range(JOBS)]
+                # priority 0 fails on purpose (worker_process.py): once, for good.
+                [
+                    NewJob("transcode", priority=i % 7, max_attempts=1 if i % 7 == 0 else None)
+                    for i in range(JOBS)
+                ]
             )
 
     asyncio.run(enqueue())

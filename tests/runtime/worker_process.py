@@ -4,6 +4,7 @@ each job id it handles to OUT; jobs of priority 0 fail on purpose."""
 
 import asyncio
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import make_url
@@ -24,7 +25,17 @@ async def main(url: str, out: Path, application_name: str) -> None:
                 if job.priority == 0:
                     raise RuntimeError("priority 0 fails on purpose")
 
-            stats = await run_worker(db, handler, batch_size=10, concurrency=5, until_empty=True)
+            # A lease far longer than the database errors a worker rides out, so no live
+            # handler's job is taken from it; the jobs of a claim whose reply was lost come
+            # back once it expires.
+            stats = await run_worker(
+                db,
+                handler,
+                batch_size=10,
+                concurrency=5,
+                until_empty=True,
+                lease=timedelta(seconds=15),
+            )
     print(f"completed={stats.completed} failed={stats.failed}")
 
 

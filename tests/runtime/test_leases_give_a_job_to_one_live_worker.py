@@ -1,0 +1,108 @@
+"""Leases: a slow but live handler keeps its job (its worker renews the lease), so no job runs
+twice; a job whose worker died comes back once its lease expires, as another attempt; a worker
+that lost its lease can neither complete nor fail the job another worker now holds."""
+
+import asyncio
+from collections import Counter
+from datetime import timedelta
+
+from sqlalchemy import URL, create_engine, pool, text
+
+from media_db import Database, JobQueue, JobRecord, PoolSize, run_worker
+
+LEASE = timedelta(seconds=1)
+
+
+def expire_leases(url: URL) -> None:
+    with create_engine(url, poolclass=pool.NullPool).begin() as connection:
+        connection.execute(text("UPDATE processing_jobs SET locked_until = now() - interval '1s'"))
+
+
+def test_slow_handlers_outliving_their_lease_never_run_twice(migrated: URL) -> None:
+    async def scenario() -> Counter[object]:
+        async with await Database.connect(migrated, PoolSize(1, 8)) as db:
+            queue = JobQueue(db)
+            for _ in range(6):
+                await queue.enqueue("transcode")
+            runs: Counter[object] = Counter()
+
+            async def slow(job: JobRecord) -> None:
+                runs[job.id] += 1
+                await asyncio.sleep(3 * LEASE.total_seconds())  # three leases long
+
+            workers = [
+                run_worker(
+                    db, slow, until_empty=True, lease=LEASE, concurrency=3, poll_interval=0.1
+                )
+                for _ in range(2)
+            ]
+            stats = await asyncio.gather(*workers)
+            assert sum(s.completed for s in stats) == 6
+            assert sum(s.lost for s in stats) == 0
+            return runs
+
+    runs = asyncio.run(scenario())
+    assert len(runs) == 6
+    assert set(runs.values()) == {1}
+
+
+def test_a_dead_workers_job_comes_back_as_another_attempt(migrated: URL) -> None:
+    async def scenario() -> None:
+        async with await Database.connect(migrated, PoolSize(1, 4)) as db:
+            queue = JobQueue(db)
+            await queue.enqueue("transcode")
+            abandoned = await queue.claim(lease=LEASE)  # its worker "dies" here
+            assert abandoned is not None
+            assert abandoned.attempts == 1
+            assert await queue.claim() is None  # leased: nobody else gets it
+            seen: list[int] = []
+
+            async def handler(job: JobRecord) -> None:
+                seen.append(job.attempts)
+
+            # Within one lease and one poll, a live worker rescues it.
+            stats = await asyncio.wait_for(
+                run_worker(db, handler, until_empty=True, poll_interval=0.2), timeout=60
+            )
+            assert stats.completed == 1
+            assert seen == [2]
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_that_lost_its_lease_cannot_complete_or_fail_the_job(migrated: URL) -> None:
+    async def scenario() -> None:
+        async with await Database.connect(migrated, PoolSize(1, 4)) as db:
+            queue = JobQueue(db)
+            await queue.enqueue("transcode")
+            first = await queue.claim(lease=LEASE)
+            assert first is not None
+            await asyncio.to_thread(expire_leases, migrated)
+            assert await queue.rescue_expired()
+            second = await queue.claim()
+            assert second is not None
+            assert second.id == first.id
+            assert second.lease_token != first.lease_token
+            assert await queue.complete_held([first]) == []
+            assert await queue.fail_held([(first, "late")], timedelta(seconds=1)) == []
+            assert await queue.extend([first], LEASE) == set()
+            assert await queue.release_held([first]) == []
+            [done] = await queue.complete_held([second])
+            assert done.status == "completed"
+            assert done.attempts == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_spent_job_whose_lease_expired_is_a_dead_letter(migrated: URL) -> None:
+    async def scenario() -> None:
+        async with await Database.connect(migrated, PoolSize(1, 4)) as db:
+            queue = JobQueue(db)
+            await queue.enqueue("transcode", max_attempts=1)
+            assert await queue.claim(lease=LEASE) is not None
+            await asyncio.to_thread(expire_leases, migrated)
+            [dead] = await queue.rescue_expired()
+            assert dead.status == "failed"
+            assert dead.error_message == "lease expired: its worker stopped answering"
+
+    asyncio.run(scenario())
