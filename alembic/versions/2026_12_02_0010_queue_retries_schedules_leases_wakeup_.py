@@ -6,11 +6,11 @@ forever. Each job now counts its `attempts` up to `max_attempts` (default 5) and
 before `run_at` (schedules, retry backoff); a claim holds a lease (`lease_token`, valid until
 `locked_until`) that only its holder can complete or fail, and an expired lease makes the job
 claimable again. The claim index becomes `idx_processing_jobs_due` (priority, run_at,
-created_at; queued jobs): built before the old one is dropped, so the claim always has an index. Expired leases and
-finished jobs (for pruning) get partial indexes of their own, analysis_results one on
-created_at. An AFTER INSERT trigger, once per statement, notifies `media_analysis_jobs`, so a
-raw INSERT wakes idle workers. n8n's raw inserts name none of the new columns: each is NOT NULL
-with a database default, or NULL (the lease) until a claim.
+created_at; queued jobs), built before the old one is dropped, so claims always have an index.
+Expired leases and finished jobs (for pruning) get partial indexes of their own,
+analysis_results one on created_at. An AFTER INSERT trigger, once per statement, notifies
+`media_analysis_jobs`, so a raw INSERT wakes idle workers. n8n's raw inserts name none of the
+new columns: each is NOT NULL with a database default, or NULL (the lease) until a claim.
 Rolling back drops the retry state, schedules and leases: every job row holds them, so the
 data-loss guard asks for consent whenever jobs exist (a job scheduled for later is then due).
 Locks: one line per operation, as `make revision` wrote them.
