@@ -142,4 +142,4 @@ def test_readme_example_runs_from_another_environment_and_directory(
     )
     assert ran.returncode == 0, ran.stderr
     assert "transcoding" in ran.stdout
-    assert "WorkerStats(completed=1, failed=0)" in ran.stdout
+    assert "WorkerStats(completed=1, failed=0, retried=0, lost=0)" in ran.stdout
