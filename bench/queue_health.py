@@ -22,7 +22,7 @@ from sqlalchemy import URL
 from media_db import Database, JobQueue, PoolSize
 from media_db.dev.embedded import LocalServer
 from media_db.pool import conninfo
-from media_db.repositories.jobs import CLAIM_ONE
+from media_db.repositories.jobs import CLAIM_ONE, DEFAULT_LEASE
 
 Row = dict[str, Any]
 # The candidate per-table settings (the default scale factor 0.2 waits for 20 % of the table).
@@ -106,7 +106,9 @@ async def paced_claims(url: URL, claims: int, seconds: float) -> list[float]:
 async def claim_buffers(admin: psycopg.AsyncConnection[Any]) -> int:
     """Buffers the next claim touches, as the server counts them (run and rolled back)."""
     async with admin.transaction(force_rollback=True):
-        cursor = await admin.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + CLAIM_ONE[False])
+        cursor = await admin.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + CLAIM_ONE[False], {"lease": DEFAULT_LEASE}
+        )
         row = await cursor.fetchone()
     plan = row[0][0]["Plan"] if row else {}
     return int(plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0))

@@ -206,13 +206,12 @@ async def connection_checkout(db: Database, size: Size) -> Row:
 async def claim_vs_raw(
     db: Database, raw: psycopg.AsyncConnection[Row], size: Size, batch: int
 ) -> Row:
-    """The same claim statement on one raw connection, rows built into the same records (and
-    sorted into claim order, as claim_many does)."""
+    """The same claim statement on one raw connection, rows built into the same records."""
     queue = JobQueue(db)
     statement = (
         jobs_statements.CLAIM_ONE[False] if batch == 1 else jobs_statements.CLAIM_MANY[False]
     )
-    params = {} if batch == 1 else {"n": batch}
+    params = {"lease": jobs_statements.DEFAULT_LEASE, **({} if batch == 1 else {"n": batch})}
 
     async def by_hand() -> None:
         cursor = raw.cursor(row_factory=as_records(JobRecord.from_row))
