@@ -15,6 +15,7 @@ from pgqueuer.qm import QueueManager
 from pgqueuer.queries import EntrypointExecutionParameter, Queries
 from pgqueuer.types import QueueExecutionMode
 
+from bench import ROUNDS
 from media_db import Database, JobQueue, JobRecord, NewJob, run_worker
 
 Row = dict[str, Any]
@@ -56,14 +57,14 @@ async def peer_rows(
                     heartbeat_timeout=timedelta(seconds=30),
                 )
 
-            ours_rate, theirs_rate = await rates(max(operations, 5), ours, theirs)
+            ours_rates, theirs_rates = await rates(max(operations, 5), ours, theirs)
             rows.append(
                 ratio_row(
                     f"dequeue, batch {batch} (jobs/s)",
                     "JobQueue.claim" if batch == 1 else f"JobQueue.claim_many({batch})",
-                    ours_rate * batch,
+                    [rate * batch for rate in ours_rates],
                     "pgqueuer Queries.dequeue",
-                    theirs_rate * batch,
+                    [rate * batch for rate in theirs_rates],
                     None,
                 )
             )
@@ -84,19 +85,11 @@ async def worker_loops(
     jobs: int,
     ratio_row: Any,
 ) -> Row:
-    """Both queues emptied, then `jobs` new ones each, drained by a whole worker loop."""
-    await connection.execute("DELETE FROM pgqueuer")
-    await connection.execute("DELETE FROM processing_jobs")
-    await fill(queue, queries, jobs)
+    """In each of ROUNDS rounds both queues get `jobs` new ones, each drained by a whole worker
+    loop, the one that goes first alternating."""
 
     async def handler(job: JobRecord) -> None:
         return None
-
-    started = time.perf_counter()
-    stats = await run_worker(
-        db, handler, batch_size=LOOP_BATCH, concurrency=LOOP_CONCURRENCY, until_empty=True
-    )
-    ours = stats.completed / (time.perf_counter() - started)
 
     manager = QueueManager(queries)
 
@@ -104,21 +97,45 @@ async def worker_loops(
     async def peer_handler(job: Job) -> None:
         return None
 
-    started = time.perf_counter()
-    await manager.run(
-        batch_size=LOOP_BATCH,
-        mode=QueueExecutionMode.drain,
-        max_concurrent_tasks=2 * LOOP_CONCURRENCY,  # its minimum for this batch size
-        dequeue_timeout=timedelta(seconds=0.1),
-    )
-    theirs = jobs / (time.perf_counter() - started)
+    async def ours() -> float:
+        started = time.perf_counter()
+        stats = await run_worker(
+            db,
+            handler,
+            workflow_type=ENTRYPOINT,
+            batch_size=LOOP_BATCH,
+            concurrency=LOOP_CONCURRENCY,
+            until_empty=True,
+        )
+        return stats.completed / (time.perf_counter() - started)
+
+    async def theirs() -> float:
+        started = time.perf_counter()
+        await manager.run(
+            batch_size=LOOP_BATCH,
+            mode=QueueExecutionMode.drain,
+            max_concurrent_tasks=2 * LOOP_CONCURRENCY,  # its minimum for this batch size
+            dequeue_timeout=timedelta(seconds=0.1),
+        )
+        return jobs / (time.perf_counter() - started)
+
+    measured: tuple[list[float], list[float]] = ([], [])
+    for round_ in range(ROUNDS):
+        await connection.execute("DELETE FROM pgqueuer")
+        await connection.execute("DELETE FROM processing_jobs")
+        await connection.execute("VACUUM processing_jobs")
+        await connection.execute("VACUUM pgqueuer")
+        await fill(queue, queries, jobs)
+        sides = [(0, ours), (1, theirs)]
+        for side, drain in sides if round_ % 2 == 0 else reversed(sides):
+            measured[side].append(await drain())
     left = await (await connection.execute("SELECT count(*) FROM pgqueuer")).fetchone()
     row: Row = ratio_row(
         f"worker loop, {jobs:,} jobs, batch {LOOP_BATCH}, concurrency {LOOP_CONCURRENCY} (jobs/s)",
-        "run_worker",
-        ours,
+        "run_worker (leases, retries, wakeup on)",
+        measured[0],
         "pgqueuer QueueManager",
-        theirs,
-        1.0,
+        measured[1],
+        3.0,
     )
     return row | {"peer_jobs_left": left[0] if left else None}
