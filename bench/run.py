@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench import ROUNDS
 from bench.peer import peer_rows
+from bench.procrastinate_peer import procrastinate_row
 from bench.queue_health import queue_health_rows
 from media_db import (
     Database,
@@ -137,6 +138,7 @@ async def measure(url: URL, size: Size) -> list[Row]:
                 await bulk_insert(db, raw, size),
             ]
             rows += await peer_rows(db, _conninfo(url), size, rates, ratio_row)
+            rows.append(await procrastinate_row(db, _conninfo(url), size.loop_jobs, ratio_row))
             await raw.execute("DELETE FROM processing_jobs")
             await seed_jobs(raw, size)
             rows += [await claim_vs_raw(db, raw, size, batch) for batch in (1, 10)]
