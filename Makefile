@@ -41,7 +41,7 @@ bad_revision = { printf '%s=%q is not a revision: use an id (e.g. 0004), base, h
 
 .PHONY: help install upgrade downgrade current history status adopt verify sql revision records erd \
         db-check test test-image test-docker test-matrix \
-        bench bench-upgrade lint lint-sql db-start db-stop db-url psql prune restore
+        bench bench-upgrade bench-prune lint lint-sql db-start db-stop db-url psql prune restore
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -114,6 +114,9 @@ bench: install ## Benchmark against raw psycopg in the same run (SIZE=full|tiny)
 
 bench-upgrade: install ## Revisions applied to 1M jobs under a continuous writer (SIZE=full|tiny)
 	$(WITH_DB) python -m bench.upgrade_under_load --size "$$SIZE"
+
+bench-prune: install ## make prune on 1M finished jobs beside a writer: its worst stall (SIZE=full|tiny)
+	$(WITH_DB) python -m bench.prune_under_load --size "$$SIZE"
 
 lint: install ## ruff (lint + format check) and mypy
 	ruff check .
