@@ -42,8 +42,16 @@ from media_db import validation
 from media_db.errors import InvalidInput, InvalidTransition, NotFound
 from media_db.pool import Database
 from media_db.records import JobRecord
-from media_db.repositories.common import fetch_all, fetch_one
-from media_db.statements import compiled, constant, index, max_length, record_columns, table_of
+from media_db.repositories.common import fetch_all, fetch_one, media_item_must_exist
+from media_db.statements import (
+    bounds,
+    compiled,
+    constant,
+    index,
+    max_length,
+    record_columns,
+    table_of,
+)
 from models import JobStatus, ProcessingJob
 
 JOBS = table_of(ProcessingJob)
@@ -52,7 +60,9 @@ CLAIM_INDEX = index(JOBS, "idx_processing_jobs_claim")
 CLAIMABLE: ColumnElement[bool] = CLAIM_INDEX.dialect_options["postgresql"]["where"]
 CLAIM_ORDER = list(CLAIM_INDEX.expressions)
 WORKFLOW_TYPE_LENGTH = max_length(JOBS.c.workflow_type)
+PRIORITY = bounds(JOBS.c.priority)
 MAX_BATCH = 1000
+BATCH = validation.between(1, MAX_BATCH)
 
 
 def _server_default(column: Any) -> int:
@@ -180,13 +190,11 @@ class NewJob:
     def checked(self) -> tuple[str, int, uuid.UUID | None]:
         """Column values in ENQUEUE_COLUMNS order (raises InvalidInput naming the field)."""
         validation.required_text("workflow_type", self.workflow_type, WORKFLOW_TYPE_LENGTH)
-        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
-            raise InvalidInput("priority", f"{self.priority!r} is not a whole number")
-        validation.non_negative("priority", self.priority)
+        priority = validation.whole_number("priority", self.priority, PRIORITY)
         item = self.media_item_id
         return (
             self.workflow_type,
-            self.priority,
+            priority,
             None if item is None else validation.as_uuid("media_item_id", item),
         )
 
@@ -203,7 +211,8 @@ class JobQueue:
     ) -> JobRecord:
         checked = NewJob(workflow_type, priority, media_item_id).checked()
         values = dict(zip(ENQUEUE_COLUMNS, checked, strict=True))
-        row = await fetch_one(self.db, ENQUEUE, values, JobRecord.from_row)
+        with media_item_must_exist():
+            row = await fetch_one(self.db, ENQUEUE, values, JobRecord.from_row)
         assert row is not None  # INSERT ... RETURNING always returns the row
         return row
 
@@ -211,6 +220,11 @@ class JobQueue:
         """Bulk path: every job is checked first, then all go in one COPY: all are written or
         none. Returns the number written."""
         rows = [job.checked() for job in jobs]
+        with media_item_must_exist():
+            await self._copy(rows)
+        return len(rows)
+
+    async def _copy(self, rows: list[tuple[str, int, uuid.UUID | None]]) -> None:
         async with (
             self.db.connection() as connection,
             connection.cursor() as cursor,
@@ -218,7 +232,6 @@ class JobQueue:
         ):
             for row in rows:
                 await copy.write_row(row)
-        return len(rows)
 
     async def claim(self, workflow_type: str | None = None) -> JobRecord | None:
         """Moves the next queued job to `running` and returns it; None when the queue is empty."""
@@ -228,9 +241,7 @@ class JobQueue:
     async def claim_many(self, n: int, workflow_type: str | None = None) -> list[JobRecord]:
         """Moves up to n queued jobs to `running` in one statement and returns them in claim
         order; an empty list when the queue is empty."""
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BATCH:
-            raise InvalidInput("n", f"must be a whole number from 1 to {MAX_BATCH}, got {n!r}")
-        params = {**self._workflow(workflow_type), "n": n}
+        params = {**self._workflow(workflow_type), "n": validation.whole_number("n", n, BATCH)}
         return await fetch_all(
             self.db, CLAIM_MANY["workflow_type" in params], params, JobRecord.from_row
         )
@@ -248,13 +259,13 @@ class JobQueue:
         return await fetch_all(self.db, COMPLETE_MANY, {"ids": keys}, JobRecord.from_row)
 
     async def fail(self, job_id: uuid.UUID | str, error_message: str) -> JobRecord:
-        validation.required_text("error_message", error_message)
-        return await self._move(job_id, [JobStatus.RUNNING], JobStatus.FAILED, error_message)
+        message = validation.error_text("error_message", error_message)
+        return await self._move(job_id, [JobStatus.RUNNING], JobStatus.FAILED, message)
 
     async def fail_many(self, errors: Mapping[uuid.UUID | str, str]) -> list[JobRecord]:
         """`complete_many`'s twin: each listed running job becomes `failed` with its message."""
         keys = self._ids(errors)
-        messages = [validation.required_text("error_message", errors[key]) for key in errors]
+        messages = [validation.error_text("error_message", errors[key]) for key in errors]
         if not keys:
             return []
         params = {"ids": keys, "errors": messages}
@@ -280,7 +291,7 @@ class JobQueue:
     async def by_status(self, status: JobStatus | str, limit: int = 100) -> list[JobRecord]:
         """Jobs in one status, in claim order."""
         wanted = validation.as_status(JobStatus, "status", status)
-        params = {"status": wanted, "limit": limit}
+        params = {"status": wanted, "limit": validation.whole_number("limit", limit, BATCH)}
         return await fetch_all(self.db, BY_STATUS, params, JobRecord.from_row)
 
     async def counts(self) -> dict[JobStatus, int]:
