@@ -33,7 +33,7 @@ MAJORS ?=
 # the shell never parses them, and `$(value ...)` keeps make from expanding $(...) inside them.
 # So does every other variable given on the command line, read by a target or not: make would
 # expand it to export it (`make upgrade FOO='$(shell ...)'` would run the command).
-USER_VALUES := REV RANGE M PYTEST_ARGS SIZE PG MAJORS JSON BACKUP PYTHON
+USER_VALUES := REV RANGE M PYTEST_ARGS SIZE PG MAJORS JSON VERBOSE BACKUP PYTHON
 COMMAND_LINE := $(strip $(foreach name,$(.VARIABLES),$(if $(filter command line,$(origin $(name))),$(name))))
 # The values each target reads (PYTHON: every target, through install). A value given on the
 # command line that no goal reads, or in lower case, is refused before anything runs.
@@ -41,6 +41,7 @@ TAKES.downgrade := REV
 TAKES.sql := RANGE
 TAKES.revision := M
 TAKES.status := JSON
+TAKES.history := VERBOSE
 TAKES.restore := BACKUP
 TAKES.test := PYTEST_ARGS
 TAKES.test-docker := PYTEST_ARGS PG
@@ -64,6 +65,9 @@ export $(USER_VALUES) $(COMMAND_LINE)
 REVISION := (base|heads?|[0-9a-f]{4,40})?([-+][0-9]{1,4})?
 bad_revision = { printf '%s=%q is not a revision: use an id (e.g. 0004), base, head, -N or +N%s\n' \
   $(1) "$$$(1)" $(2) >&2; exit 2; }
+# A switch: unset, empty or 1.
+switch = [[ -z $$$(1) || $$$(1) == 1 ]] || { printf '%s=%q: use %s=1 (or leave it out)\n' \
+  $(1) "$$$(1)" $(1) >&2; exit 2; }
 
 .PHONY: help install upgrade downgrade current history status adopt verify sql revision records erd \
         db-check test test-image test-docker test-matrix \
@@ -91,18 +95,19 @@ downgrade: install ## Roll back one revision (REV=-1), or to REV=<id> / REV=base
 current: install ## Print the database's revision
 	$(WITH_DB) alembic current
 
-history: install ## List the revisions, newest first
-	alembic history --verbose
+history: install ## List the revisions, newest first, one line each (VERBOSE=1: with their docstrings)
+	@$(call switch,VERBOSE)
+	alembic history $${VERBOSE:+--verbose}
 
 status: install ## Revision vs head, pending Locks, drift, blockers; exit 1 if it needs attention (JSON=1)
-	@[[ -z $$JSON || $$JSON == 1 ]] || { printf 'JSON=%q: use JSON=1 (or leave it out)\n' "$$JSON" >&2; exit 2; }
+	@$(call switch,JSON)
 	@$(WITH_DB) python -m media_db.deploy.status $${JSON:+--json}
 
 adopt: install ## Stamp a database built by hand with the plan's SQL at 0001, if it matches exactly
 	$(WITH_DB) python -m media_db.deploy.adopt
 
-verify: install ## alembic check, then compare the live catalog with the models object by object
-	$(WITH_DB) bash -c 'alembic check && python -m media_db.deploy.verify'
+verify: install ## Compare the live catalog with the models object by object, then alembic check
+	$(WITH_DB) bash -c 'python -m media_db.deploy.verify && alembic check'
 
 sql: install ## Print the upgrade as SQL without a database (RANGE=0001:head for a span)
 	@[[ $$RANGE =~ ^($(REVISION):)?$(REVISION)$$ && -n $$RANGE ]] || \
