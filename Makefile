@@ -31,13 +31,44 @@ MAJORS ?=
 
 # User values reach commands as environment variables ("$$REV"), never pasted into a recipe:
 # the shell never parses them, and `$(value ...)` keeps make from expanding $(...) inside them.
-USER_VALUES := REV RANGE M PYTEST_ARGS SIZE PG MAJORS
-$(foreach name,$(USER_VALUES),$(eval override $(name) := $$(value $(name))))
-export $(USER_VALUES)
+# So does every other variable given on the command line, read by a target or not: make would
+# expand it to export it (`make upgrade FOO='$(shell ...)'` would run the command).
+USER_VALUES := REV RANGE M PYTEST_ARGS SIZE PG MAJORS JSON VERBOSE BACKUP PYTHON
+COMMAND_LINE := $(strip $(foreach name,$(.VARIABLES),$(if $(filter command line,$(origin $(name))),$(name))))
+# The values each target reads (PYTHON: every target, through install). A value given on the
+# command line that no goal reads, or in lower case, is refused before anything runs.
+TAKES.downgrade := REV
+TAKES.sql := RANGE
+TAKES.revision := M
+TAKES.status := JSON
+TAKES.history := VERBOSE
+TAKES.restore := BACKUP
+TAKES.test := PYTEST_ARGS
+TAKES.test-docker := PYTEST_ARGS PG
+TAKES.test-image := PG
+TAKES.test-matrix := MAJORS
+TAKES.bench := SIZE
+TAKES.bench-upgrade := SIZE
+TAKES.bench-prune := SIZE
+read_by = $(patsubst TAKES.%,make %,$(foreach v,$(filter TAKES.%,$(.VARIABLES)),$(if $(filter $(1),$($(v))),$(v))))
+# make has no lower-case function.
+lower = $(subst Z,z,$(subst Y,y,$(subst X,x,$(subst W,w,$(subst V,v,$(subst U,u,$(subst T,t,$(subst S,s,$(subst R,r,$(subst Q,q,$(subst P,p,$(subst O,o,$(subst N,n,$(subst M,m,$(subst L,l,$(subst K,k,$(subst J,j,$(subst I,i,$(subst H,h,$(subst G,g,$(subst F,f,$(subst E,e,$(subst D,d,$(subst C,c,$(subst B,b,$(subst A,a,$(1)))))))))))))))))))))))))))
+GOALS := $(or $(MAKECMDGOALS),$(.DEFAULT_GOAL))
+$(foreach name,$(USER_VALUES),\
+  $(if $(filter $(call lower,$(name)),$(COMMAND_LINE)),\
+    $(error $(call lower,$(name))=... is not read: the variable is $(name) (upper case)))\
+  $(if $(filter $(name),$(COMMAND_LINE)),\
+    $(if $(filter $(name),PYTHON $(foreach goal,$(GOALS),$(TAKES.$(goal)))),,\
+      $(error make $(GOALS) takes no $(name): $(name) is for $(call read_by,$(name))))))
+$(foreach name,$(sort $(USER_VALUES) $(COMMAND_LINE)),$(eval override $(name) := $$(value $(name))))
+export $(USER_VALUES) $(COMMAND_LINE)
 # What Alembic takes as a revision here: an id (or its prefix), base, head(s), a relative step.
 REVISION := (base|heads?|[0-9a-f]{4,40})?([-+][0-9]{1,4})?
 bad_revision = { printf '%s=%q is not a revision: use an id (e.g. 0004), base, head, -N or +N%s\n' \
   $(1) "$$$(1)" $(2) >&2; exit 2; }
+# A switch: unset, empty or 1.
+switch = [[ -z $$$(1) || $$$(1) == 1 ]] || { printf '%s=%q: use %s=1 (or leave it out)\n' \
+  $(1) "$$$(1)" $(1) >&2; exit 2; }
 
 .PHONY: help install upgrade downgrade current history status adopt verify sql revision records erd \
         db-check test test-image test-docker test-matrix \
@@ -49,7 +80,7 @@ help: ## List the targets
 install: $(INSTALLED) ## Build .venv/ from uv.lock (only python3 needed; idempotent)
 
 $(INSTALLED): pyproject.toml uv.lock
-	@[ -x $(BIN)/uv ] || { $(PYTHON) -m venv $(VENV) && \
+	@[ -x $(BIN)/uv ] || { "$$PYTHON" -m venv $(VENV) && \
 	  $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); }
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --no-python-downloads \
 	  --python $(BIN)/python
@@ -65,17 +96,19 @@ downgrade: install ## Roll back one revision (REV=-1), or to REV=<id> / REV=base
 current: install ## Print the database's revision
 	$(WITH_DB) alembic current
 
-history: install ## List the revisions, newest first
-	alembic history --verbose
+history: install ## List the revisions, newest first, one line each (VERBOSE=1: with their docstrings)
+	@$(call switch,VERBOSE)
+	alembic history $${VERBOSE:+--verbose}
 
 status: install ## Revision vs head, pending Locks, drift, blockers; exit 1 if it needs attention (JSON=1)
-	@$(WITH_DB) python -m media_db.deploy.status $(if $(JSON),--json)
+	@$(call switch,JSON)
+	@$(WITH_DB) python -m media_db.deploy.status $${JSON:+--json}
 
 adopt: install ## Stamp a database built by hand with the plan's SQL at 0001, if it matches exactly
 	$(WITH_DB) python -m media_db.deploy.adopt
 
-verify: install ## alembic check, then compare the live catalog with the models object by object
-	$(WITH_DB) bash -c 'alembic check && python -m media_db.deploy.verify'
+verify: install ## Compare the live catalog with the models object by object, then alembic check
+	$(WITH_DB) bash -c 'python -m media_db.deploy.verify && alembic check'
 
 sql: install ## Print the upgrade as SQL without a database (RANGE=0001:head for a span)
 	@[[ $$RANGE =~ ^($(REVISION):)?$(REVISION)$$ && -n $$RANGE ]] || \

@@ -63,7 +63,7 @@ def _count(environ: Mapping[str, str], name: str, default: int) -> int:
     raw = environ.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # isdigit() alone takes ² and other scripts' digits
         raise settings.DatabaseNotConfigured(f"{name} must be a whole number, got {raw!r}")
     return int(raw)
 

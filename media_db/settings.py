@@ -99,7 +99,8 @@ def _from_parts(environ: Mapping[str, str]) -> URL:
 
     value = {name: environ.get(name) or PLAN_DEFAULTS.get(name) for name in PART_VARIABLES}
     port = value["POSTGRES_PORT"] or ""
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    # ASCII digits only: isdigit() alone takes other scripts' digits, and ² (which int() refuses).
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise DatabaseNotConfigured(
             f"POSTGRES_PORT must be a TCP port number (1-65535), got {port!r}."
         )

@@ -2,13 +2,31 @@
 the SQL text psycopg runs (`%(name)s` parameters): no per-call cost, and a column added to a
 model reaches every SELECT and RETURNING list (through its record, see media_db/records.py)."""
 
+import math
+import re
 from dataclasses import fields
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Index, String, Table, literal, literal_column
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ColumnElement,
+    Float,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Table,
+    literal,
+    literal_column,
+)
 from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.types import TypeDecorator
 
+from media_db.validation import Bounds
 from models import Base
 
 DIALECT = psycopg.dialect()  # type: ignore[no-untyped-call]
@@ -35,6 +53,48 @@ def record_columns(table: Table, record: type[Any]) -> list[Column[Any]]:
 def max_length(column: ColumnElement[Any]) -> int | None:
     """VARCHAR(n)'s n, from the model: the limit the checks enforce before the database does."""
     return column.type.length if isinstance(column.type, String) else None
+
+
+# Each integer type's width in bits (a subclass before its base: BigInteger is an Integer).
+INTEGER_BITS = ((SmallInteger, 16), (BigInteger, 64), (Integer, 32))
+# A CHECK the data layer applies itself: `column >= n` (or >, <=, <). Others are the server's.
+SIMPLE_CHECK = re.compile(r"\s*(\w+)\s*(>=|>|<=|<)\s*(-?\d+(?:\.\d+)?)\s*", re.ASCII)
+
+
+def bounds(column: Column[Any]) -> Bounds:
+    """What a numeric column takes, from the model: its type (an integer type's range, or any
+    finite float) narrowed by its simple CHECKs."""
+    kind = column.type.impl_instance if isinstance(column.type, TypeDecorator) else column.type
+    bits = next((n for base, n in INTEGER_BITS if isinstance(kind, base)), None)
+    if bits is not None:
+        found = Bounds(whole=True, low=-(2 ** (bits - 1)), high=2 ** (bits - 1) - 1)
+    elif isinstance(kind, Float):
+        found = Bounds(whole=False)
+    else:
+        raise TypeError(f"{column} is {kind}, neither an integer nor a float type")
+    for operator, limit in _simple_checks(column):
+        if found.whole:
+            found = found.narrowed(*_closed(operator, limit))
+        else:
+            found = found.narrowed(operator, float(limit))
+    return found
+
+
+def _closed(operator: str, limit: Decimal) -> tuple[str, int]:
+    """An integer column's CHECK as a closed bound: `> 0` is `>= 1`, `<= 9.5` is `<= 9`."""
+    if operator.startswith(">"):
+        return ">=", math.floor(limit) + 1 if operator == ">" else math.ceil(limit)
+    return "<=", math.ceil(limit) - 1 if operator == "<" else math.floor(limit)
+
+
+def _simple_checks(column: Column[Any]) -> list[tuple[str, Decimal]]:
+    checks = []
+    for constraint in column.table.constraints:
+        if isinstance(constraint, CheckConstraint):
+            found = SIMPLE_CHECK.fullmatch(str(constraint.sqltext))
+            if found and found[1] == column.name:
+                checks.append((found[2], Decimal(found[3])))
+    return checks
 
 
 def constant(value: str) -> ColumnElement[Any]:

@@ -1,8 +1,14 @@
-"""Checks on caller input, run before anything is written. Each failure names the field."""
+"""Checks on caller input, run before anything is written. Each failure names the field.
+
+The limits come from the models (media_db/statements.py reads them: lengths, integer ranges,
+simple CHECKs); this module only applies them."""
 
 import json
 import math
+import re
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -10,6 +16,47 @@ from typing import Any, TypeVar
 from media_db.errors import InvalidInput
 
 E = TypeVar("E", bound=StrEnum)
+# What PostgreSQL text cannot hold: NUL, and surrogates (a str holding one has no UTF-8 form).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The numbers a column takes: whole ones (an integer type) or any finite one, from `low` to
+    `high`, each included unless `low_open` / `high_open`. None: no bound on that side."""
+
+    whole: bool
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __str__(self) -> str:
+        kind = "a whole number" if self.whole else "a finite number"
+        if self.whole and self.low is not None and self.high is not None:
+            return f"{kind} from {self.low} to {self.high}"
+        sides = []
+        if self.low is not None:
+            sides.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            sides.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return f"{kind} {' and '.join(sides)}".rstrip()
+
+    def narrowed(self, operator: str, limit: float) -> "Bounds":
+        """These bounds and `value <operator> limit` (>=, >, <=, <) both."""
+        is_open = operator in {">", "<"}
+        if operator.startswith(">"):
+            if self.low is None or limit > self.low or (limit == self.low and is_open):
+                return replace(self, low=limit, low_open=is_open)
+        elif self.high is None or limit < self.high or (limit == self.high and is_open):
+            return replace(self, high=limit, high_open=is_open)
+        return self
+
+    def admits(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
 
 
 def as_uuid(field: str, value: object) -> uuid.UUID:
@@ -31,26 +78,64 @@ def as_status(enum: type[E], field: str, value: object) -> E:
         raise InvalidInput(field, f"{value!r} is not one of: {allowed}") from None
 
 
-def non_negative(field: str, value: float | None) -> None:
+def number(field: str, value: object, bounds: Bounds) -> int | float | None:
+    """The value as the column stores it (an int for an integer column), or InvalidInput: a
+    float is never rounded into an integer column, and nothing out of range reaches the server."""
     if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInput(field, f"{value!r} is not a number")
-    if not math.isfinite(value) or value < 0:
-        raise InvalidInput(field, f"must be a finite number >= 0, got {value!r}")
+        return None
+    checked: int | float | None = None
+    if isinstance(value, bool):
+        pass  # an int to Python, never meant as a number here
+    elif bounds.whole:
+        checked = value if isinstance(value, int) else None  # a float, however whole, is not
+    elif isinstance(value, int | float):
+        try:
+            checked = value if math.isfinite(float(value)) else None
+        except OverflowError:  # an int too large for a double
+            checked = None
+    if checked is None or not bounds.admits(checked):
+        raise InvalidInput(field, f"must be {bounds}, got {value!r}")
+    return checked
+
+
+def whole_number(field: str, value: object, bounds: Bounds) -> int:
+    """A value that must be given: a NOT NULL integer column, a count, a page size."""
+    checked = None if value is None else number(field, value, bounds)
+    if not isinstance(checked, int):
+        raise InvalidInput(field, f"must be {bounds}, got {value!r}")
+    return checked
+
+
+def between(low: int, high: int) -> Bounds:
+    return Bounds(whole=True, low=low, high=high)
+
+
+def non_negative(field: str, value: float | None) -> None:
+    number(field, value, Bounds(whole=False, low=0))
 
 
 def positive(field: str, value: float | None) -> None:
-    non_negative(field, value)
-    if value == 0:
-        raise InvalidInput(field, "must be > 0, got 0")
+    number(field, value, Bounds(whole=False, low=0, low_open=True))
 
 
 def required_text(field: str, value: object, max_length: int | None = None) -> str:
+    text = _non_empty(field, value)
+    if max_length is not None and len(text) > max_length:
+        raise InvalidInput(field, f"must be at most {max_length} characters, got {len(text)}")
+    _storable(field, text)
+    return text
+
+
+def error_text(field: str, value: object) -> str:
+    """An error message, stored whatever it holds: often an exception's text, which the caller
+    does not choose, and refusing it would leave its job or result open. NUL and surrogates
+    become U+FFFD."""
+    return UNSTORABLE.sub(REPLACEMENT, _non_empty(field, value))
+
+
+def _non_empty(field: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(field, "must be a non-empty string")
-    if max_length is not None and len(value) > max_length:
-        raise InvalidInput(field, f"must be at most {max_length} characters, got {len(value)}")
     return value
 
 
@@ -58,20 +143,38 @@ def json_object(field: str, value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInput(field, f"must be a JSON object (dict), got {type(value).__name__}")
     try:
-        json.dumps(value, allow_nan=False)
+        dumped = json.dumps(value, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as error:
         raise InvalidInput(field, f"is not JSON-serialisable: {error}") from None
+    # The dump holds a NUL as \u0000 and a surrogate as itself; only then look for which string.
+    if "\\u0000" in dumped or UNSTORABLE.search(dumped):
+        for text in _strings(value):
+            _storable(field, text)
     return value
-
-
-def whole_number(field: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(field, f"{value!r} is not a whole number")
-    if value < minimum:
-        raise InvalidInput(field, f"must be >= {minimum}, got {value}")
 
 
 def positive_duration(field: str, value: object) -> timedelta:
     if not isinstance(value, timedelta) or value <= timedelta(0):
         raise InvalidInput(field, f"must be a positive timedelta, got {value!r}")
     return value
+
+
+def _strings(value: object) -> Iterator[str]:
+    """Every string in a JSON value, keys included (JSONB refuses \\u0000 in either)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
+def _storable(field: str, value: str) -> None:
+    if found := UNSTORABLE.search(value):
+        what = "a NUL character" if found[0] == "\x00" else f"a lone surrogate ({found[0]!r})"
+        raise InvalidInput(
+            field, f"holds {what} at position {found.start()}, which PostgreSQL cannot store"
+        )

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from media_db import validation
-from media_db.errors import DatabaseUnavailable, InvalidInput
+from media_db.errors import DatabaseUnavailable
 from media_db.pool import Database, conninfo
 from media_db.records import JobRecord
 from media_db.repositories.jobs import DEFAULT_LEASE, MAX_BATCH, JobQueue
@@ -72,10 +72,8 @@ async def run_worker(
 ) -> WorkerStats:
     """Runs until cancelled, or, with `until_empty`, until no job of its workflow type is queued
     (due or not) or running."""
-    validation.whole_number("concurrency", concurrency, minimum=1)
-    validation.whole_number("batch_size", batch_size, minimum=1)
-    if batch_size > MAX_BATCH:
-        raise InvalidInput("batch_size", f"at most {MAX_BATCH}, got {batch_size}")
+    validation.whole_number("concurrency", concurrency, validation.Bounds(whole=True, low=1))
+    validation.whole_number("batch_size", batch_size, validation.between(1, MAX_BATCH))
     validation.positive("poll_interval", poll_interval)
     validation.positive_duration("lease", lease)
     validation.positive_duration("retry_backoff", retry_backoff)

@@ -17,6 +17,9 @@ from media_db.settings import PART_VARIABLES
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DATABASE_VARIABLES = ("DATABASE_URL", *PART_VARIABLES)
+# Set when the suite runs under `make test`: a make the tests start is a user's own, not a
+# sub-make carrying the outer one's command-line variables and jobserver.
+MAKE_VARIABLES = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -29,8 +32,9 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def environment(url: URL | None = None, /, **extra: str) -> dict[str, str]:
-    """os.environ without any database setting, then `url` as DATABASE_URL and `extra`."""
-    env = {k: v for k, v in os.environ.items() if k not in DATABASE_VARIABLES}
+    """os.environ without any database or make setting, then `url` as DATABASE_URL and
+    `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in (*DATABASE_VARIABLES, *MAKE_VARIABLES)}
     if url is not None:
         env["DATABASE_URL"] = url.render_as_string(hide_password=False)
     return {**env, **extra}

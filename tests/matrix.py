@@ -57,7 +57,7 @@ def build_images(majors: list[int]) -> None:
 
 def main(argv: list[str]) -> int:
     split = argv.index("--") if "--" in argv else len(argv)
-    if not all(arg.isdigit() for arg in argv[:split]):
+    if not all(arg.isascii() and arg.isdigit() for arg in argv[:split]):
         print(f'MAJORS={" ".join(argv[:split])!r}: give majors as numbers, e.g. MAJORS="13 17"')
         return 2
     majors = [int(arg) for arg in argv[:split]] or list(TESTED_MAJORS)

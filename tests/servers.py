@@ -115,7 +115,7 @@ def _requested_major() -> int | None:
     raw = os.environ.get("TEST_PG_MAJOR", "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or int(raw) not in TESTED_MAJORS:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) not in TESTED_MAJORS:
         raise NoTestServer(
             f"TEST_PG_MAJOR={raw!r}: use one of {', '.join(map(str, TESTED_MAJORS))}."
         )

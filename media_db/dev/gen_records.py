@@ -12,7 +12,8 @@ import typing
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import inspect
+from sqlalchemy import ColumnElement, inspect
+from sqlalchemy.orm import Mapped
 
 from media_db.dev import REPO_ROOT
 from models import AnalysisResult, Base, MediaItem, ProcessingJob
@@ -34,16 +35,49 @@ tests/runtime/test_records_match_models.py fails when this file is stale.
 '''
 
 
+class UntypedColumn(Exception):
+    """A column whose Python type neither the model nor the column type tells."""
+
+
 def fields_of(model: type[Base]) -> list[tuple[str, Any]]:
-    """(column name, Python type) of each mapped column, in table order."""
-    mapper = inspect(model)
+    """(column name, Python type) of each column, in table order: the model's `Mapped[...]`
+    annotation, else (a column without one: `Table.append_column`, a bare `Column`) the type
+    the column type stands for."""
     annotations = typing.get_type_hints(model)
-    by_column = {prop.columns[0].name: prop.key for prop in mapper.column_attrs}
+    by_column = {prop.columns[0].name: prop.key for prop in inspect(model).column_attrs}
     found = []
     for column in model.__table__.columns:
-        (python_type,) = typing.get_args(annotations[by_column[column.name]])  # Mapped[T] -> T
+        annotation = annotations.get(by_column.get(column.name, ""))
+        if typing.get_origin(annotation) is Mapped:
+            (python_type,) = typing.get_args(annotation)  # Mapped[T] -> T
+        else:
+            python_type = _python_type(model, column)
         found.append((column.name, python_type))
     return found
+
+
+def _python_type(model: type[Base], column: ColumnElement[Any]) -> Any:
+    # The models' own map first (JSONB is dict[str, Any] there), then the type's python_type.
+    mapped = (
+        python_type
+        for python_type, sql_type in Base.type_annotation_map.items()
+        if isinstance(column.type, type(sql_type))
+    )
+    python_type = next(mapped, None) or _generic(column.type.python_type)
+    if python_type is object:
+        name = f"{model.__tablename__}.{column.name}"
+        raise UntypedColumn(
+            f"{name}: its type {column.type} stands for no Python type; annotate it in "
+            f"models.{model.__name__} ({column.name}: Mapped[<type> | None] = "
+            "mapped_column(...)), then run make records again"
+        )
+    return python_type | None if column.nullable else python_type
+
+
+def _generic(python_type: type) -> Any:
+    """A bare list or dict as the records spell them."""
+    generic: dict[type, Any] = {list: list[Any], dict: dict[str, Any]}
+    return generic.get(python_type, python_type)
 
 
 def render() -> str:
@@ -132,7 +166,12 @@ def _converted(value: str, kind: Any) -> str:
 
 
 def main() -> int:
-    RECORDS_FILE.write_text(render())
+    try:
+        records = render()
+    except UntypedColumn as error:
+        print(f"make records: {error}", file=sys.stderr)
+        return 2
+    RECORDS_FILE.write_text(records)
     print(f"wrote {RECORDS_FILE.name} from the models")
     return 0
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from media_db import settings
 from media_db.dev import REPO_ROOT
 from media_db.dev.embedded import LocalServer, client
+from media_db.errors import EXIT_UNAVAILABLE, DatabaseNotConfigured
 
 if TYPE_CHECKING:
     from sqlalchemy import URL
@@ -62,14 +63,15 @@ def passwordless_url() -> "URL":
     )
 
 
-def _psql() -> None:
-    url = settings.database_url() if settings.is_configured() else None
+def _psql(target: "URL") -> None:
+    """psql on `target` (passwordless_url's), the configured password in its environment."""
     env = dict(os.environ)
-    if url is not None and url.password is not None:
-        env["PGPASSWORD"] = str(url.password)  # never on the command line, where ps shows it
-    target = passwordless_url().render_as_string(hide_password=False)
+    password = settings.database_url().password if settings.is_configured() else None
+    if password is not None:
+        env["PGPASSWORD"] = str(password)  # never on the command line, where ps shows it
     program = str(client("psql"))
-    os.execve(program, [program, target], env)  # noqa: S606 - replaces this process, by design
+    rendered = target.render_as_string(hide_password=False)
+    os.execve(program, [program, rendered], env)  # noqa: S606 - replaces this process, by design
 
 
 def main(argv: list[str]) -> None:
@@ -86,10 +88,16 @@ def main(argv: list[str]) -> None:
         )
     elif verb == "stop":
         print("embedded PostgreSQL stopped" if server.stop() else "embedded PostgreSQL not running")
-    elif verb == "url":
-        print(passwordless_url().render_as_string(hide_password=False))
-    elif verb == "psql":
-        _psql()
+    elif verb in {"url", "psql"}:
+        try:
+            url = passwordless_url()
+        except DatabaseNotConfigured as error:  # a malformed DATABASE_URL: one line, as db-check
+            print(error, file=sys.stderr)
+            raise SystemExit(EXIT_UNAVAILABLE) from None
+        if verb == "url":
+            print(url.render_as_string(hide_password=False))
+        else:
+            _psql(url)
     elif verb == "status":
         port = server.running_port()
         print(

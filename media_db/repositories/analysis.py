@@ -23,9 +23,22 @@ from media_db import validation
 from media_db.errors import InvalidTransition, NotFound
 from media_db.pool import Database
 from media_db.records import AnalysisRecord
-from media_db.repositories.common import Progress, delete_in_batches, fetch_all, fetch_one
+from media_db.repositories.common import (
+    Progress,
+    delete_in_batches,
+    fetch_all,
+    fetch_one,
+    media_item_must_exist,
+)
 from media_db.repositories.jobs import PRUNE_BATCH
-from media_db.statements import compiled, constant, max_length, record_columns, table_of
+from media_db.statements import (
+    bounds,
+    compiled,
+    constant,
+    max_length,
+    record_columns,
+    table_of,
+)
 from models import AnalysisResult, AnalysisStatus
 
 RESULTS = table_of(AnalysisResult)
@@ -33,6 +46,8 @@ COLUMNS = record_columns(RESULTS, AnalysisRecord)
 OPEN = [AnalysisStatus.PENDING, AnalysisStatus.PROCESSING]
 NEWEST_FIRST = (RESULTS.c.created_at.desc(), RESULTS.c.id.desc())
 OF_ITEM = RESULTS.c.media_item_id == bindparam("media_item_id")
+TOKEN_USAGE = bounds(RESULTS.c.token_usage)
+PROCESSING_TIME_MS = bounds(RESULTS.c.processing_time_ms)
 
 START = compiled(
     insert(RESULTS)
@@ -102,7 +117,8 @@ class AnalysisRepository:
                 "provider", provider, max_length(RESULTS.c.provider)
             ),
         }
-        row = await fetch_one(self.db, START, values, AnalysisRecord.from_row)
+        with media_item_must_exist():
+            row = await fetch_one(self.db, START, values, AnalysisRecord.from_row)
         assert row is not None
         return row
 
@@ -113,15 +129,15 @@ class AnalysisRepository:
         token_usage: int | None = None,
         processing_time_ms: int | None = None,
     ) -> AnalysisRecord:
-        validation.non_negative("token_usage", token_usage)
-        validation.non_negative("processing_time_ms", processing_time_ms)
-        payload = Jsonb(validation.json_object("result_data", result_data))
-        values = {"data": payload, "tokens": token_usage, "ms": processing_time_ms}
+        values = {
+            "data": Jsonb(validation.json_object("result_data", result_data)),
+            "tokens": validation.number("token_usage", token_usage, TOKEN_USAGE),
+            "ms": validation.number("processing_time_ms", processing_time_ms, PROCESSING_TIME_MS),
+        }
         return await self._finish(result_id, COMPLETE, AnalysisStatus.COMPLETED, values)
 
     async def fail(self, result_id: uuid.UUID | str, error_message: str) -> AnalysisRecord:
-        validation.required_text("error_message", error_message)
-        values = {"error": error_message}
+        values = {"error": validation.error_text("error_message", error_message)}
         return await self._finish(result_id, FAIL, AnalysisStatus.FAILED, values)
 
     async def _finish(
@@ -162,7 +178,7 @@ class AnalysisRepository:
         """Deletes finished results (neither pending nor processing) created more than
         `older_than` ago, `batch` at a time, each batch its own short transaction. Returns how
         many went."""
-        validation.whole_number("batch", batch, minimum=1)
+        validation.whole_number("batch", batch, validation.Bounds(whole=True, low=1))
         params = {
             "older_than": validation.positive_duration("older_than", older_than),
             "batch": batch,

@@ -1,15 +1,21 @@
 """Running a compiled statement on a pooled connection, rows built straight into records."""
 
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import psycopg
 from psycopg import AsyncCursor
 
+from media_db.errors import NotFound
 from media_db.pool import Database
 
 R = TypeVar("R")
 Params = Mapping[str, Any] | Sequence[Any]
 Build = Callable[[Sequence[Any]], R]
+# PostgreSQL's DETAIL of a foreign key violation: Key (media_item_id)=(<uuid>) is not present...
+MISSING_KEY = re.compile(r"\(media_item_id\)=\(([^)]*)\)")
 
 
 def _rows_as(build: Build[R]) -> Callable[[AsyncCursor[Any]], Build[R]]:
@@ -49,3 +55,16 @@ async def delete_in_batches(
             progress(deleted)
         if done < params["batch"]:
             return deleted
+
+
+@contextmanager
+def media_item_must_exist() -> Iterator[None]:
+    """A write naming a media item that does not exist is NotFound. The foreign key decides,
+    not a SELECT first, which a concurrent delete could make wrong; media_item_id is the only
+    foreign key of our tables."""
+    try:
+        yield
+    except psycopg.errors.ForeignKeyViolation as error:
+        found = MISSING_KEY.search(error.diag.message_detail or "")
+        which = f"media item {found[1]}" if found else "a media item it names"
+        raise NotFound(f"media_item_id: {which} does not exist") from None

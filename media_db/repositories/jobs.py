@@ -55,8 +55,22 @@ from media_db import validation
 from media_db.errors import InvalidInput, InvalidTransition, NotFound
 from media_db.pool import Database
 from media_db.records import JobRecord
-from media_db.repositories.common import Progress, delete_in_batches, fetch_all, fetch_one
-from media_db.statements import compiled, constant, index, max_length, record_columns, table_of
+from media_db.repositories.common import (
+    Progress,
+    delete_in_batches,
+    fetch_all,
+    fetch_one,
+    media_item_must_exist,
+)
+from media_db.statements import (
+    bounds,
+    compiled,
+    constant,
+    index,
+    max_length,
+    record_columns,
+    table_of,
+)
 from models import JobStatus, ProcessingJob
 
 JOBS = table_of(ProcessingJob)
@@ -66,11 +80,14 @@ QUEUED: ColumnElement[bool] = CLAIM_INDEX.dialect_options["postgresql"]["where"]
 CLAIMABLE = and_(QUEUED, JOBS.c.run_at <= func.now())
 CLAIM_ORDER = list(CLAIM_INDEX.expressions)
 WORKFLOW_TYPE_LENGTH = max_length(JOBS.c.workflow_type)
+PRIORITY = bounds(JOBS.c.priority)
+MAX_ATTEMPTS = bounds(JOBS.c.max_attempts)
 MAX_BATCH = 1000
 PRUNE_BATCH = 10_000  # rows per DELETE: each batch holds its row locks only while it runs
 FINISHED = (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED)
 DEFAULT_LEASE = timedelta(seconds=60)
 MAX_BACKOFF = timedelta(hours=1)
+BATCH = validation.between(1, MAX_BATCH)
 
 
 def _server_default(column: Any) -> Any:
@@ -341,9 +358,9 @@ class NewJob:
     def checked(self) -> tuple[str, int, uuid.UUID | None, datetime | None, int | None]:
         """Column values in ENQUEUE_COLUMNS order (raises InvalidInput naming the field)."""
         validation.required_text("workflow_type", self.workflow_type, WORKFLOW_TYPE_LENGTH)
-        validation.whole_number("priority", self.priority, minimum=0)
+        priority = validation.whole_number("priority", self.priority, PRIORITY)
         if self.max_attempts is not None:
-            validation.whole_number("max_attempts", self.max_attempts, minimum=1)
+            validation.whole_number("max_attempts", self.max_attempts, MAX_ATTEMPTS)
         if self.run_at is not None and (
             not isinstance(self.run_at, datetime) or self.run_at.tzinfo is None
         ):
@@ -351,7 +368,7 @@ class NewJob:
         item = self.media_item_id
         return (
             self.workflow_type,
-            self.priority,
+            priority,
             None if item is None else validation.as_uuid("media_item_id", item),
             self.run_at,
             self.max_attempts,
@@ -365,11 +382,6 @@ def backoff(attempt: int, base: timedelta) -> timedelta:
     exponential = min(base * 2 ** max(attempt - 1, 0), MAX_BACKOFF)
     jittered: timedelta = exponential * random.uniform(0.5, 1.5)  # noqa: S311 - not a secret
     return jittered
-
-
-def clean_message(message: str) -> str:
-    """A handler's error as PostgreSQL text can hold it: NUL bytes shown as \\0."""
-    return message.replace("\x00", "\\0")
 
 
 class JobQueue:
@@ -389,7 +401,8 @@ class JobQueue:
         after `max_attempts` failed attempts (default: the column's, 5)."""
         checked = NewJob(workflow_type, priority, media_item_id, run_at, max_attempts).checked()
         values = dict(zip(ENQUEUE_COLUMNS, checked, strict=True))
-        row = await fetch_one(self.db, ENQUEUE, values, JobRecord.from_row)
+        with media_item_must_exist():
+            row = await fetch_one(self.db, ENQUEUE, values, JobRecord.from_row)
         assert row is not None  # INSERT ... RETURNING always returns the row
         return row
 
@@ -399,15 +412,16 @@ class JobQueue:
         rows = [job.checked() for job in jobs]
         if not rows:
             return 0
-        async with self.db.connection() as connection:
-            if all(row[len(COPIED) :] == (None, None) for row in rows):
-                async with connection.cursor() as cursor, cursor.copy(COPY_JOBS) as copy:
-                    for row in rows:
-                        await copy.write_row(row[: len(COPIED)])
-                return len(rows)
-            by_column = zip(ENQUEUE_COLUMNS, zip(*rows, strict=True), strict=True)
-            columns = {f"{name}s": list(values) for name, values in by_column}
-            return (await connection.execute(ENQUEUE_MANY, columns)).rowcount
+        with media_item_must_exist():
+            async with self.db.connection() as connection:
+                if all(row[len(COPIED) :] == (None, None) for row in rows):
+                    async with connection.cursor() as cursor, cursor.copy(COPY_JOBS) as copy:
+                        for row in rows:
+                            await copy.write_row(row[: len(COPIED)])
+                    return len(rows)
+                by_column = zip(ENQUEUE_COLUMNS, zip(*rows, strict=True), strict=True)
+                columns = {f"{name}s": list(values) for name, values in by_column}
+                return (await connection.execute(ENQUEUE_MANY, columns)).rowcount
 
     async def claim(
         self, workflow_type: str | None = None, lease: timedelta = DEFAULT_LEASE
@@ -427,11 +441,9 @@ class JobQueue:
     ) -> list[JobRecord]:
         """Moves up to n due jobs to `running` in one statement, each leased for `lease`, and
         returns them in claim order; an empty list when nothing is due."""
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BATCH:
-            raise InvalidInput("n", f"must be a whole number from 1 to {MAX_BATCH}, got {n!r}")
         params = {
             **self._workflow(workflow_type),
-            "n": n,
+            "n": validation.whole_number("n", n, BATCH),
             "lease": validation.positive_duration("lease", lease),
         }
         return await fetch_all(
@@ -464,7 +476,7 @@ class JobQueue:
         held = self._held([job for job, _ in failures])
         params = {
             **held,
-            "errors": [clean_message(error) for _, error in failures],
+            "errors": [validation.error_text("error", error) for _, error in failures],
             "delays": [backoff(job.attempts, retry_backoff) for job, _ in failures],
         }
         return await fetch_all(self.db, FAIL_HELD, params, JobRecord.from_row)
@@ -495,7 +507,7 @@ class JobQueue:
         """Deletes finished jobs (completed, cancelled, failed) that finished more than
         `older_than` ago, `batch` at a time, each batch its own short transaction. Returns how
         many went."""
-        validation.whole_number("batch", batch, minimum=1)
+        validation.whole_number("batch", batch, validation.Bounds(whole=True, low=1))
         params = {
             "older_than": validation.positive_duration("older_than", older_than),
             "batch": batch,
@@ -522,17 +534,14 @@ class JobQueue:
         return await fetch_all(self.db, COMPLETE_MANY, {"ids": keys}, JobRecord.from_row)
 
     async def fail(self, job_id: uuid.UUID | str, error_message: str) -> JobRecord:
-        validation.required_text("error_message", error_message)
-        message = clean_message(error_message)
+        message = validation.error_text("error_message", error_message)
         return await self._move(job_id, [JobStatus.RUNNING], JobStatus.FAILED, message)
 
     async def fail_many(self, errors: Mapping[uuid.UUID | str, str]) -> list[JobRecord]:
         """`complete_many`'s twin: each listed running job becomes `failed` for good with its
         message, no retry."""
         keys = self._ids(errors)
-        messages = [
-            clean_message(validation.required_text("error_message", errors[key])) for key in errors
-        ]
+        messages = [validation.error_text("error_message", errors[key]) for key in errors]
         if not keys:
             return []
         params = {"ids": keys, "errors": messages}
@@ -558,7 +567,7 @@ class JobQueue:
     async def by_status(self, status: JobStatus | str, limit: int = 100) -> list[JobRecord]:
         """Jobs in one status, in claim order."""
         wanted = validation.as_status(JobStatus, "status", status)
-        params = {"status": wanted, "limit": limit}
+        params = {"status": wanted, "limit": validation.whole_number("limit", limit, BATCH)}
         return await fetch_all(self.db, BY_STATUS, params, JobRecord.from_row)
 
     async def counts(self) -> dict[JobStatus, int]:

@@ -12,16 +12,17 @@ from sqlalchemy import Integer, String, bindparam, delete, func, insert, literal
 from sqlalchemy import update as update_
 
 from media_db import validation
-from media_db.errors import InvalidInput, NotFound
+from media_db.errors import NotFound
 from media_db.pool import Database
 from media_db.records import MediaRecord
 from media_db.repositories.common import fetch_all, fetch_one
-from media_db.statements import compiled, max_length, record_columns, table_of
+from media_db.statements import bounds, compiled, max_length, record_columns, table_of
 from models import MediaItem
 
 MEDIA = table_of(MediaItem)
 COLUMNS = record_columns(MEDIA, MediaRecord)
 MAX_PAGE = 500
+PAGE = validation.between(1, MAX_PAGE)
 
 
 @dataclass(frozen=True)
@@ -39,15 +40,12 @@ class NewMedia:
     def checked(self) -> dict[str, Any]:
         """Column values after every check (raises InvalidInput naming the field). A None
         metadata is left out, so the server default ('{}') applies."""
-        for name, required, limit in _TEXT_FIELDS:
-            value = getattr(self, name)
-            if required or value is not None:
-                validation.required_text(name, value, limit)
-        validation.non_negative("file_size", self.file_size)
-        validation.non_negative("duration_seconds", self.duration_seconds)
-        validation.positive("width", self.width)
-        validation.positive("height", self.height)
         values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, required, limit in _TEXT_FIELDS:
+            if required or values[name] is not None:
+                validation.required_text(name, values[name], limit)
+        for name, limits in _NUMBER_FIELDS:
+            values[name] = validation.number(name, values[name], limits)
         if self.metadata is None:
             del values["metadata"]
         else:
@@ -60,6 +58,12 @@ _TEXT_FIELDS = [
     (f.name, not MEDIA.c[f.name].nullable, max_length(MEDIA.c[f.name]))
     for f in fields(NewMedia)
     if MEDIA.c[f.name].type.python_type is str
+]
+# (field, what it takes) of each NewMedia field stored in a numeric column: type range, CHECKs.
+_NUMBER_FIELDS = [
+    (f.name, bounds(MEDIA.c[f.name]))
+    for f in fields(NewMedia)
+    if MEDIA.c[f.name].type.python_type in {int, float}
 ]
 
 
@@ -152,8 +156,7 @@ class MediaRepository:
     ) -> MediaPage:
         """Newest first, by keyset (created_at, id): stable under concurrent inserts, and served
         by idx_media_items_created_at instead of an OFFSET scan."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-            raise InvalidInput("limit", f"must be between 1 and {MAX_PAGE}, got {limit!r}")
+        limit = validation.whole_number("limit", limit, PAGE)
         params: dict[str, Any] = {"limit": limit + 1}
         query = NEWEST
         if after is not None:
@@ -167,7 +170,10 @@ class MediaRepository:
 
     async def by_source_type(self, source_type: str, limit: int = 100) -> list[MediaRecord]:
         validation.required_text("source_type", source_type, max_length(MEDIA.c.source_type))
-        params = {"source_type": source_type, "limit": limit}
+        params = {
+            "source_type": source_type,
+            "limit": validation.whole_number("limit", limit, PAGE),
+        }
         return await fetch_all(self.db, BY_SOURCE_TYPE, params, MediaRecord.from_row)
 
     async def merge_metadata(self, media_id: uuid.UUID | str, patch: dict[str, Any]) -> MediaRecord:

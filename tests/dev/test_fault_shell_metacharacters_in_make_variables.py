@@ -1,14 +1,25 @@
-"""Fault: shell (and make) syntax in REV, RANGE or M. Make hands user values to commands as
-environment variables, so nothing in them is ever run; REV and RANGE must look like revisions
-and are refused in one line otherwise, changing nothing."""
+"""Fault: shell (and make) syntax in a make variable. Make hands user values to commands as
+environment variables, so nothing in them is ever run, whichever variable carries it (one a
+target reads, or any other given on the command line); REV and RANGE must look like revisions
+and are refused in one line otherwise, changing nothing. A variable no goal reads, or one in
+lower case, is refused before anything runs."""
 
+import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import URL
+from sqlalchemy import URL, create_engine, pool
 
+from media_db.deploy.project import current_heads
 from tests.faults import assert_recovers, seed_rows
-from tests.helpers import environment, run
+from tests.helpers import HEAD, REPO_ROOT, environment, run
+
+MAKEFILE = (REPO_ROOT / "Makefile").read_text()
+USER_VALUES = re.search(r"^USER_VALUES := (.*)$", MAKEFILE, re.M)[1].split()  # type: ignore[index]
+# target -> the values it reads, in the Makefile's order
+TAKES = {
+    target: names.split() for target, names in re.findall(r"^TAKES\.(\S+) := (.*)$", MAKEFILE, re.M)
+}
 
 
 def payloads(marker: Path) -> list[str]:
@@ -18,6 +29,7 @@ def payloads(marker: Path) -> list[str]:
         f"base`touch {marker}`",
         f"$(touch {marker})",
         f"$(shell touch {marker})",
+        f"${{shell touch {marker}}}",
         f"base\ntouch {marker}",
     ]
 
@@ -52,3 +64,56 @@ def test_good_revisions_still_pass(migrated: URL) -> None:
     assert run(["make", "downgrade", "REV=-1"], env).returncode == 0
     assert "-- Running upgrade 0005 -> 0006" in run(["make", "sql", "RANGE=0005:0006"], env).stdout
     assert_recovers(migrated, rows)
+
+
+def reader(name: str) -> str:
+    """The first target that reads `name` (help, which reads none, for one every target reads)."""
+    return next((target for target, names in TAKES.items() if name in names), "help")
+
+
+def test_every_value_a_recipe_reads_is_a_user_value() -> None:
+    """Overridable defaults (`?=`) and the environment variables recipes read ($$NAME, $${NAME)
+    are all passed as environment variables, unexpanded."""
+    defaults = set(re.findall(r"^([A-Z_]+) \?=", MAKEFILE, re.M))
+    recipes = "\n".join(line for line in MAKEFILE.splitlines() if line.startswith("\t"))
+    read = set(re.findall(r"\$\$\{?([A-Z_]+)", recipes))
+    assert defaults | read <= set(USER_VALUES)
+    assert set(USER_VALUES) - {"PYTHON"} == {name for names in TAKES.values() for name in names}
+
+
+@pytest.mark.parametrize(
+    ("target", "variable"),
+    [(reader(name), name) for name in USER_VALUES]
+    + [("help", "NOT_READ_BY_ANY_TARGET"), ("downgrade", "ALLOW_DATA_LOSS")],
+)
+def test_no_make_function_in_any_variable_is_run(
+    tmp_path: Path, migrated: URL, target: str, variable: str
+) -> None:
+    marker = tmp_path / "injected"
+    for payload in (f"$(shell touch {marker})", f"${{shell touch {marker}}}"):
+        result = run(["make", target, f"{variable}={payload}"], environment(migrated))
+        output = result.stdout + result.stderr
+        assert not marker.exists(), f"make {target} {variable}={payload!r} ran a command"
+        assert "Traceback" not in output, output
+
+
+@pytest.mark.parametrize(
+    ("args", "refusal"),
+    [
+        (["downgrade", "rev=0005"], "rev=... is not read: the variable is REV (upper case)"),
+        (["sql", "range=0001:head"], "range=... is not read: the variable is RANGE"),
+        (["revision", "m=add a column"], "m=... is not read: the variable is M"),
+        (["upgrade", "REV=0010"], "make upgrade takes no REV: REV is for make downgrade"),
+        (["status", "BACKUP=x"], "make status takes no BACKUP: BACKUP is for make restore"),
+    ],
+)
+def test_a_variable_no_goal_reads_is_refused_before_anything_runs(
+    migrated: URL, args: list[str], refusal: str
+) -> None:
+    result = run(["make", *args], environment(migrated))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert refusal in line
+    with create_engine(migrated, poolclass=pool.NullPool).connect() as connection:
+        assert current_heads(connection) == (HEAD,)

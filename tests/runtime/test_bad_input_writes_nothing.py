@@ -6,17 +6,41 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
-import psycopg
 import pytest
-from sqlalchemy import URL, create_engine, pool, text
+from sqlalchemy import (
+    URL,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Double,
+    MetaData,
+    SmallInteger,
+    Table,
+    create_engine,
+    pool,
+    text,
+)
 
-from media_db.errors import InvalidInput
+from media_db.errors import InvalidInput, NotFound
 from media_db.pool import Database
 from media_db.repositories import AnalysisRepository, JobQueue, MediaRepository
+from media_db.repositories.jobs import NewJob
 from media_db.repositories.media import NewMedia
+from media_db.statements import bounds
+from media_db.validation import Bounds
 
 Call = Callable[[Database], Awaitable[object]]
+
+
+def create(db: Database, **fields: Any) -> Awaitable[object]:
+    return MediaRepository(db).create(NewMedia("u", "s3", **fields))
+
+
+def complete(db: Database, **fields: Any) -> Awaitable[object]:
+    return AnalysisRepository(db).complete(uuid.uuid4(), {}, **fields)
+
 
 CASES: list[tuple[str, str, Call]] = [
     ("malformed id", "media_id", lambda db: MediaRepository(db).get("not-a-uuid")),
@@ -67,6 +91,59 @@ CASES: list[tuple[str, str, Call]] = [
     ),
     ("bad age", "older_than", lambda db: JobQueue(db).requeue_stuck(timedelta(0))),
     ("page size", "limit", lambda db: MediaRepository(db).newest(limit=0)),
+    # Integer columns: whole numbers within the column type's range (int 32-bit, bigint 64-bit).
+    ("fractional", "width", lambda db: create(db, width=1.5)),
+    ("fractional", "width", lambda db: create(db, width=1.4)),
+    ("fractional", "height", lambda db: create(db, height=1080.7)),
+    ("fractional", "file_size", lambda db: create(db, file_size=10.9)),
+    ("whole but a float", "width", lambda db: create(db, width=2.0)),
+    ("CHECK width > 0", "width", lambda db: create(db, width=1e-9)),
+    ("int range", "width", lambda db: create(db, width=2**31)),
+    ("int range", "height", lambda db: create(db, height=-(2**31) - 1)),
+    ("bigint range", "file_size", lambda db: create(db, file_size=2**70)),
+    ("bool", "width", lambda db: create(db, width=True)),
+    ("double range", "duration_seconds", lambda db: create(db, duration_seconds=10**400)),
+    ("int range", "priority", lambda db: JobQueue(db).enqueue("transcode", priority=2**31)),
+    ("NOT NULL", "priority", lambda db: JobQueue(db).enqueue("transcode", priority=None)),  # type: ignore[arg-type]
+    ("int range", "token_usage", lambda db: complete(db, token_usage=2**40)),
+    ("fractional", "processing_time_ms", lambda db: complete(db, processing_time_ms=2.5)),
+    # Page sizes.
+    ("negative limit", "limit", lambda db: JobQueue(db).by_status("queued", limit=-1)),
+    ("limit not a number", "limit", lambda db: JobQueue(db).by_status("queued", limit="ten")),  # type: ignore[arg-type]
+    ("negative limit", "limit", lambda db: MediaRepository(db).by_source_type("s3", limit=-1)),
+    ("limit not a number", "limit", lambda db: MediaRepository(db).by_source_type("s3", "ten")),  # type: ignore[arg-type]
+    # Text PostgreSQL cannot store: NUL, and lone surrogates (not encodable as UTF-8).
+    ("NUL", "source_url", lambda db: MediaRepository(db).create(NewMedia("u\x00v", "s3"))),
+    ("surrogate", "source_type", lambda db: MediaRepository(db).create(NewMedia("u", "s\udcff3"))),
+    (
+        "NUL",
+        "mime_type",
+        lambda db: MediaRepository(db).create(NewMedia("u", "s3", mime_type="a\x00")),
+    ),
+    (
+        "NUL",
+        "metadata",
+        lambda db: MediaRepository(db).create(NewMedia("u", "s3", metadata={"k": "a\x00"})),
+    ),
+    (
+        "NUL in a key",
+        "metadata",
+        lambda db: MediaRepository(db).create(NewMedia("u", "s3", metadata={"k\x00": 1})),
+    ),
+    (
+        "surrogate",
+        "metadata",
+        lambda db: MediaRepository(db).merge_metadata(uuid.uuid4(), {"k": ["\ud800"]}),
+    ),
+    (
+        "NUL",
+        "result_data",
+        lambda db: AnalysisRepository(db).complete(uuid.uuid4(), {"t": "a\x00b"}),
+    ),
+    ("NUL", "workflow_type", lambda db: JobQueue(db).enqueue("trans\x00code")),
+    ("NUL", "workflow_type", lambda db: JobQueue(db).claim("trans\x00code")),
+    ("surrogate", "source_type", lambda db: MediaRepository(db).by_source_type("\udcff")),
+    ("NUL", "provider", lambda db: AnalysisRepository(db).start(uuid.uuid4(), "t", "open\x00ai")),
 ]
 
 
@@ -81,14 +158,30 @@ def row_counts(url: URL) -> tuple[int, ...]:
 def test_each_bad_input_names_its_field_and_writes_nothing(migrated: URL) -> None:
     before = row_counts(migrated)
 
-    async def scenario() -> None:
-        async with await Database.connect(migrated) as db:
-            for label, field, call in CASES:
-                with pytest.raises(InvalidInput, match=f"^{field}: ") as raised:
-                    await call(db)
-                assert raised.value.field == field, label
+    async def outcome(db: Database, field: str, call: Call) -> str | None:
+        """None when the call raised InvalidInput for `field`, else what happened instead."""
+        try:
+            await call(db)
+        except InvalidInput as error:
+            return (
+                None
+                if error.field == field and str(error).startswith(f"{field}: ")
+                else repr(error)
+            )
+        except Exception as error:  # anything else is the failure to report
+            return repr(error)
+        return "no error"
 
-    asyncio.run(scenario())
+    async def scenario() -> list[str]:
+        async with await Database.connect(migrated) as db:
+            return [
+                f"{label} ({field}): {wrong}"
+                for label, field, call in CASES
+                if (wrong := await outcome(db, field, call)) is not None
+            ]
+
+    wrong = asyncio.run(scenario())
+    assert not wrong, "\n".join(wrong)
     assert row_counts(migrated) == before
 
 
@@ -100,9 +193,72 @@ def test_bulk_insert_with_one_bad_item_writes_none(migrated: URL) -> None:
             media = MediaRepository(db)
             with pytest.raises(InvalidInput, match=r"^width: "):
                 await media.create_many([*good, NewMedia("u", "s3", width=-3)])
-            # Passes our checks, fails in the database on the last row (bigint overflow):
-            with pytest.raises(psycopg.errors.NumericValueOutOfRange, match="line 1001"):
+            with pytest.raises(InvalidInput, match=r"^file_size: .* 9223372036854775807"):
                 await media.create_many([*good, NewMedia("u", "s3", file_size=2**63)])
+            # Passes our checks, fails in the database on the last row (no such media item):
+            jobs = [NewJob("transcode") for _ in range(1000)]
+            missing = uuid.uuid4()
+            with pytest.raises(NotFound, match=f"^media_item_id: media item {missing} "):
+                await JobQueue(db).enqueue_many([*jobs, NewJob("transcode", 5, missing)])
 
     asyncio.run(scenario())
     assert row_counts(migrated) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda db, key: AnalysisRepository(db).start(key, "transcript", "openai"),
+        lambda db, key: JobQueue(db).enqueue("transcode", media_item_id=key),
+    ],
+    ids=["AnalysisRepository.start", "JobQueue.enqueue"],
+)
+def test_a_media_item_that_does_not_exist_is_not_found(
+    migrated: URL, call: Callable[[Database, uuid.UUID], Awaitable[object]]
+) -> None:
+    missing = uuid.uuid4()
+
+    async def scenario() -> None:
+        async with await Database.connect(migrated) as db:
+            with pytest.raises(NotFound, match=f"^media_item_id: media item {missing} does not"):
+                await call(db, missing)
+
+    asyncio.run(scenario())
+    assert row_counts(migrated) == (0, 0, 0)
+
+
+def test_error_messages_the_database_cannot_store_are_kept_with_the_character_replaced(
+    migrated: URL,
+) -> None:
+    """A handler's exception text is not the caller's to choose: refusing it would leave the job
+    running, so a NUL or a lone surrogate in an error message becomes U+FFFD instead."""
+
+    async def scenario() -> list[str]:
+        async with await Database.connect(migrated) as db:
+            queue = JobQueue(db)
+            await queue.enqueue_many([NewJob("transcode") for _ in range(3)])
+            first, second, third = await queue.claim_many(3)
+            failed = await queue.fail_many({first.id: "bad\x00byte", second.id: "lone \udcff"})
+            alone = await queue.fail(third.id, "nul\x00")
+            return sorted(job.error_message or "" for job in [*failed, alone])
+
+    assert asyncio.run(scenario()) == ["bad\ufffdbyte", "lone \ufffd", "nul\ufffd"]
+
+
+def test_numeric_limits_come_from_the_column_type_and_its_checks() -> None:
+    """A model's column type and simple CHECKs are the limits: changing the model changes them."""
+    table = Table(
+        "limits",
+        MetaData(),
+        Column("small", SmallInteger),
+        Column("big", BigInteger),
+        Column("ratio", Double),
+        CheckConstraint("small > 5"),
+        CheckConstraint("small <= 99.5"),
+        CheckConstraint("ratio < 1"),
+        CheckConstraint("big >= 0 OR big IS NULL"),  # not a simple bound: the server's to check
+    )
+    assert bounds(table.c.small) == Bounds(whole=True, low=6, high=99)
+    assert bounds(table.c.big) == Bounds(whole=True, low=-(2**63), high=2**63 - 1)
+    assert bounds(table.c.ratio) == Bounds(whole=False, high=1.0, high_open=True)
+    assert str(bounds(table.c.ratio)) == "a finite number < 1"

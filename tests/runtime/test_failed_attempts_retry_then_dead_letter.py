@@ -66,7 +66,7 @@ def test_a_job_that_always_fails_ends_failed_after_max_attempts_and_retry_requeu
             [dead] = await queue.by_status("failed")
             assert dead.id == job.id
             assert dead.attempts == 3
-            assert dead.error_message == "ValueError: unsupported codec\\0 in stream"
+            assert dead.error_message == "ValueError: unsupported codec\ufffd in stream"
 
             assert await queue.retry([job.id]) == [job.id]
             [again] = await queue.by_status("queued")

@@ -72,6 +72,10 @@ def test_pool_size_comes_from_the_environment_and_is_checked() -> None:
         {"POSTGRES_POOL_MIN": "5", "POSTGRES_POOL_MAX": "4"},
         {"POSTGRES_POOL_MAX": "0"},
         {"POSTGRES_POOL_MIN": "-1"},
+        # Digits of other scripts: ASCII ones only, as everywhere (² made int() raise).
+        {"POSTGRES_POOL_MAX": "\u0665"},  # Arabic-Indic five
+        {"POSTGRES_POOL_MAX": "\uff15"},  # fullwidth five
+        {"POSTGRES_POOL_MAX": "\u00b2"},  # superscript two
     ):
         with pytest.raises(DatabaseNotConfigured, match="POSTGRES_POOL"):
             PoolSize.from_environment(bad)

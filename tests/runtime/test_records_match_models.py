@@ -116,3 +116,45 @@ def test_a_column_added_to_a_model_reaches_its_record_and_every_select(tmp_path:
     recipe = re.search(r"^revision:.*?\n\n", (project / "Makefile").read_text(), re.M | re.S)
     assert recipe, "the Makefile has no revision target"
     assert "python -m media_db.dev.gen_records" in recipe[0], "make revision skips the records"
+
+
+UNANNOTATED = """
+
+from sqlalchemy import Column, Integer
+
+# Columns without a Mapped[...] annotation: appended to the table, and a bare Column.
+MediaItem.__table__.append_column(Column("caption", Text))
+MediaItem.rating = Column(Integer, nullable=False, server_default=text("0"))
+"""
+
+
+def test_a_column_without_an_annotation_is_typed_from_its_column_type(tmp_path: Path) -> None:
+    project = project_copy(tmp_path)
+    models = project / "models" / "media.py"
+    models.write_text(models.read_text() + UNANNOTATED)
+
+    made = run(["make", "-C", str(project), "records"], environment())
+    assert made.returncode == 0, made.stdout + made.stderr
+    records = (project / "media_db" / "records.py").read_text()
+    assert "    caption: str | None\n" in records
+    assert "    rating: int\n" in records
+
+
+def test_a_column_whose_type_says_nothing_is_refused_in_one_line(tmp_path: Path) -> None:
+    project = project_copy(tmp_path)
+    models = project / "models" / "media.py"
+    models.write_text(
+        models.read_text()
+        + "\nfrom sqlalchemy import Column\nfrom sqlalchemy.dialects.postgresql import INET\n"
+        + 'MediaItem.__table__.append_column(Column("address", INET))\n'
+    )
+    before = (project / "media_db" / "records.py").read_text()
+
+    made = run(["make", "-C", str(project), "records"], environment())
+    assert made.returncode != 0
+    refusal = [line for line in made.stderr.splitlines() if "make records:" in line]
+    assert len(refusal) == 1, made.stderr
+    assert "media_items.address" in refusal[0]
+    assert "address: Mapped[" in refusal[0]
+    assert "Traceback" not in made.stderr
+    assert (project / "media_db" / "records.py").read_text() == before

@@ -56,6 +56,10 @@ def test_special_password_survives_and_is_redacted() -> None:
         ({"DATABASE_URL": "not a url hunter2"}, "DATABASE_URL is not a valid URL"),
         ({"POSTGRES_HOST": "h", "POSTGRES_PORT": "54a2"}, "POSTGRES_PORT must be a TCP port"),
         ({"POSTGRES_HOST": "h", "POSTGRES_PORT": "70000"}, "POSTGRES_PORT must be a TCP port"),
+        # ASCII digits only: Arabic-Indic, fullwidth, superscript (which made int() raise).
+        ({"POSTGRES_HOST": "h", "POSTGRES_PORT": "\u0665\u0664\u0663\u0662"}, "POSTGRES_PORT must"),
+        ({"POSTGRES_HOST": "h", "POSTGRES_PORT": "\uff15\uff14\uff13\uff12"}, "POSTGRES_PORT must"),
+        ({"POSTGRES_HOST": "h", "POSTGRES_PORT": "\u00b2"}, "POSTGRES_PORT must be a TCP port"),
     ],
 )
 def test_misconfiguration_says_what_and_hides_the_password(
