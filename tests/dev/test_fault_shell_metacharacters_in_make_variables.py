@@ -59,7 +59,8 @@ def test_nothing_in_a_make_variable_is_run(
 
 def test_good_revisions_still_pass(migrated: URL) -> None:
     rows = seed_rows(migrated)
-    env = environment(migrated)
+    # Consent: the way down drops columns of 0010 that every job row holds (its retry state).
+    env = environment(migrated, ALLOW_DATA_LOSS="1", MIGRATION_BACKUP="skip")
     assert run(["make", "downgrade", "REV=0006"], env).returncode == 0
     assert run(["make", "downgrade", "REV=-1"], env).returncode == 0
     assert "-- Running upgrade 0005 -> 0006" in run(["make", "sql", "RANGE=0005:0006"], env).stdout

@@ -54,10 +54,13 @@ def test_new_media_names_only_insertable_columns() -> None:
 @pytest.mark.parametrize(
     ("statement", "params"),
     [
-        (jobs.CLAIM_ONE[False], {}),
-        (jobs.CLAIM_ONE[True], {"workflow_type": "transcode"}),
-        (jobs.CLAIM_MANY[False], {"n": 10}),
-        (jobs.CLAIM_MANY[True], {"n": 10, "workflow_type": "transcode"}),
+        (jobs.CLAIM_ONE[False], {"lease": jobs.DEFAULT_LEASE}),
+        (jobs.CLAIM_ONE[True], {"workflow_type": "transcode", "lease": jobs.DEFAULT_LEASE}),
+        (jobs.CLAIM_MANY[False], {"n": 10, "lease": jobs.DEFAULT_LEASE}),
+        (
+            jobs.CLAIM_MANY[True],
+            {"n": 10, "workflow_type": "transcode", "lease": jobs.DEFAULT_LEASE},
+        ),
     ],
 )
 def test_claims_use_the_claim_index(
@@ -85,7 +88,7 @@ def test_claims_use_the_claim_index(
         cursor = raw.execute("EXPLAIN (FORMAT JSON) " + statement, params)
         plan = json.dumps(cursor.fetchone()[0])
         connection.rollback()
-    assert '"Index Name": "idx_processing_jobs_claim"' in plan, plan
+    assert f'"Index Name": "{jobs.CLAIM_INDEX.name}"' in plan, plan
 
 
 def test_a_column_added_to_a_model_reaches_its_record_and_every_select(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import URL, create_engine, pool, text
@@ -141,13 +141,17 @@ def test_job_lifecycle_transitions_and_stuck_requeue(migrated: URL) -> None:
                 await jobs.complete(high.id)
 
             assert (await jobs.cancel(other.id)).status is JobStatus.CANCELLED
-            running = await jobs.claim()
+            running = await jobs.claim(lease=timedelta(milliseconds=300))
             assert running is not None
             assert running.id == low.id
+            assert running.locked_until is not None
             assert await jobs.claim() is None
             assert await jobs.requeue_stuck(timedelta(hours=1)) == []
-            await asyncio.sleep(0.05)
-            assert await jobs.requeue_stuck(timedelta(milliseconds=10)) == [low.id]
+            # Its lease still holds: a live worker's job is never taken, however old.
+            assert await jobs.requeue_stuck(timedelta(microseconds=1)) == []
+            while datetime.now(UTC) <= running.locked_until:
+                await asyncio.sleep(0.05)
+            assert await jobs.requeue_stuck(timedelta(microseconds=1)) == [low.id]
             failed = await jobs.fail((await jobs.claim()).id, "ffmpeg exited 1")  # type: ignore[union-attr]
             assert failed.error_message == "ffmpeg exited 1"
             assert await jobs.counts() == {
