@@ -67,7 +67,10 @@ def _psql() -> None:
     env = dict(os.environ)
     if url is not None and url.password is not None:
         env["PGPASSWORD"] = str(url.password)  # never on the command line, where ps shows it
-    target = passwordless_url().render_as_string(hide_password=False)
+    # A conninfo string, each value quoted: a URL would pass a database name with spaces raw.
+    from media_db.pool import conninfo
+
+    target = conninfo(passwordless_url())
     program = str(client("psql"))
     os.execve(program, [program, target], env)  # noqa: S606 - replaces this process, by design
 
