@@ -80,7 +80,12 @@ def run_online() -> None:
         ):
             if command in ("upgrade", "downgrade"):
                 steps = environment.planned_steps(context.get_context())
-                data_loss.refuse_data_loss(connection, steps, guard["allow_data_loss"])
+                data_loss.refuse_data_loss(
+                    connection,
+                    steps,
+                    guard["allow_data_loss"],
+                    migration_options[data_loss.BACKUP_OPTION],
+                )
             reporter = progress.Reporter(
                 connection, context.script, recorder.current, guard["progress_interval"]
             )

@@ -24,6 +24,8 @@ from alembic.operations import Operations, ops, toimpl
 from alembic.util import CommandError
 from sqlalchemy import Connection, text
 
+from media_db.deploy.backup import BackupUnusable, Run
+
 log = logging.getLogger(__name__)
 
 CONSENT_OPTION = "allow_data_loss"  # the MigrationContext option env.py sets from the consent
@@ -134,15 +136,26 @@ def declared_drops(steps: list[Any]) -> list[str]:
     ]
 
 
-def refuse_data_loss(connection: Connection, steps: list[Any], consent: bool) -> None:
+def refuse_data_loss(
+    connection: Connection, steps: list[Any], consent: bool, backup: Run | None
+) -> None:
     """Before any step runs: refuse, changing nothing, if a table or column the steps declare
-    they drop holds a row or value, unless the operator consents. The drop itself checks again
-    under its lock (media_db/deploy/data_loss.py): this early check makes a refusal change nothing
-    instead of stopping half-way down."""
+    they drop holds a row or value, unless the operator consents; with consent, refuse if the
+    backup folder cannot take the backup (not writable, less room than the tables take). The
+    drop itself checks again under its lock (media_db/deploy/data_loss.py): this early check
+    makes a refusal change nothing instead of stopping half-way down."""
     holding = {}
     for name in dict.fromkeys(declared_drops(steps)):
         if (found := _values_held(connection, name)) is not None:
             holding[name] = found
+    tables = sorted({name.partition(".")[0] for name in holding})
+    size = int(
+        connection.scalar(
+            text("SELECT sum(pg_table_size(to_regclass(t))) FROM unnest(CAST(:t AS text[])) t"),
+            {"t": tables},
+        )
+        or 0
+    )
     connection.rollback()
     if not holding:
         return
@@ -151,6 +164,15 @@ def refuse_data_loss(connection: Connection, steps: list[Any], consent: bool) ->
         raise CommandError(
             f"Refusing to migrate: it would drop {listed}. Nothing was changed. " + HOW_TO_CONSENT
         )
+    if backup is not None:
+        try:
+            backup.check(size)
+        except BackupUnusable as error:
+            raise CommandError(
+                f"Refusing to migrate: it would drop {listed}, and {error}. Nothing was changed. "
+                "Free some space or choose another folder (-x backup-dir=..., "
+                "MIGRATION_BACKUP_DIR)."
+            ) from None
     log.warning("Dropping, with consent: %s", listed)
 
 
