@@ -191,7 +191,7 @@ def test_a_damaged_backup_is_refused_naming_the_file_and_a_second_restore_change
     assert run(["alembic", "downgrade", "base"], env).returncode == 0
     assert run(["alembic", "upgrade", "head"], env).returncode == 0
     directory = only_backup(backups)
-    empty = {table: [] for table in before}
+    empty: dict[str, list[str]] = {table: [] for table in before}
     for file, how in (
         ("processing_jobs.csv", "emptied"),
         ("analysis_results.csv", "truncated"),
