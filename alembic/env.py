@@ -47,6 +47,7 @@ migration_options = {
     data_loss.BACKUP_OPTION: (
         None if guard["backup"] == "skip" else backup.Run(guard["backup_dir"])
     ),
+    data_loss.STEP_OPTION: recorder.current,
 }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.script import ScriptDirectory
+from alembic.script import Script, ScriptDirectory
 from sqlalchemy import URL
 
 from tests.conftest import FreshDatabase
@@ -64,7 +64,7 @@ def test_nasty_messages_render_into_revisions_that_import_and_run(
     written = {}
     for number, message in enumerate(messages, start=first):
         script = command.revision(config, message=message, rev_id=f"{number:04d}")
-        assert script is not None
+        assert isinstance(script, Script)
         written[Path(script.path)] = message
     for path, message in written.items():
         assert re.fullmatch(r"\w+\.py", path.name), path.name
