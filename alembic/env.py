@@ -30,7 +30,7 @@ log = logging.getLogger("alembic.env")
 x_arguments = context.get_x_argument(as_dictionary=True)
 guard = options.options(x_arguments, os.environ)
 timeouts = options.timeout_settings(x_arguments, os.environ)
-recorder = history.Recorder()  # every step, in media_analysis_migration_history
+recorder = history.Recorder(timeouts)  # every step, in media_analysis_migration_history
 left_behind = failures.LeftBehind(context.script, x_arguments)  # what a failure left behind
 migration_options = {
     # Functions and triggers: compared by `make revision` only (see scoped_to: the comparison
