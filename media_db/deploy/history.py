@@ -6,8 +6,14 @@
   moment the previous one was recorded (or the run began): its duration includes its commit.
 - **A failure** is written on a separate autocommit connection: the step's transaction has
   rolled back, and the record must not go with it. Each attempt of a lock-timeout retry counts.
+  The step that failed is the first the version table still lacks (a step whose history write
+  or commit failed did not happen); lock failures name the sessions holding our tables. When
+  the table cannot take the row now (a lock on it), it goes with the next step recorded.
+- **An interrupted attempt** (kill -9, a lost connection): before each step a row saying it was
+  interrupted is written, which the step's outcome replaces; the next run reports those left.
 - **Steps before the table exists** (a first `upgrade head` from base) are kept in memory and
-  written as soon as it does, so a fresh database has its whole history.
+  written as soon as it does, so a fresh database has its whole history. What the version table
+  said was applied before the run is recorded then too, late and marked so (RECORDED_LATE).
 - **Offline (`--sql`)**: each step's row is an INSERT in the script, inside a DO block that
   keeps it in a session temporary table until the history table exists (the same catch-up, in
   SQL). The script records the server's role and client address when psql applies it; the
