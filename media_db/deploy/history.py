@@ -312,7 +312,8 @@ class Recorder:
         except DBAPIError as side_error:  # the migration's own error matters more
             cause = getattr(side_error, "orig", None) or side_error
             log.warning(
-                "Could not record the failure in %s now (%s): it goes with the next step recorded",
+                "Could not record the failure in %s now (%s): it is written with the next step "
+                "this run records, if any",
                 TABLE.name,
                 " ".join(str(cause).split()),
             )
