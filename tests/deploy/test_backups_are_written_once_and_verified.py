@@ -71,6 +71,19 @@ def at_revision(engine: Engine, revision: str, seed: bool = True) -> None:
             connection.commit()
 
 
+def seeded_with_consent(
+    engine: Engine, tmp_path: Path, revision: str
+) -> tuple[dict[str, list[str]], Path, dict[str, str]]:
+    """The database at `revision` with rows; its contents, where backups go, and the
+    environment of a consented run."""
+    at_revision(engine, revision)
+    with engine.connect() as connection:
+        before = contents(connection)
+    backups = tmp_path / "backups"
+    env = environment(engine.url, MIGRATION_BACKUP_DIR=str(backups), ALLOW_DATA_LOSS="1")
+    return before, backups, env
+
+
 def revision_of(engine: Engine) -> object:
     with engine.connect() as connection:
         return scalar(connection, f"SELECT version_num FROM {VERSION_TABLE}")
@@ -84,9 +97,7 @@ def only_backup(root: Path) -> Path:
 def test_a_retried_drop_is_backed_up_once_with_the_rows_it_dropped(
     engine: Engine, tmp_path: Path
 ) -> None:
-    at_revision(engine, "0001")
-    backups = tmp_path / "backups"
-    env = environment(engine.url, MIGRATION_BACKUP_DIR=str(backups), ALLOW_DATA_LOSS="1")
+    _, backups, env = seeded_with_consent(engine, tmp_path, "0001")
     reader = engine.connect()  # holds analysis_results: every drop attempt times out on it
     reader.execute(text("SELECT FROM analysis_results LIMIT 1"))
     downgrade = alembic(
@@ -183,11 +194,7 @@ def damage(directory: Path, copy: Path, file: str, how: str) -> Path:
 def test_a_damaged_backup_is_refused_naming_the_file_and_a_second_restore_changes_nothing(
     engine: Engine, tmp_path: Path
 ) -> None:
-    at_revision(engine, "head")
-    with engine.connect() as connection:
-        before = contents(connection)
-    backups = tmp_path / "backups"
-    env = environment(engine.url, MIGRATION_BACKUP_DIR=str(backups), ALLOW_DATA_LOSS="1")
+    before, backups, env = seeded_with_consent(engine, tmp_path, "head")
     assert run(["alembic", "downgrade", "base"], env).returncode == 0
     assert run(["alembic", "upgrade", "head"], env).returncode == 0
     directory = only_backup(backups)
@@ -223,11 +230,7 @@ def test_a_damaged_backup_is_refused_naming_the_file_and_a_second_restore_change
 def test_alembic_killed_at_each_step_of_a_retried_consented_downgrade_loses_no_row(
     engine: Engine, tmp_path: Path
 ) -> None:
-    at_revision(engine, "head")
-    with engine.connect() as connection:
-        before = contents(connection)
-    backups = tmp_path / "backups"
-    env = environment(engine.url, MIGRATION_BACKUP_DIR=str(backups), ALLOW_DATA_LOSS="1")
+    before, backups, env = seeded_with_consent(engine, tmp_path, "head")
     retried = ("-x", "lock-timeout=1s", "-x", "lock-retries=3", "-x", "lock-retry-backoff=1")
     for revision in [f"{n:04d}" for n in range(int(HEAD), 0, -1)]:
         kill_in_downgrade_of(engine, env, retried, revision)

@@ -6,15 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 from alembic.util import CommandError
-from psycopg import sql
-from sqlalchemy import URL, create_engine, make_url, pool
+from sqlalchemy import URL, make_url
 
 from media_db import settings
 from media_db.deploy import options
 from media_db.dev.embedded import LocalServer
 from media_db.errors import DatabaseNotConfigured
 from media_db.pool import conninfo
-from tests.deploy.test_secrets_never_printed import assert_no_secret
+from tests.deploy.test_secrets_never_printed import assert_no_secret, role_owning_database
 from tests.helpers import environment, run
 
 PASSWORD = "q@ery:pw/rd%41 'x'"
@@ -27,26 +26,8 @@ PSQL_ARGV = "\\! tr '\\0' ' ' < /proc/$PPID/cmdline; echo\n"
 @pytest.fixture(scope="module")
 def role_database(password_server: LocalServer) -> Iterator[URL]:
     """A role with a password, owning a database whose name holds spaces, on the scram server."""
-    admin = create_engine(
-        password_server.url("postgres"), poolclass=pool.NullPool, isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as connection:
-        raw = connection.connection.dbapi_connection
-        assert raw is not None
-        raw.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(ROLE), sql.Literal(PASSWORD)
-            )
-        )
-        raw.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(*map(sql.Identifier, (SPACED, ROLE)))
-        )
-    yield password_server.url(SPACED).set(username=ROLE, password=PASSWORD)
-    with admin.connect() as connection:
-        raw = connection.connection.dbapi_connection
-        assert raw is not None
-        raw.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(SPACED)))
-        raw.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(ROLE)))
+    with role_owning_database(password_server, ROLE, PASSWORD, SPACED) as url:
+        yield url
 
 
 def query_password_url(url: URL) -> str:
