@@ -30,7 +30,7 @@ log = logging.getLogger("alembic.env")
 x_arguments = context.get_x_argument(as_dictionary=True)
 guard = options.options(x_arguments, os.environ)
 timeouts = options.timeout_settings(x_arguments, os.environ)
-recorder = history.Recorder()  # every step, in media_analysis_migration_history
+recorder = history.Recorder(timeouts)  # every step, in media_analysis_migration_history
 left_behind = failures.LeftBehind(context.script, x_arguments)  # what a failure left behind
 migration_options = {
     # Functions and triggers: compared by `make revision` only (see scoped_to: the comparison
@@ -47,6 +47,7 @@ migration_options = {
     data_loss.BACKUP_OPTION: (
         None if guard["backup"] == "skip" else backup.Run(guard["backup_dir"])
     ),
+    data_loss.STEP_OPTION: recorder.current,
 }
 
 
@@ -80,7 +81,12 @@ def run_online() -> None:
         ):
             if command in ("upgrade", "downgrade"):
                 steps = environment.planned_steps(context.get_context())
-                data_loss.refuse_data_loss(connection, steps, guard["allow_data_loss"])
+                data_loss.refuse_data_loss(
+                    connection,
+                    steps,
+                    guard["allow_data_loss"],
+                    migration_options[data_loss.BACKUP_OPTION],
+                )
             reporter = progress.Reporter(
                 connection, context.script, recorder.current, guard["progress_interval"]
             )

@@ -3,8 +3,16 @@
         # Alembic's "commands auto generated ... please adjust!" markers: the review happened.
         lines = [line for line in rendered.splitlines() if not line.strip().startswith("# ###")]
         return "\n".join(lines).strip()
+
+    def docstring_line(message):
+        # The message, as the docstring's first line, is text and never code: one line, with
+        # backslashes, triple quotes and unprintable characters escaped (`make history` and
+        # __doc__ read it back as given, its whitespace runs made single spaces).
+        line = " ".join((message or "").split()).replace("\\", "\\\\")
+        line = line.replace('"' * 3, '\\"' * 3)  # spelt so: Mako's indenter reads quotes
+        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in line)
 %>\
-"""${message}
+"""${docstring_line(message)}
 
 Why: <what this changes and why; a reviewer reads this before the SQL>.
 % if context.get("locks"):

@@ -69,15 +69,18 @@ def _count(environ: Mapping[str, str], name: str, default: int) -> int:
 
 
 def conninfo(url: URL) -> str:
-    """libpq connection string from a URL, every value quoted by psycopg (no formatting)."""
-    return psycopg.conninfo.make_conninfo(
-        host=url.host,
-        port=url.port,
-        user=url.username,
-        password=url.password,
-        dbname=url.database,
-        **{key: str(value) for key, value in url.query.items()},
-    )
+    """libpq connection string from a URL, every value quoted by psycopg (no formatting). A
+    query parameter naming a part the URL also has (libpq takes `?password=`) yields to it."""
+    parts: dict[str, str | int | None] = {
+        "host": url.host,
+        "port": url.port,
+        "user": url.username,
+        "password": url.password,
+        "dbname": url.database,
+    }
+    query: dict[str, str | int | None] = {key: str(value) for key, value in url.query.items()}
+    given = {key: value for key, value in parts.items() if value is not None}
+    return psycopg.conninfo.make_conninfo("", **{**query, **given})
 
 
 class _PooledConnection(psycopg.AsyncConnection[DictRow]):

@@ -91,7 +91,20 @@ def _from_database_url(raw: str) -> URL:
         raise DatabaseNotConfigured("DATABASE_URL's port must be a TCP port number (1-65535).")
     if not url.database:
         raise DatabaseNotConfigured("DATABASE_URL names no database: add /dbname to its end.")
-    return url.set(drivername=DRIVER)
+    return _query_password_moved(url).set(drivername=DRIVER)
+
+
+def _query_password_moved(url: URL) -> URL:
+    """`?password=` (libpq takes it) made the URL's password: masked and passed once like any."""
+    if "password" not in url.query:
+        return url
+    given = url.query["password"]
+    if not isinstance(given, str) or (url.password is not None and url.password != given):
+        raise DatabaseNotConfigured(
+            "DATABASE_URL gives the password twice (in user:password@ and ?password=): give it "
+            "once, percent-encoded in user:password@."
+        )
+    return url.difference_update_query(["password"]).set(password=given)
 
 
 def _from_parts(environ: Mapping[str, str]) -> URL:

@@ -24,10 +24,14 @@ from alembic.operations import Operations, ops, toimpl
 from alembic.util import CommandError
 from sqlalchemy import Connection, text
 
+from media_db.deploy import lock_order
+from media_db.deploy.backup import BackupUnusable, Run
+
 log = logging.getLogger(__name__)
 
 CONSENT_OPTION = "allow_data_loss"  # the MigrationContext option env.py sets from the consent
 BACKUP_OPTION = "backup"  # a media_db.deploy.backup.Run, or None when the operator opted out
+STEP_OPTION = "running_step"  # a callable: the MigrationInfo of the step running now, or None
 HOW_TO_CONSENT = (
     "Back up, then consent with `-x allow-data-loss=true` (ALLOW_DATA_LOSS=1 for make)."
 )
@@ -40,8 +44,6 @@ def _quote(operations: Operations, name: str) -> str:
 def _refuse_if_holding(operations: Operations, table: str, column: str | None) -> None:
     context = operations.migration_context
     consent, backup = context.opts.get(CONSENT_OPTION), context.opts.get(BACKUP_OPTION)
-    if consent and (backup is None or context.as_sql):
-        return
     what = f"{table}.{column}" if column else table
     holds = "a value" if column else "a row"
     quoted = _quote(operations, table)
@@ -53,6 +55,8 @@ def _refuse_if_holding(operations: Operations, table: str, column: str | None) -
         f"was dropped. {HOW_TO_CONSENT}"
     )
     if context.as_sql:
+        if consent:
+            return
         operations.execute(f"LOCK TABLE {quoted} IN ACCESS EXCLUSIVE MODE")
         message = refusal.replace("'", "''")
         operations.execute(
@@ -63,13 +67,36 @@ def _refuse_if_holding(operations: Operations, table: str, column: str | None) -
     bind = operations.get_bind()
     if bind.scalar(text("SELECT to_regclass(:t)"), {"t": quoted}) is None:
         return  # nothing to protect; the drop itself says what is wrong
-    bind.execute(text(f"LOCK TABLE {quoted} IN ACCESS EXCLUSIVE MODE"))
+    # Every lock the step's drops need, at once: the drops then wait for nothing more.
+    lock_order.acquire(bind, _step_locks(context, bind, table), "ACCESS EXCLUSIVE")
+    if consent and backup is None:
+        return
     if not bind.scalar(text(f"SELECT EXISTS ({probe})")):
         return
     if not consent:
         raise CommandError(refusal)
     assert backup is not None  # consent without one returned above
     backup.save(bind, context.dialect.identifier_preparer.quote, table, column)
+
+
+FOREIGN_KEY_PARENTS = text("""
+    SELECT DISTINCT confrelid::regclass::text FROM pg_constraint
+    WHERE contype = 'f' AND confrelid <> conrelid
+      AND conrelid IN (SELECT to_regclass(t) FROM unnest(CAST(:tables AS text[])) t)
+""")
+
+
+def _step_locks(context: Any, bind: Connection, table: str) -> list[str]:
+    """`table`, the other tables the running step declares it drops from, and the tables they
+    reference (a DROP TABLE locks the referenced table too, to drop its side of the key)."""
+    current = context.opts.get(STEP_OPTION)
+    step = current() if current is not None else None
+    script = step.up_revision if step is not None else None
+    declared = _declared(script.module, step.is_upgrade) if step and script else []
+    tables = list(dict.fromkeys([table, *(name.partition(".")[0] for name in declared)]))
+    existing = [t for t in tables if bind.scalar(text("SELECT to_regclass(:t)"), {"t": t})]
+    parents = bind.scalars(FOREIGN_KEY_PARENTS, {"tables": existing})
+    return list(dict.fromkeys([*existing, *parents]))
 
 
 @Operations.implementation_for(ops.DropTableOp, replace=True)
@@ -126,23 +153,35 @@ SHOWN_UP_TO = 1_000  # rows counted per table or column at most: the answer stay
 
 def declared_drops(steps: list[Any]) -> list[str]:
     """Every table and `table.column` the steps will drop, as their revisions declare them."""
+    return [name for step in steps for name in _declared(step.revision.module, step.is_upgrade)]
+
+
+def _declared(module: Any, upgrade: bool) -> list[str]:
     return [
-        name
-        for step in steps
-        for attribute in DECLARED_DROPS[bool(step.is_upgrade)]
-        for name in getattr(step.revision.module, attribute, ())
+        name for attribute in DECLARED_DROPS[upgrade] for name in getattr(module, attribute, ())
     ]
 
 
-def refuse_data_loss(connection: Connection, steps: list[Any], consent: bool) -> None:
+def refuse_data_loss(
+    connection: Connection, steps: list[Any], consent: bool, backup: Run | None
+) -> None:
     """Before any step runs: refuse, changing nothing, if a table or column the steps declare
-    they drop holds a row or value, unless the operator consents. The drop itself checks again
-    under its lock (media_db/deploy/data_loss.py): this early check makes a refusal change nothing
-    instead of stopping half-way down."""
+    they drop holds a row or value, unless the operator consents; with consent, refuse if the
+    backup folder cannot take the backup (not writable, less room than the tables take). The
+    drop itself checks again under its lock (media_db/deploy/data_loss.py): this early check
+    makes a refusal change nothing instead of stopping half-way down."""
     holding = {}
     for name in dict.fromkeys(declared_drops(steps)):
         if (found := _values_held(connection, name)) is not None:
             holding[name] = found
+    tables = sorted({name.partition(".")[0] for name in holding})
+    size = int(
+        connection.scalar(
+            text("SELECT sum(pg_table_size(to_regclass(t))) FROM unnest(CAST(:t AS text[])) t"),
+            {"t": tables},
+        )
+        or 0
+    )
     connection.rollback()
     if not holding:
         return
@@ -151,6 +190,15 @@ def refuse_data_loss(connection: Connection, steps: list[Any], consent: bool) ->
         raise CommandError(
             f"Refusing to migrate: it would drop {listed}. Nothing was changed. " + HOW_TO_CONSENT
         )
+    if backup is not None:
+        try:
+            backup.check(size)
+        except BackupUnusable as error:
+            raise CommandError(
+                f"Refusing to migrate: it would drop {listed}, and {error}. Nothing was changed. "
+                "Free some space or choose another folder (-x backup-dir=..., "
+                "MIGRATION_BACKUP_DIR)."
+            ) from None
     log.warning("Dropping, with consent: %s", listed)
 
 

@@ -41,6 +41,8 @@ class Option:
     choices: tuple[str, ...] = ()  # "choice": the values accepted
     alias: str = ""  # an older -x spelling, still accepted
     setting: str = ""  # the session setting it sets, if any
+    # Seconds: the least value above 0 taken (0 stays "off"); a smaller one is refused.
+    floor: float = 0
 
 
 # Our migration session waits at most lock_timeout for a lock (n8n's traffic queues behind any
@@ -87,7 +89,10 @@ OPTIONS = {
             "path",
             example="/var/backups/media",
         ),
-        Option("progress-interval", "MIGRATION_PROGRESS_INTERVAL", "5", "seconds", 3600, "5"),
+        # A report costs a log line and a few catalog reads: more than two a second floods.
+        Option(
+            "progress-interval", "MIGRATION_PROGRESS_INTERVAL", "5", "seconds", 3600, "5", floor=0.5
+        ),
     )
 }
 SPELLINGS = {
@@ -151,10 +156,16 @@ def _parse(option: Option, x_arguments: Mapping[str, str], environ: Mapping[str,
         )
     else:
         pattern = COUNT if option.kind == "count" else SECONDS
-        if pattern.fullmatch(value) and float(value) <= option.maximum:
+        if pattern.fullmatch(value) and (
+            float(value) == 0 or option.floor <= float(value) <= option.maximum
+        ):
             return int(value) if option.kind == "count" else float(value)
         what = "a whole number" if option.kind == "count" else "a number of seconds"
-        accepted = f"{what} from 0 to {option.maximum:g}"
+        accepted = (
+            f"0 (off) or {what} from {option.floor:g} to {option.maximum:g}"
+            if option.floor
+            else f"{what} from 0 to {option.maximum:g}"
+        )
     good = option.environment_values[0] if option.kind == "switch" else option.example
     raise CommandError(
         f"{given}={value!r} refused: it must be {accepted}; e.g. -x {option.name}="

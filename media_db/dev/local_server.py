@@ -69,9 +69,11 @@ def _psql(target: "URL") -> None:
     password = settings.database_url().password if settings.is_configured() else None
     if password is not None:
         env["PGPASSWORD"] = str(password)  # never on the command line, where ps shows it
+    # A conninfo string, each value quoted: a URL would pass a database name with spaces raw.
+    from media_db.pool import conninfo
+
     program = str(client("psql"))
-    rendered = target.render_as_string(hide_password=False)
-    os.execve(program, [program, rendered], env)  # noqa: S606 - replaces this process, by design
+    os.execve(program, [program, conninfo(target)], env)  # noqa: S606 - replaces this process, by design
 
 
 def main(argv: list[str]) -> None:

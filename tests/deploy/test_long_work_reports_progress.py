@@ -11,7 +11,7 @@ from sqlalchemy import URL, create_engine, pool, text
 from tests.conftest import FreshDatabase
 from tests.helpers import BIN, alembic_config, environment, run, start
 
-FAST = ["-x", "progress-interval=0.1"]
+FAST = ["-x", "progress-interval=0.5"]  # the floor
 
 
 def at(url: URL, revision: str) -> None:

@@ -1,6 +1,7 @@
 """A password full of URL metacharacters works end to end and never shows in any output:
 every Makefile database target, the alembic CLI, and offline SQL."""
 
+import contextlib
 import urllib.parse
 from collections.abc import Iterator
 
@@ -16,25 +17,39 @@ PASSWORD = "p@ss:w/rd%41#frag?x=1&y 'two words' \\end"
 ROLE = "media_app"
 
 
-@pytest.fixture(scope="module")
-def app_database(password_server: LocalServer) -> Iterator[URL]:
-    """A role with the nasty password, owning a database of its own on the scram server."""
+@contextlib.contextmanager
+def role_owning_database(
+    server: LocalServer, role: str, password: str, database: str
+) -> Iterator[URL]:
+    """A role with `password`, owning `database` of its own on `server`; both dropped after."""
     admin = create_engine(
-        password_server.url("postgres"), poolclass=pool.NullPool, isolation_level="AUTOCOMMIT"
+        server.url("postgres"), poolclass=pool.NullPool, isolation_level="AUTOCOMMIT"
     )
+    names = {"role": sql.Identifier(role), "database": sql.Identifier(database)}
     with admin.connect() as connection:
         raw = connection.connection.dbapi_connection
         assert raw is not None
         raw.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(ROLE), sql.Literal(PASSWORD)
+            sql.SQL("CREATE ROLE {role} LOGIN PASSWORD {password}").format(
+                **names, password=sql.Literal(password)
             )
         )
-        raw.execute(sql.SQL("CREATE DATABASE media_secret OWNER {}").format(sql.Identifier(ROLE)))
-    yield password_server.url("media_secret").set(username=ROLE, password=PASSWORD)
-    with admin.connect() as connection:
-        connection.exec_driver_sql("DROP DATABASE media_secret WITH (FORCE)")
-        connection.exec_driver_sql(f"DROP ROLE {ROLE}")
+        raw.execute(sql.SQL("CREATE DATABASE {database} OWNER {role}").format(**names))
+    try:
+        yield server.url(database).set(username=role, password=password)
+    finally:
+        with admin.connect() as connection:
+            raw = connection.connection.dbapi_connection
+            assert raw is not None
+            raw.execute(sql.SQL("DROP DATABASE {database} WITH (FORCE)").format(**names))
+            raw.execute(sql.SQL("DROP ROLE {role}").format(**names))
+
+
+@pytest.fixture(scope="module")
+def app_database(password_server: LocalServer) -> Iterator[URL]:
+    """A role with the nasty password, owning a database of its own on the scram server."""
+    with role_owning_database(password_server, ROLE, PASSWORD, "media_secret") as url:
+        yield url
 
 
 def assert_no_secret(output: str) -> None:
