@@ -57,8 +57,12 @@ def test_downgrade_base_with_consent_backs_up_every_row_and_restore_puts_them_ba
     directory = backup_directory(backups)
     assert f"make restore BACKUP={directory}" in downgraded.stderr
     manifest = json.loads((directory / "manifest.json").read_text())
-    # In drop order, children first; restore goes the other way.
-    assert [entry["table"] for entry in manifest["entries"]] == [
+    # In drop order: columns of later revisions, then the tables, children first; restore goes
+    # the other way.
+    entries = manifest["entries"]
+    columns = [entry for entry in entries if entry["column"] is not None]
+    assert entries[len(columns) :] == [entry for entry in entries if entry["column"] is None]
+    assert [entry["table"] for entry in entries[len(columns) :]] == [
         "processing_jobs",
         "analysis_results",
         "media_items",

@@ -36,7 +36,7 @@ def test_backfill_reports_rows_done_left_and_eta(
     url = fresh_database()
     at(url, before)
     with create_engine(url, poolclass=pool.NullPool).begin() as connection:
-        connection.execute(text(f"{rows} FROM generate_series(1, 200000)"))
+        connection.execute(text(f"{rows} FROM generate_series(1, 400000)"))
     done = run(["alembic", *FAST, "upgrade", revision], environment(url), timeout=300)
     assert done.returncode == 0, done.stderr
     assert "Progress: backfill processing_jobs: " in done.stderr
