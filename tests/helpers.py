@@ -5,7 +5,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import IO
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -67,6 +70,48 @@ def start(args: list[str], env: dict[str, str], cwd: Path = REPO_ROOT) -> subpro
     return subprocess.Popen(
         args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+class Followed:
+    """A background command whose output is read as it comes (so its pipes never fill), letting
+    a test wait for a log line instead of sleeping."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self.streams = ((process.stdout, self.stdout), (process.stderr, self.stderr))
+        self.readers = [
+            threading.Thread(target=self._read, args=pair, daemon=True) for pair in self.streams
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream: IO[str], into: list[str]) -> None:
+        for line in stream:
+            into.append(line)
+
+    def wait_for(self, line: str, seconds: float = 180) -> None:
+        """Until stderr holds `line`; fails at once if the command ends without it."""
+        deadline = time.monotonic() + seconds
+        while not any(line in logged for logged in list(self.stderr)):
+            if self.process.poll() is not None:  # ended: what it wrote is all there is
+                for reader in self.readers:
+                    reader.join(seconds)
+                assert any(line in logged for logged in self.stderr), "".join(self.stderr)
+                return
+            assert time.monotonic() < deadline, f"no {line!r} in {seconds} s: {self.stderr}"
+            time.sleep(0.05)
+
+    def communicate(self, timeout: float = 300) -> tuple[str, str]:
+        self.process.wait(timeout)
+        for reader in self.readers:
+            reader.join(timeout)
+        for stream, _ in self.streams:
+            if stream is not None:
+                stream.close()
+        return "".join(self.stdout), "".join(self.stderr)
 
 
 def job_counts(url: URL) -> dict[str, int]:

@@ -61,7 +61,7 @@ def test_downgrade_blocked_in_validate_reruns_to_0004(fresh_database: FreshDatab
             "the blocker queues behind the downgrade",
         )
     reader.rollback()
-    stdout, stderr = downgrade.communicate(timeout=60)
+    stdout, stderr = downgrade.communicate(timeout=300)
     locking.join()
     line = failure_line(
         subprocess.CompletedProcess(downgrade.args, downgrade.returncode, stdout, stderr)

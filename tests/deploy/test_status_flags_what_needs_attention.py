@@ -4,7 +4,6 @@ drift, an INVALID index, a session whose transaction would block DDL, dead tuple
 migration lock's holder and the server's major, in text and JSON."""
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,11 @@ from sqlalchemy.exc import IntegrityError
 
 from media_db.deploy import lock, project
 from tests.conftest import FreshDatabase
+from tests.faults import scalar, wait_until
 from tests.helpers import HEAD, alembic_config, edit, environment, project_copy, run
 
 STATUS = ["python", "-m", "media_db.deploy.status"]
+DEAD_TUPLES = "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'processing_jobs'"
 
 
 def status(url: URL, *args: str, cwd: Path | None = None) -> tuple[int, dict[str, Any]]:
@@ -79,6 +80,9 @@ def test_drift_invalid_index_blockers_lock_holder_and_dead_tuples_are_reported(
     engine: Engine = create_engine(migrated, poolclass=pool.NullPool)
     with engine.connect() as connection:
         connection.execute(text("ALTER TABLE processing_jobs ALTER COLUMN priority SET DEFAULT 1"))
+        # Else autovacuum (eager on this table, per the models) may clear the dead tuples this
+        # test counts before `make status` reads them; a slow machine gives it the time.
+        connection.execute(text("ALTER TABLE processing_jobs SET (autovacuum_enabled = off)"))
         connection.execute(
             text("INSERT INTO media_items (source_url, source_type) VALUES ('a', 't'), ('b', 't')")
         )
@@ -98,10 +102,11 @@ def test_drift_invalid_index_blockers_lock_holder_and_dead_tuples_are_reported(
         connection.execute(
             text("CREATE UNIQUE INDEX CONCURRENTLY one_per_type ON media_items (source_type)")
         )
-    for _ in range(50):  # the statistics reach the server's views a moment after the commit
-        if status(migrated)[1]["processing_jobs"]["dead_tuples"] >= 10_001:
-            break
-        time.sleep(0.2)
+    with engine.connect() as watcher:  # the statistics reach the views after the backend ends
+        wait_until(
+            lambda: scalar(watcher, DEAD_TUPLES) >= 10_001,  # type: ignore[operator]
+            "the dead tuples are counted",
+        )
     with engine.connect() as holder, engine.connect() as blocker:
         key = lock.advisory_key(project.VERSION_TABLE)
         holder_pid = holder.scalar(text("SELECT pg_backend_pid()"))
