@@ -2,6 +2,7 @@
 throwaway copy of the project."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,20 @@ def run(
 
 
 HEAD = str(ScriptDirectory.from_config(alembic_config()).get_current_head())
+
+
+def _our_revisions() -> tuple[str, ...]:
+    """The revisions this project ships: those the README's "What the revisions do" table
+    documents. Revisions a user adds above them are theirs: tests of our revisions target the
+    newest of ours (OURS), so they hold whatever a user's revisions add (a NOT NULL column
+    whose downgrade asks for consent, a CHECK, an index)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    table = readme[readme.index("### What the revisions do") :].split("\n\n")[1]
+    return tuple(re.findall(r"^\| (\d{4}) \|", table, re.M))
+
+
+OUR_REVISIONS = _our_revisions()
+OURS = OUR_REVISIONS[-1]
 
 
 def start(args: list[str], env: dict[str, str], cwd: Path = REPO_ROOT) -> subprocess.Popen[str]:

@@ -16,7 +16,7 @@ from sqlalchemy import URL, Connection, Engine, create_engine, pool, text
 from media_db.deploy.project import VERSION_TABLE
 from tests.conftest import FreshDatabase
 from tests.faults import scalar, wait_until
-from tests.helpers import HEAD, NEXT_REVISION, alembic_config, project_copy
+from tests.helpers import HEAD, NEXT_REVISION, OURS, alembic_config, project_copy
 
 WAITING = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = :pid"
 
@@ -150,7 +150,7 @@ def test_a_value_committed_during_the_downgrade_stops_the_drop(
 
 def test_rows_committed_during_downgrade_base_are_not_dropped(engine: Engine) -> None:
     with engine.connect() as connection:
-        command.upgrade(alembic_config(connection), "head")
+        command.upgrade(alembic_config(connection), OURS)
     url = engine.url
     raised, engine = race(
         url,
