@@ -139,7 +139,7 @@ def check_pending_demands(connection: Connection, script: ScriptDirectory, statu
     status.pending_violations = [asdict(finding) for finding in findings]
     for finding in findings:
         counted = (
-            f"{_plural(finding.rows, 'row')} violate it"
+            _breaking(finding.rows)
             if finding.rows is not None
             else f"not counted ({finding.error})"
         )
@@ -217,6 +217,10 @@ def _iso(value: Any) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
 
 
+def _breaking(rows: int) -> str:
+    return f"{_plural(rows, 'row')} {'breaks' if rows == 1 else 'break'} it"
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
@@ -239,13 +243,15 @@ def render(status: Status) -> str:
         )
     for found in status.pending_violations:
         counted = (
-            f"{_plural(found['rows'], 'row')} violate it now: fix them before `make upgrade`, "
-            "or it fails there"
+            f"{_breaking(found['rows'])} now: fix them before `make upgrade`, or it fails there"
             if found["rows"] is not None
             else f"rows not counted: {found['error']}"
         )
-        lines.append(
-            f"! pending {found['revision']} adds {found['what']} on {found['table']}: {counted}"
+        lines += textwrap.wrap(
+            f"! pending {found['revision']} adds {found['what']} on {found['table']}: {counted}",
+            width=100,
+            subsequent_indent="      ",
+            break_on_hyphens=False,
         )
     if status.pending:
         lines.append("    run `make upgrade` (`make sql` shows the SQL first)")

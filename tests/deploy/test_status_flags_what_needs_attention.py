@@ -187,10 +187,10 @@ def test_rows_that_break_what_a_pending_revision_adds_are_counted(
         (NEXT_REVISION, "UNIQUE one_per_url", 2),
         (NEXT_REVISION, "mime_type NOT NULL", 2),
     }, found["pending_violations"]
-    shown = run(STATUS, environment(migrated), cwd=copy).stdout
+    shown = " ".join(run(STATUS, environment(migrated), cwd=copy).stdout.split())
     assert (
         f"! pending {NEXT_REVISION} adds CHECK media_items_max_width_check (width <= 1000) on "
-        "media_items: 2 rows violate it now: fix them before `make upgrade`, or it fails there"
+        "media_items: 2 rows break it now: fix them before `make upgrade`, or it fails there"
     ) in shown, shown
     with engine.connect() as connection:  # read only: nothing applied, no row touched
         assert project.current_heads(connection) == (HEAD,)
