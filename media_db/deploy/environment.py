@@ -228,15 +228,20 @@ def write_lock_safe_revision(
         context.opts["template_args"].update(rewriter.rewrite(script, context.connection))
 
 
+# The commands that write a revision file (`make revision` is the first).
+WRITING_COMMANDS = {"revision", "merge"}
+
+
 def writes_revision(config: Config) -> bool:
-    """Whether this run is `alembic revision` from the command line (`make revision`)."""
+    """Whether this run writes a revision (`alembic revision`, `merge`) from the command line."""
     command = getattr(config.cmd_opts, "cmd", None)  # absent when called from Python
-    return command is not None and command[0].__name__ == "revision"
+    return command is not None and command[0].__name__ in WRITING_COMMANDS
 
 
 def writes_hand_written_revision(config: Config) -> bool:
-    """`alembic revision` without --autogenerate, from the command line: env.py runs only to
-    number it, and compares nothing, so it needs no database."""
+    """`alembic revision` without --autogenerate, or `alembic merge`, from the command line:
+    env.py runs (revision_environment) only to number the former (Alembic never hands a merge
+    to process_revision_directives) and compares nothing, so neither needs a database."""
     return writes_revision(config) and not getattr(config.cmd_opts, "autogenerate", False)
 
 
@@ -252,5 +257,5 @@ def _autogenerating(context: MigrationContext) -> bool:
 
 def _is_revision_command(config: Config, script: MigrationScript) -> bool:
     if config.cmd_opts is not None:  # the CLI says which command runs
-        return bool(config.cmd_opts.cmd[0].__name__ == "revision")
+        return bool(config.cmd_opts.cmd[0].__name__ in WRITING_COMMANDS)
     return script.message is not None  # command.check() never sets a message
