@@ -117,9 +117,7 @@ sql: install ## Print the upgrade as SQL without a database (RANGE=0001:head for
 
 revision: install ## Autogenerate a lock-safe revision; regenerate records and the ERD (M="…")
 	@[ -n "$$M" ] || { echo 'usage: make revision M="what the revision does"' >&2; exit 2; }
-	$(WITH_DB) alembic revision --autogenerate -m "$$M"
-	python -m media_db.dev.gen_records  # the records and the diagram follow the models
-	python -m media_db.dev.erd
+	$(WITH_DB) alembic revision --autogenerate -m "$$M"  # its post-write hooks: records, diagram
 
 records: install ## Write media_db/records.py (the repositories' records) from the models
 	python -m media_db.dev.gen_records

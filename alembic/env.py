@@ -105,8 +105,18 @@ def run_migrations() -> None:
         context.run_migrations()
 
 
+def number_hand_written_revision() -> None:
+    # Only process_revision_directives runs (no steps): no database, no SQL printed, and none
+    # of the "Generating static SQL" lines that offline mode logs.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    context.configure(dialect_name="postgresql", as_sql=True, **migration_options)
+    context.run_migrations()
+
+
 with environment.actionable_errors():
-    if context.is_offline_mode():
+    if environment.writes_hand_written_revision(config):
+        number_hand_written_revision()
+    elif context.is_offline_mode():
         run_offline()
     else:
         run_online()

@@ -60,7 +60,9 @@ def failure_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def wait_until(condition: Callable[[], object], what: str, seconds: float = 30) -> None:
+def wait_until(condition: Callable[[], object], what: str, seconds: float = 180) -> None:
+    """Polls `condition`; the bound is generous: Python starting alembic on a loaded machine
+    has been seen to take tens of seconds."""
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting until {what}"

@@ -2,10 +2,14 @@
 throwaway copy of the project."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import IO
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -65,12 +69,68 @@ def run(
 HEAD = str(ScriptDirectory.from_config(alembic_config()).get_current_head())
 
 
+def _our_revisions() -> tuple[str, ...]:
+    """The revisions this project ships: those the README's "What the revisions do" table
+    documents. Revisions a user adds above them are theirs: tests of our revisions target the
+    newest of ours (OURS), so they hold whatever a user's revisions add (a NOT NULL column
+    whose downgrade asks for consent, a CHECK, an index)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    table = readme[readme.index("### What the revisions do") :].split("\n\n")[1]
+    return tuple(re.findall(r"^\| (\d{4}) \|", table, re.M))
+
+
+OUR_REVISIONS = _our_revisions()
+OURS = OUR_REVISIONS[-1]
+
+
 def start(args: list[str], env: dict[str, str], cwd: Path = REPO_ROOT) -> subprocess.Popen[str]:
     """`run`, but in the background: the caller waits on it (or kills it)."""
     env = {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
     return subprocess.Popen(
         args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+class Followed:
+    """A background command whose output is read as it comes (so its pipes never fill), letting
+    a test wait for a log line instead of sleeping."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self.streams = ((process.stdout, self.stdout), (process.stderr, self.stderr))
+        self.readers = [
+            threading.Thread(target=self._read, args=pair, daemon=True) for pair in self.streams
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream: IO[str], into: list[str]) -> None:
+        for line in stream:
+            into.append(line)
+
+    def wait_for(self, line: str, seconds: float = 180) -> None:
+        """Until stderr holds `line`; fails at once if the command ends without it."""
+        deadline = time.monotonic() + seconds
+        while not any(line in logged for logged in list(self.stderr)):
+            if self.process.poll() is not None:  # ended: what it wrote is all there is
+                for reader in self.readers:
+                    reader.join(seconds)
+                assert any(line in logged for logged in self.stderr), "".join(self.stderr)
+                return
+            assert time.monotonic() < deadline, f"no {line!r} in {seconds} s: {self.stderr}"
+            time.sleep(0.05)
+
+    def communicate(self, timeout: float = 300) -> tuple[str, str]:
+        self.process.wait(timeout)
+        for reader in self.readers:
+            reader.join(timeout)
+        for stream, _ in self.streams:
+            if stream is not None:
+                stream.close()
+        return "".join(self.stdout), "".join(self.stderr)
 
 
 def job_counts(url: URL) -> dict[str, int]:

@@ -87,7 +87,11 @@ def _duration(seconds: float) -> str:
 def declared_backfills(script: ScriptDirectory, info: MigrationInfo | None) -> dict[str, str]:
     if info is None or not info.is_upgrade or info.is_stamp or not info.up_revision_id:
         return {}
-    rev = info.up_revision_id
+    return backfills_of(script, info.up_revision_id)
+
+
+def backfills_of(script: ScriptDirectory, rev: str) -> dict[str, str]:
+    """{table: SQL condition of a row the revision's upgrade still has to backfill}."""
     module = script.get_revision(rev).module if script.get_revision(rev) else None
     return dict(getattr(module, "backfills", None) or landed.BACKFILLS.get(rev, {}))
 

@@ -1,11 +1,13 @@
 """The project a deploy runs in, and the facts every deploy tool shares, each stated once: our
 tables, our version table, the oldest supported major, where alembic.ini is and how a Config is
-built from it, and which revision the database is at."""
+built from it, what an offline run prints, and which revision the database is at."""
 
+import io
 import os
 from importlib import metadata
 from pathlib import Path
 
+from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection
@@ -51,6 +53,15 @@ def folder() -> Path:
 def alembic_config(**kwargs: object) -> Config:
     """The Alembic Config of this project, for tools that call Alembic from Python."""
     return Config(str(alembic_ini()), **kwargs)  # type: ignore[arg-type]
+
+
+def offline_sql(direction: str, span: str) -> str:
+    """What `alembic <direction> <span> --sql` prints (no database needed)."""
+    buffer = io.StringIO()
+    config = alembic_config(output_buffer=buffer)
+    config.attributes["skip_logging_config"] = True
+    getattr(command, direction)(config, span, sql=True)
+    return buffer.getvalue()
 
 
 def current_heads(connection: Connection) -> tuple[str, ...]:

@@ -1,8 +1,9 @@
 """`make status` (`python -m media_db.deploy.status [--json]`): the operator's view before and
 after a deploy, read-only.
 
-Shows the revision against head and what is pending (with each revision's `Locks:`), applied
-revisions whose file changed since (checksums in the migration history), drift against the
+Shows the revision against head and what is pending (with each revision's `Locks:`, and the
+rows that would violate a CHECK, UNIQUE or NOT NULL it adds), applied revisions whose file
+changed since (checksums in the migration history), drift against the
 models (`make verify`'s comparison, at head only: behind head the models are ahead by design),
 INVALID indexes, the migration lock's holder, sessions whose open transactions on our tables
 would block DDL now, processing_jobs' dead tuples and last autovacuum, and the server's major.
@@ -23,11 +24,12 @@ from datetime import timedelta
 from typing import Any
 
 from alembic.script import Script, ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from media_db.connect import open_connection
-from media_db.deploy import history, lock, project, sessions, verify
+from media_db.deploy import history, lock, preconditions, project, sessions, verify
 from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
 from models import JobStatus
 
@@ -76,6 +78,8 @@ class Status:
     current: list[str] = field(default_factory=list)
     head: list[str] = field(default_factory=list)
     pending: list[dict[str, str]] = field(default_factory=list)
+    # Rows that break what a pending revision adds (rows None: not counted, error says why).
+    pending_violations: list[dict[str, Any]] = field(default_factory=list)
     changed_since_applied: list[str] = field(default_factory=list)
     without_checksum: list[str] = field(default_factory=list)
     drift: list[str] | None = None  # None: not compared (not at head)
@@ -109,6 +113,8 @@ def collect(
     began = time.monotonic()
     status = Status(blocking_after_seconds=blocking_after)
     applied = check_server_and_revisions(connection, script, status)
+    if status.pending:
+        check_pending_demands(connection, script, status)
     check_checksums(connection, script, applied, status)
     if status.current == status.head:  # behind head the models are ahead by design
         check_drift(connection, status)
@@ -146,6 +152,24 @@ def check_server_and_revisions(
     if status.pending:
         status.attention.append(f"{_plural(len(status.pending), 'revision')} pending")
     return applied
+
+
+def check_pending_demands(connection: Connection, script: ScriptDirectory, status: Status) -> None:
+    """Rows that would make a pending revision's CHECK, UNIQUE or NOT NULL fail mid-deploy."""
+    try:
+        findings = preconditions.check(connection, script, status.current)
+    except CommandError as error:  # the offline SQL could not be rendered (e.g. a bad option)
+        findings = [preconditions.Finding("?", "?", "what pending revisions add", None, str(error))]
+    status.pending_violations = [asdict(finding) for finding in findings]
+    for finding in findings:
+        counted = (
+            _breaking(finding.rows)
+            if finding.rows is not None
+            else f"not counted ({finding.error})"
+        )
+        status.attention.append(
+            f"pending {finding.revision} adds {finding.what} on {finding.table}: {counted}"
+        )
 
 
 def check_checksums(
@@ -239,6 +263,10 @@ def _iso(value: Any) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
 
 
+def _breaking(rows: int) -> str:
+    return f"{_plural(rows, 'row')} {'breaks' if rows == 1 else 'break'} it"
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
@@ -256,6 +284,18 @@ def render(status: Status) -> str:
             f"pending {entry['revision']}: Locks: {entry['locks']}",
             width=100,
             initial_indent="    ",
+            subsequent_indent="      ",
+            break_on_hyphens=False,
+        )
+    for found in status.pending_violations:
+        counted = (
+            f"{_breaking(found['rows'])} now: fix them before `make upgrade`, or it fails there"
+            if found["rows"] is not None
+            else f"rows not counted: {found['error']}"
+        )
+        lines += textwrap.wrap(
+            f"! pending {found['revision']} adds {found['what']} on {found['table']}: {counted}",
+            width=100,
             subsequent_indent="      ",
             break_on_hyphens=False,
         )

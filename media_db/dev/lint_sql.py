@@ -14,13 +14,11 @@ Each file checked is named; findings print in squawk's terminal style on a termi
 plain line each. Non-zero exit on any finding.
 """
 
-import io
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
-from alembic import command
 from alembic.script import ScriptDirectory
 
 from media_db.deploy import landed, project
@@ -36,15 +34,6 @@ PROJECT_STANCE = {
     # INTEGER columns hold counts and sizes in range, not ids: every primary key is a UUID.
     "prefer-bigint-over-int": "integers are counts and sizes; ids are UUIDs",
 }
-
-
-def offline_sql(direction: str, span: str) -> str:
-    """What `alembic <direction> <span> --sql` prints."""
-    buffer = io.StringIO()
-    config = project.alembic_config(output_buffer=buffer)
-    config.attributes["skip_logging_config"] = True
-    getattr(command, direction)(config, span, sql=True)
-    return buffer.getvalue()
 
 
 def waived(module: ModuleType, revision: str, direction: str) -> dict[str, str]:
@@ -71,7 +60,7 @@ def main() -> int:
         }
         for direction, span in spans.items():
             path = OUT / f"{revision.revision}_{direction}.sql"
-            path.write_text(offline_sql(direction, span))
+            path.write_text(project.offline_sql(direction, span))
             rules = waived(revision.module, revision.revision, direction)
             print(f"squawk {path.relative_to(REPO_ROOT)} ({len(rules)} rules waived)", flush=True)
             result = subprocess.run(

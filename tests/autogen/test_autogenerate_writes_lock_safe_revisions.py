@@ -8,6 +8,7 @@ not exist yet: the next id is computed from the head.
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,17 +17,13 @@ from alembic import command
 from sqlalchemy import URL, create_engine, pool
 
 from media_db.deploy import catalog
+from tests import model_edits
 from tests.conftest import FreshDatabase
 from tests.helpers import NEXT_REVISION, alembic_config, edit, environment, project_copy, run
 
 LOCAL_PATH = "    local_path: Mapped[str | None] = mapped_column(Text)\n"
-HEIGHT_CHECK = '        CheckConstraint("height > 0", name="height"),\n'
 WORKFLOW_TYPE = "    workflow_type: Mapped[str] = mapped_column(String(50))\n"
 MIME_TYPE = "    mime_type: Mapped[str | None] = mapped_column(String(100))\n"
-IMPORTS = (
-    "from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, text\n"
-)
-THUMBNAIL = "    probe_path: Mapped[str | None] = mapped_column(String(500))\n"
 CONCURRENT_BUILD = (
     r"with op\.get_context\(\)\.autocommit_block\(\):\n\s+op\.create_index\(\n"
     r"\s+(?:op\.f\()?\"{name}\"\)?,\n(?:.*\n)*?\s+postgresql_concurrently=True,\n"
@@ -34,10 +31,31 @@ CONCURRENT_BUILD = (
 )
 
 
+Edit = Callable[[Path], None]  # applied to models/media.py
+
+
+def replace(*replacements: tuple[str, str]) -> Edit:
+    """Our own model lines changed (a column of ours made NOT NULL, widened, dropped)."""
+    return lambda models: edit(models, *replacements)
+
+
+def column(model: str, source: str) -> Edit:
+    return lambda models: model_edits.add_column(models, model, source)
+
+
+def table_arg(model: str, source: str, *imports: str) -> Edit:
+    def apply(models: Path) -> None:
+        for line in imports:
+            model_edits.add_import(models, line)
+        model_edits.add_table_arg(models, model, source)
+
+    return apply
+
+
 @dataclass(frozen=True)
 class Change:
     kind: str
-    edits: tuple[tuple[str, str], ...]
+    edit: Edit
     upgrade: list[str]  # patterns the upgrade() body must contain
     downgrade: list[str] = field(default_factory=list)
     locks: str = ""  # in the docstring's Locks: lines
@@ -46,7 +64,7 @@ class Change:
 SAFE = [
     Change(
         "nullable column",
-        ((LOCAL_PATH, LOCAL_PATH + THUMBNAIL),),
+        column("MediaItem", "probe_path: Mapped[str | None] = mapped_column(String(500))"),
         [
             r'op\.add_column\(\s*"media_items", '
             r'sa\.Column\("probe_path", sa\.String\(length=500\)'
@@ -56,13 +74,7 @@ SAFE = [
     ),
     Change(
         "not null column with a constant default",
-        (
-            (
-                LOCAL_PATH,
-                LOCAL_PATH
-                + '    view_count: Mapped[int] = mapped_column(server_default=text("0"))\n',
-            ),
-        ),
+        column("MediaItem", 'view_count: Mapped[int] = mapped_column(server_default=text("0"))'),
         [
             r'sa\.Column\("view_count", sa\.Integer\(\), server_default=sa\.text\("0"\), '
             r"nullable=False\)"
@@ -72,28 +84,22 @@ SAFE = [
     ),
     Change(
         "index",
-        (
-            (
-                HEIGHT_CHECK,
-                HEIGHT_CHECK + '        Index("idx_media_items_mime_type", "mime_type"),\n',
-            ),
-        ),
+        table_arg("MediaItem", 'Index("idx_media_items_mime_type", "mime_type")'),
         [CONCURRENT_BUILD.format(name="idx_media_items_mime_type")],
         [r"postgresql_concurrently=True,\n\s+if_exists=True"],
         "create_index idx_media_items_mime_type CONCURRENTLY",
     ),
     Change(
         "index dropped",
-        (('        Index("idx_media_items_source_type", "source_type"),\n', ""),),
+        replace(('        Index("idx_media_items_source_type", "source_type"),\n', "")),
         [r"op\.drop_index\(\n(?:.*\n)*?\s+postgresql_concurrently=True,\n\s+if_exists=True"],
         [CONCURRENT_BUILD.format(name="idx_media_items_source_type")],
         "drop_index idx_media_items_source_type CONCURRENTLY",
     ),
     Change(
         "unique constraint",
-        (
-            (IMPORTS, IMPORTS.replace("Text, text", "Text, UniqueConstraint, text")),
-            (HEIGHT_CHECK, HEIGHT_CHECK + '        UniqueConstraint("local_path"),\n'),
+        table_arg(
+            "MediaItem", 'UniqueConstraint("local_path")', "from sqlalchemy import UniqueConstraint"
         ),
         [
             r'op\.drop_constraint\(\s*op\.f\("media_items_local_path_key"\), "media_items", '
@@ -111,12 +117,7 @@ SAFE = [
     ),
     Change(
         "check constraint",
-        (
-            (
-                HEIGHT_CHECK,
-                HEIGHT_CHECK + '        CheckConstraint("width <= 100000", name="max_width"),\n',
-            ),
-        ),
+        table_arg("MediaItem", 'CheckConstraint("width <= 100000", name="max_width")'),
         [
             r'"width <= 100000",\n\s+postgresql_not_valid=True',
             r"autocommit_block\(\):\n\s+op\.execute\(\s*\"ALTER TABLE media_items VALIDATE "
@@ -130,12 +131,10 @@ SAFE = [
     ),
     Change(
         "foreign key",
-        (
-            (
-                WORKFLOW_TYPE,
-                "    analysis_result_id: Mapped[uuid.UUID | None] = "
-                'mapped_column(ForeignKey("analysis_results.id"))\n' + WORKFLOW_TYPE,
-            ),
+        column(
+            "ProcessingJob",
+            "analysis_result_id: Mapped[uuid.UUID | None] = "
+            'mapped_column(ForeignKey("analysis_results.id"))',
         ),
         [
             r'\["analysis_result_id"\],\n\s+\["id"\],\n\s+postgresql_not_valid=True',
@@ -147,7 +146,7 @@ SAFE = [
     ),
     Change(
         "set not null",
-        ((MIME_TYPE, MIME_TYPE.replace("str | None", "str")),),
+        replace((MIME_TYPE, MIME_TYPE.replace("str | None", "str"))),
         [
             r'"mime_type IS NOT NULL",\n\s+postgresql_not_valid=True',
             r"VALIDATE CONSTRAINT media_items_mime_type_not_null_check",
@@ -159,21 +158,21 @@ SAFE = [
     ),
     Change(
         "varchar widened",
-        ((WORKFLOW_TYPE, WORKFLOW_TYPE.replace("50", "100")),),
+        replace((WORKFLOW_TYPE, WORKFLOW_TYPE.replace("50", "100"))),
         [r"existing_type=sa\.VARCHAR\(length=50\),\n\s+type_=sa\.String\(length=100\)"],
         [r"type_=sa\.VARCHAR\(length=50\)"],
         "VARCHAR(50) to VARCHAR(100) is binary-compatible",
     ),
     Change(
         "varchar to text",
-        ((WORKFLOW_TYPE, WORKFLOW_TYPE.replace("String(50)", "Text")),),
+        replace((WORKFLOW_TYPE, WORKFLOW_TYPE.replace("String(50)", "Text"))),
         [r"existing_type=sa\.VARCHAR\(length=50\),\n\s+type_=sa\.Text\(\)"],
         [r"type_=sa\.VARCHAR\(length=50\)"],
         "VARCHAR(50) to TEXT is binary-compatible",
     ),
     Change(
         "column dropped",
-        ((LOCAL_PATH, ""),),
+        replace((LOCAL_PATH, "")),
         [r'op\.drop_column\("media_items", "local_path"\)'],
         [r'op\.add_column\(\s*"media_items", sa\.Column\("local_path", sa\.TEXT\(\)'],
         "drop_column media_items.local_path: ACCESS EXCLUSIVE, briefly; under it the data-loss "
@@ -184,12 +183,8 @@ SAFE = [
 SAFE.append(
     Change(
         "storage parameters",
-        (
-            (
-                HEIGHT_CHECK,
-                HEIGHT_CHECK
-                + '        {"postgresql_with": {"autovacuum_vacuum_scale_factor": 0.05}},\n',
-            ),
+        lambda models: model_edits.add_table_option(
+            models, "MediaItem", "postgresql_with", '{"autovacuum_vacuum_scale_factor": 0.05}'
         ),
         [r'"ALTER TABLE media_items SET \(autovacuum_vacuum_scale_factor = 0\.05\)"'],
         [r'"ALTER TABLE media_items RESET \(autovacuum_vacuum_scale_factor\)"'],
@@ -198,26 +193,23 @@ SAFE.append(
     )
 )
 
-ANALYSIS_RESULT = "class AnalysisResult(Base):\n"
 SAFE.append(
     Change(
         "new table",
-        (
-            (
-                ANALYSIS_RESULT,
-                "class ProbeItem(Base):\n"
-                '    __tablename__ = "probe_items"\n'
-                # An index of the new table: it comes with the table, nothing is reflected.
-                '    __table_args__ = (Index("idx_probe_items_media_item_id", "media_item_id"),)'
-                "\n\n"
-                "    id: Mapped[uuid.UUID] = mapped_column(\n"
-                "        primary_key=True, server_default=NEW_UUID\n"
-                "    )\n"
-                "    media_item_id: Mapped[uuid.UUID] = mapped_column(\n"
-                '        ForeignKey("media_items.id", ondelete="CASCADE")\n'
-                "    )\n"
-                "    path: Mapped[str] = mapped_column(Text)\n\n\n" + ANALYSIS_RESULT,
-            ),
+        lambda models: model_edits.append(
+            models,
+            "class ProbeItem(Base):\n"
+            '    __tablename__ = "probe_items"\n'
+            # An index of the new table: it comes with the table, nothing is reflected.
+            '    __table_args__ = (Index("idx_probe_items_media_item_id", "media_item_id"),)'
+            "\n\n"
+            "    id: Mapped[uuid.UUID] = mapped_column(\n"
+            "        primary_key=True, server_default=NEW_UUID\n"
+            "    )\n"
+            "    media_item_id: Mapped[uuid.UUID] = mapped_column(\n"
+            '        ForeignKey("media_items.id", ondelete="CASCADE")\n'
+            "    )\n"
+            "    path: Mapped[str] = mapped_column(Text)\n",
         ),
         [
             r'drops_tables = \(\s*"probe_items",\s*\)',
@@ -234,34 +226,31 @@ SAFE.append(
 REFUSED = [
     (
         "not null column without a default",
-        ((LOCAL_PATH, LOCAL_PATH + "    view_count: Mapped[int]\n"),),
+        column("MediaItem", "view_count: Mapped[int]"),
         "add_column media_items.view_count: NOT NULL with no server default",
     ),
     (
         "volatile default",
-        (
-            (
-                LOCAL_PATH,
-                LOCAL_PATH
-                + "    token: Mapped[uuid.UUID | None] = "
-                + 'mapped_column(server_default=text("gen_random_uuid()"))\n',
-            ),
+        column(
+            "MediaItem",
+            "token: Mapped[uuid.UUID | None] = "
+            'mapped_column(server_default=text("gen_random_uuid()"))',
         ),
         "add_column media_items.token: its default calls gen_random_uuid() (volatile)",
     ),
     (
         "rewriting type change",
-        (
+        replace(
             (
                 "    width: Mapped[int | None]\n",
                 "    width: Mapped[int | None] = mapped_column(BigInteger)\n",
-            ),
+            )
         ),
         "alter_column media_items.width type INTEGER to BIGINT: rewrites the table",
     ),
     (
         "rename",
-        ((LOCAL_PATH, LOCAL_PATH.replace("local_path", "local_file")),),
+        replace((LOCAL_PATH, LOCAL_PATH.replace("local_path", "local_file"))),
         "media_items: local_path dropped and local_file added, both TEXT",
     ),
 ]
@@ -290,7 +279,7 @@ def test_safe_form_is_written_and_round_trips(
     project, url = project_copy(tmp_path), fresh_database()
     before = at_head(url)
     env = environment(url)
-    edit(project / "models" / "media.py", *change.edits)
+    change.edit(project / "models" / "media.py")
 
     made = run(["make", "revision", f"M={change.kind}"], env, cwd=project)
     assert made.returncode == 0, made.stdout + made.stderr
@@ -315,17 +304,17 @@ def test_safe_form_is_written_and_round_trips(
     assert again.returncode == 0, again.stdout + again.stderr
 
 
-@pytest.mark.parametrize(("kind", "edits", "message"), REFUSED, ids=[r[0] for r in REFUSED])
+@pytest.mark.parametrize(("kind", "change", "message"), REFUSED, ids=[r[0] for r in REFUSED])
 def test_change_without_a_safe_form_is_refused(
     kind: str,
-    edits: tuple[tuple[str, str], ...],
+    change: Edit,
     message: str,
     tmp_path: Path,
     fresh_database: FreshDatabase,
 ) -> None:
     project, url = project_copy(tmp_path), fresh_database()
     at_head(url)
-    edit(project / "models" / "media.py", *edits)
+    change(project / "models" / "media.py")
     made = run(["make", "revision", f"M={kind}"], environment(url), cwd=project)
     assert made.returncode != 0
     output = " ".join((made.stdout + made.stderr).split())

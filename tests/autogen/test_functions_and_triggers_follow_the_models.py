@@ -178,7 +178,7 @@ def test_new_function_and_trigger_lock_as_their_lines_say(
             "INSERT INTO processing_jobs (workflow_type) VALUES ('x') RETURNING id"
         ).fetchone()
         assert row is not None
-        notified = connection.notifies(timeout=5, stop_after=1)
+        notified = connection.notifies(timeout=60, stop_after=1)
         assert [notice.payload for notice in notified] == [str(row[0])]
         connection.execute("DELETE FROM processing_jobs")
 

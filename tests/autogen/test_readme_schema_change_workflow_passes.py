@@ -6,6 +6,7 @@ itself, so the two cannot drift apart."""
 import re
 from pathlib import Path
 
+from tests import model_edits
 from tests.conftest import FreshDatabase
 from tests.helpers import NEXT_REVISION, REPO_ROOT, edit, environment, project_copy, run
 from tests.servers import DatabaseServer
@@ -39,13 +40,10 @@ def test_readme_steps_pass_verbatim(
 ) -> None:
     project, url = project_copy(tmp_path), fresh_database()
     env = environment(url)
-    edit(
+    model_edits.add_column(
         project / "models" / "media.py",
-        (
-            "    local_path: Mapped[str | None] = mapped_column(Text)\n",
-            "    local_path: Mapped[str | None] = mapped_column(Text)\n"
-            "    thumbnail_path: Mapped[str | None] = mapped_column(String(500))\n",
-        ),
+        "MediaItem",
+        "thumbnail_path: Mapped[str | None] = mapped_column(String(500))",
     )
     steps = readme_steps()
     assert steps[-1] == "make test"

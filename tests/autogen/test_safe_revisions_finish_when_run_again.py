@@ -2,6 +2,7 @@
 on their own (a NOT VALID constraint, an INVALID index), finishes when run again once the cause
 is fixed: no DuplicateObject wedge, no INVALID index kept, `make verify` clean."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -9,42 +10,41 @@ from alembic import command
 from sqlalchemy import URL, create_engine, pool, text
 
 from media_db.deploy.project import VERSION_TABLE
+from tests import model_edits
 from tests.conftest import FreshDatabase
 from tests.helpers import HEAD, alembic_config, edit, environment, project_copy, run
 
 # make test-matrix runs these on every PostgreSQL major.
 pytestmark = pytest.mark.matrix
 
-HEIGHT_CHECK = '        CheckConstraint("height > 0", name="height"),\n'
-IMPORTS = (
-    "from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, text\n"
-)
 MIME_TYPE = "    mime_type: Mapped[str | None] = mapped_column(String(100))\n"
+
+
+def table_arg(source: str, *imports: str) -> Callable[[Path], None]:
+    def apply(models: Path) -> None:
+        for line in imports:
+            model_edits.add_import(models, line)
+        model_edits.add_table_arg(models, "MediaItem", source)
+
+    return apply
+
 
 CASES = {
     "check constraint": (
-        (
-            (
-                HEIGHT_CHECK,
-                HEIGHT_CHECK + '        CheckConstraint("width <= 100000", name="max_width"),\n',
-            ),
-        ),
+        table_arg('CheckConstraint("width <= 100000", name="max_width")'),
         "INSERT INTO media_items (source_url, source_type, width) VALUES ('u', 't', 200000)",
         "media_items_max_width_check",
         "UPDATE media_items SET width = 1000",
     ),
     "unique constraint": (
-        (
-            (IMPORTS, IMPORTS.replace("Text, text", "Text, UniqueConstraint, text")),
-            (HEIGHT_CHECK, HEIGHT_CHECK + '        UniqueConstraint("local_path"),\n'),
-        ),
+        table_arg('UniqueConstraint("local_path")', "from sqlalchemy import UniqueConstraint"),
         "INSERT INTO media_items (source_url, source_type, local_path) "
         "VALUES ('u', 't', '/same'), ('v', 't', '/same')",
         "media_items_local_path_key",
         "UPDATE media_items SET local_path = source_url",
     ),
     "set not null": (
-        ((MIME_TYPE, MIME_TYPE.replace("str | None", "str")),),
+        lambda models: edit(models, (MIME_TYPE, MIME_TYPE.replace("str | None", "str"))),
         "INSERT INTO media_items (source_url, source_type) VALUES ('u', 't')",
         "media_items_mime_type_not_null_check",
         "UPDATE media_items SET mime_type = 'video/mp4'",
@@ -61,12 +61,12 @@ def sql(url: URL, statement: str) -> None:
 def test_failed_half_way_then_run_again_finishes(
     case: str, tmp_path: Path, fresh_database: FreshDatabase
 ) -> None:
-    edits, bad_rows, constraint, fix = CASES[case]
+    change, bad_rows, constraint, fix = CASES[case]
     project, url = project_copy(tmp_path), fresh_database()
     env = environment(url)
     with create_engine(url, poolclass=pool.NullPool).connect() as connection:
         command.upgrade(alembic_config(connection), "head")
-    edit(project / "models" / "media.py", *edits)
+    change(project / "models" / "media.py")
     made = run(["make", "revision", f"M={case}"], env, cwd=project)
     assert made.returncode == 0, made.stdout + made.stderr
     sql(url, bad_rows)

@@ -10,7 +10,7 @@ from alembic import command
 from sqlalchemy import URL, Connection, Engine, create_engine, pool, text
 
 from tests.deploy.test_dropped_data_is_never_lost_unasked import config_for, with_thumbnail
-from tests.helpers import alembic_config, environment, run
+from tests.helpers import OURS, alembic_config, environment, run
 
 __all__ = ["with_thumbnail"]  # the fixture, shared with the test of refusals
 
@@ -45,7 +45,7 @@ def test_downgrade_base_with_consent_backs_up_every_row_and_restore_puts_them_ba
 ) -> None:
     backups = tmp_path / "backups"
     with engine.connect() as connection:
-        command.upgrade(alembic_config(connection), "head")
+        command.upgrade(alembic_config(connection), OURS)
         connection.exec_driver_sql(SEED)
         connection.commit()
         before = contents(connection)

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, pool, text
 
 from media_db.deploy.project import VERSION_TABLE
 from tests.conftest import FreshDatabase
-from tests.helpers import HEAD, REPO_ROOT, alembic_config, environment, run
+from tests.helpers import HEAD, OURS, REPO_ROOT, alembic_config, environment, run
 
 # make test-matrix runs these on every PostgreSQL major.
 pytestmark = pytest.mark.matrix
@@ -82,14 +82,14 @@ def downgrade() -> None:
 
 def test_downgrade_that_would_drop_rows_refuses_without_consent(engine: Engine) -> None:
     with engine.connect() as connection:
-        command.upgrade(alembic_config(connection), "head")
+        command.upgrade(alembic_config(connection), OURS)
         connection.execute(
             text("INSERT INTO media_items (source_url, source_type) VALUES ('a', 's'), ('b', 's')")
         )
         connection.commit()
         with pytest.raises(CommandError, match=r"would drop media_items \(2 rows\)"):
             command.downgrade(alembic_config(connection), "base")
-        assert connection.scalar(text(f"SELECT version_num FROM {VERSION_TABLE}")) == HEAD
+        assert connection.scalar(text(f"SELECT version_num FROM {VERSION_TABLE}")) == OURS
         assert connection.scalar(text("SELECT count(*) FROM media_items")) == 2
 
         command.downgrade(alembic_config(connection), "0001")  # drops no table: allowed

@@ -4,7 +4,6 @@ checks again under its own lock, so a late row is either seen or waits for the d
 
 import argparse
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +15,10 @@ from sqlalchemy import URL, Connection, Engine, create_engine, pool, text
 
 from media_db.deploy.project import VERSION_TABLE
 from tests.conftest import FreshDatabase
-from tests.helpers import HEAD, NEXT_REVISION, alembic_config, project_copy
+from tests.faults import scalar, wait_until
+from tests.helpers import HEAD, NEXT_REVISION, OURS, alembic_config, project_copy
+
+WAITING = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = :pid"
 
 # make test-matrix runs these on every PostgreSQL major.
 pytestmark = pytest.mark.matrix
@@ -120,20 +122,13 @@ def race(
         thread = threading.Thread(target=run)
         thread.start()
         with engine.connect() as watcher:
-            for _ in range(200):
-                waiting = watcher.scalar(
-                    text("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = :p"),
-                    {"p": pid},
-                )
-                watcher.rollback()
-                if waiting:
-                    break
-                time.sleep(0.05)
-            else:
-                pytest.fail("the migration never waited for the writer's lock")
+            wait_until(
+                lambda: scalar(watcher, WAITING, pid=pid), "the migration waits for the writer"
+            )
         writer.commit()  # the row lands while the migration is past its first check
         writer.close()
-        thread.join(timeout=60)
+        thread.join(timeout=300)
+        assert not thread.is_alive(), "the migration did not end"
     return (raised[0] if raised else None), engine
 
 
@@ -155,7 +150,7 @@ def test_a_value_committed_during_the_downgrade_stops_the_drop(
 
 def test_rows_committed_during_downgrade_base_are_not_dropped(engine: Engine) -> None:
     with engine.connect() as connection:
-        command.upgrade(alembic_config(connection), "head")
+        command.upgrade(alembic_config(connection), OURS)
     url = engine.url
     raised, engine = race(
         url,

@@ -5,7 +5,6 @@ next to that orphan: it waits for it, naming it, then finishes the upgrade."""
 import os
 import signal
 import subprocess
-import time
 
 from alembic import command
 from sqlalchemy import URL, create_engine, pool, text
@@ -13,7 +12,7 @@ from sqlalchemy import URL, create_engine, pool, text
 from media_db.deploy.lock import MIGRATION_SESSION_NAME
 from tests.conftest import FreshDatabase
 from tests.faults import assert_recovers, scalar, seed_rows, wait_until
-from tests.helpers import BIN, HEAD, alembic_config, environment, start
+from tests.helpers import BIN, HEAD, Followed, alembic_config, environment, start
 
 BUILDING = """
     SELECT pid FROM pg_stat_activity
@@ -42,14 +41,15 @@ def test_next_migrator_waits_for_the_orphaned_build(fresh_database: FreshDatabas
         orphan = scalar(watcher, BUILDING, name=MIGRATION_SESSION_NAME)
         os.kill(first.pid, signal.SIGKILL)
         first.communicate()
-        second = alembic(url, "upgrade", "head")
-        time.sleep(3)  # long enough for the second migrator to take the lock and look around
+        second = Followed(alembic(url, "upgrade", "head"))
+        # It has the migration lock and has seen the orphan (however long Python took to start).
+        second.wait_for("Waiting for a migration backend still running")
         assert scalar(watcher, BUILDING, name=MIGRATION_SESSION_NAME) == orphan, "orphan alive"
-        assert second.poll() is None, "the second migrator must wait for the orphan"
+        assert second.process.poll() is None, "the second migrator must wait for the orphan"
     writer.rollback()  # the orphan's build completes; the second migrator goes on
     writer.close()
-    _, logs = second.communicate(timeout=120)
-    assert second.returncode == 0, logs
+    _, logs = second.communicate()
+    assert second.process.returncode == 0, logs
     assert "Waiting for a migration backend still running" in logs
     assert f"pid {orphan} ({MIGRATION_SESSION_NAME}, active since" in logs
     assert "CREATE INDEX CONCURRENTLY" in logs

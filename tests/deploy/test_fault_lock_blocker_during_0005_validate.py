@@ -14,7 +14,7 @@ from media_db.deploy.project import VERSION_TABLE
 from models import MigrationHistory
 from tests.conftest import FreshDatabase
 from tests.faults import assert_recovers, failure_line, scalar, seed_rows, wait_until
-from tests.helpers import BIN, alembic_config, environment, run, start
+from tests.helpers import BIN, OURS, alembic_config, environment, run, start
 
 WAITING_FOR = """
     SELECT count(*) FROM pg_locks
@@ -37,7 +37,7 @@ def test_downgrade_blocked_in_validate_reruns_to_0004(fresh_database: FreshDatab
     with engine.connect() as connection:
         command.upgrade(alembic_config(connection), "0004")
         at_0004 = ours(url)
-        command.upgrade(alembic_config(connection), "head")
+        command.upgrade(alembic_config(connection), OURS)
     rows = seed_rows(url)
 
     # A reader keeps the downgrade's ACCESS EXCLUSIVE request waiting; a second session queues
@@ -61,7 +61,7 @@ def test_downgrade_blocked_in_validate_reruns_to_0004(fresh_database: FreshDatab
             "the blocker queues behind the downgrade",
         )
     reader.rollback()
-    stdout, stderr = downgrade.communicate(timeout=60)
+    stdout, stderr = downgrade.communicate(timeout=300)
     locking.join()
     line = failure_line(
         subprocess.CompletedProcess(downgrade.args, downgrade.returncode, stdout, stderr)

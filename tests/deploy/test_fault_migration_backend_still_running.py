@@ -28,28 +28,31 @@ def test_migrator_waits_for_a_busy_migration_backend_then_gives_up(migrated: URL
 
     def busy() -> None:
         with contextlib.suppress(OperationalError):  # cancelled below
-            earlier.execute(text("SELECT pg_sleep(60)"))
+            # Busy far longer than alembic can take to start on a loaded machine.
+            earlier.execute(text("SELECT pg_sleep(600)"))
 
     sleeping = threading.Thread(target=busy)
     sleeping.start()
     with create_engine(migrated, poolclass=pool.NullPool).connect() as watcher:
-        wait_until(
-            lambda: (
-                scalar(watcher, "SELECT state FROM pg_stat_activity WHERE pid = :p", p=pid)
-                == "active"
-            ),
-            "the earlier backend is busy",
-        )
-        result = run(["alembic", "-x", "lock-wait=1", "upgrade", "head"], environment(migrated))
-        line = failure_line(result)
-        assert line.startswith(
-            f"FAILED: A migration backend is still running: pid {pid} ({MIGRATION_SESSION_NAME}, "
-            "active since"
-        ), line
-        assert "SELECT pg_sleep(60)" in line
-        assert "nothing was changed" in line
-        assert "(the database is at revision 0006, unchanged)" in line
-        scalar(watcher, "SELECT pg_cancel_backend(:p)", p=pid)
+        try:
+            wait_until(
+                lambda: (
+                    scalar(watcher, "SELECT state FROM pg_stat_activity WHERE pid = :p", p=pid)
+                    == "active"
+                ),
+                "the earlier backend is busy",
+            )
+            result = run(["alembic", "-x", "lock-wait=1", "upgrade", "head"], environment(migrated))
+        finally:
+            scalar(watcher, "SELECT pg_cancel_backend(:p)", p=pid)
+    line = failure_line(result)
+    assert line.startswith(
+        f"FAILED: A migration backend is still running: pid {pid} ({MIGRATION_SESSION_NAME}, "
+        "active since"
+    ), line
+    assert "SELECT pg_sleep(600)" in line
+    assert "nothing was changed" in line
+    assert "(the database is at revision 0006, unchanged)" in line
     sleeping.join()
     earlier.close()
     assert_recovers(migrated, rows)

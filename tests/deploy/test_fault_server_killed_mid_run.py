@@ -46,7 +46,7 @@ def start_0007_and_hold_it(url: URL) -> tuple[subprocess.Popen[str], Connection,
 
 
 def ended(upgrade: subprocess.Popen[str]) -> str:
-    stdout, stderr = upgrade.communicate(timeout=60)
+    stdout, stderr = upgrade.communicate(timeout=300)
     return failure_line(
         subprocess.CompletedProcess(upgrade.args, upgrade.returncode, stdout, stderr)
     )

@@ -2,14 +2,12 @@
 pg_stat_progress_create_index on a side connection), a batched backfill its rows done, rows left
 and ETA; each revision logs its duration when it ends."""
 
-import time
-
 import pytest
 from alembic import command
 from sqlalchemy import URL, create_engine, pool, text
 
 from tests.conftest import FreshDatabase
-from tests.helpers import BIN, alembic_config, environment, run, start
+from tests.helpers import BIN, Followed, alembic_config, environment, run, start
 
 FAST = ["-x", "progress-interval=0.5"]  # the floor
 
@@ -52,23 +50,14 @@ def test_concurrent_index_build_reports_its_phase(fresh_database: FreshDatabase)
     with engine.connect() as writer:
         # An open write: CREATE INDEX CONCURRENTLY waits for it before building.
         writer.execute(text("INSERT INTO processing_jobs (workflow_type) VALUES ('w')"))
-        migration = start([str(BIN / "alembic"), *FAST, "upgrade", "0007"], environment(url))
-        with engine.connect() as watcher:
-            deadline = time.monotonic() + 60  # Python starting alembic on a busy machine
-            while time.monotonic() < deadline and not watcher.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_progress_create_index "
-                    "WHERE datname = current_database()"  # the server may be shared
-                )
-            ):
-                watcher.rollback()
-                time.sleep(0.05)
-        time.sleep(0.5)  # a few progress intervals
+        migration = Followed(
+            start([str(BIN / "alembic"), *FAST, "upgrade", "0007"], environment(url))
+        )
+        migration.wait_for(
+            "Progress: CREATE INDEX CONCURRENTLY idx_processing_jobs_claim on processing_jobs: "
+            "waiting for "
+        )
         writer.commit()
-    _, stderr = migration.communicate(timeout=120)
-    assert migration.returncode == 0, stderr
-    assert "Progress: CREATE INDEX CONCURRENTLY idx_processing_jobs_claim on processing_jobs: " in (
-        stderr
-    )
-    assert "waiting for " in stderr
+    _, stderr = migration.communicate()
+    assert migration.process.returncode == 0, stderr
     assert "Upgrade 0007 took " in stderr

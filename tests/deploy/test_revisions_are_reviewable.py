@@ -13,7 +13,7 @@ from alembic.script import Script, ScriptDirectory
 from media_db.autogen.locks import GENERATED
 from media_db.deploy.data_loss import DECLARED_DROPS
 from media_db.deploy.failures import commits_as_it_goes
-from tests.helpers import REPO_ROOT, alembic_config
+from tests.helpers import OUR_REVISIONS, REPO_ROOT, alembic_config
 
 SCRIPTS = list(reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions())))
 
@@ -108,3 +108,9 @@ def test_readme_lists_exactly_the_revisions_that_commit_as_they_go() -> None:
 def test_one_head_and_sequential_ids() -> None:
     assert len(ScriptDirectory.from_config(alembic_config()).get_heads()) == 1
     assert [s.revision for s in SCRIPTS] == [f"{n:04d}" for n in range(1, len(SCRIPTS) + 1)]
+
+
+def test_readme_documents_our_revisions_from_the_first_in_order() -> None:
+    # The tests of our revisions target the newest one documented (tests/helpers.py OURS): a
+    # revision of ours left out of the table would be taken for a user's.
+    assert tuple(script.revision for script in SCRIPTS[: len(OUR_REVISIONS)]) == OUR_REVISIONS

@@ -8,7 +8,7 @@ import pytest
 from alembic import command
 from sqlalchemy import Connection, Engine, text
 
-from tests.helpers import alembic_config, environment, run
+from tests.helpers import OURS, alembic_config, environment, run
 
 # make test-matrix runs these on every PostgreSQL major.
 pytestmark = pytest.mark.matrix
@@ -92,7 +92,7 @@ def test_no_revision_rewrites_a_table(engine: Engine, monkeypatch: pytest.Monkey
         config = alembic_config(connection)
         seeded_at_0001(connection)
         before = relfilenodes(connection)
-        command.upgrade(config, "head")
+        command.upgrade(config, OURS)
         assert relfilenodes(connection) == before
         command.downgrade(config, "0001")  # back down: 0005 and 0004 re-add constraints
         assert relfilenodes(connection) == before

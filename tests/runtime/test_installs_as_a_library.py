@@ -10,10 +10,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from sqlalchemy import URL
+from sqlalchemy import URL, create_engine, pool, text
 
 import media_db
-from tests.helpers import BIN, REPO_ROOT, environment
+from tests.helpers import BIN, REPO_ROOT, environment, job_counts
 
 PROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
 UV = str(BIN / "uv")
@@ -131,6 +131,8 @@ def test_readme_example_runs_from_another_environment_and_directory(
     elsewhere = tmp_path / "api"
     elsewhere.mkdir()
     (elsewhere / "example.py").write_text(readme_example())
+    with create_engine(migrated, poolclass=pool.NullPool).begin() as connection:
+        connection.execute(text("INSERT INTO processing_jobs (workflow_type) VALUES ('n8n-ocr')"))
     ran = subprocess.run(
         [str(python), "example.py"],
         cwd=elsewhere,
@@ -143,3 +145,6 @@ def test_readme_example_runs_from_another_environment_and_directory(
     assert ran.returncode == 0, ran.stderr
     assert "transcoding" in ran.stdout
     assert "WorkerStats(completed=1, failed=0, retried=0, lost=0)" in ran.stdout
+    # The example's worker is scoped to its workflow: another's job, on the shared database,
+    # stays queued.
+    assert job_counts(migrated) == {"completed": 1, "queued": 1}

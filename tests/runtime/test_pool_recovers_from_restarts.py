@@ -20,6 +20,7 @@ from media_db.dev.embedded import LocalServer
 
 # Far below psycopg_pool's 30 s: "about a second", with room for a slow CI machine.
 PROMPT_SECONDS = 5.0
+GONE = text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:pids)")
 
 
 @pytest.fixture
@@ -75,15 +76,20 @@ def test_terminated_sessions_are_never_handed_out(restartable: LocalServer) -> N
         ) as db:
             await fill_pool(db)
             with admin.connect() as connection:
-                killed = connection.scalar(
+                killed = connection.scalars(
                     text(
-                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                        "WHERE application_name = :name"
+                        "SELECT pid FROM pg_stat_activity "
+                        "WHERE application_name = :name AND pg_terminate_backend(pid)"
                     ),
                     {"name": name},
-                )
-            assert killed >= 5, killed
-            await asyncio.sleep(0.2)  # the termination notices reach the client sockets
+                ).all()
+                assert len(killed) >= 5, killed
+                # A backend writes its termination notice to its socket before it exits.
+                deadline = time.monotonic() + 120
+                while connection.scalar(GONE, {"pids": killed}):
+                    connection.rollback()
+                    assert time.monotonic() < deadline, "terminated backends still running"
+                    await asyncio.sleep(0.05)
             for _ in range(20):  # each a recently used (unpinged) connection
                 assert await timed_version(db) < PROMPT_SECONDS
 
