@@ -27,11 +27,12 @@ from tests.helpers import HEAD, NEXT_REVISION, edit, environment, project_copy, 
 pytestmark = pytest.mark.matrix
 
 NOW_BODY = "        NEW.updated_at := now();\n"
-ENTITIES = "ENTITIES: list[ReplaceableEntity] = [TOUCH_UPDATED_AT, MEDIA_ITEMS_TOUCH_UPDATED_AT]"
-# The queue notify the issue foresees: a new function and a trigger on an existing table.
-NOTIFY = '''PROCESSING_JOBS_NOTIFY = PGFunction(
+# Appended to models/triggers.py, whatever its text: the new entities join the declared ones.
+DECLARED = "\nENTITIES += [ROW_NOTIFY, ROW_NOTIFY_TRIGGER]\n"
+# A new function and a trigger on an existing table (named apart from the queue's own wakeup).
+NOTIFY = '''ROW_NOTIFY = PGFunction(
     schema=SCHEMA,
-    signature="processing_jobs_notify()",
+    signature="processing_jobs_row_notify()",
     definition="""RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         PERFORM pg_notify('processing_jobs', NEW.id::text);
@@ -39,12 +40,12 @@ NOTIFY = '''PROCESSING_JOBS_NOTIFY = PGFunction(
     END
     $$""",
 )
-PROCESSING_JOBS_NOTIFY_TRIGGER = PGTrigger(
+ROW_NOTIFY_TRIGGER = PGTrigger(
     schema=SCHEMA,
-    signature="processing_jobs_notify",
+    signature="processing_jobs_row_notify",
     on_entity=f"{SCHEMA}.processing_jobs",
     definition=f"AFTER INSERT ON {SCHEMA}.processing_jobs "
-    "FOR EACH ROW EXECUTE FUNCTION processing_jobs_notify()",
+    "FOR EACH ROW EXECUTE FUNCTION processing_jobs_row_notify()",
 )
 '''
 QUICK_GIVE_UP = ["-x", "lock_timeout=300ms", "-x", "lock-retries=0"]
@@ -135,26 +136,20 @@ def test_new_function_and_trigger_lock_as_their_lines_say(
 ) -> None:
     project, url = project_copy(tmp_path), fresh_database()
     before, before_bodies = at_head(url), bodies(url)
-    edit(
-        project / "models" / "triggers.py",
-        (
-            ENTITIES,
-            NOTIFY
-            + ENTITIES.replace("]", ", PROCESSING_JOBS_NOTIFY, PROCESSING_JOBS_NOTIFY_TRIGGER]"),
-        ),
-    )
+    triggers = project / "models" / "triggers.py"
+    triggers.write_text(triggers.read_text() + "\n\n" + NOTIFY + DECLARED)
 
     docstring, upgrade, downgrade = revise(project, url, "notify on new jobs")
     assert calls(upgrade) == ["create_entity", "create_entity"]
     assert calls(downgrade) == ["drop_entity", "drop_entity"]
     for line in (
-        "create_entity function processing_jobs_notify(): no table lock",
-        "create_entity trigger processing_jobs_notify on processing_jobs: SHARE ROW EXCLUSIVE on "
-        "processing_jobs, briefly (a catalog update, no scan), waiting at most the session's "
+        "create_entity function processing_jobs_row_notify(): no table lock",
+        "create_entity trigger processing_jobs_row_notify on processing_jobs: SHARE ROW EXCLUSIVE "
+        "on processing_jobs, briefly (a catalog update, no scan), waiting at most the session's "
         "lock_timeout: writes wait, reads continue",
-        "drop_entity trigger processing_jobs_notify on processing_jobs: ACCESS EXCLUSIVE on "
+        "drop_entity trigger processing_jobs_row_notify on processing_jobs: ACCESS EXCLUSIVE on "
         "processing_jobs, briefly",
-        "drop_entity function processing_jobs_notify(): no table lock",
+        "drop_entity function processing_jobs_row_notify(): no table lock",
     ):
         assert line in docstring, docstring
     assert '"ban-drop-function": ' in written(project), (

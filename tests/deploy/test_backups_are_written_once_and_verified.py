@@ -119,7 +119,8 @@ def test_a_retried_drop_is_backed_up_once_with_the_rows_it_dropped(
     assert {entry["table"]: entry["rows"] for entry in manifest["entries"]} == {
         table: len(rows) for table, rows in before.items()
     }
-    assert run(["alembic", "upgrade", "head"], env).returncode == 0
+    # Back at the revision the rows were backed up from: later ones add columns of their own.
+    assert run(["alembic", "upgrade", "0001"], env).returncode == 0
     restored = run(["make", "restore", f"BACKUP={directory}"], env)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     with engine.connect() as connection:
