@@ -113,9 +113,20 @@ def number_hand_written_revision() -> None:
     context.run_migrations()
 
 
+def list_history() -> None:
+    # revision_environment runs env.py for `alembic history` too; without -i it reads nothing
+    # of the database: list the revisions as if none were applied (and say nothing else).
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    context.configure(dialect_name="postgresql")
+    migration = context.get_context()
+    migration.opts["fn"]((), migration)
+
+
 with environment.actionable_errors():
     if environment.writes_hand_written_revision(config):
         number_hand_written_revision()
+    elif environment.lists_history_only(config):
+        list_history()
     elif context.is_offline_mode():
         run_offline()
     else:

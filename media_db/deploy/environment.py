@@ -245,6 +245,16 @@ def writes_hand_written_revision(config: Config) -> bool:
     return writes_revision(config) and not getattr(config.cmd_opts, "autogenerate", False)
 
 
+def lists_history_only(config: Config) -> bool:
+    """`alembic history` without -i (which shows the current revision) from the command line."""
+    command = getattr(config.cmd_opts, "cmd", None)
+    return (
+        command is not None
+        and command[0].__name__ == "history"
+        and not getattr(config.cmd_opts, "indicate_current", False)
+    )
+
+
 def _autogenerating(context: MigrationContext) -> bool:
     # Alembic documents cmd_opts.autogenerate; command.revision() called from Python has no
     # cmd_opts, and its RevisionContext (in the environment's options) holds the same flag.
