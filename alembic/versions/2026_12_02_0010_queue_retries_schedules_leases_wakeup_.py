@@ -123,6 +123,111 @@ lint_waivers = {
 
 
 def upgrade() -> None:
+    # Columns first, each IF NOT EXISTS: the index builds below commit them, so a run killed
+    # after that finds them on its next try.
+    op.add_column(
+        "processing_jobs",
+        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        if_not_exists=True,
+    )
+    op.add_column(
+        "processing_jobs",
+        sa.Column("max_attempts", sa.Integer(), server_default=sa.text("5"), nullable=False),
+        if_not_exists=True,
+    )
+    op.add_column(
+        "processing_jobs",
+        sa.Column(
+            "run_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
+        if_not_exists=True,
+    )
+    op.add_column(
+        "processing_jobs",
+        sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+        if_not_exists=True,
+    )
+    op.add_column(
+        "processing_jobs", sa.Column("lease_token", sa.UUID(), nullable=True), if_not_exists=True
+    )
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "idx_analysis_results_created_at",
+            "analysis_results",
+            ["created_at"],
+            unique=False,
+            postgresql_concurrently=True,
+            if_not_exists=True,
+        )
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "idx_processing_jobs_due",
+            "processing_jobs",
+            [sa.literal_column("priority DESC"), "run_at", "created_at"],
+            unique=False,
+            postgresql_where=sa.text("status = 'queued'"),
+            postgresql_concurrently=True,
+            if_not_exists=True,
+        )
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "idx_processing_jobs_finished",
+            "processing_jobs",
+            ["completed_at"],
+            unique=False,
+            postgresql_where=sa.text("status IN ('completed', 'cancelled', 'failed')"),
+            postgresql_concurrently=True,
+            if_not_exists=True,
+        )
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "idx_processing_jobs_lease",
+            "processing_jobs",
+            ["locked_until"],
+            unique=False,
+            postgresql_where=sa.text("status = 'running'"),
+            postgresql_concurrently=True,
+            if_not_exists=True,
+        )
+    # The new claim index exists before the old one goes: claims never scan the table.
+    with op.get_context().autocommit_block():
+        op.drop_index(
+            op.f("idx_processing_jobs_claim"),
+            table_name="processing_jobs",
+            postgresql_where="((status)::text = 'queued'::text)",
+            postgresql_concurrently=True,
+            if_exists=True,
+        )
+    # Drop a leftover of a failed earlier run, so that running the revision again finishes it.
+    op.drop_constraint(
+        op.f("processing_jobs_attempts_check"), "processing_jobs", type_="check", if_exists=True
+    )
+    op.create_check_constraint(
+        op.f("processing_jobs_attempts_check"),
+        "processing_jobs",
+        "attempts >= 0",
+        postgresql_not_valid=True,
+    )
+    # VALIDATE in a transaction of its own: it scans without blocking writes.
+    with op.get_context().autocommit_block():
+        op.execute("ALTER TABLE processing_jobs VALIDATE CONSTRAINT processing_jobs_attempts_check")
+    # Drop a leftover of a failed earlier run, so that running the revision again finishes it.
+    op.drop_constraint(
+        op.f("processing_jobs_max_attempts_check"), "processing_jobs", type_="check", if_exists=True
+    )
+    op.create_check_constraint(
+        op.f("processing_jobs_max_attempts_check"),
+        "processing_jobs",
+        "max_attempts >= 1",
+        postgresql_not_valid=True,
+    )
+    # VALIDATE in a transaction of its own: it scans without blocking writes.
+    with op.get_context().autocommit_block():
+        op.execute(
+            "ALTER TABLE processing_jobs VALIDATE CONSTRAINT processing_jobs_max_attempts_check"
+        )
+    # The wakeup last, in the transaction that records the revision: a rerun never finds a
+    # half-made trigger.
     public_processing_jobs_notify = PGFunction(
         schema="public",
         signature="processing_jobs_notify()",
@@ -148,129 +253,11 @@ def upgrade() -> None:
         ),
     )
     op.create_entity(public_processing_jobs_processing_jobs_notify)  # type: ignore[attr-defined]
-    with op.get_context().autocommit_block():
-        op.create_index(
-            "idx_analysis_results_created_at",
-            "analysis_results",
-            ["created_at"],
-            unique=False,
-            postgresql_concurrently=True,
-            if_not_exists=True,
-        )
-
-    op.add_column(
-        "processing_jobs",
-        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
-    )
-    op.add_column(
-        "processing_jobs",
-        sa.Column("max_attempts", sa.Integer(), server_default=sa.text("5"), nullable=False),
-    )
-    op.add_column(
-        "processing_jobs",
-        sa.Column(
-            "run_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
-        ),
-    )
-    op.add_column(
-        "processing_jobs", sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True)
-    )
-    op.add_column("processing_jobs", sa.Column("lease_token", sa.UUID(), nullable=True))
-    with op.get_context().autocommit_block():
-        op.create_index(
-            "idx_processing_jobs_due",
-            "processing_jobs",
-            [sa.literal_column("priority DESC"), "run_at", "created_at"],
-            unique=False,
-            postgresql_where=sa.text("status = 'queued'"),
-            postgresql_concurrently=True,
-            if_not_exists=True,
-        )
-
-    with op.get_context().autocommit_block():
-        op.create_index(
-            "idx_processing_jobs_finished",
-            "processing_jobs",
-            ["completed_at"],
-            unique=False,
-            postgresql_where=sa.text("status IN ('completed', 'cancelled', 'failed')"),
-            postgresql_concurrently=True,
-            if_not_exists=True,
-        )
-
-    with op.get_context().autocommit_block():
-        op.create_index(
-            "idx_processing_jobs_lease",
-            "processing_jobs",
-            ["locked_until"],
-            unique=False,
-            postgresql_where=sa.text("status = 'running'"),
-            postgresql_concurrently=True,
-            if_not_exists=True,
-        )
-
-    # The new claim index exists before the old one goes: claims never scan the table.
-    with op.get_context().autocommit_block():
-        op.drop_index(
-            op.f("idx_processing_jobs_claim"),
-            table_name="processing_jobs",
-            postgresql_where="((status)::text = 'queued'::text)",
-            postgresql_concurrently=True,
-            if_exists=True,
-        )
-
-    # Drop a leftover of a failed earlier run, so that running the revision again finishes it.
-    op.drop_constraint(
-        op.f("processing_jobs_attempts_check"), "processing_jobs", type_="check", if_exists=True
-    )
-    op.create_check_constraint(
-        op.f("processing_jobs_attempts_check"),
-        "processing_jobs",
-        "attempts >= 0",
-        postgresql_not_valid=True,
-    )
-    # VALIDATE in a transaction of its own: it scans without blocking writes.
-    with op.get_context().autocommit_block():
-        op.execute("ALTER TABLE processing_jobs VALIDATE CONSTRAINT processing_jobs_attempts_check")
-
-    # Drop a leftover of a failed earlier run, so that running the revision again finishes it.
-    op.drop_constraint(
-        op.f("processing_jobs_max_attempts_check"), "processing_jobs", type_="check", if_exists=True
-    )
-    op.create_check_constraint(
-        op.f("processing_jobs_max_attempts_check"),
-        "processing_jobs",
-        "max_attempts >= 1",
-        postgresql_not_valid=True,
-    )
-    # VALIDATE in a transaction of its own: it scans without blocking writes.
-    with op.get_context().autocommit_block():
-        op.execute(
-            "ALTER TABLE processing_jobs VALIDATE CONSTRAINT processing_jobs_max_attempts_check"
-        )
 
 
 def downgrade() -> None:
-    op.drop_constraint(op.f("processing_jobs_max_attempts_check"), "processing_jobs", type_="check")
-    op.drop_constraint(op.f("processing_jobs_attempts_check"), "processing_jobs", type_="check")
-    with op.get_context().autocommit_block():
-        op.drop_index(
-            "idx_processing_jobs_lease",
-            table_name="processing_jobs",
-            postgresql_where=sa.text("status = 'running'"),
-            postgresql_concurrently=True,
-            if_exists=True,
-        )
-
-    with op.get_context().autocommit_block():
-        op.drop_index(
-            "idx_processing_jobs_finished",
-            table_name="processing_jobs",
-            postgresql_where=sa.text("status IN ('completed', 'cancelled', 'failed')"),
-            postgresql_concurrently=True,
-            if_exists=True,
-        )
-
+    # Index work first (each commits, each idempotent); then one transaction for the rest, so
+    # a run killed half-way leaves either everything or nothing of it to do again.
     with op.get_context().autocommit_block():
         op.create_index(
             op.f("idx_processing_jobs_claim"),
@@ -281,7 +268,22 @@ def downgrade() -> None:
             postgresql_concurrently=True,
             if_not_exists=True,
         )
-
+    with op.get_context().autocommit_block():
+        op.drop_index(
+            "idx_processing_jobs_lease",
+            table_name="processing_jobs",
+            postgresql_where=sa.text("status = 'running'"),
+            postgresql_concurrently=True,
+            if_exists=True,
+        )
+    with op.get_context().autocommit_block():
+        op.drop_index(
+            "idx_processing_jobs_finished",
+            table_name="processing_jobs",
+            postgresql_where=sa.text("status IN ('completed', 'cancelled', 'failed')"),
+            postgresql_concurrently=True,
+            if_exists=True,
+        )
     with op.get_context().autocommit_block():
         op.drop_index(
             "idx_processing_jobs_due",
@@ -290,12 +292,6 @@ def downgrade() -> None:
             postgresql_concurrently=True,
             if_exists=True,
         )
-
-    op.drop_column("processing_jobs", "lease_token")
-    op.drop_column("processing_jobs", "locked_until")
-    op.drop_column("processing_jobs", "run_at")
-    op.drop_column("processing_jobs", "max_attempts")
-    op.drop_column("processing_jobs", "attempts")
     with op.get_context().autocommit_block():
         op.drop_index(
             "idx_analysis_results_created_at",
@@ -303,7 +299,17 @@ def downgrade() -> None:
             postgresql_concurrently=True,
             if_exists=True,
         )
-
+    op.drop_constraint(
+        op.f("processing_jobs_max_attempts_check"), "processing_jobs", type_="check", if_exists=True
+    )
+    op.drop_constraint(
+        op.f("processing_jobs_attempts_check"), "processing_jobs", type_="check", if_exists=True
+    )
+    op.drop_column("processing_jobs", "lease_token")
+    op.drop_column("processing_jobs", "locked_until")
+    op.drop_column("processing_jobs", "run_at")
+    op.drop_column("processing_jobs", "max_attempts")
+    op.drop_column("processing_jobs", "attempts")
     public_processing_jobs_processing_jobs_notify = PGTrigger(
         schema="public",
         signature="processing_jobs_notify",
