@@ -123,7 +123,9 @@ def list_history() -> None:
 
 
 with environment.actionable_errors():
-    if environment.writes_hand_written_revision(config):
+    # The EnvironmentContext's own options (Alembic's module proxy shows its methods only).
+    environment_options = getattr(context, "_proxy").context_opts  # noqa: B009
+    if environment.writes_hand_written_revision(config, environment_options):
         number_hand_written_revision()
     elif environment.lists_history_only(config):
         list_history()

@@ -5,7 +5,7 @@ our tables only, and our version table must not be Alembic's default `alembic_ve
 """
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Literal
 
@@ -238,10 +238,14 @@ def writes_revision(config: Config) -> bool:
     return command is not None and command[0].__name__ in WRITING_COMMANDS
 
 
-def writes_hand_written_revision(config: Config) -> bool:
-    """`alembic revision` without --autogenerate, or `alembic merge`, from the command line:
-    env.py runs (revision_environment) only to number the former (Alembic never hands a merge
-    to process_revision_directives) and compares nothing, so neither needs a database."""
+def writes_hand_written_revision(config: Config, environment_options: Mapping[str, Any]) -> bool:
+    """`alembic revision` without --autogenerate (from the command line or from Python), or
+    `alembic merge`: env.py runs (revision_environment) only to number the former (Alembic never
+    hands a merge to process_revision_directives) and compares nothing, so neither needs a
+    database."""
+    if config.cmd_opts is None:  # command.revision() from Python: its RevisionContext says
+        revision_context = environment_options.get("revision_context")
+        return revision_context is not None and not revision_context.command_args["autogenerate"]
     return writes_revision(config) and not getattr(config.cmd_opts, "autogenerate", False)
 
 
