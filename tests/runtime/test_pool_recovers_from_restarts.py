@@ -77,9 +77,12 @@ def test_terminated_sessions_are_never_handed_out(restartable: LocalServer) -> N
             await fill_pool(db)
             with admin.connect() as connection:
                 killed = connection.scalars(
+                    # Ours chosen first, in a fence: in one WHERE the planner may terminate
+                    # every backend (this session's too) before it compares the name.
                     text(
-                        "SELECT pid FROM pg_stat_activity "
-                        "WHERE application_name = :name AND pg_terminate_backend(pid)"
+                        "WITH ours AS MATERIALIZED (SELECT pid FROM pg_stat_activity "
+                        "WHERE application_name = :name) "
+                        "SELECT pid FROM ours WHERE pg_terminate_backend(pid)"
                     ),
                     {"name": name},
                 ).all()
