@@ -18,6 +18,7 @@ from media_db.deploy import (
     progress,
     project,
     retries,
+    throttle,
 )
 from models import ENTITIES, SCHEMA, Base
 
@@ -90,7 +91,14 @@ def run_online() -> None:
             reporter = progress.Reporter(
                 connection, context.script, recorder.current, guard["progress_interval"]
             )
-            with reporter.running():
+            pace = throttle.Throttle(
+                connection,
+                guard["backfill_batch"],
+                guard["backfill_pause"],
+                guard["max_replica_lag"],
+                guard["replica_lag_wait"],
+            )
+            with reporter.running(), pace.applied():
                 retries.run_with_retries(
                     connection, run_migrations, guard["retries"], guard["backoff"]
                 )

@@ -27,8 +27,9 @@ def engine_for(url: URL, purpose: str) -> Engine:
 
 
 def open_connection(purpose: str, environ: Mapping[str, str] = os.environ) -> Connection:
+    """A session of the deploy tools: over the direct URL (never a transaction pooler)."""
     try:
-        url = settings.database_url(environ)
+        url = settings.direct_url(environ)
     except settings.DatabaseNotConfigured as error:
         raise DatabaseUnavailable(str(error)) from None
     try:
@@ -41,5 +42,6 @@ def failure_message(url: URL, error: BaseException | None) -> str:
     reason = " ".join(str(error).split()) if error else "unknown error"
     return (
         f"Cannot connect to {settings.redacted(url)}: {reason} "
-        "(check that the server is up and that DATABASE_URL or POSTGRES_* are right)"
+        "(check that the server is up and that DATABASE_URL, DIRECT_DATABASE_URL or POSTGRES_* "
+        "are right)"
     )

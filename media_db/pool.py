@@ -144,10 +144,13 @@ class Database:
         size: PoolSize,
         options: Mapping[str, Any],
         ping_after_idle: float = PING_AFTER_IDLE_SECONDS,
+        listen_url: URL | None = None,
     ) -> None:
         self.pool = pool
         self.options = options
         self.url = url
+        # Where LISTEN goes (a session of its own); None: nowhere, the workers poll.
+        self.listen_url = listen_url
         self.size = size
         self.ping_after_idle = ping_after_idle
         self.closed = False
@@ -161,9 +164,16 @@ class Database:
         size: PoolSize | None = None,
         application_name: str = "",
         ping_after_idle: float = PING_AFTER_IDLE_SECONDS,
+        pooler: str | None = None,
+        direct_url: URL | None = None,
     ) -> "Database":
+        """`url`, `pooler` and `direct_url` default to the environment's DATABASE_URL,
+        POSTGRES_POOLER and DIRECT_DATABASE_URL (media_db/settings.py)."""
         try:
-            url = url or settings.database_url()
+            if url is None:
+                url = settings.database_url()
+                pooler = settings.pooler()
+                direct_url = settings.direct_url() if settings.has_direct_url() else None
             size = size or PoolSize.from_environment()
         except settings.DatabaseNotConfigured as error:
             raise DatabaseUnavailable(str(error)) from None
@@ -176,6 +186,10 @@ class Database:
             # locks no longer than the statement. transaction() opens an explicit one.
             "autocommit": True,
         }
+        if pooler == "transaction":
+            # A statement prepared on one server connection is unknown on the next (PgBouncer
+            # before 1.21 cannot route them): "prepared statement _pg3_0 already exists".
+            options["prepare_threshold"] = None
         # One direct attempt first: it fails with libpq's own reason (refused, bad password),
         # where a pool would only time out.
         await _probe(url, options)
@@ -193,7 +207,8 @@ class Database:
             open=False,
         )
         await pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
-        return cls(pool, url, size, options, ping_after_idle)
+        listen_url = direct_url or (None if pooler == "transaction" else url)
+        return cls(pool, url, size, options, ping_after_idle, listen_url)
 
     def connection(self) -> AbstractAsyncContextManager[Connection]:
         """A pooled connection in autocommit: each statement is its own transaction."""

@@ -5,6 +5,13 @@ Used by alembic/env.py, the Makefile helpers, the tests and the application alik
 Order: `DATABASE_URL` if set; otherwise the `POSTGRES_*` variables, with the seed plan's defaults
 for everything but the password. With none of them set there is no silent fallback: the caller
 gets `DatabaseNotConfigured`, naming the variables.
+
+Behind a pooler (PgBouncer), `DATABASE_URL` names the pooler and `DIRECT_DATABASE_URL` (or, with
+the split form, `POSTGRES_DIRECT_HOST` / `POSTGRES_DIRECT_PORT`) a session connection to the
+same database: migrations, their lock, verify, status, adopt, restore and the workers' LISTEN
+need one session from start to end, which a transaction pooler does not give. Unset, the direct
+URL is `DATABASE_URL`'s. `POSTGRES_POOLER=transaction` tells the data layer that `DATABASE_URL`
+is a transaction pooler: no prepared statements, and LISTEN only over the direct URL.
 """
 
 from __future__ import annotations
@@ -13,7 +20,15 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-__all__ = ["DatabaseNotConfigured", "database_url", "is_configured", "redacted"]
+__all__ = [
+    "DatabaseNotConfigured",
+    "database_url",
+    "direct_url",
+    "has_direct_url",
+    "is_configured",
+    "pooler",
+    "redacted",
+]
 
 from media_db.errors import DatabaseNotConfigured
 
@@ -34,6 +49,9 @@ PLAN_DEFAULTS = {
     "POSTGRES_USER": "n8n",
 }
 PART_VARIABLES = (*PLAN_DEFAULTS, "POSTGRES_PASSWORD")
+# The split form's session endpoint: user, password and database are the pooler's.
+DIRECT_PARTS = {"POSTGRES_DIRECT_HOST": "POSTGRES_HOST", "POSTGRES_DIRECT_PORT": "POSTGRES_PORT"}
+POOLER_MODES = ("session", "transaction")
 ACCEPTED_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
 
 ENCODING = "@ as %40, : as %3A, / as %2F, % as %25"
@@ -44,6 +62,11 @@ HOW_TO_CONFIGURE = (
 
 
 def is_configured(environ: Mapping[str, str] = os.environ) -> bool:
+    # A direct URL alone counts: the embedded server must not stand in for half a configuration.
+    return _names_a_server(environ) or has_direct_url(environ)
+
+
+def _names_a_server(environ: Mapping[str, str]) -> bool:
     return any(environ.get(name) for name in ("DATABASE_URL", *PART_VARIABLES))
 
 
@@ -51,9 +74,50 @@ def database_url(environ: Mapping[str, str] = os.environ) -> URL:
     """The URL of our database, for psycopg 3. Never formats a password into a string."""
     if raw := environ.get("DATABASE_URL"):
         return _from_database_url(raw)
-    if is_configured(environ):
+    if _names_a_server(environ):
         return _from_parts(environ)
+    if has_direct_url(environ):
+        raise DatabaseNotConfigured(
+            "DIRECT_DATABASE_URL (or POSTGRES_DIRECT_*) is set but DATABASE_URL is not: the "
+            "direct URL goes beside the one the application uses; set DATABASE_URL too."
+        )
     raise DatabaseNotConfigured(f"No database configured: {HOW_TO_CONFIGURE}.")
+
+
+def has_direct_url(environ: Mapping[str, str] = os.environ) -> bool:
+    return any(environ.get(name) for name in ("DIRECT_DATABASE_URL", *DIRECT_PARTS))
+
+
+def direct_url(environ: Mapping[str, str] = os.environ) -> URL:
+    """A session connection to our database (not through a transaction pooler): the one the
+    deploy tools and LISTEN use. DIRECT_DATABASE_URL, else the split form with
+    POSTGRES_DIRECT_HOST/PORT in place of POSTGRES_HOST/PORT, else database_url()."""
+    application_url = database_url(environ)  # checked first: a direct URL goes beside it
+    if raw := environ.get("DIRECT_DATABASE_URL"):
+        return _from_database_url(raw, "DIRECT_DATABASE_URL")
+    if not has_direct_url(environ):
+        return application_url
+    if environ.get("DATABASE_URL"):
+        raise DatabaseNotConfigured(
+            "POSTGRES_DIRECT_HOST/PORT go with the POSTGRES_* variables; with DATABASE_URL, "
+            "set DIRECT_DATABASE_URL instead."
+        )
+    moved = {part: environ[name] for name, part in DIRECT_PARTS.items() if environ.get(name)}
+    return _from_parts({**environ, **moved})
+
+
+def pooler(environ: Mapping[str, str] = os.environ) -> str | None:
+    """POSTGRES_POOLER: what DATABASE_URL points at, "transaction" or "session" (a PgBouncer
+    pool_mode), or None (a server)."""
+    mode = environ.get("POSTGRES_POOLER", "")
+    if mode in ("", "none"):
+        return None
+    if mode not in POOLER_MODES:
+        raise DatabaseNotConfigured(
+            f"POSTGRES_POOLER={mode!r}: use transaction or session (PgBouncer's pool_mode), or "
+            "leave it unset when DATABASE_URL points at the server itself."
+        )
+    return mode
 
 
 def redacted(url: URL) -> str:
@@ -61,7 +125,7 @@ def redacted(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def _from_database_url(raw: str) -> URL:
+def _from_database_url(raw: str, name: str = "DATABASE_URL") -> URL:
     from sqlalchemy import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -69,7 +133,7 @@ def _from_database_url(raw: str) -> URL:
     # and echoed by every later error. Refuse without showing any part of the URL.
     if raw.count("@") > 1:
         raise DatabaseNotConfigured(
-            "DATABASE_URL holds more than one raw '@': percent-encode the user name and password "
+            f"{name} holds more than one raw '@': percent-encode the user name and password "
             f"({ENCODING}), or set POSTGRES_HOST, POSTGRES_PORT, POSTGRES_DB, POSTGRES_USER and "
             "POSTGRES_PASSWORD instead (the password raw)."
         )
@@ -78,30 +142,30 @@ def _from_database_url(raw: str) -> URL:
     except (ArgumentError, ValueError):
         # SQLAlchemy's message repeats the string, password included: say it without it.
         raise DatabaseNotConfigured(
-            "DATABASE_URL is not a valid URL; expected "
+            f"{name} is not a valid URL; expected "
             "postgresql://user:password@host:port/dbname with a numeric port and special "
             f"characters in the password percent-encoded ({ENCODING})."
         ) from None
     if url.drivername not in ACCEPTED_SCHEMES:
         raise DatabaseNotConfigured(
-            f"DATABASE_URL uses {url.drivername!r}; this project speaks PostgreSQL through "
+            f"{name} uses {url.drivername!r}; this project speaks PostgreSQL through "
             f"psycopg 3: use postgresql:// (or {DRIVER}://)."
         )
     if url.port is not None and not 0 < url.port < 65536:
-        raise DatabaseNotConfigured("DATABASE_URL's port must be a TCP port number (1-65535).")
+        raise DatabaseNotConfigured(f"{name}'s port must be a TCP port number (1-65535).")
     if not url.database:
-        raise DatabaseNotConfigured("DATABASE_URL names no database: add /dbname to its end.")
-    return _query_password_moved(url).set(drivername=DRIVER)
+        raise DatabaseNotConfigured(f"{name} names no database: add /dbname to its end.")
+    return _query_password_moved(url, name).set(drivername=DRIVER)
 
 
-def _query_password_moved(url: URL) -> URL:
+def _query_password_moved(url: URL, name: str) -> URL:
     """`?password=` (libpq takes it) made the URL's password: masked and passed once like any."""
     if "password" not in url.query:
         return url
     given = url.query["password"]
     if not isinstance(given, str) or (url.password is not None and url.password != given):
         raise DatabaseNotConfigured(
-            "DATABASE_URL gives the password twice (in user:password@ and ?password=): give it "
+            f"{name} gives the password twice (in user:password@ and ?password=): give it "
             "once, percent-encoded in user:password@."
         )
     return url.difference_update_query(["password"]).set(password=given)

@@ -211,10 +211,18 @@ class _Worker:
 
     async def _listen(self) -> None:
         """Sets `woken` on every notification; polling covers any time it is not listening."""
+        if self.db.listen_url is None:
+            log.warning(
+                "worker: not listening for new jobs: LISTEN needs a session, and DATABASE_URL "
+                "is a transaction pooler (POSTGRES_POOLER=transaction); polling every %g s. "
+                "Set DIRECT_DATABASE_URL to wake at once.",
+                self.poll_interval,
+            )
+            return
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    conninfo(self.db.url),
+                    conninfo(self.db.listen_url),
                     autocommit=True,
                     application_name=f"{self.db.options['application_name']}-listen",
                     connect_timeout=self.db.options["connect_timeout"],

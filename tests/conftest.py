@@ -14,6 +14,7 @@ from alembic.config import Config
 from sqlalchemy import URL, Engine, create_engine, make_url, pool
 
 from media_db.dev.embedded import LocalServer
+from tests import topologies
 from tests.helpers import alembic_config as make_alembic_config
 from tests.servers import DatabaseServer, NoTestServer, start_server
 
@@ -139,3 +140,48 @@ def migrated(fresh_database: FreshDatabase) -> URL:
     with create_engine(url, poolclass=pool.NullPool).connect() as connection:
         command.upgrade(make_alembic_config(connection), "head")
     return url
+
+
+@pytest.fixture(scope="session")
+def debian_primary() -> Iterator[topologies.Cluster]:
+    """A primary of Debian's PostgreSQL of our own, for PgBouncer to front."""
+    try:
+        with topologies.primary() as cluster:
+            yield cluster
+    except topologies.MissingComponent as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+def _pooler(primary: topologies.Cluster, mode: str) -> Iterator[topologies.Cluster]:
+    try:
+        with topologies.pgbouncer(primary, mode) as bouncer:
+            yield bouncer
+    except topologies.MissingComponent as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def transaction_pooler(debian_primary: topologies.Cluster) -> Iterator[topologies.Cluster]:
+    """Debian's PgBouncer, pool_mode = transaction, in front of debian_primary."""
+    yield from _pooler(debian_primary, "transaction")
+
+
+@pytest.fixture(scope="session")
+def session_pooler(debian_primary: topologies.Cluster) -> Iterator[topologies.Cluster]:
+    """Debian's PgBouncer, pool_mode = session, in front of debian_primary."""
+    yield from _pooler(debian_primary, "session")
+
+
+@pytest.fixture
+def primary_database(debian_primary: topologies.Cluster) -> Iterator[str]:
+    """The name of an empty database on debian_primary, dropped when the test ends."""
+    name = f"t_{secrets.token_hex(6)}"
+    admin = create_engine(
+        debian_primary.url(), isolation_level="AUTOCOMMIT", poolclass=pool.NullPool
+    )
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield name
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()

@@ -16,11 +16,17 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, create_engine, pool, text
 
 from media_db.deploy import project
-from media_db.settings import PART_VARIABLES
+from media_db.settings import DIRECT_PARTS, PART_VARIABLES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-DATABASE_VARIABLES = ("DATABASE_URL", *PART_VARIABLES)
+DATABASE_VARIABLES = (
+    "DATABASE_URL",
+    *PART_VARIABLES,
+    "DIRECT_DATABASE_URL",
+    *DIRECT_PARTS,
+    "POSTGRES_POOLER",
+)
 # Set when the suite runs under `make test`: a make the tests start is a user's own, not a
 # sub-make carrying the outer one's command-line variables and jobserver.
 MAKE_VARIABLES = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")

@@ -24,7 +24,7 @@ from sqlalchemy.types import TypeDecorator
 from media_db import settings
 from media_db.autogen import storage_parameters
 from media_db.connect import DatabaseUnavailable, open_connection
-from media_db.deploy import project
+from media_db.deploy import pooler, project
 
 AUTOGENERATE_PLUGINS = [
     "alembic.autogenerate.*",
@@ -52,6 +52,7 @@ def migration_connection(
         # CREATE INDEX CONCURRENTLY): work the caller left open is committed first.
         if connection.in_transaction():
             connection.commit()
+        pooler.refuse_transaction_pooler(connection)  # before any SET could leak to the pool
         for statement in settings_sql:
             connection.exec_driver_sql(statement)
         connection.commit()  # session-level settings outlive it; Alembic starts clean

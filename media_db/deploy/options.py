@@ -23,6 +23,10 @@ class DeployOptions(TypedDict):
     backup: str
     backup_dir: str
     progress_interval: float
+    backfill_batch: int
+    backfill_pause: float
+    max_replica_lag: float
+    replica_lag_wait: float
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class Option:
     setting: str = ""  # the session setting it sets, if any
     # Seconds: the least value above 0 taken (0 stays "off"); a smaller one is refused.
     floor: float = 0
+    # Durations: 0 is accepted and means "off" (a timeout's 0 would mean "wait forever").
+    zero_is_off: bool = False
 
 
 # Our migration session waits at most lock_timeout for a lock (n8n's traffic queues behind any
@@ -92,6 +98,32 @@ OPTIONS = {
         # A report costs a log line and a few catalog reads: more than two a second floods.
         Option(
             "progress-interval", "MIGRATION_PROGRESS_INTERVAL", "5", "seconds", 3600, "5", floor=0.5
+        ),
+        # Batched backfills (media_db/deploy/throttle.py): rows per batch (0: the revision's
+        # own), a pause after each, and how far a streaming standby may fall behind.
+        Option("backfill-batch", "MIGRATION_BACKFILL_BATCH", "0", "count", 1_000_000, "1000"),
+        Option(
+            "backfill-pause",
+            "MIGRATION_BACKFILL_PAUSE",
+            "0",
+            "duration",
+            60,
+            "100ms",
+            zero_is_off=True,
+        ),
+        # gh-ost's --max-lag-millis is 1.5 s; a shared database's own bursts lag a standby for
+        # seconds, which a backfill should not wait out batch after batch.
+        Option(
+            "max-replica-lag",
+            "MIGRATION_MAX_REPLICA_LAG",
+            "5s",
+            "duration",
+            3600,
+            "2s",
+            zero_is_off=True,
+        ),
+        Option(
+            "replica-lag-wait", "MIGRATION_REPLICA_LAG_WAIT", "10min", "duration", 86400, "30min"
         ),
     )
 }
@@ -148,11 +180,12 @@ def _parse(option: Option, x_arguments: Mapping[str, str], environ: Mapping[str,
         accepted = "a folder"
     elif option.kind == "duration":
         match = DURATION.fullmatch(value)
-        if match and 0 < int(match[1]) * DURATION_SECONDS[match[2] or ""] <= option.maximum:
+        least = 0 if option.zero_is_off else 1
+        if match and least <= int(match[1]) and seconds(value) <= option.maximum:
             return value
         accepted = (
-            f"a duration above 0 and at most {_shown_seconds(option.maximum)} "
-            "(a whole number with ms, s, min or h)"
+            f"{'0 (off) or ' if option.zero_is_off else ''}a duration above 0 and at most "
+            f"{_shown_seconds(option.maximum)} (a whole number with ms, s, min or h)"
         )
     else:
         pattern = COUNT if option.kind == "count" else SECONDS
@@ -173,8 +206,15 @@ def _parse(option: Option, x_arguments: Mapping[str, str], environ: Mapping[str,
     )
 
 
-def _shown_seconds(seconds: float) -> str:
-    return f"{seconds / 60:g}min" if seconds < 3600 else f"{seconds / 3600:g}h"
+def seconds(duration: str) -> float:
+    """A validated duration ("5s", "100ms", "10min") in seconds."""
+    match = DURATION.fullmatch(duration)
+    assert match is not None, duration  # _parse accepted it
+    return int(match[1]) * DURATION_SECONDS[match[2] or ""]
+
+
+def _shown_seconds(amount: float) -> str:
+    return f"{amount / 60:g}min" if amount < 3600 else f"{amount / 3600:g}h"
 
 
 def options(
@@ -198,6 +238,10 @@ def options(
         "backup": value["backup"],
         "backup_dir": value["backup-dir"],
         "progress_interval": value["progress-interval"],
+        "backfill_batch": value["backfill-batch"],
+        "backfill_pause": seconds(value["backfill-pause"]),
+        "max_replica_lag": seconds(value["max-replica-lag"]),
+        "replica_lag_wait": seconds(value["replica-lag-wait"]),
     }
 
 

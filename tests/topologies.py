@@ -1,0 +1,262 @@
+"""Production set-ups, started by the tests themselves from Debian's packages: a primary with a
+streaming standby (`pg_basebackup -R`), and PgBouncer in front of the primary.
+
+Debian's PostgreSQL (the machine's `postgresql-<major>`) provides initdb, pg_ctl and
+pg_basebackup; PgBouncer comes from Debian's `pgbouncer` (scripts/test-components.sh installs it
+when missing). As root both run as the `postgres` user Debian's packages create. Everything lives
+in a temporary folder and is stopped when the context ends, on failure too.
+"""
+
+import contextlib
+import fcntl
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import URL
+
+from tests.helpers import REPO_ROOT
+
+SYSTEM_USER = "postgres"
+START_SECONDS = 60
+
+
+class MissingComponent(RuntimeError):
+    pass
+
+
+def debian_bin() -> Path:
+    """The newest Debian PostgreSQL whose server and pg_basebackup are installed."""
+    found = sorted(
+        (path for path in Path("/usr/lib/postgresql").glob("*/bin") if (path / "initdb").exists()),
+        key=lambda path: int(path.parent.name),
+    )
+    if not found:
+        raise MissingComponent(
+            "no Debian PostgreSQL server in /usr/lib/postgresql: the replication tests need "
+            "one (apt-get install postgresql-15)"
+        )
+    return found[-1]
+
+
+def pgbouncer_binary() -> str:
+    """Debian's pgbouncer, installed on first use (one installer at a time across workers)."""
+    with open(tempfile.gettempdir() + "/media-db-test-components.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if found := shutil.which("pgbouncer"):
+            return found
+        result = subprocess.run(
+            [str(REPO_ROOT / "scripts" / "test-components.sh")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0 or not (found := shutil.which("pgbouncer")):
+            raise MissingComponent(
+                "PgBouncer is not installed and scripts/test-components.sh could not install "
+                f"it: {result.stderr.strip()[-500:]} (install Debian's pgbouncer, 1.18 or later)"
+            )
+        return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _as_system_user(args: list[str]) -> list[str]:
+    return ["runuser", "-u", SYSTEM_USER, "--", *args] if os.geteuid() == 0 else args
+
+
+def _owned(path: Path) -> Path:
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(SYSTEM_USER)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    return path
+
+
+def _run(args: list[str]) -> str:
+    result = subprocess.run(
+        _as_system_user(args),
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "LC_ALL": "C.UTF-8"},
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{Path(args[0]).name} failed: {result.stderr.strip()[-2000:]}")
+    return result.stdout
+
+
+@dataclass(frozen=True)
+class Cluster:
+    data: Path
+    port: int
+
+    @property
+    def log(self) -> Path:
+        return self.data.parent / f"{self.data.name}.log"
+
+    def url(self, database: str = "postgres") -> URL:
+        return URL.create(
+            "postgresql+psycopg",
+            username="postgres",
+            host="127.0.0.1",
+            port=self.port,
+            database=database,
+        )
+
+    def start(self) -> None:
+        _owned(self.log.parent)
+        _run(
+            [
+                str(debian_bin() / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-t",
+                str(START_SECONDS),
+                "-o",
+                f"-p {self.port} -k {self.data.parent}",
+                "start",
+            ]
+        )
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            _run([str(debian_bin() / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"])
+
+
+@dataclass(frozen=True)
+class Replicated:
+    primary: Cluster
+    standby: Cluster
+
+
+def _folder(prefix: str) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    folder.chmod(0o755)
+    return _owned(folder)
+
+
+@contextlib.contextmanager
+def primary() -> Iterator[Cluster]:
+    """A primary that takes streaming standbys (wal_level replica, trust on 127.0.0.1)."""
+    folder = _folder("media-db-primary-")
+    cluster = Cluster(folder / "primary", free_port())
+    try:
+        _run(
+            [
+                str(debian_bin() / "initdb"),
+                "-D",
+                str(cluster.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ]
+        )
+        with (cluster.data / "postgresql.conf").open("a") as conf:
+            # fsync off: a throwaway cluster; the tests measure replay, not durability.
+            conf.write(
+                "listen_addresses = '127.0.0.1'\nwal_level = replica\nmax_wal_senders = 4\n"
+                "hot_standby = on\nfsync = off\nmax_connections = 100\n"
+            )
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def standby_of(source: Cluster) -> Iterator[Cluster]:
+    """A hot standby streaming from `source`, made with `pg_basebackup -R`."""
+    folder = _folder("media-db-standby-")
+    cluster = Cluster(folder / "standby", free_port())
+    try:
+        _run(
+            [
+                str(debian_bin() / "pg_basebackup"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(source.port),
+                "-U",
+                "postgres",
+                "-D",
+                str(cluster.data),
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+                "-d",
+                "application_name=standby1",
+            ]
+        )
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def pgbouncer(upstream: Cluster, pool_mode: str, pool_size: int = 20) -> Iterator[Cluster]:
+    """Debian's PgBouncer in `pool_mode` in front of `upstream`, every database name passed on
+    (`* =`). Yields a Cluster-like endpoint (only its port and url() are meaningful)."""
+    binary = pgbouncer_binary()
+    folder = _folder("media-db-pgbouncer-")
+    port = free_port()
+    (folder / "userlist.txt").write_text('"postgres" ""\n')
+    config = folder / "pgbouncer.ini"
+    config.write_text(
+        f"[databases]\n* = host=127.0.0.1 port={upstream.port}\n\n[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {folder / 'userlist.txt'}\n"
+        f"pool_mode = {pool_mode}\ndefault_pool_size = {pool_size}\nmax_client_conn = 500\n"
+        f"logfile = {folder / 'pgbouncer.log'}\npidfile = {folder / 'pgbouncer.pid'}\n"
+        "ignore_startup_parameters = extra_float_digits\n"
+    )
+    for path in folder.iterdir():
+        _owned(path)
+    # pgbouncer refuses to run as root; -u makes it switch to the system user.
+    user = ["-u", SYSTEM_USER] if os.geteuid() == 0 else []
+    # Its own log file says why it failed; nothing to read from its pipes.
+    process = subprocess.Popen(
+        [binary, *user, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while not _accepts(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                log = (
+                    (folder / "pgbouncer.log").read_text()
+                    if (folder / "pgbouncer.log").exists()
+                    else ""
+                )
+                raise RuntimeError(f"pgbouncer did not start: {log[-2000:]}")
+            time.sleep(0.05)
+        yield Cluster(folder / "pgbouncer", port)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
