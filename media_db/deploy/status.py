@@ -6,7 +6,9 @@ rows that would violate a CHECK, UNIQUE or NOT NULL it adds), applied revisions 
 changed since (checksums in the migration history), drift against the
 models (`make verify`'s comparison, at head only: behind head the models are ahead by design),
 INVALID indexes, the migration lock's holder, sessions whose open transactions on our tables
-would block DDL now, processing_jobs' dead tuples and last autovacuum, and the server's major.
+would block DDL now, processing_jobs' dead tuples and last autovacuum, queue health, the
+streaming standbys and how far behind each is (marked when batched backfills would wait for it:
+past MIGRATION_MAX_REPLICA_LAG), and the server's major.
 
 Exit status: 0 when nothing needs attention, 1 when something does (each such line is marked
 `!`), 3 when the database cannot be read (EXIT_UNAVAILABLE, as for every command of ours). The
@@ -29,7 +31,16 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from media_db.connect import open_connection
-from media_db.deploy import history, lock, preconditions, project, sessions, verify
+from media_db.deploy import (
+    history,
+    lock,
+    options,
+    preconditions,
+    project,
+    sessions,
+    throttle,
+    verify,
+)
 from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
 from models import JobStatus
 
@@ -89,6 +100,8 @@ class Status:
     blocking_after_seconds: float = BLOCKING_AFTER_SECONDS
     processing_jobs: dict[str, Any] = field(default_factory=dict)
     queue: dict[str, Any] = field(default_factory=dict)  # {} before revision 0010
+    standbys: list[dict[str, Any]] = field(default_factory=list)
+    max_replica_lag: float = 0.0
     attention: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -125,6 +138,7 @@ def collect(
     check_blocking_sessions(connection, status)
     check_queue_table(connection, status)
     check_queue_health(connection, status)
+    check_standbys(connection, status)
     connection.rollback()
     status.seconds = round(time.monotonic() - began, 3)
     return status
@@ -259,6 +273,25 @@ def check_queue_health(connection: Connection, status: Status) -> None:
         )
 
 
+def check_standbys(connection: Connection, status: Status) -> None:
+    """Streaming standbys (pg_stat_replication) and how far behind each is."""
+    status.max_replica_lag = options.options({})["max_replica_lag"]
+    for row in connection.execute(throttle.STANDBYS):
+        standby = {
+            "name": row.name,
+            "client_addr": None if row.client_addr is None else str(row.client_addr),
+            "state": row.state,
+            "replay_lag_seconds": row.replay_lag,
+            "bytes_behind": row.bytes_behind,
+        }
+        status.standbys.append(standby)
+        if status.max_replica_lag and row.replay_lag > status.max_replica_lag:
+            status.attention.append(
+                f"standby {row.name or row.pid} is {row.replay_lag:.1f} s behind: batched "
+                "backfills wait for it"
+            )
+
+
 def _iso(value: Any) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
 
@@ -357,6 +390,22 @@ def render(status: Status) -> str:
         lines.append(
             f"    {waiting}; {queue['past_lease']:,} past their lease; "
             f"{queue['failed_last_hour']:,} failed in the last hour"
+        )
+    if not status.standbys:
+        lines.append("  Standbys: none streaming from this server")
+    for standby in status.standbys:
+        late = bool(status.max_replica_lag) and (
+            standby["replay_lag_seconds"] > status.max_replica_lag
+        )
+        behind = (
+            "positions hidden (needs pg_monitor)"
+            if standby["bytes_behind"] is None
+            else f"replay {standby['replay_lag_seconds']:.1f} s behind, "
+            f"{standby['bytes_behind']:,.0f} bytes of WAL to apply"
+        )
+        lines.append(
+            f"{mark[late]}Standby {standby['name'] or '(unnamed)'} "
+            f"({standby['client_addr'] or 'local socket'}, {standby['state']}): {behind}"
         )
     verdict = f"Needs attention: {'; '.join(status.attention)}" if status.attention else "All clear"
     return "\n".join([*lines, f"{verdict} ({status.seconds:.2f} s)"])

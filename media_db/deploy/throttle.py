@@ -12,8 +12,9 @@ migration connection, for every revision alike:
 
 A batch's row locks go with its commit, so nothing is held longer than one batch, waits
 included. How far behind a standby is: its `replay_lag`, or, while its replay stands still with
-WAL still to apply (a paused replay, a long query on the standby), how long it has stood still,
-since `replay_lag` only moves when replay does.
+WAL still to apply (a paused replay, a long query on the standby), how long it has stood still
+as seen by this migration (`replay_lag` only moves when replay does). So a backfill adds at most
+about max-replica-lag of its own writes to a standby that had already stopped, then waits.
 """
 
 import logging
