@@ -194,10 +194,11 @@ def _parse(option: Option, x_arguments: Mapping[str, str], environ: Mapping[str,
         ):
             return int(value) if option.kind == "count" else float(value)
         what = "a whole number" if option.kind == "count" else "a number of seconds"
+        most = f"{option.maximum:,.0f}" if option.kind == "count" else f"{option.maximum:g}"
         accepted = (
-            f"0 (off) or {what} from {option.floor:g} to {option.maximum:g}"
+            f"0 (off) or {what} from {option.floor:g} to {most}"
             if option.floor
-            else f"{what} from 0 to {option.maximum:g}"
+            else f"{what} from 0 to {most}"
         )
     good = option.environment_values[0] if option.kind == "switch" else option.example
     raise CommandError(

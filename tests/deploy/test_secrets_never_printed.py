@@ -128,3 +128,30 @@ def test_offline_sql_carries_no_connection_details(app_database: URL) -> None:
     assert_no_secret(result.stdout + result.stderr)
     assert ROLE not in result.stdout
     assert str(app_database.port) not in result.stdout
+
+
+def test_direct_database_url_works_and_hides_the_password_like_database_url(
+    app_database: URL,
+) -> None:
+    # DATABASE_URL names a server that is not there: only the direct URL can do the work.
+    elsewhere = app_database.set(port=1)
+    env = environment(
+        elsewhere, DIRECT_DATABASE_URL=app_database.render_as_string(hide_password=False)
+    )
+    for args in (
+        ["alembic", "downgrade", "base"],
+        ["alembic", "upgrade", "head"],
+        ["python", "-m", "media_db.deploy.verify"],
+        ["python", "-m", "media_db.deploy.status"],
+    ):
+        result = run(args, env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_no_secret(result.stdout + result.stderr)
+    unreachable = environment(
+        app_database, DIRECT_DATABASE_URL=elsewhere.render_as_string(hide_password=False)
+    )
+    for args in (["alembic", "current"], ["python", "-m", "media_db.deploy.status"]):
+        failed = run(args, unreachable)
+        assert failed.returncode != 0
+        assert "Cannot connect to" in failed.stdout + failed.stderr
+        assert_no_secret(failed.stdout + failed.stderr)

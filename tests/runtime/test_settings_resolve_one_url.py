@@ -1,9 +1,18 @@
 """media_db.settings: one URL for env.py, the tools and the app, from DATABASE_URL or POSTGRES_*,
 never built by string formatting, never falling back silently."""
 
+from urllib.parse import quote
+
 import pytest
 
-from media_db.settings import DatabaseNotConfigured, database_url, is_configured, redacted
+from media_db.settings import (
+    DatabaseNotConfigured,
+    database_url,
+    direct_url,
+    is_configured,
+    pooler,
+    redacted,
+)
 
 NASTY = "p@ss:w/rd%#? with spaces"
 
@@ -68,3 +77,57 @@ def test_misconfiguration_says_what_and_hides_the_password(
     with pytest.raises(DatabaseNotConfigured, match=message) as raised:
         database_url(environ)
     assert "hunter2" not in str(raised.value)
+
+
+def test_the_direct_url_is_the_database_url_unless_given() -> None:
+    plain = {"DATABASE_URL": "postgresql://app:pw@pgbouncer:6432/media"}
+    assert direct_url(plain) == database_url(plain)
+    given = {
+        **plain,
+        "DIRECT_DATABASE_URL": f"postgresql://app:{quote(NASTY, safe='')}@db:5432/media",
+    }
+    direct = direct_url(given)
+    assert (direct.host, direct.port, direct.password) == ("db", 5432, NASTY)
+    assert database_url(given).host == "pgbouncer"
+    parts = {"POSTGRES_HOST": "pgbouncer", "POSTGRES_PORT": "6432", "POSTGRES_PASSWORD": NASTY}
+    split = direct_url({**parts, "POSTGRES_DIRECT_HOST": "db", "POSTGRES_DIRECT_PORT": "5432"})
+    assert (split.host, split.port, split.password, split.database) == (
+        "db",
+        5432,
+        NASTY,
+        "af-memory",
+    )
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"DIRECT_DATABASE_URL": "postgresql://u:hunter2@db/media"}, "set DATABASE_URL too"),
+        (
+            {"DATABASE_URL": "postgresql://u:hunter2@p/m", "DIRECT_DATABASE_URL": "x hunter2"},
+            "DIRECT_DATABASE_URL is not a valid URL",
+        ),
+        (
+            {"DATABASE_URL": "postgresql://u:hunter2@p/m", "POSTGRES_DIRECT_HOST": "db"},
+            "with DATABASE_URL, set DIRECT_DATABASE_URL instead",
+        ),
+        (
+            {"POSTGRES_PASSWORD": "hunter2", "POSTGRES_DIRECT_PORT": "x"},
+            "POSTGRES_PORT must be a TCP port",
+        ),
+    ],
+)
+def test_a_misconfigured_direct_url_says_what_and_hides_the_password(
+    environ: dict[str, str], message: str
+) -> None:
+    assert is_configured(environ)  # never the embedded server in place of half a configuration
+    with pytest.raises(DatabaseNotConfigured, match=message) as raised:
+        direct_url(environ)
+    assert "hunter2" not in str(raised.value)
+
+
+def test_the_pooler_mode_is_checked() -> None:
+    assert pooler({}) is None
+    assert pooler({"POSTGRES_POOLER": "transaction"}) == "transaction"
+    with pytest.raises(DatabaseNotConfigured, match="use transaction or session"):
+        pooler({"POSTGRES_POOLER": "statement"})
