@@ -3,17 +3,21 @@ once (then at most once per interval, psycopg_pool staying quiet), resumes by it
 server is back on the same port, and every job completes exactly once: the outcomes of handlers
 that finished during the outage are written when it returns. With `max_outage` it gives up in
 one line, naming it, and the jobs it held come back to the queue after their lease, none lost.
-Against an embedded server each test stops and starts itself."""
+Back from an outage longer than its lease, it writes nothing for a job another worker took.
+Against an embedded server of their own, which the tests stop and start again."""
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from alembic import command
+from psycopg import sql
 from sqlalchemy import URL, create_engine, pool, text
 
 from media_db import (
@@ -28,11 +32,14 @@ from media_db import (
 )
 from media_db.dev.embedded import LocalServer
 from media_db.outages import LOG_EVERY_SECONDS
+from media_db.pool import conninfo
 from tests.helpers import alembic_config, job_counts
 
 HELD = 5  # jobs whose handlers run while the server goes down
 LATER = 20  # jobs made due only once the server is back
 OUTAGE_SECONDS = 12.0
+LONG_LEASE = timedelta(minutes=3)
+SHORT_LEASE = timedelta(seconds=3)
 MAX_OUTAGE = timedelta(seconds=2)
 GIVE_UP_WITHIN_SECONDS = 15.0  # after max_outage: the stop itself, a poll, a refused probe
 DEADLINE_SECONDS = 180.0  # for any one condition, on a loaded 2-core machine
@@ -91,18 +98,20 @@ def test_a_worker_resumes_after_an_outage_and_completes_each_job_once(
                 if job.priority == 9:
                     await finish.wait()
 
-            # Slots stay free beside the held jobs, so the loop polls and meets the outage.
-            worker = asyncio.create_task(
-                run_worker(db, handler, until_empty=True, concurrency=10, poll_interval=0.2)
+            # Slots stay free beside the held jobs, so the loop polls and meets the outage; the
+            # lease outlasts the outage, so the held jobs' outcomes are still the worker's to write.
+            running = run_worker(
+                db, handler, until_empty=True, concurrency=10, poll_interval=0.2, lease=LONG_LEASE
             )
+            worker = asyncio.create_task(running)
             await until(lambda: len(runs) == HELD, "the first jobs' handlers to start")
             stopped_at = time.time()
             await asyncio.to_thread(restartable.stop)
             await until(lambda: bool(logged(caplog, "database unreachable")), "the outage line")
             finish.set()  # the handlers finish during the outage: their outcomes must wait
             await until(lambda: time.time() - stopped_at >= OUTAGE_SECONDS, "the outage's end")
-            await asyncio.to_thread(restartable.ensure_running, port)
             restarted_at = time.time()
+            await asyncio.to_thread(restartable.ensure_running, port)
             await asyncio.to_thread(make_due, server_at_head)
             stats = await asyncio.wait_for(worker, DEADLINE_SECONDS)
             return stats, stopped_at, restarted_at
@@ -133,7 +142,6 @@ def test_past_max_outage_a_worker_gives_up_and_its_jobs_come_back(
 ) -> None:
     caplog.set_level(logging.INFO, logger="media_db")
     port = server_at_head.port
-    lease = timedelta(seconds=5)
     started: set[object] = set()
 
     async def scenario() -> tuple[DatabaseUnavailable, float]:
@@ -145,7 +153,7 @@ def test_past_max_outage_a_worker_gives_up_and_its_jobs_come_back(
                 await asyncio.Event().wait()
 
             running = run_worker(
-                db, forever, concurrency=10, poll_interval=0.2, lease=lease, max_outage=MAX_OUTAGE
+                db, forever, poll_interval=0.2, lease=SHORT_LEASE, max_outage=MAX_OUTAGE
             )
             worker = asyncio.create_task(running)
             await until(lambda: len(started) == HELD, "the handlers to start")
@@ -178,3 +186,80 @@ def test_past_max_outage_a_worker_gives_up_and_its_jobs_come_back(
             return job_counts(server_at_head)
 
     assert asyncio.run(rescue()) == {"queued": HELD}
+
+
+def allow_login(admin: URL, role: str, allowed: bool) -> None:
+    """Cuts a role off the server (its sessions terminated, new ones refused), or lets it back:
+    an outage for that role's worker alone, while others carry on."""
+    with psycopg.connect(conninfo(admin), autocommit=True) as connection:
+        login = sql.SQL("LOGIN" if allowed else "NOLOGIN")
+        connection.execute(sql.SQL("ALTER ROLE {} {}").format(sql.Identifier(role), login))
+        if not allowed:
+            connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [role]
+            )
+
+
+def test_back_from_an_outage_longer_than_its_lease_a_worker_writes_nothing_for_the_job(
+    server_at_head: URL, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its lease ran out during the outage and another worker took the job: the worker's
+    handler finished meanwhile, and once back it neither completes the job nor runs it again."""
+    caplog.set_level(logging.INFO, logger="media_db")
+    role, password = "outage_worker", secrets.token_hex(8)
+    with psycopg.connect(conninfo(server_at_head), autocommit=True) as connection:
+        connection.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+        connection.execute(
+            sql.SQL("GRANT SELECT, INSERT, UPDATE ON processing_jobs TO {}").format(
+                sql.Identifier(role)
+            )
+        )
+    cut_off = server_at_head.set(username=role, password=password)
+    runs: Counter[object] = Counter()
+
+    async def scenario() -> WorkerStats:
+        async with (
+            await Database.connect(server_at_head, PoolSize(1, 2)) as other,
+            await Database.connect(cut_off, PoolSize(1, 4)) as db,
+        ):
+            elsewhere = JobQueue(other)
+            await elsewhere.enqueue("transcode")
+            finish = asyncio.Event()
+
+            async def handler(job: JobRecord) -> None:
+                runs[job.id] += 1
+                await finish.wait()
+
+            running = run_worker(
+                db, handler, until_empty=True, concurrency=2, poll_interval=0.2, lease=SHORT_LEASE
+            )
+            worker = asyncio.create_task(running)
+            await until(lambda: len(runs) == 1, "the handler to start")
+            await asyncio.to_thread(allow_login, server_at_head, role, False)
+            await until(lambda: bool(logged(caplog, "database unreachable")), "the outage line")
+            deadline = time.monotonic() + DEADLINE_SECONDS
+            while not await elsewhere.rescue_expired():  # its lease runs out
+                assert time.monotonic() < deadline, "the lease never ran out"
+                await asyncio.sleep(0.2)
+            taken = await elsewhere.claim(lease=LONG_LEASE)
+            assert taken is not None
+            finish.set()  # the cut-off worker's handler finishes during its outage
+            await asyncio.to_thread(allow_login, server_at_head, role, True)
+            await until(
+                lambda: bool(logged(caplog, "lost the lease") or logged(caplog, "lease was lost")),
+                "the worker to find its lease lost",
+            )
+            [row] = await elsewhere.by_status("running")
+            assert row.lease_token == taken.lease_token, "the other worker's lease was touched"
+            assert await elsewhere.complete_held([taken])
+            return await asyncio.wait_for(worker, DEADLINE_SECONDS)
+
+    stats = asyncio.run(scenario())
+    assert (stats.completed, stats.lost) == (0, 1)
+    assert list(runs.values()) == [1], "the worker ran the job again"
+    assert job_counts(server_at_head) == {"completed": 1}
+    assert logged(caplog, "database back after")
