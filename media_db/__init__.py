@@ -2,11 +2,11 @@
 
     from media_db import Database, MediaRepository, JobQueue, NewMedia, run_worker, ...
 
-The modules here are what the API runs: `pool`, `repositories`, `records`, `worker`,
-`statements`, `validation`, `errors`, `settings` and `connect`. Deploys run `media_db.deploy`,
-`make revision` runs `media_db.autogen`, and only developers run `media_db.dev` (not in the
-wheel); none of them is imported by the names below. Every error raised on purpose is a
-`MediaDbError`.
+The modules here are what the API runs: `pool`, `repositories`, `records`, `worker` (and
+`outages`, how it rides them out), `statements`, `validation`, `errors`, `settings` and
+`connect`. Deploys run `media_db.deploy`, `make revision` runs `media_db.autogen`, and only
+developers run `media_db.dev` (not in the wheel); none of them is imported by the names below.
+Every error raised on purpose is a `MediaDbError`.
 
 Names load on first use (PEP 562), so `import media_db.settings` (which `make` runs on every
 database target) does not pay for SQLAlchemy and psycopg.

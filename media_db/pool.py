@@ -262,6 +262,17 @@ class Database:
         await asyncio.shield(self._probe)
         self._probed_at = time.monotonic()
 
+    async def check_server(self) -> None:
+        """Raises DatabaseUnavailable unless the server accepts a connection now: one direct
+        attempt, outside the pool, so psycopg_pool neither retries nor logs it."""
+        await _probe(self.url, self.options)
+
+    async def replace_idle(self) -> None:
+        """Closes the idle pooled connections and opens new ones. After an outage each leads to
+        a server process that is gone: getconn would find them dead one by one, and
+        psycopg_pool log a warning for each."""
+        await self.pool.drain()
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         """Several statements in one transaction: committed when the block ends, rolled back

@@ -18,8 +18,14 @@ trigger notifies `media_analysis_jobs` and a dedicated connection LISTENs to it.
 `poll_interval` stays the fallback, and also returns to the queue the jobs whose lease expired
 (their worker died): they come back within one lease and one poll.
 
-Database errors on the way (a terminated backend, a restart) are retried with backoff. When the
-loop is cancelled it stops its handlers and hands back to the queue whatever it still holds.
+Database errors are ridden out (media_db/outages.py): a terminated session is retried after a
+moment; an outage of minutes is waited out with capped backoff, one log line per 30 s, and the
+worker resumes by itself when the server is back (with `max_outage` it gives up after that long,
+raising DatabaseUnavailable). Its handlers keep running meanwhile: the outcome of one that
+finishes during the outage is written once the database is back, if the lease is still this
+worker's (else it counts as `lost`, see above). Cancelled, or giving up, the worker stops its
+handlers and hands back what it holds in one attempt; if the database is still down, those jobs
+come back once their leases run out.
 """
 
 import asyncio
@@ -34,6 +40,7 @@ import psycopg
 
 from media_db import validation
 from media_db.errors import DatabaseUnavailable
+from media_db.outages import duration, one_line, ride_out
 from media_db.pool import Database, conninfo
 from media_db.records import JobRecord
 from media_db.repositories.jobs import DEFAULT_LEASE, MAX_BATCH, JobQueue
@@ -42,8 +49,6 @@ from models.triggers import JOBS_CHANNEL
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Handler = Callable[[JobRecord], Awaitable[object]]
-RETRIES = 8
-FIRST_BACKOFF_SECONDS = 0.05
 DEFAULT_RETRY_BACKOFF = timedelta(seconds=10)
 RELISTEN_AFTER_SECONDS = 30.0  # a lost LISTEN connection is tried again this often
 
@@ -53,7 +58,9 @@ class WorkerStats:
     completed: int = 0
     failed: int = 0  # for good: attempts spent (the dead letters)
     retried: int = 0  # attempts that failed and were queued again
-    lost: int = 0  # leases that ran out while the handler ran (the job may run elsewhere)
+    # Leases that ran out while the handler ran, or before its outcome was written (a long
+    # outage): the job may run elsewhere, and its outcome here was not written.
+    lost: int = 0
 
 
 async def run_worker(
@@ -69,9 +76,11 @@ async def run_worker(
     retry_backoff: timedelta = DEFAULT_RETRY_BACKOFF,
     handler_timeout: timedelta | None = None,
     wakeup: bool = True,
+    max_outage: timedelta | None = None,
 ) -> WorkerStats:
     """Runs until cancelled, or, with `until_empty`, until no job of its workflow type is queued
-    (due or not) or running."""
+    (due or not) or running. Rides out database outages for ever, or, with `max_outage`, raises
+    DatabaseUnavailable once the database has been unavailable that long."""
     validation.whole_number("concurrency", concurrency, validation.Bounds(whole=True, low=1))
     validation.whole_number("batch_size", batch_size, validation.between(1, MAX_BATCH))
     validation.positive("poll_interval", poll_interval)
@@ -79,10 +88,12 @@ async def run_worker(
     validation.positive_duration("retry_backoff", retry_backoff)
     if handler_timeout is not None:
         validation.positive_duration("handler_timeout", handler_timeout)
+    if max_outage is not None:
+        validation.positive_duration("max_outage", max_outage)
     JobQueue._workflow(workflow_type)  # refused here, before any work
     worker = _Worker(
         db, handler, workflow_type, batch_size, concurrency, poll_interval, lease,
-        retry_backoff, handler_timeout,
+        retry_backoff, handler_timeout, max_outage.total_seconds() if max_outage else None,
     )  # fmt: skip
     return await worker.run(until_empty, wakeup)
 
@@ -98,6 +109,7 @@ class _Worker:
     lease: timedelta
     retry_backoff: timedelta
     handler_timeout: timedelta | None
+    max_outage: float | None
     stats: WorkerStats = field(default_factory=WorkerStats)
     running: dict["asyncio.Task[str | None]", JobRecord] = field(default_factory=dict)
     woken: asyncio.Event = field(default_factory=asyncio.Event)
@@ -109,7 +121,7 @@ class _Worker:
         listener = asyncio.ensure_future(self._listen()) if wakeup else None
         try:
             await self._loop(until_empty)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, DatabaseUnavailable):  # cancelled, or past max_outage
             await self._hand_back()
             raise
         finally:
@@ -124,7 +136,7 @@ class _Worker:
         next_rescue = next_renewal = loop.time()
         while True:
             if loop.time() >= next_rescue:
-                await _retrying(self.queue.rescue_expired)
+                await self._db(self.queue.rescue_expired)
                 next_rescue = loop.time() + self.poll_interval
             free = self.concurrency - len(self.running)
             asked = min(free, self.batch_size)
@@ -132,7 +144,7 @@ class _Worker:
             if (
                 until_empty
                 and not self.running
-                and not await _retrying(lambda: self.queue.has_work(self.workflow_type))
+                and not await self._db(lambda: self.queue.has_work(self.workflow_type))
             ):
                 return
             if claimed and len(claimed) == asked and free > asked:
@@ -147,7 +159,7 @@ class _Worker:
 
     async def _claim(self, n: int) -> list[JobRecord]:
         self.woken.clear()
-        claimed = await _retrying(lambda: self.queue.claim_many(n, self.workflow_type, self.lease))
+        claimed = await self._db(lambda: self.queue.claim_many(n, self.workflow_type, self.lease))
         for job in claimed:
             self.running[asyncio.ensure_future(self._handle(job))] = job
         return claimed
@@ -177,21 +189,41 @@ class _Worker:
                 woken.cancel()
         await self._settle([task for task in self.running if task.done()])
 
-    async def _settle(self, done: list["asyncio.Task[str | None]"]) -> None:
-        outcomes = [(self.running.pop(task), task.result()) for task in done]
+    async def _db(self, operation: Callable[[], Awaitable[T]], once: bool = False) -> T:
+        """The operation, riding out the database's outages (up to max_outage); `once`: a
+        single attempt."""
+        return await (operation() if once else ride_out(self.db, operation, self.max_outage))
+
+    async def _settle(self, done: list["asyncio.Task[str | None]"], once: bool = False) -> None:
+        """Writes the outcomes of finished handlers. Their jobs leave `running` once written:
+        if the worker gives up meanwhile, it hands them back with the rest."""
+        outcomes = [(self.running[task], task.result()) for task in done]
         completed = [job for job, error in outcomes if error is None]
         failures = [(job, error) for job, error in outcomes if error is not None]
-        written = await _retrying(lambda: self.queue.complete_held(completed))
+        written = await self._db(lambda: self.queue.complete_held(completed), once)
         self.stats.completed += len(written)
-        for row in await _retrying(lambda: self.queue.fail_held(failures, self.retry_backoff)):
+        rows = await self._db(lambda: self.queue.fail_held(failures, self.retry_backoff), once)
+        for row in rows:
             if row.status == "failed":
                 self.stats.failed += 1
             else:
                 self.stats.retried += 1
+        for task in done:
+            del self.running[task]
+        # Only the lease's holder writes (the token decides): the rest lost theirs meanwhile.
+        unwritten = {job.id for job, _ in outcomes} - {row.id for row in (*written, *rows)}
+        if unwritten:
+            log.warning(
+                "worker: %d jobs finished after their lease was lost (another worker may run "
+                "them); their outcome was not written: %s",
+                len(unwritten),
+                ", ".join(sorted(map(str, unwritten))),
+            )
+            self.stats.lost += len(unwritten)
 
     async def _renew(self) -> None:
         """Renews every running job's lease; a handler whose lease was lost is stopped."""
-        held = await _retrying(lambda: self.queue.extend(list(self.running.values()), self.lease))
+        held = await self._db(lambda: self.queue.extend(list(self.running.values()), self.lease))
         for task, job in list(self.running.items()):
             if job.id not in held:
                 log.warning("worker: lost the lease of job %s; stopping its handler", job.id)
@@ -200,14 +232,25 @@ class _Worker:
                 self.stats.lost += 1
 
     async def _hand_back(self) -> None:
+        """Stops the handlers, writes the outcomes of those that finished and releases the
+        rest, in one attempt: a worker stopping does not wait for the database."""
         for task in self.running:
             task.cancel()
         await asyncio.gather(*self.running, return_exceptions=True)
-        finished = [task for task in self.running if task.done() and not task.cancelled()]
-        await self._settle(finished)
-        held = list(self.running.values())
+        finished = [task for task in self.running if not task.cancelled()]
+        try:
+            await self.db.check_server()  # first, directly: a pool facing a dead server waits
+            await self._settle(finished, once=True)
+            await self.queue.release_held(list(self.running.values()))
+        except DatabaseUnavailable as error:
+            log.warning(
+                "worker: could not hand back %d jobs (%s); they return to the queue once their "
+                "lease (%s) runs out",
+                len(self.running),
+                one_line(error),
+                duration(self.lease.total_seconds()),
+            )
         self.running.clear()
-        await _retrying(lambda: self.queue.release_held(held))
 
     async def _listen(self) -> None:
         """Sets `woken` on every notification; polling covers any time it is not listening."""
@@ -232,23 +275,21 @@ class _Worker:
                     async for _ in connection.notifies():
                         self.woken.set()
             except psycopg.Error as error:
+                if not await self._server_answers():
+                    await asyncio.sleep(RELISTEN_AFTER_SECONDS)
+                    continue  # an outage: the loop reports it, once
                 log.warning(
                     "worker: not listening for new jobs (%s); polling every %g s, trying again "
                     "in %g s",
-                    " ".join(str(error).split()),
+                    one_line(error),
                     self.poll_interval,
                     RELISTEN_AFTER_SECONDS,
                 )
                 await asyncio.sleep(RELISTEN_AFTER_SECONDS)
 
-
-async def _retrying(operation: Callable[[], Awaitable[T]]) -> T:
-    delay = FIRST_BACKOFF_SECONDS
-    for _ in range(RETRIES - 1):
+    async def _server_answers(self) -> bool:
         try:
-            return await operation()
-        except DatabaseUnavailable as error:
-            log.warning("worker: database error, retrying in %.2f s: %s", delay, error)
-            await asyncio.sleep(delay)
-            delay *= 2
-    return await operation()
+            await self.db.check_server()
+        except DatabaseUnavailable:
+            return False
+        return True

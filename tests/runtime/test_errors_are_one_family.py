@@ -4,6 +4,7 @@ the middle of a statement surfaces as DatabaseUnavailable, the worker's bad argu
 InvalidInput."""
 
 import asyncio
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -93,7 +94,14 @@ def test_a_backend_terminated_mid_statement_is_database_unavailable(migrated: UR
 
 @pytest.mark.parametrize(
     ("argument", "value"),
-    [("concurrency", 0), ("concurrency", True), ("poll_interval", 0), ("poll_interval", -1.0)],
+    [
+        ("concurrency", 0),
+        ("concurrency", True),
+        ("poll_interval", 0),
+        ("poll_interval", -1.0),
+        ("max_outage", timedelta(0)),
+        ("max_outage", 30),  # seconds, not a timedelta
+    ],
 )
 def test_run_worker_refuses_bad_arguments_as_invalid_input(
     migrated: URL, argument: str, value: object

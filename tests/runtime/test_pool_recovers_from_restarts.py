@@ -5,11 +5,7 @@ embedded server this test starts, restarts and stops itself."""
 
 import asyncio
 import secrets
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, pool, text
@@ -21,18 +17,6 @@ from media_db.dev.embedded import LocalServer
 # Far below psycopg_pool's 30 s: "about a second", with room for a slow CI machine.
 PROMPT_SECONDS = 5.0
 GONE = text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:pids)")
-
-
-@pytest.fixture
-def restartable() -> Iterator[LocalServer]:
-    # Not under pytest's tmp_path: a pytest starting elsewhere resets /tmp/pytest-of-<user> to
-    # 0700, and the server's system user must keep reaching its folder for stop and restart.
-    home = Path(tempfile.mkdtemp(prefix="media-db-restart-"))
-    server = LocalServer(home=home / "postgres", superuser_password=secrets.token_hex(8))
-    server.ensure_running()
-    yield server
-    server.destroy()
-    shutil.rmtree(home, ignore_errors=True)
 
 
 async def fill_pool(db: Database) -> None:
