@@ -36,8 +36,9 @@ def refuse_transaction_pooler(connection: Connection) -> None:
         name = "DIRECT_DATABASE_URL" if settings.has_direct_url() else "DATABASE_URL"
         raise CommandError(
             f"{name} leads to a transaction pooler: {shared} between two transactions, so the "
-            "migration's lock and timeouts would not hold. Nothing was changed. Set DIRECT_DATABASE_URL to a session connection to the same database "
-            "(the server itself, or a session-mode pool) and run the command again."
+            "migration's lock and timeouts would not hold. Nothing was changed. Set "
+            "DIRECT_DATABASE_URL to a session connection to the same database (the server "
+            "itself, or a session-mode pool) and run the command again."
         )
 
 
