@@ -37,11 +37,16 @@ async def write_until(url: Any, stop: asyncio.Event, latencies: list[float]) -> 
     async with await psycopg.AsyncConnection.connect(conninfo(url), autocommit=True) as raw:
         while not stop.is_set():
             started = time.perf_counter()
-            await raw.execute("INSERT INTO processing_jobs (workflow_type) VALUES ('writer')")
+            # By primary key, as n8n's writes are: a scan for the row would time the scan
+            # (1.1M rows) rather than any wait the prune causes.
+            inserted = await raw.execute(
+                "INSERT INTO processing_jobs (workflow_type) VALUES ('writer') RETURNING id"
+            )
+            row = await inserted.fetchone()
             await raw.execute(
                 "UPDATE processing_jobs SET status = 'completed', completed_at = now() "
-                "WHERE id = (SELECT id FROM processing_jobs WHERE workflow_type = 'writer' "
-                "AND status = 'queued' LIMIT 1)"
+                "WHERE id = %s",
+                (row[0] if row else None,),
             )
             latencies.append(time.perf_counter() - started)
             await asyncio.sleep(0.005)
