@@ -22,7 +22,6 @@ proposed, its `Locks:` line asking for a review by hand.
 """
 
 import copy
-import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -36,28 +35,32 @@ from alembic_utils.reversible_op import CreateOp, DropOp, ReplaceOp, ReversibleO
 from sqlalchemy import Column, Connection, ForeignKeyConstraint, inspect, text
 from sqlalchemy.sql.elements import TextClause, conv
 
-from media_db.autogen import storage_parameters
+from media_db.autogen import storage_parameters, transitions
 from media_db.autogen.locks import (
+    BATCHES,
     CATALOG_ONLY,
     CONCURRENT,
     ENTITY_VERBS,
     FUNCTION_CHANGE,
     FUNCTION_DROP,
+    GUARD_SCAN,
     GUARDED_DROP,
     LIGHT_STORAGE_PARAMETERS,
+    LOSSLESS_DROP,
     RERUN,
+    SYNC_TRIGGER,
     TRIGGER_LOCKS,
     VALIDATED,
     WAIVERS,
     declarations,
     locks_paragraph,
 )
-from media_db.autogen.ops import AutocommitBlock, Comment, EntityStep, Kept, Statement
+from media_db.autogen.ops import AutocommitBlock, Backfill, Comment, EntityStep, Kept, Statement
 from media_db.autogen.pg_types import binary_compatible, sql_type
+from media_db.autogen.transitions import RENAME, Transition, quote
 from models.migration_history import SURVIVES_DOWNGRADE
 
 UPGRADE, DOWNGRADE = "upgrade", "downgrade"
-MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
 
 Rule = TypeVar("Rule", bound=Callable[..., list[ops.MigrateOperation]])
 # Rewrite's rule for each kind of operation, filled by @rewrites as the class body is read.
@@ -79,13 +82,18 @@ def rewrites(*kinds: type[ops.MigrateOperation]) -> Callable[[Rule], Rule]:
 class Rewrite:
     """The rewriting of one revision: its operations, and what the file must declare."""
 
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
+    def __init__(self, connection: Connection, revision: str = "") -> None:
+        self.connection, self.revision = connection, revision
         self.quote = connection.dialect.identifier_preparer.quote
         self.locks: dict[str, list[str]] = {UPGRADE: [], DOWNGRADE: []}
         self.drops: dict[str, list[str]] = defaultdict(list)
         self.waivers: dict[str, dict[str, str]] = defaultdict(dict)
+        self.backfills: dict[str, str] = {}
         self.refusals: list[str] = []
+        # Expand/contract: the transitions the catalog has in flight, by sync trigger; and
+        # what an expand or a contract writes in place of the downgrade's plain column op.
+        self.in_flight = {found.name: found for found in transitions.in_flight(connection)}
+        self.undo: dict[tuple[str, str], list[ops.MigrateOperation]] = {}
 
     # --- the walk ---------------------------------------------------------------------------
 
@@ -166,11 +174,24 @@ class Rewrite:
     @rewrites(ops.AddColumnOp)
     def _add_column(self, add: ops.AddColumnOp, direction: str) -> list[ops.MigrateOperation]:
         column, where = add.column, f"{add.table_name}.{add.column.name}"
+        if (undo := self.undo.pop((add.table_name, column.name), None)) is not None:
+            return undo  # a contract's way down
         default = _default_sql(column)
+        generated = column.computed is not None or column.identity is not None
+        volatile = self._volatile_functions(default) if default is not None else []
+        marker = transitions.marker(column)
+        if direction == UPGRADE and not generated:
+            if marker is not None and marker[0] == RENAME:
+                return self._expand_rename(add, marker[1])
+            if marker is not None:
+                return self._expand_backfill(add, marker[1])
+            if volatile:
+                assert default is not None
+                return self._expand_volatile(add, default)
         problem = None
-        if column.computed is not None or column.identity is not None:
+        if generated:
             problem = "a generated or identity column fills every existing row: a table rewrite"
-        elif default is not None and (volatile := self._volatile_functions(default)):
+        elif volatile:
             problem = (
                 f"its default calls {', '.join(volatile)} (volatile): PostgreSQL computes it for "
                 "every existing row, rewriting the table under ACCESS EXCLUSIVE"
@@ -178,11 +199,15 @@ class Rewrite:
         elif not column.nullable and default is None:
             problem = "NOT NULL with no server default: existing rows have no value to hold"
         if problem and direction == UPGRADE:
-            self.refusals.append(
-                f"add_column {where}: {problem}. Expand/contract instead: add it nullable (or "
-                "NOT NULL with a constant server_default), backfill existing rows in batches, "
-                "then set NOT NULL or the default in a later `make revision`."
+            how = (
+                f"mark the column with info={{{transitions.BACKFILL!r}: "
+                "'<SQL expression over the row>'}: make revision then writes an expand that "
+                "fills it for existing rows and for writers that leave it out"
+                if not generated
+                else "add it nullable, backfill existing rows in batches, then set NOT NULL in "
+                "a later `make revision`"
             )
+            self.refusals.append(f"add_column {where}: {problem}. Expand/contract instead: {how}.")
         how = f"a rewrite: {problem}" if problem else CATALOG_ONLY
         self._lock(direction, f"add_column {where}: {how}")
         return [add]
@@ -190,6 +215,15 @@ class Rewrite:
     @rewrites(ops.DropColumnOp)
     def _drop_column(self, drop: ops.DropColumnOp, direction: str) -> list[ops.MigrateOperation]:
         where = f"{drop.table_name}.{drop.column_name}"
+        if (undo := self.undo.pop((drop.table_name, drop.column_name), None)) is not None:
+            return undo  # an expand's way down
+        renamed = [
+            moving
+            for moving in self.in_flight.values()
+            if (moving.table, moving.old) == (drop.table_name, drop.column_name)
+        ]
+        if direction == UPGRADE and renamed:
+            return self._contract_rename(renamed[0])
         self._drop(direction, "columns", where, "ban-drop-column")
         self._lock(direction, f"drop_column {where}: {GUARDED_DROP}")
         return [drop]
@@ -213,9 +247,10 @@ class Rewrite:
                     self.refusals.append(
                         f"{table_ops.table_name}: {old} dropped and {new} added, both {type_}: "
                         f"autogenerate sees a rename as a drop and an add, which loses {old}'s "
-                        f"data. Expand/contract instead: add {new}, write both, backfill {new} "
-                        f"from {old} in batches, move readers to {new}, then drop {old} in a "
-                        "later revision. Unrelated columns: drop and add in two revisions."
+                        f"data. Expand/contract instead: mark {new} with info="
+                        f"{{{transitions.RENAMED_FROM!r}: {old!r}}} and make revision writes "
+                        "the expand (both names kept in step), then the contract once you "
+                        "remove the marker. Unrelated columns: drop and add in two revisions."
                     )
 
     @rewrites(ops.AlterColumnOp)
@@ -263,7 +298,7 @@ class Rewrite:
         """SET NOT NULL scans the table under ACCESS EXCLUSIVE, unless a validated CHECK (col IS
         NOT NULL) proves it (PostgreSQL 12+): validate one first, without blocking writes."""
         table, column = alter.table_name, alter.column_name
-        helper = _identifier(f"{table}_{column}_not_null_check")
+        helper = transitions.identifier(f"{table}_{column}_not_null_check")
         condition = f"{self.quote(column)} IS NOT NULL"
         self._waive(direction, "ban-drop-constraint")
         self._waive(direction, "adding-not-nullable-field")
@@ -415,6 +450,9 @@ class Rewrite:
         entity = operation.target
         if isinstance(operation, RevertOp) and entity._version_to_replace is not None:
             entity = entity._version_to_replace
+        moving = self.in_flight.get(entity.signature) if isinstance(entity, PGTrigger) else None
+        if moving is not None and moving.table == _table_of(operation):
+            return self._contract_trigger(moving, direction)
         if isinstance(entity, PGTrigger):
             table = _table_of(operation)
             lock = TRIGGER_LOCKS[type(operation)].format(table=table)
@@ -432,10 +470,218 @@ class Rewrite:
             )
         return [EntityStep(verb, entity)]
 
+    # --- expand/contract (media_db/autogen/transitions.py) ---------------------------------------
+
+    def _expand_rename(self, add: ops.AddColumnOp, old: str) -> list[ops.MigrateOperation]:
+        table, new = add.table_name, add.column
+        where = f"add_column {table}.{new.name} (renamed from {old})"
+        was = {column["name"]: column for column in self._reflected_columns(table)}.get(old)
+        if was is None or sql_type(was["type"]) != sql_type(new.type):
+            self.refusals.append(
+                f"{where}: {table} has no column {old}"
+                if was is None
+                else f"{where}: {old} is {sql_type(was['type'])}, {new.name} "
+                f"{sql_type(new.type)}: rename first, then change the type in another revision"
+            )
+            return [add]
+        moving = Transition(RENAME, table, new.name, quote(old), old, self.revision)
+        steps: list[ops.MigrateOperation] = [
+            Comment(
+                f"Expand: {old} is renamed to {new.name}. Writers of either name keep working: "
+                f"the trigger {moving.name} copies every write to the other column."
+            )
+        ]
+        old_default = was["default"]
+        if old_default is not None:
+            # A default on the old name would hide what a writer of the new name gave.
+            steps.append(
+                Statement(f"ALTER TABLE {quote(table)} ALTER COLUMN {quote(old)} DROP DEFAULT")
+            )
+        steps += self._added_for_fill(moving, add, _default_sql(new))
+        self._lock(UPGRADE, f"{where}, with the sync trigger {moving.name}: {SYNC_TRIGGER}")
+        steps += self._fill(moving, new.type, not new.nullable, UPGRADE)
+        restore = (
+            [
+                Statement(
+                    f"ALTER TABLE {quote(table)} ALTER COLUMN {quote(old)} "
+                    f"SET DEFAULT {old_default}"
+                )
+            ]
+            if old_default is not None
+            else []
+        )
+        self.undo[(table, new.name)] = [
+            Comment(f"{old} holds every value (the trigger copied each write): nothing is lost."),
+            *self._lossless_drop(moving, new.name, moving.source, DOWNGRADE),
+            *restore,
+        ]
+        return steps
+
+    def _expand_backfill(self, add: ops.AddColumnOp, expression: str) -> list[ops.MigrateOperation]:
+        table, column = add.table_name, add.column
+        where = f"add_column {table}.{column.name}"
+        if _default_sql(column) is not None:
+            self.refusals.append(
+                f"{where}: info {transitions.BACKFILL!r} and a server default: the default "
+                "already fills existing rows; keep one of them"
+            )
+            return [add]
+        moving = Transition(
+            transitions.FILL, table, column.name, f"({expression})", None, self.revision
+        )
+        steps: list[ops.MigrateOperation] = [
+            Comment(
+                f"Expand: {column.name} is added nullable; the trigger {moving.name} fills it "
+                f"from {expression} when a writer leaves it NULL: old writers keep working."
+            ),
+            *self._added_for_fill(moving, add, None),
+        ]
+        self._lock(UPGRADE, f"{where}, with the sync trigger {moving.name}: {SYNC_TRIGGER}")
+        steps += self._fill(moving, column.type, not column.nullable, UPGRADE)
+        self.undo[(table, column.name)] = [
+            Comment(f"Every {column.name} is what {expression} gives back: nothing is lost."),
+            *self._lossless_drop(moving, column.name, moving.source, DOWNGRADE),
+        ]
+        return steps
+
+    def _expand_volatile(self, add: ops.AddColumnOp, default: str) -> list[ops.MigrateOperation]:
+        table, column = add.table_name, add.column
+        moving = Transition(transitions.FILL, table, column.name, default)
+        self._lock(
+            UPGRADE,
+            f"add_column {table}.{column.name} with no default, then SET DEFAULT {default} "
+            f"(new rows only): {CATALOG_ONLY}",
+        )
+        return [
+            Comment(
+                f"Expand: {column.name} is added with no default (no rewrite); SET DEFAULT then "
+                "applies to new rows only, and existing rows are backfilled in batches."
+            ),
+            *self._added_for_fill(moving, add, default, sync=False),
+            *self._fill(moving, column.type, not column.nullable, UPGRADE),
+        ]
+
+    def _added_for_fill(
+        self, moving: Transition, add: ops.AddColumnOp, default: str | None, sync: bool = True
+    ) -> list[ops.MigrateOperation]:
+        """The column added nullable with no default (IF NOT EXISTS: a re-run finishes), its
+        default set for new rows only, and its sync trigger: one transaction."""
+        table, name = quote(moving.table), quote(moving.column)
+        steps: list[ops.MigrateOperation] = [
+            ops.AddColumnOp(
+                moving.table,
+                Column(moving.column, add.column.type, nullable=True),
+                if_not_exists=True,
+            )
+        ]
+        if default is not None:
+            steps.append(
+                Statement(f"ALTER TABLE {table} ALTER COLUMN {name} SET DEFAULT {default}")
+            )
+        if sync:
+            steps += [Statement(sql) for sql in moving.create_sql()]
+        return steps
+
+    def _fill(
+        self, moving: Transition, type_: Any, not_null: bool, direction: str
+    ) -> list[ops.MigrateOperation]:
+        """`moving.column` backfilled from `moving.source` in committed batches, then NOT NULL
+        through a validated CHECK if it must be."""
+        key = self._key(moving.table)
+        if key is None:
+            self.refusals.append(
+                f"{moving.table}: a batched backfill needs a one-column primary key"
+            )
+            return []
+        todo = transitions.still_to_do(moving.column, moving.source)
+        if direction == UPGRADE:
+            declared = self.backfills.get(moving.table)
+            self.backfills[moving.table] = f"({declared}) OR ({todo})" if declared else todo
+        self._lock(direction, f"backfill {moving.table}.{moving.column}: {BATCHES}")
+        steps: list[ops.MigrateOperation] = [
+            Comment("Backfill in committed batches; a re-run goes on from where it stopped."),
+            Backfill(
+                *(
+                    transitions.backfill_sql(
+                        moving.table, key, moving.column, moving.source, batched=batched
+                    )
+                    for batched in (True, False)
+                )
+            ),
+        ]
+        if not_null:
+            alter = ops.AlterColumnOp(
+                moving.table, moving.column, modify_nullable=False, existing_type=type_
+            )
+            steps += self._set_not_null(alter, direction)
+        return steps
+
+    def _lossless_drop(
+        self, moving: Transition, dropped: str, kept: str, direction: str
+    ) -> list[ops.MigrateOperation]:
+        """Drop `dropped` and the sync trigger, no consent asked: the guard refuses, under the
+        drop's lock, if `dropped` holds a value that `kept` does not give back."""
+        self._lock(
+            direction,
+            f"drop {moving.table}.{dropped} and the sync trigger {moving.name}: {GUARD_SCAN}",
+        )
+        self._waive(direction, "ban-drop-column", LOSSLESS_DROP)
+        return [
+            *(Statement(sql) for sql in transitions.guarded_drop_sql(moving.table, dropped, kept)),
+            *(Statement(sql) for sql in moving.drop_sql()),
+            Statement(f"ALTER TABLE {quote(moving.table)} DROP COLUMN {quote(dropped)}"),
+        ]
+
+    def _contract_rename(self, moving: Transition) -> list[ops.MigrateOperation]:
+        assert moving.old is not None
+        old = moving.old
+        was = {column["name"]: column for column in self._reflected_columns(moving.table)}[old]
+        steps: list[ops.MigrateOperation] = [
+            Comment(
+                f"Contract: {old} (renamed to {moving.column} by {moving.revision or 'the expand'})"
+                " goes, with its sync trigger."
+            ),
+            *self._lossless_drop(moving, old, quote(moving.column), UPGRADE),
+        ]
+        # The way down: the old column back, kept in step again, backfilled.
+        back = Transition(RENAME, moving.table, old, quote(moving.column), moving.column)
+        undo: list[ops.MigrateOperation] = [
+            Comment(f"{old} comes back, kept in step with {moving.column} again, backfilled."),
+            ops.AddColumnOp(
+                moving.table, Column(old, was["type"], nullable=True), if_not_exists=True
+            ),
+            *(Statement(sql) for sql in moving.create_sql()),
+        ]
+        self._lock(
+            DOWNGRADE,
+            f"add_column {moving.table}.{old}, with the sync trigger {moving.name}: {SYNC_TRIGGER}",
+        )
+        undo += self._fill(back, was["type"], not was["nullable"], DOWNGRADE)
+        self.undo[(moving.table, old)] = undo
+        return steps
+
+    def _contract_trigger(self, moving: Transition, direction: str) -> list[ops.MigrateOperation]:
+        """The sync trigger of a transition the models no longer mark: a rename's goes with its
+        old column (_contract_rename); a backfill's alone, and comes back on the way down."""
+        if moving.kind == RENAME:
+            return []
+        if direction == DOWNGRADE:
+            self._lock(direction, f"create the sync trigger {moving.name} again: {SYNC_TRIGGER}")
+            return [Statement(sql) for sql in moving.create_sql()]
+        self._lock(
+            direction,
+            f"contract {moving.table}.{moving.column}: drop the sync trigger {moving.name}: "
+            f"ACCESS EXCLUSIVE on {moving.table}, briefly (a catalog update)",
+        )
+        return [
+            Comment(f"Contract: every writer now gives {moving.column}; its sync trigger goes."),
+            *(Statement(sql) for sql in moving.drop_sql()),
+        ]
+
     # --- bookkeeping ------------------------------------------------------------------------
 
-    def _waive(self, direction: str, rule: str) -> None:
-        self.waivers[direction][rule] = WAIVERS[rule]
+    def _waive(self, direction: str, rule: str, why: str | None = None) -> None:
+        self.waivers[direction][rule] = why or WAIVERS[rule]
 
     def _lock(self, direction: str, line: str) -> None:
         self.locks[direction].append(line)
@@ -461,6 +707,11 @@ class Rewrite:
     def _reflected_columns(self, table: str) -> list[Any]:
         return list(inspect(self.connection).get_columns(table))
 
+    def _key(self, table: str) -> str | None:
+        """The one-column primary key backfill batches are chosen by, or None."""
+        columns = inspect(self.connection).get_pk_constraint(table)["constrained_columns"]
+        return columns[0] if len(columns) == 1 else None
+
     # --- what the file declares --------------------------------------------------------------
 
     def template_args(self) -> dict[str, str]:
@@ -471,14 +722,14 @@ class Rewrite:
             )
         return {
             "locks": locks_paragraph(self.locks),
-            "declarations": declarations(self.drops, self.waivers),
+            "declarations": declarations(self.drops, self.waivers, self.backfills),
         }
 
 
 def rewrite(script: ops.MigrationScript, connection: Connection) -> dict[str, str]:
     """Rewrite `script`'s operations in place into their lock-safe forms; return the template
     arguments (`locks`, `declarations`), or raise CommandError listing every refused change."""
-    rewrite = Rewrite(connection)
+    rewrite = Rewrite(connection, script.rev_id or "")
     assert script.upgrade_ops is not None
     assert script.downgrade_ops is not None
     script.upgrade_ops.ops = rewrite.operations(script.upgrade_ops.ops, UPGRADE)
@@ -557,11 +808,3 @@ def _default_sql(column: Column[Any]) -> str | None:
         return None
     argument = getattr(default, "arg", None)
     return argument.text if isinstance(argument, TextClause) else repr(argument)
-
-
-def _identifier(name: str) -> str:
-    """`name`, shortened with a hash when it is longer than PostgreSQL keeps."""
-    if len(name) <= MAX_IDENTIFIER:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[: MAX_IDENTIFIER - 9]}_{digest}"
