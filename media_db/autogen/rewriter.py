@@ -4,9 +4,12 @@ Autogenerate proposes plain operations; on a populated table shared with n8n sev
 stop writes for a whole scan or rewrite. `rewrite()` runs in process_revision_directives and:
 
 - turns each operation into its lock-safe form (the table in the README, "Changing the schema");
-- refuses, with the expand/contract steps to write instead, what has no lock-safe form: a NOT
-  NULL column with no default, a volatile default, a rewriting type change, a rename (seen as a
-  drop and an add of the same type);
+- writes as expand/contract (media_db/autogen/transitions.py) what has no lock-safe form in one
+  step: a rename (the new column marked `info={"renamed_from": old}`), a NOT NULL column with
+  no default (marked `info={"backfill": expression}`), a volatile default; and the contract
+  once the marker goes;
+- refuses, naming the marker to add or the steps to write instead, the rest: such a change
+  without its marker, a rewriting type change, a generated column;
 - fills in what the reviewer and the tools need: one `Locks:` line per operation, the tables and
   columns each direction drops (read by the data-loss guard, media_db/deploy/data_loss.py), and the
   `make lint-sql` findings that the safe forms make on purpose, each with its reason.
@@ -627,7 +630,12 @@ class Rewrite:
         )
         self._waive(direction, "ban-drop-column", LOSSLESS_DROP)
         return [
-            *(Statement(sql) for sql in transitions.guarded_drop_sql(moving.table, dropped, kept)),
+            *(
+                Statement(sql)
+                for sql in transitions.guarded_drop_sql(
+                    moving.table, dropped, kept, kept_column=moving.old is not None
+                )
+            ),
             *(Statement(sql) for sql in moving.drop_sql()),
             Statement(f"ALTER TABLE {quote(moving.table)} DROP COLUMN {quote(dropped)}"),
         ]

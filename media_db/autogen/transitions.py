@@ -73,7 +73,7 @@ class Transition:
         table, name = quote(self.table), quote(self.name)
         return [
             f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS "
-            f"$$ BEGIN {self._body()} RETURN NEW; END $$",
+            f"$sync$ BEGIN {self._body()} RETURN NEW; END $sync$",
             f"DROP TRIGGER IF EXISTS {name} ON {table}",
             f"CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON {table} "
             f"FOR EACH ROW EXECUTE FUNCTION {name}()",
@@ -133,19 +133,26 @@ def lacking(dropped: str, kept: str) -> str:
     return f"{quote(dropped)} IS NOT NULL AND {quote(dropped)} IS DISTINCT FROM ({kept})"
 
 
-def guarded_drop_sql(table: str, dropped: str, kept: str) -> list[str]:
-    """Drop `dropped` under ACCESS EXCLUSIVE if no row holds what `kept` lacks; else refuse,
-    rolling the revision back. No consent is asked: nothing is lost."""
-    table_ = quote(table)
+def guarded_drop_sql(table: str, dropped: str, kept: str, *, kept_column: bool) -> list[str]:
+    """Lock `table` ACCESS EXCLUSIVE and refuse, rolling the revision back, if a row's `dropped`
+    holds what `kept` lacks; the drop that follows then loses nothing, so no consent is asked.
+    `kept_column`: `kept` is a column the values can be copied to."""
+    table_, where = quote(table), lacking(dropped, kept)
+    fix = (
+        f"copy them over (UPDATE {table} SET {kept} = {dropped} WHERE {where})"
+        if kept_column
+        else f"to lose them, set them to what it gives (UPDATE {table} SET {dropped} = {kept} "
+        f"WHERE {where})"
+    )
     refusal = (
-        f"Refusing to drop {table}.{dropped}: rows hold values that {kept} lacks (a writer "
-        "bypassed the sync trigger?). Nothing was dropped. Copy them over, then run it again: "
-        f"UPDATE {table} SET {kept} = {dropped} WHERE {lacking(dropped, kept)}"
+        f"Refusing to drop {table}.{dropped}: rows hold values that {kept} does not give back "
+        f"(a writer bypassed the sync trigger, or wrote the new shape). Nothing was dropped: "
+        f"{fix}, then run it again."
     )
     return [
         f"LOCK TABLE {table_} IN ACCESS EXCLUSIVE MODE",
-        f"DO $$ BEGIN IF EXISTS (SELECT FROM {table_} WHERE {lacking(dropped, kept)}) THEN "
-        f"RAISE EXCEPTION USING MESSAGE = {literal(refusal)}; END IF; END $$",
+        f"DO $guard$ BEGIN IF EXISTS (SELECT FROM {table_} WHERE {where}) THEN "
+        f"RAISE EXCEPTION USING MESSAGE = {literal(refusal)}; END IF; END $guard$",
     ]
 
 
