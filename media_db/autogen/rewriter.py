@@ -629,6 +629,8 @@ class Rewrite:
             f"drop {moving.table}.{dropped} and the sync trigger {moving.name}: {GUARD_SCAN}",
         )
         self._waive(direction, "ban-drop-column", LOSSLESS_DROP)
+        prefix = "upgrade_" if direction == UPGRADE else ""
+        self.drops[f"{prefix}lossless_drops_columns"].append(f"{moving.table}.{dropped}")
         return [
             *(
                 Statement(sql)

@@ -240,7 +240,9 @@ def test_rename_expands_then_contracts(tmp_path: Path, fresh_database: FreshData
     ok(["make", "revision", "M=contract the rename"], env, project)
     contract = revision_text(project, CONTRACT_REVISION)
     assert "DROP COLUMN local_path" in contract
-    assert "drops_columns" not in contract  # no consent asked: the guard proves nothing is lost
+    # Declared as lossless: no consent asked, the guard proves nothing is lost.
+    assert 'upgrade_lossless_drops_columns = (\n    "media_items.local_path",' in contract
+    assert "upgrade_drops_columns" not in contract
     refused = run(["alembic", "upgrade", "head"], env, cwd=project)
     assert refused.returncode != 0
     assert "Refusing to drop media_items.local_path" in refused.stdout + refused.stderr
