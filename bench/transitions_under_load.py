@@ -41,7 +41,9 @@ RENAMED = (
 BUDGET = (
     '    retry_budget: Mapped[int] = mapped_column(info={"backfill": "max_attempts - attempts"})\n'
 )
-UUID_COLUMN = '    token: Mapped[uuid.UUID] = mapped_column(server_default=text("gen_random_uuid()"))\n'
+UUID_COLUMN = (
+    '    token: Mapped[uuid.UUID] = mapped_column(server_default=text("gen_random_uuid()"))\n'
+)
 # Each kind: the expand's edit, and the contract's (None: nothing left to contract).
 KINDS: dict[str, tuple[tuple[str, str], tuple[str, str] | None]] = {
     "rename": (
