@@ -37,7 +37,8 @@ class Comment(ops.MigrateOperation):
 
 @renderers.dispatch_for(Comment)
 def _render_comment(context: AutogenContext, comment: Comment) -> list[str]:
-    return [f"# {comment.text}"]
+    # Wrapped so that, indented in upgrade() or a block, it stays within the line length.
+    return [f"# {line}" for line in textwrap.wrap(comment.text, width=88)]
 
 
 class Kept(Comment):

@@ -10,6 +10,7 @@ verified, taken down (everything back, backfilled) and up again. Revisions are u
 """
 
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -113,8 +114,9 @@ def ok(args: list[str], env: dict[str, str], project: Path) -> str:
 
 
 def revision_text(project: Path, revision: str) -> str:
+    """The revision's source, each SQL text ruff or the renderer cut in pieces joined again."""
     [path] = (project / "alembic" / "versions").glob(f"*_{revision}_*.py")
-    return path.read_text()
+    return re.sub(r'"\s+"', "", path.read_text())
 
 
 def status(env: dict[str, str], project: Path) -> dict[str, Any]:
