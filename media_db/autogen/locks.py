@@ -53,10 +53,8 @@ WAIVERS = {
 }
 # Expand/contract (media_db/autogen/transitions.py): what each step locks, and why its drop of a
 # column needs no consent.
-LOSSLESS_DROP = (
-    "expand/contract: under the drop's lock the guard refuses if the column holds a value "
-    "the other shape lacks"
-)
+LOSSLESS_DROP = "expand/contract: guarded, under its lock, to lose nothing"
+SYNC_DROP = "expand/contract: the sync trigger's own function, dropped with it"
 SYNC_TRIGGER = (
     "SHARE ROW EXCLUSIVE for the sync trigger, ACCESS EXCLUSIVE for the column, in one "
     "transaction: catalog updates, no scan or rewrite"
@@ -103,7 +101,7 @@ def declarations(
     if drops:
         lines.append(
             "# What each direction drops, checked for data by the guard "
-            "(media_db/deploy/data_loss.py)."
+            "(media_db/deploy/data_loss.py; lossless_*: by the revision's own, under its lock)."
         )
         for name, names in sorted(drops.items()):
             lines += [f"{name} = (", *(f"    {entry!r}," for entry in names), ")"]

@@ -51,6 +51,7 @@ from media_db.autogen.locks import (
     LIGHT_STORAGE_PARAMETERS,
     LOSSLESS_DROP,
     RERUN,
+    SYNC_DROP,
     SYNC_TRIGGER,
     TRIGGER_LOCKS,
     VALIDATED,
@@ -629,6 +630,7 @@ class Rewrite:
             f"drop {moving.table}.{dropped} and the sync trigger {moving.name}: {GUARD_SCAN}",
         )
         self._waive(direction, "ban-drop-column", LOSSLESS_DROP)
+        self._waive(direction, "ban-drop-function", SYNC_DROP)
         prefix = "upgrade_" if direction == UPGRADE else ""
         self.drops[f"{prefix}lossless_drops_columns"].append(f"{moving.table}.{dropped}")
         return [
@@ -678,6 +680,7 @@ class Rewrite:
         if direction == DOWNGRADE:
             self._lock(direction, f"create the sync trigger {moving.name} again: {SYNC_TRIGGER}")
             return [Statement(sql) for sql in moving.create_sql()]
+        self._waive(direction, "ban-drop-function", SYNC_DROP)
         self._lock(
             direction,
             f"contract {moving.table}.{moving.column}: drop the sync trigger {moving.name}: "
