@@ -44,17 +44,20 @@ BUDGET = (
 UUID_COLUMN = (
     '    token: Mapped[uuid.UUID] = mapped_column(server_default=text("gen_random_uuid()"))\n'
 )
-# Each kind: the expand's edit, and the contract's (None: nothing left to contract).
-KINDS: dict[str, tuple[tuple[str, str], tuple[str, str] | None]] = {
+# Each kind: the expand's edit; the contract's (None: nothing left to contract) and the insert
+# of the new shape, which every writer uses once it is contracted.
+KINDS: dict[str, tuple[tuple[str, str], tuple[str, str] | None, str]] = {
     "rename": (
         (WORKFLOW_TYPE, RENAMED),
         (RENAMED, "    workflow: Mapped[str] = mapped_column(String(50))\n"),
+        "INSERT INTO processing_jobs (workflow) VALUES ('writer')",
     ),
     "NOT NULL with a backfill": (
         (STARTED_AT, STARTED_AT + BUDGET),
         (BUDGET, "    retry_budget: Mapped[int]\n"),
+        "INSERT INTO processing_jobs (workflow_type, retry_budget) VALUES ('writer', 5)",
     ),
-    "volatile default": ((STARTED_AT, STARTED_AT + UUID_COLUMN), None),
+    "volatile default": ((STARTED_AT, STARTED_AT + UUID_COLUMN), None, ""),
 }
 
 
@@ -79,7 +82,7 @@ async def prove(server: URL, size: Size, results: Path) -> Path:
     # The volatile default's values exist nowhere else: its way down asks for consent.
     consented = ["alembic", "-x", "allow-data-loss=true", "-x", "backup=skip", "downgrade", "-1"]
     with tempfile.TemporaryDirectory(prefix="bench-transitions-") as workdir:
-        for kind, (expand, contract) in KINDS.items():
+        for kind, (expand, contract, new_shape) in KINDS.items():
             async with scratch_database(server) as url:
                 async with await psycopg.AsyncConnection.connect(conninfo(url)) as raw:
                     await seed_jobs(raw, size)  # type: ignore[arg-type]
@@ -96,8 +99,8 @@ async def prove(server: URL, size: Size, results: Path) -> Path:
                 if contract is not None:
                     edit(models, contract)
                     make_revision(project, url, f"contract {kind}")
-                    steps["contract"] = await under_load(url, upgrade, project)
-                    steps["contract down"] = await under_load(url, downgrade, project)
+                    steps["contract"] = await under_load(url, upgrade, project, new_shape)
+                    steps["contract down"] = await under_load(url, downgrade, project, new_shape)
                 for step, stall in steps.items():
                     print(
                         f"{kind:<26} {step:<14} {stall.seconds:7.2f} s, writer max "
