@@ -119,10 +119,14 @@ def revision_text(project: Path, revision: str) -> str:
     return re.sub(r'"\s+"', "", path.read_text())
 
 
-def status(env: dict[str, str], project: Path) -> dict[str, Any]:
-    done = run(["python", "-m", "media_db.deploy.status", "--json"], env, cwd=project)
+def status(env: dict[str, str], project: Path, *options: str) -> str:
+    done = run(["python", "-m", "media_db.deploy.status", *options], env, cwd=project)
     assert done.returncode == 0, done.stdout + done.stderr
-    found: dict[str, Any] = json.loads(done.stdout)
+    return done.stdout
+
+
+def transitions(env: dict[str, str], project: Path) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = json.loads(status(env, project, "--json"))["transitions"]
     return found
 
 
@@ -204,7 +208,7 @@ def test_rename_expands_then_contracts(tmp_path: Path, fresh_database: FreshData
 
     verified = ok(["make", "verify"], env, project)
     assert "in flight, not drift): rename media_items.local_path -> local_file" in verified
-    [moving] = status(env, project)["transitions"]
+    [moving] = transitions(env, project)
     assert moving | {"since": None} == {
         "kind": "rename",
         "table": "media_items",
@@ -217,6 +221,8 @@ def test_rename_expands_then_contracts(tmp_path: Path, fresh_database: FreshData
         "stalled": False,
     }
     assert moving["since"] is not None
+    shown = f"rename media_items: local_path -> local_file, since {NEXT_REVISION} ("
+    assert shown in status(env, project)
 
     # The way down asks no consent and loses nothing: local_path holds the new name's writes.
     ok(["alembic", "downgrade", "-1"], env, project)
@@ -268,7 +274,7 @@ def test_rename_expands_then_contracts(tmp_path: Path, fresh_database: FreshData
     assert "local_path" not in contracted.columns
     assert "media_items_local_file_sync" not in contracted.triggers
     assert "Contracting" not in ok(["make", "verify"], env, project)
-    assert status(env, project)["transitions"] == []
+    assert transitions(env, project) == []
 
     # Down: local_path back, kept in step again and backfilled, while the new shape writes.
     with writing(url, new_shape):
@@ -341,7 +347,7 @@ def test_not_null_column_with_a_backfill_expands_then_contracts(
 
     verified = ok(["make", "verify"], env, project)
     assert "backfill media_items.area from (coalesce(width * height, 0))" in verified
-    [moving] = status(env, project)["transitions"]
+    [moving] = transitions(env, project)
     assert (moving["kind"], moving["new"], moving["rows_left"]) == ("backfill", "area", 0)
 
     ok(["alembic", "downgrade", "-1"], env, project)  # no consent: every area is derivable
