@@ -54,6 +54,7 @@ WAIVERS = {
 # Expand/contract (media_db/autogen/transitions.py): what each step locks, and why its drop of a
 # column needs no consent.
 LOSSLESS_DROP = "expand/contract: guarded, under its lock, to lose nothing"
+RENAMING = "a type change's cutover: the column keeps its name, with the new type"
 SYNC_DROP = "expand/contract: the sync trigger's own function, dropped with it"
 SYNC_TRIGGER = (
     "SHARE ROW EXCLUSIVE for the sync trigger, ACCESS EXCLUSIVE for the column, in one "

@@ -35,7 +35,7 @@ from alembic.util import CommandError
 from alembic_utils.pg_function import PGFunction
 from alembic_utils.pg_trigger import PGTrigger
 from alembic_utils.reversible_op import CreateOp, DropOp, ReplaceOp, ReversibleOp, RevertOp
-from sqlalchemy import Column, Connection, ForeignKeyConstraint, inspect, text
+from sqlalchemy import Column, Connection, ForeignKeyConstraint, MetaData, inspect, text
 from sqlalchemy.sql.elements import TextClause, conv
 
 from media_db.autogen import storage_parameters, transitions
@@ -50,6 +50,7 @@ from media_db.autogen.locks import (
     GUARDED_DROP,
     LIGHT_STORAGE_PARAMETERS,
     LOSSLESS_DROP,
+    RENAMING,
     RERUN,
     SYNC_DROP,
     SYNC_TRIGGER,
@@ -61,7 +62,7 @@ from media_db.autogen.locks import (
 )
 from media_db.autogen.ops import AutocommitBlock, Backfill, Comment, EntityStep, Kept, Statement
 from media_db.autogen.pg_types import binary_compatible, sql_type
-from media_db.autogen.transitions import RENAME, Transition, quote
+from media_db.autogen.transitions import RENAME, RETYPE, Transition, quote
 from models.migration_history import SURVIVES_DOWNGRADE
 
 UPGRADE, DOWNGRADE = "upgrade", "downgrade"
@@ -86,8 +87,11 @@ def rewrites(*kinds: type[ops.MigrateOperation]) -> Callable[[Rule], Rule]:
 class Rewrite:
     """The rewriting of one revision: its operations, and what the file must declare."""
 
-    def __init__(self, connection: Connection, revision: str = "") -> None:
+    def __init__(
+        self, connection: Connection, revision: str = "", metadata: MetaData | None = None
+    ) -> None:
         self.connection, self.revision = connection, revision
+        self.metadata = metadata or MetaData()  # the models autogenerate compared with
         self.quote = connection.dialect.identifier_preparer.quote
         self.locks: dict[str, list[str]] = {UPGRADE: [], DOWNGRADE: []}
         self.drops: dict[str, list[str]] = defaultdict(list)
@@ -227,7 +231,7 @@ class Rewrite:
             if (moving.table, moving.old) == (drop.table_name, drop.column_name)
         ]
         if direction == UPGRADE and renamed:
-            return self._contract_rename(renamed[0])
+            return self._contract_old_column(renamed[0])
         self._drop(direction, "columns", where, "ban-drop-column")
         self._lock(direction, f"drop_column {where}: {GUARDED_DROP}")
         return [drop]
@@ -260,6 +264,12 @@ class Rewrite:
     @rewrites(ops.AlterColumnOp)
     def _alter_column(self, alter: ops.AlterColumnOp, direction: str) -> list[ops.MigrateOperation]:
         where = f"{alter.table_name}.{alter.column_name}"
+        if (undo := self.undo.pop((alter.table_name, alter.column_name), None)) is not None:
+            return undo  # a type change's expand, on its way down
+        if direction == UPGRADE and alter.modify_type is not None:
+            old, new = sql_type(alter.existing_type), sql_type(alter.modify_type)
+            if not binary_compatible(old, new):
+                return self._expand_retype(alter, old, new)
         written: list[ops.MigrateOperation] = []
         rest = copy.copy(alter)
         rest.modify_nullable = None
@@ -268,15 +278,6 @@ class Rewrite:
             if binary_compatible(old, new):
                 how = f"{old} to {new} is binary-compatible; {CATALOG_ONLY}"
                 self._waive(direction, "changing-column-type")
-            elif direction == UPGRADE:
-                how = "a rewrite"
-                self.refusals.append(
-                    f"alter_column {where} type {old} to {new}: rewrites the table under ACCESS "
-                    "EXCLUSIVE. Expand/contract instead: add a column of the new type, write "
-                    "both, backfill it in batches, move readers, then drop the old column in a "
-                    "later revision. (Binary-compatible changes pass: varchar widened, varchar "
-                    "to text, numeric precision raised.)"
-                )
             else:
                 how = (
                     "ACCESS EXCLUSIVE while the table is checked and rewritten (undoing a "
@@ -565,6 +566,88 @@ class Rewrite:
             *self._fill(moving, column.type, not column.nullable, UPGRADE),
         ]
 
+    def _expand_retype(
+        self, alter: ops.AlterColumnOp, old_type: str, new_type: str
+    ) -> list[ops.MigrateOperation]:
+        """A shadow column of the new type, kept in step by a trigger and backfilled; then a
+        cutover swaps the names in one short transaction and the trigger keeps the old column
+        (renamed) in step until the contract."""
+        table, name = alter.table_name, alter.column_name
+        where = f"alter_column {table}.{name} type {old_type} to {new_type}"
+        model = self.metadata.tables[table].c[name] if table in self.metadata.tables else None
+        found = transitions.marker(model) if model is not None else None
+        using = found[1] if found and found[0] == RETYPE else f"CAST({quote(name)} AS {new_type})"
+        dependents = self.connection.scalar(
+            transitions.DEPENDENTS, {"table": table, "column": name}
+        )
+        if model is None or dependents:
+            self.refusals.append(
+                f"{where}: a rewrite under ACCESS EXCLUSIVE, and {dependents or 'no model'} "
+                "depends on it: the cutover would leave it on the old column. Expand/contract "
+                "instead, by hand: a column of the new type, its own index or constraint, "
+                "a trigger and a backfill, then drop the old column in a later revision"
+            )
+            return [alter]
+        was = {column["name"]: column for column in self._reflected_columns(table)}[name]
+        kept, shadow = transitions.kept_name(name), transitions.identifier(f"{name}__new")
+        moving = Transition(
+            RETYPE,
+            table,
+            name,
+            f"(SELECT {using} FROM (SELECT {quote(kept)} AS {quote(name)}) AS old_row)",
+            kept,
+            self.revision,
+            back=f"CAST({quote(name)} AS {old_type})",
+        )
+        # Before the cutover, every writer names the old column: the trigger fills the shadow.
+        before = Transition(RETYPE, table, name, name, shadow, back=using)
+        steps: list[ops.MigrateOperation] = [
+            Comment(
+                f"Expand: {name} becomes {new_type} ({using}). {shadow} is filled for every row "
+                f"and every write, then takes {name}'s place; the old column stays as {kept}, "
+                "kept in step, until the contract."
+            ),
+            ops.AddColumnOp(
+                table, Column(shadow, alter.modify_type, nullable=True), if_not_exists=True
+            ),
+            *(Statement(sql) for sql in before.create_sql(in_flight=False)),
+        ]
+        self._lock(UPGRADE, f"add_column {table}.{shadow} with its sync trigger: {SYNC_TRIGGER}")
+        filled = Transition(RETYPE, table, shadow, f"({using})")
+        steps += self._fill(filled, alter.modify_type, not model.nullable, UPGRADE)
+        table_ = quote(table)
+        cutover = [f"LOCK TABLE {table_} IN ACCESS EXCLUSIVE MODE"]
+        if was["default"] is not None:
+            cutover.append(f"ALTER TABLE {table_} ALTER COLUMN {quote(name)} DROP DEFAULT")
+        cutover += [
+            f"ALTER TABLE {table_} RENAME COLUMN {quote(name)} TO {quote(kept)}",
+            f"ALTER TABLE {table_} RENAME COLUMN {quote(shadow)} TO {quote(name)}",
+        ]
+        if (default := _default_sql(model)) is not None:
+            cutover.append(f"ALTER TABLE {table_} ALTER COLUMN {quote(name)} SET DEFAULT {default}")
+        cutover += moving.create_sql()
+        self._lock(
+            UPGRADE,
+            f"cutover of {table}.{name}: the names swapped and the trigger replaced in one "
+            f"transaction under ACCESS EXCLUSIVE, briefly (catalog updates)",
+        )
+        self._waive(UPGRADE, "renaming-column", RENAMING)
+        self._waive(DOWNGRADE, "renaming-column", RENAMING)
+        steps += [Comment("Cutover: one short transaction."), *map(Statement, cutover)]
+        undo = [
+            Comment(f"{kept} holds every value (the trigger copied each write): nothing is lost."),
+            *self._lossless_drop(moving, name, moving.source, DOWNGRADE),
+            Statement(f"ALTER TABLE {table_} RENAME COLUMN {quote(kept)} TO {quote(name)}"),
+        ]
+        if was["default"] is not None:
+            undo.append(
+                Statement(
+                    f"ALTER TABLE {table_} ALTER COLUMN {quote(name)} SET DEFAULT {was['default']}"
+                )
+            )
+        self.undo[(table, name)] = undo
+        return steps
+
     def _added_for_fill(
         self, moving: Transition, add: ops.AddColumnOp, default: str | None, sync: bool = True
     ) -> list[ops.MigrateOperation]:
@@ -637,26 +720,27 @@ class Rewrite:
             *(
                 Statement(sql)
                 for sql in transitions.guarded_drop_sql(
-                    moving.table, dropped, kept, kept_column=moving.old is not None
+                    moving.table, dropped, kept, kept_column=moving.kind == RENAME
                 )
             ),
             *(Statement(sql) for sql in moving.drop_sql()),
             Statement(f"ALTER TABLE {quote(moving.table)} DROP COLUMN {quote(dropped)}"),
         ]
 
-    def _contract_rename(self, moving: Transition) -> list[ops.MigrateOperation]:
+    def _contract_old_column(self, moving: Transition) -> list[ops.MigrateOperation]:
+        """A rename's or a type change's old column goes, with the sync trigger."""
         assert moving.old is not None
-        old = moving.old
+        old, given = moving.old, moving.back or quote(moving.column)
         was = {column["name"]: column for column in self._reflected_columns(moving.table)}[old]
         steps: list[ops.MigrateOperation] = [
             Comment(
-                f"Contract: {old} (renamed to {moving.column} by {moving.revision or 'the expand'})"
-                " goes, with its sync trigger."
+                f"Contract: {old} ({moving.kind} of {moving.column} by "
+                f"{moving.revision or 'the expand'}) goes, with its sync trigger."
             ),
-            *self._lossless_drop(moving, old, quote(moving.column), UPGRADE),
+            *self._lossless_drop(moving, old, given, UPGRADE),
         ]
         # The way down: the old column back, kept in step again, backfilled.
-        back = Transition(RENAME, moving.table, old, quote(moving.column), moving.column)
+        back = Transition(moving.kind, moving.table, old, given)
         undo: list[ops.MigrateOperation] = [
             Comment(f"{old} comes back, kept in step with {moving.column} again, backfilled."),
             ops.AddColumnOp(
@@ -673,9 +757,10 @@ class Rewrite:
         return steps
 
     def _contract_trigger(self, moving: Transition, direction: str) -> list[ops.MigrateOperation]:
-        """The sync trigger of a transition the models no longer mark: a rename's goes with its
-        old column (_contract_rename); a backfill's alone, and comes back on the way down."""
-        if moving.kind == RENAME:
+        """The sync trigger of a transition the models no longer mark: one with an old column
+        goes with it (_contract_old_column); a backfill's alone, and comes back on the way
+        down."""
+        if moving.old is not None:
             return []
         if direction == DOWNGRADE:
             self._lock(direction, f"create the sync trigger {moving.name} again: {SYNC_TRIGGER}")
@@ -739,10 +824,12 @@ class Rewrite:
         }
 
 
-def rewrite(script: ops.MigrationScript, connection: Connection) -> dict[str, str]:
+def rewrite(
+    script: ops.MigrationScript, connection: Connection, metadata: MetaData | None = None
+) -> dict[str, str]:
     """Rewrite `script`'s operations in place into their lock-safe forms; return the template
     arguments (`locks`, `declarations`), or raise CommandError listing every refused change."""
-    rewrite = Rewrite(connection, script.rev_id or "")
+    rewrite = Rewrite(connection, script.rev_id or "", metadata)
     assert script.upgrade_ops is not None
     assert script.downgrade_ops is not None
     script.upgrade_ops.ops = rewrite.operations(script.upgrade_ops.ops, UPGRADE)

@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import Column, Connection, MetaData, text
 from sqlalchemy.dialects import postgresql
 
-RENAMED_FROM, BACKFILL = "renamed_from", "backfill"
-RENAME, FILL = "rename", "backfill"  # the kinds in flight, by the marker that starts them
-MARKERS = {RENAMED_FROM: RENAME, BACKFILL: FILL}
+RENAMED_FROM, BACKFILL, USING = "renamed_from", "backfill", "using"
+RENAME, FILL, RETYPE = "rename", "backfill", "retype"  # the kinds in flight, by their marker
+MARKERS = {RENAMED_FROM: RENAME, BACKFILL: FILL, USING: RETYPE}
 TAG = "media_db expand/contract: "
 BATCH = 5_000  # rows per committed batch, as 0003
 MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
@@ -31,6 +31,21 @@ IN_FLIGHT = text("""
     WHERE c.relnamespace = CAST(current_schema() AS regnamespace) AND NOT t.tgisinternal
       AND starts_with(coalesce(obj_description(t.oid, 'pg_trigger'), ''), :tag)
     ORDER BY c.relname, t.tgname
+""")
+
+
+# What depends on a column besides its table and default: indexes, constraints (not PostgreSQL
+# 18's NOT NULL ones), views. A type change's cutover would leave them on the old column.
+DEPENDENTS = text("""
+    SELECT coalesce(string_agg(DISTINCT coalesce(c.relname, con.conname, 'a view'), ', '), '')
+    FROM pg_depend d
+    JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+    LEFT JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid
+    LEFT JOIN pg_constraint con
+      ON d.classid = 'pg_constraint'::regclass AND con.oid = d.objid AND con.contype <> 'n'
+    WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = to_regclass(:table)
+      AND a.attname = :column
+      AND (c.oid IS NOT NULL OR con.oid IS NOT NULL OR d.classid = 'pg_rewrite'::regclass)
 """)
 
 
@@ -46,6 +61,16 @@ def sync_name(table: str, column: str) -> str:
     return identifier(f"{table}_{column}_sync")
 
 
+def kept_name(column: str) -> str:
+    """What a type change's old column is called from its cutover to its contract."""
+    return identifier(f"{column}__old")
+
+
+def over_row(expression: str) -> str:
+    """`expression` (SQL naming the row's columns) evaluated on a trigger's NEW row."""
+    return f"(SELECT {expression} FROM (SELECT (NEW).*) AS new_row)"
+
+
 def literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -59,8 +84,9 @@ class Transition:
     table: str
     column: str
     source: str
-    old: str | None = None  # a rename's old column, kept in step until the contract
+    old: str | None = None  # the old column (rename, type change), kept until the contract
     revision: str = ""
+    back: str | None = None  # SQL over the row giving `old` (None: `column` as is)
 
     @property
     def name(self) -> str:
@@ -68,16 +94,18 @@ class Transition:
 
     # --- the sync trigger ---------------------------------------------------------------------
 
-    def create_sql(self) -> list[str]:
-        """The function and its trigger (a leftover of a failed run replaced), commented."""
+    def create_sql(self, *, in_flight: bool = True) -> list[str]:
+        """The function and its trigger (a leftover of a failed run replaced); commented
+        `in_flight` (not a type change's before its cutover, which the expand itself ends)."""
         table, name = quote(self.table), quote(self.name)
+        comment = literal(TAG + json.dumps(asdict(self)))
         return [
             f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS "
             f"$sync$ BEGIN {self._body()} RETURN NEW; END $sync$",
             f"DROP TRIGGER IF EXISTS {name} ON {table}",
             f"CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON {table} "
             f"FOR EACH ROW EXECUTE FUNCTION {name}()",
-            f"COMMENT ON TRIGGER {name} ON {table} IS {literal(TAG + json.dumps(asdict(self)))}",
+            *([f"COMMENT ON TRIGGER {name} ON {table} IS {comment}"] if in_flight else []),
         ]
 
     def drop_sql(self) -> list[str]:
@@ -90,12 +118,10 @@ class Transition:
     def _body(self) -> str:
         new = quote(self.column)
         if self.old is None:
-            # The row's own columns, by name, for the marker's expression.
-            return (
-                f"IF NEW.{new} IS NULL THEN NEW.{new} := "
-                f"(SELECT {self.source} FROM (SELECT (NEW).*) AS new_row); END IF;"
-            )
+            return f"IF NEW.{new} IS NULL THEN NEW.{new} := {over_row(self.source)}; END IF;"
         old = quote(self.old)
+        if self.back is not None:  # a type change, past its cutover: every writer names `new`
+            return f"NEW.{old} := {over_row(self.back)};"
         # An UPDATE copies the name it changed; an INSERT the name it gave (the old column has
         # no default during the transition, so a NULL there means "not given").
         return (
@@ -185,23 +211,21 @@ def marked(metadata: MetaData) -> dict[tuple[str, str], tuple[str, str]]:
 
 def hidden(metadata: MetaData, table: str, name: str) -> bool:
     """Whether `name` on `table` (a column, or a trigger) belongs to a transition the models
-    still declare: the old column of a rename, a marked column's sync trigger. Autogenerate
-    neither drops them nor reports them before the marker goes."""
+    still declare: the old column of a rename or a type change, a marked column's sync trigger.
+    Autogenerate neither drops them nor reports them before the marker goes."""
     for (marked_table, column), (kind, value) in marked(metadata).items():
-        if marked_table == table and (
-            name == sync_name(table, column) or (kind == RENAME and name == value)
-        ):
+        old = {RENAME: value, RETYPE: kept_name(column)}.get(kind)
+        if marked_table == table and name in (sync_name(table, column), old):
             return True
     return False
 
 
 def describe(moving: Transition) -> str:
     """One line for the operator: what moves, where, since which revision."""
-    what = (
-        f"rename {moving.table}.{moving.old} -> {moving.column}"
-        if moving.old is not None
-        else f"backfill {moving.table}.{moving.column} from {moving.source}"
-    )
+    what = {
+        RENAME: f"rename {moving.table}.{moving.old} -> {moving.column}",
+        RETYPE: f"retype {moving.table}.{moving.column}, the old type kept in {moving.old}",
+    }.get(moving.kind, f"backfill {moving.table}.{moving.column} from {moving.source}")
     return f"{what} (sync trigger {moving.name}, expand {moving.revision or '?'})"
 
 

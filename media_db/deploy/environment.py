@@ -229,7 +229,8 @@ def write_lock_safe_revision(
         # The revision writer loads here only: `alembic upgrade` never needs it.
         from media_db.autogen import rewriter
 
-        context.opts["template_args"].update(rewriter.rewrite(script, context.connection))
+        metadata = context.opts.get("target_metadata")
+        context.opts["template_args"].update(rewriter.rewrite(script, context.connection, metadata))
 
 
 # The commands that write a revision file (`make revision` is the first).

@@ -241,7 +241,8 @@ REFUSED = [
                 "    width: Mapped[int | None] = mapped_column(BigInteger)\n",
             )
         ),
-        "alter_column media_items.width type INTEGER to BIGINT: rewrites the table",
+        "alter_column media_items.width type INTEGER to BIGINT: a rewrite under ACCESS "
+        "EXCLUSIVE, and media_items_width_check depends on it",
     ),
     (
         "rename",

@@ -429,3 +429,99 @@ def test_volatile_default_expands_with_no_rewrite(
     assert catalog.differences(before, snapshot(url), set(before)) == []
     ok(["alembic", "upgrade", "head"], env, project)
     assert scalar(url, "SELECT count(*) FROM media_items WHERE token IS NULL") == 0
+
+
+MIME_TYPE = "    mime_type: Mapped[str | None] = mapped_column(String(100))\n"
+NARROWED = (
+    "    mime_type: Mapped[str | None] = mapped_column(\n"
+    '        String(50), info={"using": "left(mime_type, 50)"}\n'
+    "    )\n"
+)
+LONG = "video/" + "x" * 74  # fits VARCHAR(100), not VARCHAR(50)
+OUT_OF_STEP = (
+    "SELECT count(*) FROM media_items WHERE mime_type IS DISTINCT FROM left(mime_type__old, 50)"
+)
+
+
+def test_type_change_expands_with_a_cutover_then_contracts(
+    tmp_path: Path, fresh_database: FreshDatabase
+) -> None:
+    project, url = project_copy(tmp_path), fresh_database()
+    env, models = environment(url), project / "models" / "media.py"
+    before = at_head(url)
+    execute(
+        url,
+        "INSERT INTO media_items (source_url, source_type, mime_type) SELECT 's' || g, 'seed', "
+        f"CASE WHEN g % 9 = 0 THEN NULL ELSE 'video/' || g END FROM generate_series(1, {SEEDED}) g",
+    )
+    execute(url, f"UPDATE media_items SET mime_type = '{LONG}' WHERE source_url = 's1'")
+    ids = seed_ids(url)
+    relfilenode = scalar(url, "SELECT relfilenode FROM pg_class WHERE relname = 'media_items'")
+    edit(models, (MIME_TYPE, NARROWED))
+
+    ok(["make", "revision", "M=narrow mime_type"], env, project)
+    expand = revision_text(project, NEXT_REVISION)
+    assert "RENAME COLUMN mime_type TO mime_type__old" in expand
+    assert "ALTER COLUMN mime_type TYPE" not in expand  # no rewrite
+
+    def inserts(n: int) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (
+                "INSERT INTO media_items (source_url, source_type, mime_type) "
+                "VALUES ('w', 'writer', %(m)s)",
+                {"m": f"audio/{n}"},
+            )
+        ]
+
+    def updates(n: int) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (
+                "UPDATE media_items SET mime_type = %(m)s WHERE id = %(id)s",
+                {"m": f"image/{n}", "id": ids[1 + n % 40]},
+            )
+        ]
+
+    with writing(url, inserts, updates) as (inserter, _):
+        ok(["alembic", "upgrade", "head"], env, project)
+    assert scalar(url, OUT_OF_STEP) == 0
+    assert scalar(url, "SELECT count(*) FROM media_items WHERE source_type = 'writer'") == (
+        inserter.written
+    )
+    assert scalar(url, f"SELECT count(*) FROM media_items WHERE mime_type__old = '{LONG}'") == 1
+    columns = snapshot(url)["media_items"].columns
+    assert (columns["mime_type"].type, columns["mime_type__old"].type) == (
+        "character varying(50)",
+        "character varying(100)",
+    )
+    # No rewrite: the table keeps its file.
+    assert scalar(url, "SELECT relfilenode FROM pg_class WHERE relname = 'media_items'") == (
+        relfilenode
+    )
+    assert "retype media_items.mime_type, the old type kept in mime_type__old" in ok(
+        ["make", "verify"], env, project
+    )
+    [moving] = transitions(env, project)
+    assert (moving["kind"], moving["old"], moving["rows_left"]) == ("retype", "mime_type__old", 0)
+
+    ok(["alembic", "downgrade", "-1"], env, project)  # no consent: the old column holds all
+    assert catalog.differences(before, snapshot(url), set(before)) == []
+    assert scalar(url, f"SELECT count(*) FROM media_items WHERE mime_type = '{LONG}'") == 1
+    ok(["alembic", "upgrade", "head"], env, project)
+    expanded = snapshot(url)
+
+    # The long value exists only in the old column: the contract's guard keeps it.
+    edit(models, (NARROWED, MIME_TYPE.replace("100", "50")))
+    ok(["make", "revision", "M=contract mime_type"], env, project)
+    refused = run(["alembic", "upgrade", "head"], env, cwd=project)
+    assert refused.returncode != 0
+    assert "Refusing to drop media_items.mime_type__old" in refused.stdout + refused.stderr
+    execute(url, "UPDATE media_items SET mime_type = 'video/long' WHERE source_url = 's1'")
+    ok(["alembic", "upgrade", "head"], env, project)
+    assert "mime_type__old" not in snapshot(url)["media_items"].columns
+    assert "Contracting" not in ok(["make", "verify"], env, project)
+
+    with writing(url, inserts):
+        ok(["alembic", "downgrade", "-1"], env, project)
+    assert catalog.differences(expanded, snapshot(url), set(expanded)) == []
+    assert scalar(url, OUT_OF_STEP) == 0
+    ok(["alembic", "upgrade", "head"], env, project)
