@@ -44,6 +44,10 @@ BUDGET = (
 UUID_COLUMN = (
     '    token: Mapped[uuid.UUID] = mapped_column(server_default=text("gen_random_uuid()"))\n'
 )
+NARROWED = (
+    '    workflow_type: Mapped[str] = mapped_column(String(30), info={"using": '
+    '"left(workflow_type, 30)"})\n'
+)
 # Each kind: the expand's edit; the contract's (None: nothing left to contract) and the insert
 # of the new shape, which every writer uses once it is contracted.
 KINDS: dict[str, tuple[tuple[str, str], tuple[str, str] | None, str]] = {
@@ -58,6 +62,11 @@ KINDS: dict[str, tuple[tuple[str, str], tuple[str, str] | None, str]] = {
         "INSERT INTO processing_jobs (workflow_type, retry_budget) VALUES ('writer', 5)",
     ),
     "volatile default": ((STARTED_AT, STARTED_AT + UUID_COLUMN), None, ""),
+    "type change": (
+        (WORKFLOW_TYPE, NARROWED),
+        (NARROWED, WORKFLOW_TYPE.replace("50", "30")),
+        "INSERT INTO processing_jobs (workflow_type) VALUES ('writer')",
+    ),
 }
 
 
@@ -76,13 +85,14 @@ def make_revision(project: Path, url: URL, message: str) -> None:
         raise RuntimeError(f"make revision ({message}) failed:\n{made.stderr[-2000:]}")
 
 
-async def prove(server: URL, size: Size, results: Path) -> Path:
+async def prove(server: URL, size: Size, results: Path, kinds: list[str]) -> Path:
     rows: list[dict[str, Any]] = []
     upgrade, downgrade = ["alembic", "upgrade", "head"], ["alembic", "downgrade", "-1"]
     # The volatile default's values exist nowhere else: its way down asks for consent.
     consented = ["alembic", "-x", "allow-data-loss=true", "-x", "backup=skip", "downgrade", "-1"]
     with tempfile.TemporaryDirectory(prefix="bench-transitions-") as workdir:
-        for kind, (expand, contract, new_shape) in KINDS.items():
+        for kind in kinds:
+            expand, contract, new_shape = KINDS[kind]
             async with scratch_database(server) as url:
                 async with await psycopg.AsyncConnection.connect(conninfo(url)) as raw:
                     await seed_jobs(raw, size)  # type: ignore[arg-type]
@@ -123,8 +133,10 @@ async def prove(server: URL, size: Size, results: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.transitions_under_load")
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--kind", choices=sorted(KINDS), action="append", help="(default: all)")
     options = parser.parse_args()
-    asyncio.run(prove(database_url(), SIZES[options.size], REPO_ROOT / "results"))
+    kinds = options.kind or list(KINDS)
+    asyncio.run(prove(database_url(), SIZES[options.size], REPO_ROOT / "results", kinds))
     return 0
 
 

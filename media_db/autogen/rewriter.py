@@ -6,10 +6,11 @@ stop writes for a whole scan or rewrite. `rewrite()` runs in process_revision_di
 - turns each operation into its lock-safe form (the table in the README, "Changing the schema");
 - writes as expand/contract (media_db/autogen/transitions.py) what has no lock-safe form in one
   step: a rename (the new column marked `info={"renamed_from": old}`), a NOT NULL column with
-  no default (marked `info={"backfill": expression}`), a volatile default; and the contract
-  once the marker goes;
-- refuses, naming the marker to add or the steps to write instead, the rest: such a change
-  without its marker, a rewriting type change, a generated column;
+  no default (marked `info={"backfill": expression}`), a volatile default, a rewriting type
+  change (optionally `info={"using": expression}`); and the contract once the marker goes;
+- refuses, naming the marker to add or the steps to write instead, the rest: a rename or a NOT
+  NULL column without its marker, a type change of a column an index, constraint or view
+  depends on, a generated column;
 - fills in what the reviewer and the tools need: one `Locks:` line per operation, the tables and
   columns each direction drops (read by the data-loss guard, media_db/deploy/data_loss.py), and the
   `make lint-sql` findings that the safe forms make on purpose, each with its reason.

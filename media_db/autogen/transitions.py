@@ -1,6 +1,7 @@
-"""Expand/contract transitions: the schema changes that have no lock-safe form in one step,
-written as an expand (every writer of the old shape keeps working) and, once the models drop
-the marker, a contract.
+"""Expand/contract transitions: the schema changes that have no lock-safe form in one step (a
+rename, a NOT NULL column with no default, a volatile default, a rewriting type change), written
+as an expand (every writer of the old shape keeps working) and, once the models drop the
+marker, a contract.
 
 The models declare the intent in Column.info (MARKERS). The catalog holds each transition in
 flight: a trigger `<table>_<column>_sync` on our table, executing the function of the same name,
