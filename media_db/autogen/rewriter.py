@@ -26,6 +26,7 @@ proposed, its `Locks:` line asking for a review by hand.
 """
 
 import copy
+import functools
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -99,10 +100,14 @@ class Rewrite:
         self.waivers: dict[str, dict[str, str]] = defaultdict(dict)
         self.backfills: dict[str, str] = {}
         self.refusals: list[str] = []
-        # Expand/contract: the transitions the catalog has in flight, by sync trigger; and
-        # what an expand or a contract writes in place of the downgrade's plain column op.
-        self.in_flight = {found.name: found for found in transitions.in_flight(connection)}
+        # What an expand or a contract writes in place of the downgrade's plain column op.
         self.undo: dict[tuple[str, str], list[ops.MigrateOperation]] = {}
+
+    @functools.cached_property
+    def in_flight(self) -> dict[str, Transition]:
+        """The transitions the catalog has in flight, by sync trigger; read when a rule asks
+        (a hand-written revision is numbered with no database)."""
+        return {found.name: found for found in transitions.in_flight(self.connection)}
 
     # --- the walk ---------------------------------------------------------------------------
 
