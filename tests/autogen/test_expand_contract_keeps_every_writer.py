@@ -1,12 +1,15 @@
-"""`make revision` writes a rename, a NOT NULL column with a backfill and a volatile default as
-expand/contract (media_db/autogen/transitions.py), and every writer keeps working throughout.
+"""`make revision` writes a rename, a NOT NULL column with a backfill, a volatile default and a
+rewriting type change as expand/contract (media_db/autogen/transitions.py), and every writer
+keeps working throughout.
 
 For each kind, in a throwaway copy of the project: the model is edited and `make revision`
 writes the expand; it is applied while one raw-SQL writer (n8n's way) uses the old shape and
 another the new one, and every row is checked; `make verify` and `make status` see the
 transition as contracting; the expand goes down with no consent and nothing lost, and up
 again; then the marker is removed, `make revision` writes the contract, which is applied,
-verified, taken down (everything back, backfilled) and up again. Revisions are used as written.
+verified, taken down (everything back, backfilled) and up again. A volatile default has no
+contract, and its way down asks for consent: the values the server generated exist nowhere
+else. Revisions are used as written.
 """
 
 import json
