@@ -24,7 +24,7 @@ import psycopg
 from sqlalchemy import URL
 
 from bench.run import Size, scratch_database, seed_jobs
-from bench.upgrade_under_load import write_until
+from bench.upgrade_under_load import JOB_INSERT, write_until
 from media_db.pool import conninfo
 from tests.helpers import edit, project_copy
 
@@ -101,10 +101,13 @@ class Stall:
     goal_met: bool
 
 
-async def under_load(url: URL, command: list[str], project: Path) -> Stall:
+async def under_load(
+    url: URL, command: list[str], project: Path, insert: str = JOB_INSERT
+) -> Stall:
+    """`command` run while a writer inserts a job (`insert`) and updates a media item."""
     latencies: list[float] = []
     stop = asyncio.Event()
-    writer = asyncio.create_task(write_until(url, stop, latencies))
+    writer = asyncio.create_task(write_until(url, stop, latencies, insert))
     await asyncio.sleep(0.2)  # the writer is running before the DDL starts
     env = {"PATH": f"{project / '.venv' / 'bin'}:/usr/bin:/bin"}
     env["DATABASE_URL"] = url.render_as_string(hide_password=False)

@@ -96,11 +96,16 @@ async def claim_in_server(raw: psycopg.AsyncConnection[Any], runs: int = 50) -> 
     }
 
 
-async def write_until(url: Any, stop: asyncio.Event, latencies: list[float]) -> None:
+JOB_INSERT = "INSERT INTO processing_jobs (workflow_type) VALUES ('writer')"
+
+
+async def write_until(
+    url: Any, stop: asyncio.Event, latencies: list[float], insert: str = JOB_INSERT
+) -> None:
     async with await psycopg.AsyncConnection.connect(conninfo(url), autocommit=True) as raw:
         while not stop.is_set():
             started = time.perf_counter()
-            await raw.execute("INSERT INTO processing_jobs (workflow_type) VALUES ('writer')")
+            await raw.execute(insert)
             await raw.execute(
                 "UPDATE media_items SET local_path = 'w' WHERE id = "
                 "(SELECT id FROM media_items ORDER BY id LIMIT 1)"

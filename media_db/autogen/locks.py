@@ -51,6 +51,20 @@ WAIVERS = {
     "adding-not-nullable-field": "SET NOT NULL proven by a validated CHECK: no scan",
     "ban-drop-function": "removed from the models, or undoing its creation; no trigger uses it",
 }
+# Expand/contract (media_db/autogen/transitions.py): what each step locks, and why its drop of a
+# column needs no consent.
+LOSSLESS_DROP = "expand/contract: guarded, under its lock, to lose nothing"
+RENAMING = "a type change's cutover: the column keeps its name, with the new type"
+SYNC_DROP = "expand/contract: the sync trigger's own function, dropped with it"
+SYNC_TRIGGER = (
+    "SHARE ROW EXCLUSIVE for the sync trigger, ACCESS EXCLUSIVE for the column, in one "
+    "transaction: catalog updates, no scan or rewrite"
+)
+BATCHES = "committed batches of 5,000 rows: row locks, briefly; reads and writes continue"
+GUARD_SCAN = (
+    "ACCESS EXCLUSIVE while the guard reads the table for a value the other shape lacks (one "
+    "scan: reads and writes wait), then catalog updates"
+)
 
 
 def locks_paragraph(locks: Mapping[str, Sequence[str]]) -> str:
@@ -70,16 +84,30 @@ def locks_paragraph(locks: Mapping[str, Sequence[str]]) -> str:
 
 
 def declarations(
-    drops: Mapping[str, Sequence[str]], waivers: Mapping[str, Mapping[str, str]]
+    drops: Mapping[str, Sequence[str]],
+    waivers: Mapping[str, Mapping[str, str]],
+    backfills: Mapping[str, str] | None = None,
 ) -> str:
     """The module-level declarations: the drops by name (`drops_tables`, `upgrade_drops_columns`,
-    ...), and the waived rules by direction (directions that waive nothing left out)."""
+    ...), the waived rules by direction (directions that waive nothing left out), and the
+    upgrade's batched backfills (`backfills`, read by make upgrade's progress)."""
     lines = []
+    if backfills:
+        lines += [
+            "# The upgrade's batched backfills: table -> a row still to do (for progress).",
+            "backfills = {",
+            *(f"    {table!r}: ({_pieces(condition)})," for table, condition in backfills.items()),
+            "}",
+        ]
     if drops:
         lines.append(
             "# What each direction drops, checked for data by the guard "
             "(media_db/deploy/data_loss.py)."
         )
+        if any("lossless" in name for name in drops):
+            lines.append(
+                "# lossless_*: by the revision's own guard instead, under the drop's lock."
+            )
         for name, names in sorted(drops.items()):
             lines += [f"{name} = (", *(f"    {entry!r}," for entry in names), ")"]
     waived = {direction: rules for direction, rules in waivers.items() if rules}
@@ -94,3 +122,9 @@ def declarations(
             lines.append("    },")
         lines.append("}")
     return "\n".join(lines)
+
+
+def _pieces(text: str) -> str:
+    """`text` as adjacent string literals that fit the line length (ruff keeps them apart)."""
+    pieces = textwrap.wrap(text, width=70, drop_whitespace=False, break_on_hyphens=False)
+    return " ".join(repr(piece) for piece in pieces)

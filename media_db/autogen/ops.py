@@ -37,7 +37,8 @@ class Comment(ops.MigrateOperation):
 
 @renderers.dispatch_for(Comment)
 def _render_comment(context: AutogenContext, comment: Comment) -> list[str]:
-    return [f"# {comment.text}"]
+    # Wrapped so that, indented in upgrade() or a block, it stays within the line length.
+    return [f"# {line}" for line in textwrap.wrap(comment.text, width=88)]
 
 
 class Kept(Comment):
@@ -57,10 +58,37 @@ class Statement(ops.ExecuteSQLOp):
 @renderers.dispatch_for(Statement)
 def _render_statement(context: AutogenContext, statement: Statement) -> str:
     assert isinstance(statement.sqltext, str)
-    pieces = textwrap.wrap(
-        statement.sqltext, width=60, drop_whitespace=False, break_on_hyphens=False
-    )
-    return f"op.execute({' '.join(repr(piece) for piece in pieces)})"
+    return f"op.execute({_literal(statement.sqltext)})"
+
+
+def _literal(sql: str) -> str:
+    """`sql` as adjacent string literals, cut in pieces that fit the line length."""
+    pieces = textwrap.wrap(sql, width=60, drop_whitespace=False, break_on_hyphens=False)
+    return " ".join(repr(piece) for piece in pieces)
+
+
+class Backfill(ops.MigrateOperation):
+    """A batched backfill written as 0003's: committed batches (`batch`, repeated until it
+    updates no row) in an autocommit block; offline, one UPDATE (`whole`)."""
+
+    def __init__(self, batch: str, whole: str) -> None:
+        self.batch, self.whole = batch, whole
+
+
+@renderers.dispatch_for(Backfill)
+def _render_backfill(context: AutogenContext, backfill: Backfill) -> list[str]:
+    # Each empty line closes one block for Alembic's printer (while, with, else).
+    return [
+        "if op.get_context().as_sql:",
+        f"op.execute({_literal(backfill.whole)})",
+        "else:",
+        "with op.get_context().autocommit_block():",
+        f"while op.get_bind().execute(sa.text({_literal(backfill.batch)})).rowcount:",
+        "pass",
+        "",
+        "",
+        "",
+    ]
 
 
 class EntityStep(ops.MigrateOperation):

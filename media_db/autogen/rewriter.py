@@ -4,9 +4,13 @@ Autogenerate proposes plain operations; on a populated table shared with n8n sev
 stop writes for a whole scan or rewrite. `rewrite()` runs in process_revision_directives and:
 
 - turns each operation into its lock-safe form (the table in the README, "Changing the schema");
-- refuses, with the expand/contract steps to write instead, what has no lock-safe form: a NOT
-  NULL column with no default, a volatile default, a rewriting type change, a rename (seen as a
-  drop and an add of the same type);
+- writes as expand/contract (media_db/autogen/transitions.py) what has no lock-safe form in one
+  step: a rename (the new column marked `info={"renamed_from": old}`), a NOT NULL column with
+  no default (marked `info={"backfill": expression}`), a volatile default, a rewriting type
+  change (optionally `info={"using": expression}`); and the contract once the marker goes;
+- refuses, naming the marker to add or the steps to write instead, the rest: a rename or a NOT
+  NULL column without its marker, a type change of a column an index, constraint or view
+  depends on, a generated column;
 - fills in what the reviewer and the tools need: one `Locks:` line per operation, the tables and
   columns each direction drops (read by the data-loss guard, media_db/deploy/data_loss.py), and the
   `make lint-sql` findings that the safe forms make on purpose, each with its reason.
@@ -22,7 +26,7 @@ proposed, its `Locks:` line asking for a review by hand.
 """
 
 import copy
-import hashlib
+import functools
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -33,31 +37,37 @@ from alembic.util import CommandError
 from alembic_utils.pg_function import PGFunction
 from alembic_utils.pg_trigger import PGTrigger
 from alembic_utils.reversible_op import CreateOp, DropOp, ReplaceOp, ReversibleOp, RevertOp
-from sqlalchemy import Column, Connection, ForeignKeyConstraint, inspect, text
+from sqlalchemy import Column, Connection, ForeignKeyConstraint, MetaData, inspect, text
 from sqlalchemy.sql.elements import TextClause, conv
 
-from media_db.autogen import storage_parameters
+from media_db.autogen import storage_parameters, transitions
 from media_db.autogen.locks import (
+    BATCHES,
     CATALOG_ONLY,
     CONCURRENT,
     ENTITY_VERBS,
     FUNCTION_CHANGE,
     FUNCTION_DROP,
+    GUARD_SCAN,
     GUARDED_DROP,
     LIGHT_STORAGE_PARAMETERS,
+    LOSSLESS_DROP,
+    RENAMING,
     RERUN,
+    SYNC_DROP,
+    SYNC_TRIGGER,
     TRIGGER_LOCKS,
     VALIDATED,
     WAIVERS,
     declarations,
     locks_paragraph,
 )
-from media_db.autogen.ops import AutocommitBlock, Comment, EntityStep, Kept, Statement
+from media_db.autogen.ops import AutocommitBlock, Backfill, Comment, EntityStep, Kept, Statement
 from media_db.autogen.pg_types import binary_compatible, sql_type
+from media_db.autogen.transitions import RENAME, RETYPE, Transition, quote
 from models.migration_history import SURVIVES_DOWNGRADE
 
 UPGRADE, DOWNGRADE = "upgrade", "downgrade"
-MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
 
 Rule = TypeVar("Rule", bound=Callable[..., list[ops.MigrateOperation]])
 # Rewrite's rule for each kind of operation, filled by @rewrites as the class body is read.
@@ -79,13 +89,25 @@ def rewrites(*kinds: type[ops.MigrateOperation]) -> Callable[[Rule], Rule]:
 class Rewrite:
     """The rewriting of one revision: its operations, and what the file must declare."""
 
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
+    def __init__(
+        self, connection: Connection, revision: str = "", metadata: MetaData | None = None
+    ) -> None:
+        self.connection, self.revision = connection, revision
+        self.metadata = metadata or MetaData()  # the models autogenerate compared with
         self.quote = connection.dialect.identifier_preparer.quote
         self.locks: dict[str, list[str]] = {UPGRADE: [], DOWNGRADE: []}
         self.drops: dict[str, list[str]] = defaultdict(list)
         self.waivers: dict[str, dict[str, str]] = defaultdict(dict)
+        self.backfills: dict[str, str] = {}
         self.refusals: list[str] = []
+        # What an expand or a contract writes in place of the downgrade's plain column op.
+        self.undo: dict[tuple[str, str], list[ops.MigrateOperation]] = {}
+
+    @functools.cached_property
+    def in_flight(self) -> dict[str, Transition]:
+        """The transitions the catalog has in flight, by sync trigger; read when a rule asks
+        (a hand-written revision is numbered with no database)."""
+        return {found.name: found for found in transitions.in_flight(self.connection)}
 
     # --- the walk ---------------------------------------------------------------------------
 
@@ -166,11 +188,24 @@ class Rewrite:
     @rewrites(ops.AddColumnOp)
     def _add_column(self, add: ops.AddColumnOp, direction: str) -> list[ops.MigrateOperation]:
         column, where = add.column, f"{add.table_name}.{add.column.name}"
+        if (undo := self.undo.pop((add.table_name, column.name), None)) is not None:
+            return undo  # a contract's way down
         default = _default_sql(column)
+        generated = column.computed is not None or column.identity is not None
+        volatile = self._volatile_functions(default) if default is not None else []
+        marker = transitions.marker(column)
+        if direction == UPGRADE and not generated:
+            if marker is not None and marker[0] == RENAME:
+                return self._expand_rename(add, marker[1])
+            if marker is not None:
+                return self._expand_backfill(add, marker[1])
+            if volatile:
+                assert default is not None
+                return self._expand_volatile(add, default)
         problem = None
-        if column.computed is not None or column.identity is not None:
+        if generated:
             problem = "a generated or identity column fills every existing row: a table rewrite"
-        elif default is not None and (volatile := self._volatile_functions(default)):
+        elif volatile:
             problem = (
                 f"its default calls {', '.join(volatile)} (volatile): PostgreSQL computes it for "
                 "every existing row, rewriting the table under ACCESS EXCLUSIVE"
@@ -178,11 +213,15 @@ class Rewrite:
         elif not column.nullable and default is None:
             problem = "NOT NULL with no server default: existing rows have no value to hold"
         if problem and direction == UPGRADE:
-            self.refusals.append(
-                f"add_column {where}: {problem}. Expand/contract instead: add it nullable (or "
-                "NOT NULL with a constant server_default), backfill existing rows in batches, "
-                "then set NOT NULL or the default in a later `make revision`."
+            how = (
+                f"mark the column with info={{{transitions.BACKFILL!r}: "
+                "'<SQL expression over the row>'}: make revision then writes an expand that "
+                "fills it for existing rows and for writers that leave it out"
+                if not generated
+                else "add it nullable, backfill existing rows in batches, then set NOT NULL in "
+                "a later `make revision`"
             )
+            self.refusals.append(f"add_column {where}: {problem}. Expand/contract instead: {how}.")
         how = f"a rewrite: {problem}" if problem else CATALOG_ONLY
         self._lock(direction, f"add_column {where}: {how}")
         return [add]
@@ -190,6 +229,15 @@ class Rewrite:
     @rewrites(ops.DropColumnOp)
     def _drop_column(self, drop: ops.DropColumnOp, direction: str) -> list[ops.MigrateOperation]:
         where = f"{drop.table_name}.{drop.column_name}"
+        if (undo := self.undo.pop((drop.table_name, drop.column_name), None)) is not None:
+            return undo  # an expand's way down
+        renamed = [
+            moving
+            for moving in self.in_flight.values()
+            if (moving.table, moving.old) == (drop.table_name, drop.column_name)
+        ]
+        if direction == UPGRADE and renamed:
+            return self._contract_old_column(renamed[0])
         self._drop(direction, "columns", where, "ban-drop-column")
         self._lock(direction, f"drop_column {where}: {GUARDED_DROP}")
         return [drop]
@@ -213,14 +261,21 @@ class Rewrite:
                     self.refusals.append(
                         f"{table_ops.table_name}: {old} dropped and {new} added, both {type_}: "
                         f"autogenerate sees a rename as a drop and an add, which loses {old}'s "
-                        f"data. Expand/contract instead: add {new}, write both, backfill {new} "
-                        f"from {old} in batches, move readers to {new}, then drop {old} in a "
-                        "later revision. Unrelated columns: drop and add in two revisions."
+                        f"data. Expand/contract instead: mark {new} with info="
+                        f"{{{transitions.RENAMED_FROM!r}: {old!r}}} and make revision writes "
+                        "the expand (both names kept in step), then the contract once you "
+                        "remove the marker. Unrelated columns: drop and add in two revisions."
                     )
 
     @rewrites(ops.AlterColumnOp)
     def _alter_column(self, alter: ops.AlterColumnOp, direction: str) -> list[ops.MigrateOperation]:
         where = f"{alter.table_name}.{alter.column_name}"
+        if (undo := self.undo.pop((alter.table_name, alter.column_name), None)) is not None:
+            return undo  # a type change's expand, on its way down
+        if direction == UPGRADE and alter.modify_type is not None:
+            old, new = sql_type(alter.existing_type), sql_type(alter.modify_type)
+            if not binary_compatible(old, new):
+                return self._expand_retype(alter, old, new)
         written: list[ops.MigrateOperation] = []
         rest = copy.copy(alter)
         rest.modify_nullable = None
@@ -229,15 +284,6 @@ class Rewrite:
             if binary_compatible(old, new):
                 how = f"{old} to {new} is binary-compatible; {CATALOG_ONLY}"
                 self._waive(direction, "changing-column-type")
-            elif direction == UPGRADE:
-                how = "a rewrite"
-                self.refusals.append(
-                    f"alter_column {where} type {old} to {new}: rewrites the table under ACCESS "
-                    "EXCLUSIVE. Expand/contract instead: add a column of the new type, write "
-                    "both, backfill it in batches, move readers, then drop the old column in a "
-                    "later revision. (Binary-compatible changes pass: varchar widened, varchar "
-                    "to text, numeric precision raised.)"
-                )
             else:
                 how = (
                     "ACCESS EXCLUSIVE while the table is checked and rewritten (undoing a "
@@ -263,7 +309,7 @@ class Rewrite:
         """SET NOT NULL scans the table under ACCESS EXCLUSIVE, unless a validated CHECK (col IS
         NOT NULL) proves it (PostgreSQL 12+): validate one first, without blocking writes."""
         table, column = alter.table_name, alter.column_name
-        helper = _identifier(f"{table}_{column}_not_null_check")
+        helper = transitions.identifier(f"{table}_{column}_not_null_check")
         condition = f"{self.quote(column)} IS NOT NULL"
         self._waive(direction, "ban-drop-constraint")
         self._waive(direction, "adding-not-nullable-field")
@@ -415,6 +461,9 @@ class Rewrite:
         entity = operation.target
         if isinstance(operation, RevertOp) and entity._version_to_replace is not None:
             entity = entity._version_to_replace
+        moving = self.in_flight.get(entity.signature) if isinstance(entity, PGTrigger) else None
+        if moving is not None and moving.table == _table_of(operation):
+            return self._contract_trigger(moving, direction)
         if isinstance(entity, PGTrigger):
             table = _table_of(operation)
             lock = TRIGGER_LOCKS[type(operation)].format(table=table)
@@ -432,10 +481,311 @@ class Rewrite:
             )
         return [EntityStep(verb, entity)]
 
+    # --- expand/contract (media_db/autogen/transitions.py) ---------------------------------------
+
+    def _expand_rename(self, add: ops.AddColumnOp, old: str) -> list[ops.MigrateOperation]:
+        table, new = add.table_name, add.column
+        where = f"add_column {table}.{new.name} (renamed from {old})"
+        was = {column["name"]: column for column in self._reflected_columns(table)}.get(old)
+        if was is None or sql_type(was["type"]) != sql_type(new.type):
+            self.refusals.append(
+                f"{where}: {table} has no column {old}"
+                if was is None
+                else f"{where}: {old} is {sql_type(was['type'])}, {new.name} "
+                f"{sql_type(new.type)}: rename first, then change the type in another revision"
+            )
+            return [add]
+        moving = Transition(RENAME, table, new.name, quote(old), old, self.revision)
+        steps: list[ops.MigrateOperation] = [
+            Comment(
+                f"Expand: {old} is renamed to {new.name}. Writers of either name keep working: "
+                f"the trigger {moving.name} copies every write to the other column."
+            )
+        ]
+        old_default = was["default"]
+        if old_default is not None:
+            # A default on the old name would hide what a writer of the new name gave.
+            steps.append(
+                Statement(f"ALTER TABLE {quote(table)} ALTER COLUMN {quote(old)} DROP DEFAULT")
+            )
+        steps += self._added_for_fill(moving, add, _default_sql(new))
+        self._lock(UPGRADE, f"{where}, with the sync trigger {moving.name}: {SYNC_TRIGGER}")
+        steps += self._fill(moving, new.type, not new.nullable, UPGRADE)
+        restore = (
+            [
+                Statement(
+                    f"ALTER TABLE {quote(table)} ALTER COLUMN {quote(old)} "
+                    f"SET DEFAULT {old_default}"
+                )
+            ]
+            if old_default is not None
+            else []
+        )
+        self.undo[(table, new.name)] = [
+            Comment(f"{old} holds every value (the trigger copied each write): nothing is lost."),
+            *self._lossless_drop(moving, new.name, moving.source, DOWNGRADE),
+            *restore,
+        ]
+        return steps
+
+    def _expand_backfill(self, add: ops.AddColumnOp, expression: str) -> list[ops.MigrateOperation]:
+        table, column = add.table_name, add.column
+        where = f"add_column {table}.{column.name}"
+        if _default_sql(column) is not None:
+            self.refusals.append(
+                f"{where}: info {transitions.BACKFILL!r} and a server default: the default "
+                "already fills existing rows; keep one of them"
+            )
+            return [add]
+        moving = Transition(
+            transitions.FILL, table, column.name, f"({expression})", None, self.revision
+        )
+        steps: list[ops.MigrateOperation] = [
+            Comment(
+                f"Expand: {column.name} is added nullable; the trigger {moving.name} fills it "
+                f"from {expression} when a writer leaves it NULL: old writers keep working."
+            ),
+            *self._added_for_fill(moving, add, None),
+        ]
+        self._lock(UPGRADE, f"{where}, with the sync trigger {moving.name}: {SYNC_TRIGGER}")
+        steps += self._fill(moving, column.type, not column.nullable, UPGRADE)
+        self.undo[(table, column.name)] = [
+            Comment(f"Every {column.name} is what {expression} gives back: nothing is lost."),
+            *self._lossless_drop(moving, column.name, moving.source, DOWNGRADE),
+        ]
+        return steps
+
+    def _expand_volatile(self, add: ops.AddColumnOp, default: str) -> list[ops.MigrateOperation]:
+        table, column = add.table_name, add.column
+        moving = Transition(transitions.FILL, table, column.name, default)
+        self._lock(
+            UPGRADE,
+            f"add_column {table}.{column.name} with no default, then SET DEFAULT {default} "
+            f"(new rows only): {CATALOG_ONLY}",
+        )
+        return [
+            Comment(
+                f"Expand: {column.name} is added with no default (no rewrite); SET DEFAULT then "
+                "applies to new rows only, and existing rows are backfilled in batches."
+            ),
+            *self._added_for_fill(moving, add, default, sync=False),
+            *self._fill(moving, column.type, not column.nullable, UPGRADE),
+        ]
+
+    def _expand_retype(
+        self, alter: ops.AlterColumnOp, old_type: str, new_type: str
+    ) -> list[ops.MigrateOperation]:
+        """A shadow column of the new type, kept in step by a trigger and backfilled; then a
+        cutover swaps the names in one short transaction and the trigger keeps the old column
+        (renamed) in step until the contract."""
+        table, name = alter.table_name, alter.column_name
+        where = f"alter_column {table}.{name} type {old_type} to {new_type}"
+        model = self.metadata.tables[table].c[name] if table in self.metadata.tables else None
+        found = transitions.marker(model) if model is not None else None
+        using = found[1] if found and found[0] == RETYPE else f"CAST({quote(name)} AS {new_type})"
+        dependents = self.connection.scalar(
+            transitions.DEPENDENTS, {"table": table, "column": name}
+        )
+        if model is None or dependents:
+            self.refusals.append(
+                f"{where}: a rewrite under ACCESS EXCLUSIVE, and {dependents or 'no model'} "
+                "depends on it: the cutover would leave it on the old column. Expand/contract "
+                "instead, by hand: a column of the new type, its own index or constraint, "
+                "a trigger and a backfill, then drop the old column in a later revision"
+            )
+            return [alter]
+        was = {column["name"]: column for column in self._reflected_columns(table)}[name]
+        kept, shadow = transitions.kept_name(name), transitions.identifier(f"{name}__new")
+        moving = Transition(
+            RETYPE,
+            table,
+            name,
+            f"(SELECT {using} FROM (SELECT {quote(kept)} AS {quote(name)}) AS old_row)",
+            kept,
+            self.revision,
+            back=f"CAST({quote(name)} AS {old_type})",
+        )
+        # Before the cutover, every writer names the old column: the trigger fills the shadow.
+        before = Transition(RETYPE, table, name, name, shadow, back=using)
+        steps: list[ops.MigrateOperation] = [
+            Comment(
+                f"Expand: {name} becomes {new_type} ({using}). {shadow} is filled for every row "
+                f"and every write, then takes {name}'s place; the old column stays as {kept}, "
+                "kept in step, until the contract."
+            ),
+            ops.AddColumnOp(
+                table, Column(shadow, alter.modify_type, nullable=True), if_not_exists=True
+            ),
+            *(Statement(sql) for sql in before.create_sql(in_flight=False)),
+        ]
+        self._lock(UPGRADE, f"add_column {table}.{shadow} with its sync trigger: {SYNC_TRIGGER}")
+        filled = Transition(RETYPE, table, shadow, f"({using})")
+        steps += self._fill(filled, alter.modify_type, not model.nullable, UPGRADE)
+        table_ = quote(table)
+        cutover = [f"LOCK TABLE {table_} IN ACCESS EXCLUSIVE MODE"]
+        if was["default"] is not None:
+            cutover.append(f"ALTER TABLE {table_} ALTER COLUMN {quote(name)} DROP DEFAULT")
+        cutover += [
+            f"ALTER TABLE {table_} RENAME COLUMN {quote(name)} TO {quote(kept)}",
+            f"ALTER TABLE {table_} RENAME COLUMN {quote(shadow)} TO {quote(name)}",
+        ]
+        if (default := _default_sql(model)) is not None:
+            cutover.append(f"ALTER TABLE {table_} ALTER COLUMN {quote(name)} SET DEFAULT {default}")
+        cutover += moving.create_sql()
+        self._lock(
+            UPGRADE,
+            f"cutover of {table}.{name}: the names swapped and the trigger replaced in one "
+            f"transaction under ACCESS EXCLUSIVE, briefly (catalog updates)",
+        )
+        self._waive(UPGRADE, "renaming-column", RENAMING)
+        self._waive(DOWNGRADE, "renaming-column", RENAMING)
+        steps += [Comment("Cutover: one short transaction."), *map(Statement, cutover)]
+        undo = [
+            Comment(f"{kept} holds every value (the trigger copied each write): nothing is lost."),
+            *self._lossless_drop(moving, name, moving.source, DOWNGRADE),
+            Statement(f"ALTER TABLE {table_} RENAME COLUMN {quote(kept)} TO {quote(name)}"),
+        ]
+        if was["default"] is not None:
+            undo.append(
+                Statement(
+                    f"ALTER TABLE {table_} ALTER COLUMN {quote(name)} SET DEFAULT {was['default']}"
+                )
+            )
+        self.undo[(table, name)] = undo
+        return steps
+
+    def _added_for_fill(
+        self, moving: Transition, add: ops.AddColumnOp, default: str | None, sync: bool = True
+    ) -> list[ops.MigrateOperation]:
+        """The column added nullable with no default (IF NOT EXISTS: a re-run finishes), its
+        default set for new rows only, and its sync trigger: one transaction."""
+        table, name = quote(moving.table), quote(moving.column)
+        steps: list[ops.MigrateOperation] = [
+            ops.AddColumnOp(
+                moving.table,
+                Column(moving.column, add.column.type, nullable=True),
+                if_not_exists=True,
+            )
+        ]
+        if default is not None:
+            steps.append(
+                Statement(f"ALTER TABLE {table} ALTER COLUMN {name} SET DEFAULT {default}")
+            )
+        if sync:
+            steps += [Statement(sql) for sql in moving.create_sql()]
+        return steps
+
+    def _fill(
+        self, moving: Transition, type_: Any, not_null: bool, direction: str
+    ) -> list[ops.MigrateOperation]:
+        """`moving.column` backfilled from `moving.source` in committed batches, then NOT NULL
+        through a validated CHECK if it must be."""
+        key = self._key(moving.table)
+        if key is None:
+            self.refusals.append(
+                f"{moving.table}: a batched backfill needs a one-column primary key"
+            )
+            return []
+        todo = transitions.still_to_do(moving.column, moving.source)
+        if direction == UPGRADE:
+            declared = self.backfills.get(moving.table)
+            self.backfills[moving.table] = f"({declared}) OR ({todo})" if declared else todo
+        self._lock(direction, f"backfill {moving.table}.{moving.column}: {BATCHES}")
+        steps: list[ops.MigrateOperation] = [
+            Comment("Backfill in committed batches; a re-run goes on from where it stopped."),
+            Backfill(
+                *(
+                    transitions.backfill_sql(
+                        moving.table, key, moving.column, moving.source, batched=batched
+                    )
+                    for batched in (True, False)
+                )
+            ),
+        ]
+        if not_null:
+            alter = ops.AlterColumnOp(
+                moving.table, moving.column, modify_nullable=False, existing_type=type_
+            )
+            steps += self._set_not_null(alter, direction)
+        return steps
+
+    def _lossless_drop(
+        self, moving: Transition, dropped: str, kept: str, direction: str
+    ) -> list[ops.MigrateOperation]:
+        """Drop `dropped` and the sync trigger, no consent asked: the guard refuses, under the
+        drop's lock, if `dropped` holds a value that `kept` does not give back."""
+        self._lock(
+            direction,
+            f"drop {moving.table}.{dropped} and the sync trigger {moving.name}: {GUARD_SCAN}",
+        )
+        self._waive(direction, "ban-drop-column", LOSSLESS_DROP)
+        self._waive(direction, "ban-drop-function", SYNC_DROP)
+        prefix = "upgrade_" if direction == UPGRADE else ""
+        self.drops[f"{prefix}lossless_drops_columns"].append(f"{moving.table}.{dropped}")
+        return [
+            *(
+                Statement(sql)
+                for sql in transitions.guarded_drop_sql(
+                    moving.table, dropped, kept, kept_column=moving.kind == RENAME
+                )
+            ),
+            *(Statement(sql) for sql in moving.drop_sql()),
+            Statement(f"ALTER TABLE {quote(moving.table)} DROP COLUMN {quote(dropped)}"),
+        ]
+
+    def _contract_old_column(self, moving: Transition) -> list[ops.MigrateOperation]:
+        """A rename's or a type change's old column goes, with the sync trigger."""
+        assert moving.old is not None
+        old, given = moving.old, moving.back or quote(moving.column)
+        was = {column["name"]: column for column in self._reflected_columns(moving.table)}[old]
+        steps: list[ops.MigrateOperation] = [
+            Comment(
+                f"Contract: {old} ({moving.kind} of {moving.column} by "
+                f"{moving.revision or 'the expand'}) goes, with its sync trigger."
+            ),
+            *self._lossless_drop(moving, old, given, UPGRADE),
+        ]
+        # The way down: the old column back, kept in step again, backfilled.
+        back = Transition(moving.kind, moving.table, old, given)
+        undo: list[ops.MigrateOperation] = [
+            Comment(f"{old} comes back, kept in step with {moving.column} again, backfilled."),
+            ops.AddColumnOp(
+                moving.table, Column(old, was["type"], nullable=True), if_not_exists=True
+            ),
+            *(Statement(sql) for sql in moving.create_sql()),
+        ]
+        self._lock(
+            DOWNGRADE,
+            f"add_column {moving.table}.{old}, with the sync trigger {moving.name}: {SYNC_TRIGGER}",
+        )
+        undo += self._fill(back, was["type"], not was["nullable"], DOWNGRADE)
+        self.undo[(moving.table, old)] = undo
+        return steps
+
+    def _contract_trigger(self, moving: Transition, direction: str) -> list[ops.MigrateOperation]:
+        """The sync trigger of a transition the models no longer mark: one with an old column
+        goes with it (_contract_old_column); a backfill's alone, and comes back on the way
+        down."""
+        if moving.old is not None:
+            return []
+        if direction == DOWNGRADE:
+            self._lock(direction, f"create the sync trigger {moving.name} again: {SYNC_TRIGGER}")
+            return [Statement(sql) for sql in moving.create_sql()]
+        self._waive(direction, "ban-drop-function", SYNC_DROP)
+        self._lock(
+            direction,
+            f"contract {moving.table}.{moving.column}: drop the sync trigger {moving.name}: "
+            f"ACCESS EXCLUSIVE on {moving.table}, briefly (a catalog update)",
+        )
+        return [
+            Comment(f"Contract: every writer now gives {moving.column}; its sync trigger goes."),
+            *(Statement(sql) for sql in moving.drop_sql()),
+        ]
+
     # --- bookkeeping ------------------------------------------------------------------------
 
-    def _waive(self, direction: str, rule: str) -> None:
-        self.waivers[direction][rule] = WAIVERS[rule]
+    def _waive(self, direction: str, rule: str, why: str | None = None) -> None:
+        self.waivers[direction][rule] = why or WAIVERS[rule]
 
     def _lock(self, direction: str, line: str) -> None:
         self.locks[direction].append(line)
@@ -461,6 +811,11 @@ class Rewrite:
     def _reflected_columns(self, table: str) -> list[Any]:
         return list(inspect(self.connection).get_columns(table))
 
+    def _key(self, table: str) -> str | None:
+        """The one-column primary key backfill batches are chosen by, or None."""
+        columns = inspect(self.connection).get_pk_constraint(table)["constrained_columns"]
+        return columns[0] if len(columns) == 1 else None
+
     # --- what the file declares --------------------------------------------------------------
 
     def template_args(self) -> dict[str, str]:
@@ -471,14 +826,16 @@ class Rewrite:
             )
         return {
             "locks": locks_paragraph(self.locks),
-            "declarations": declarations(self.drops, self.waivers),
+            "declarations": declarations(self.drops, self.waivers, self.backfills),
         }
 
 
-def rewrite(script: ops.MigrationScript, connection: Connection) -> dict[str, str]:
+def rewrite(
+    script: ops.MigrationScript, connection: Connection, metadata: MetaData | None = None
+) -> dict[str, str]:
     """Rewrite `script`'s operations in place into their lock-safe forms; return the template
     arguments (`locks`, `declarations`), or raise CommandError listing every refused change."""
-    rewrite = Rewrite(connection)
+    rewrite = Rewrite(connection, script.rev_id or "", metadata)
     assert script.upgrade_ops is not None
     assert script.downgrade_ops is not None
     script.upgrade_ops.ops = rewrite.operations(script.upgrade_ops.ops, UPGRADE)
@@ -557,11 +914,3 @@ def _default_sql(column: Column[Any]) -> str | None:
         return None
     argument = getattr(default, "arg", None)
     return argument.text if isinstance(argument, TextClause) else repr(argument)
-
-
-def _identifier(name: str) -> str:
-    """`name`, shortened with a hash when it is longer than PostgreSQL keeps."""
-    if len(name) <= MAX_IDENTIFIER:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[: MAX_IDENTIFIER - 9]}_{digest}"

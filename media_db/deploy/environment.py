@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, MetaData
 from sqlalchemy.types import TypeDecorator
 
 from media_db import settings
-from media_db.autogen import storage_parameters
+from media_db.autogen import storage_parameters, transitions
 from media_db.connect import DatabaseUnavailable, open_connection
 from media_db.deploy import pooler, project
 
@@ -170,10 +170,14 @@ def scoped_to(
     ) -> bool:
         if isinstance(obj, ReplaceableEntity):
             # A trigger on our table is ours, declared or not: one added by hand is drift.
-            on_ours = (
-                isinstance(obj, PGTrigger) and obj.on_entity.partition(".")[2] in metadata.tables
-            )
+            table = obj.on_entity.partition(".")[2] if isinstance(obj, PGTrigger) else ""
+            on_ours = table in metadata.tables
+            if on_ours and transitions.hidden(metadata, table, obj.signature):
+                return False  # an expand/contract's sync trigger, until its marker goes
             return with_entities and (obj.identity in declared or on_ours)
+        if type_ == "column" and reflected and compare_to is None and name is not None:
+            # A rename's old column stays until the models drop the marker: not a drop.
+            return not transitions.hidden(metadata, obj.table.name, name)
         # Belt and braces for tables reflected by other means (e.g. a foreign key target).
         return not (type_ == "table" and reflected and name not in metadata.tables)
 
@@ -226,7 +230,8 @@ def write_lock_safe_revision(
         # The revision writer loads here only: `alembic upgrade` never needs it.
         from media_db.autogen import rewriter
 
-        context.opts["template_args"].update(rewriter.rewrite(script, context.connection))
+        metadata = context.opts.get("target_metadata")
+        context.opts["template_args"].update(rewriter.rewrite(script, context.connection, metadata))
 
 
 # The commands that write a revision file (`make revision` is the first).

@@ -439,3 +439,13 @@ def applied_checksums(connection: Connection) -> dict[str, str | None]:
         .distinct(TABLE.c.revision)
     )
     return {rev: sum_ for rev, sum_ in connection.execute(latest)}
+
+
+def applied_at(connection: Connection) -> dict[str, datetime]:
+    """When each revision was last applied (upgraded or stamped to)."""
+    latest = (
+        select(TABLE.c.revision, func.max(TABLE.c.finished_at))
+        .where(TABLE.c.outcome == "succeeded", TABLE.c.direction.in_(("upgrade", "stamp")))
+        .group_by(TABLE.c.revision)
+    )
+    return {rev: at for rev, at in connection.execute(latest)}

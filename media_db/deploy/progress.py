@@ -7,8 +7,8 @@ A thread with its own connection wakes every few seconds (`-x progress-interval=
   `op.create_index(..., postgresql_concurrently=True)` or writes the SQL itself (0007);
 - batched backfills: rows done (counted from the UPDATE/DELETE/INSERT statements the migration
   connection runs on the table), rows left and an ETA. What "left" means is declared by the
-  revision, `backfills = {"table": "SQL condition of a row still to do"}`, counted once when
-  the revision starts (media_db/deploy/landed.py for those that landed before the declaration).
+  revision, `backfills = {"table": "SQL condition of a row still to do"}`, counted once at its
+  first batch (media_db/deploy/landed.py for those that landed before the declaration).
 
 On a terminal the report is one live line; otherwise one log line per interval.
 """
@@ -111,6 +111,9 @@ class Reporter:
         self.written: Counter[str] = Counter()  # rows written per table by the migration
         self.stop = threading.Event()
         self.backfills: dict[str, Backfill] = {}
+        self.declared: dict[str, str] = {}  # the running step's backfills: table -> condition
+        self.written_before: dict[str, int] = {}  # rows written per table before the step
+        self.step_began = 0.0
         self.step: MigrationInfo | None = None
         self.shown = False
 
@@ -156,11 +159,17 @@ class Reporter:
     def poll(self, side: Connection) -> list[str]:
         step = self.current_step()
         if step is not self.step:
-            self.step, self.backfills = step, {}
-            for table, condition in declared_backfills(self.script, step).items():
-                done = self.written[table]
+            self.step, self.backfills, self.step_began = step, {}, time.monotonic()
+            self.declared = declared_backfills(self.script, step)
+            self.written_before = {table: self.written[table] for table in self.declared}
+        for table, condition in self.declared.items():
+            done = self.written[table] - self.written_before[table]
+            # Counted at the first batch: an expand's condition names a column it adds first.
+            if table not in self.backfills and done:
                 left = side.scalar(text(f'SELECT count(*) FROM "{table}" WHERE {condition}'))
-                self.backfills[table] = Backfill(table, int(left or 0), done, time.monotonic())
+                self.backfills[table] = Backfill(
+                    table, int(left or 0) + done, self.written_before[table], self.step_began
+                )
         lines = [
             describe_index_build(row)
             for row in side.execute(INDEX_BUILDS, {"tables": list(OUR_TABLES)})

@@ -5,10 +5,11 @@ Shows the revision against head and what is pending (with each revision's `Locks
 rows that would violate a CHECK, UNIQUE or NOT NULL it adds), applied revisions whose file
 changed since (checksums in the migration history), drift against the
 models (`make verify`'s comparison, at head only: behind head the models are ahead by design),
-INVALID indexes, the migration lock's holder, sessions whose open transactions on our tables
-would block DDL now, processing_jobs' dead tuples and last autovacuum, queue health, the
-streaming standbys and how far behind each is (marked when batched backfills would wait for it:
-past MIGRATION_MAX_REPLICA_LAG), and the server's major.
+the expand/contract transitions in flight (kind, table, old and new column, since when, rows
+left to backfill), INVALID indexes, the migration lock's holder, sessions whose open
+transactions on our tables would block DDL now, processing_jobs' dead tuples and last
+autovacuum, queue health, the streaming standbys and how far behind each is (marked when
+batched backfills would wait for it: past MIGRATION_MAX_REPLICA_LAG), and the server's major.
 
 Exit status: 0 when nothing needs attention, 1 when something does (each such line is marked
 `!`), 3 when the database cannot be read (EXIT_UNAVAILABLE, as for every command of ours). The
@@ -30,6 +31,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from media_db.autogen import transitions
 from media_db.connect import open_connection
 from media_db.deploy import (
     history,
@@ -94,6 +96,7 @@ class Status:
     changed_since_applied: list[str] = field(default_factory=list)
     without_checksum: list[str] = field(default_factory=list)
     drift: list[str] | None = None  # None: not compared (not at head)
+    transitions: list[dict[str, Any]] = field(default_factory=list)
     invalid_indexes: list[str] = field(default_factory=list)
     migration_lock_holder: str | None = None
     blocking_sessions: list[dict[str, Any]] = field(default_factory=list)
@@ -131,6 +134,7 @@ def collect(
     check_checksums(connection, script, applied, status)
     if status.current == status.head:  # behind head the models are ahead by design
         check_drift(connection, status)
+    check_transitions(connection, status)
     check_invalid_indexes(connection, status)
     status.migration_lock_holder = lock.lock_holder(
         connection, lock.advisory_key(project.VERSION_TABLE)
@@ -206,6 +210,41 @@ def check_drift(connection: Connection, status: Status) -> None:
     status.drift = verify.schema_drift(connection)
     if status.drift:
         status.attention.append(f"{_plural(len(status.drift), 'difference')} from the models")
+
+
+def check_transitions(connection: Connection, status: Status) -> None:
+    """Each expand/contract in flight (its sync trigger is on our table): what moves, since
+    when, and the rows its backfill has left."""
+    applied = history.applied_at(connection) if history.table_exists(connection) else {}
+    pending = {entry["revision"] for entry in status.pending}
+    for moving in transitions.in_flight(connection):
+        todo = transitions.still_to_do(moving.column, moving.source)
+        left = int(
+            connection.scalar(
+                text(f"SELECT count(*) FROM {transitions.quote(moving.table)} WHERE {todo}")
+            )
+            or 0
+        )
+        since = applied.get(moving.revision)
+        # Its expand applied, a backfill has nothing left, unless a writer bypassed the trigger.
+        stalled = bool(left) and moving.revision not in pending
+        status.transitions.append(
+            {
+                "kind": moving.kind,
+                "table": moving.table,
+                "old": moving.old,
+                "new": moving.column,
+                "source": moving.source,
+                "since_revision": moving.revision,
+                "since": _iso(since),
+                "rows_left": left,
+                "stalled": stalled,
+            }
+        )
+        if stalled:
+            status.attention.append(
+                f"{_plural(left, 'row')} of {moving.table}.{moving.column} not backfilled"
+            )
 
 
 def check_invalid_indexes(connection: Connection, status: Status) -> None:
@@ -353,6 +392,7 @@ def render(status: Status) -> str:
         lines += [f"    {line}" for line in status.drift]
     else:
         lines.append("  Drift: none (live schema matches the models)")
+    lines += _transition_lines(status)
     if status.invalid_indexes:
         lines.append(
             f"! INVALID indexes: {', '.join(status.invalid_indexes)} (a failed concurrent "
@@ -409,6 +449,30 @@ def render(status: Status) -> str:
         )
     verdict = f"Needs attention: {'; '.join(status.attention)}" if status.attention else "All clear"
     return "\n".join([*lines, f"{verdict} ({status.seconds:.2f} s)"])
+
+
+def _transition_lines(status: Status) -> list[str]:
+    if not status.transitions:
+        return ["  Transitions in flight (expand/contract): none"]
+    lines = [
+        "  Transitions in flight (expand/contract; once every writer uses the new shape, remove "
+        "the marker and `make revision` writes the contract):"
+    ]
+    for moving in status.transitions:
+        what = (
+            f"{moving['old']} -> {moving['new']}"
+            if moving["old"]
+            else f"{moving['new']} from {moving['source']}"
+        )
+        since = f"since {moving['since_revision']}" + (
+            f" ({moving['since']})" if moving["since"] else ""
+        )
+        mark = "!" if moving["stalled"] else " "
+        lines.append(
+            f"{mark}   {moving['kind']} {moving['table']}: {what}, {since}, "
+            f"{moving['rows_left']:,} rows left to backfill"
+        )
+    return lines
 
 
 def main(argv: list[str]) -> int:

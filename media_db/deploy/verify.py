@@ -4,6 +4,9 @@
 expression defaults it cannot parse). This builds the models' schema for real in a scratch schema,
 inside a transaction that is always rolled back, and compares both catalogs object by object.
 Nothing is left behind; the scratch schema never becomes visible to other sessions.
+
+An expand/contract in flight (media_db/autogen/transitions.py) whose marker the models still
+carry is reported as contracting, not as drift: a rename's old column and the sync trigger.
 """
 
 import sys
@@ -12,6 +15,7 @@ from collections.abc import Callable
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
+from media_db.autogen import transitions
 from media_db.connect import open_connection
 from media_db.deploy import catalog, project
 from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
@@ -29,6 +33,11 @@ def drift_from(connection: Connection, build: Callable[[Connection], object]) ->
         schema = str(connection.scalar(text("SELECT current_schema()")))
         # Ours only: reading n8n's tables' defaults would lock them, for nothing.
         live = catalog.snapshot(connection, schema, tables=set(Base.metadata.tables))
+        for moving in transitions.contracting(connection, Base.metadata):
+            left = live.get(moving.table, catalog.Table())
+            left.triggers.pop(moving.name, None)
+            if moving.old is not None:
+                left.columns.pop(moving.old, None)
         live_functions = catalog.functions(connection, schema)
         connection.execute(text(f"CREATE SCHEMA {SCRATCH_SCHEMA}"))
         connection.execute(text(f"SET LOCAL search_path TO {SCRATCH_SCHEMA}"))
@@ -70,7 +79,10 @@ def main() -> int:
         if lag := revision_lag(connection):
             print(f"Schema verification failed: {lag}", file=sys.stderr)
             return 1
+        contracting = transitions.contracting(connection, Base.metadata)
         drift = schema_drift(connection)
+    for moving in contracting:
+        print(f"Contracting (expand/contract in flight, not drift): {transitions.describe(moving)}")
     if drift:
         print(
             "Schema verification failed: the live schema differs from the models:",

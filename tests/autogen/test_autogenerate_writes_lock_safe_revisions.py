@@ -223,20 +223,15 @@ SAFE.append(
     )
 )
 
+# Each refusal names the marker that would let make revision write it as expand/contract
+# (tests/autogen/test_expand_contract_keeps_every_writer.py).
 REFUSED = [
     (
         "not null column without a default",
         column("MediaItem", "view_count: Mapped[int]"),
-        "add_column media_items.view_count: NOT NULL with no server default",
-    ),
-    (
-        "volatile default",
-        column(
-            "MediaItem",
-            "token: Mapped[uuid.UUID | None] = "
-            'mapped_column(server_default=text("gen_random_uuid()"))',
-        ),
-        "add_column media_items.token: its default calls gen_random_uuid() (volatile)",
+        "add_column media_items.view_count: NOT NULL with no server default: existing rows have "
+        "no value to hold. Expand/contract instead: mark the column with info={'backfill': "
+        "'<SQL expression over the row>'}",
     ),
     (
         "rewriting type change",
@@ -246,12 +241,15 @@ REFUSED = [
                 "    width: Mapped[int | None] = mapped_column(BigInteger)\n",
             )
         ),
-        "alter_column media_items.width type INTEGER to BIGINT: rewrites the table",
+        "alter_column media_items.width type INTEGER to BIGINT: a rewrite under ACCESS "
+        "EXCLUSIVE, and media_items_width_check depends on it",
     ),
     (
         "rename",
         replace((LOCAL_PATH, LOCAL_PATH.replace("local_path", "local_file"))),
-        "media_items: local_path dropped and local_file added, both TEXT",
+        "media_items: local_path dropped and local_file added, both TEXT: autogenerate sees a "
+        "rename as a drop and an add, which loses local_path's data. Expand/contract instead: "
+        "mark local_file with info={'renamed_from': 'local_path'}",
     ),
 ]
 

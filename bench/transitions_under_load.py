@@ -1,0 +1,144 @@
+"""Expand/contract under load: each transition `make revision` writes, on processing_jobs'
+rows, while bench/upgrade_under_load.py's writer inserts a job and updates a media item in a
+loop (the old shape, as n8n writes it), timing every write.
+
+For each kind, in a throwaway copy of the project: the model is edited, `make revision` writes
+the expand, which is applied, rolled back (no consent) and applied again; then the marker goes,
+`make revision` writes the contract, which is applied and rolled back. The writer's worst
+latency per step is what n8n would feel (goal: under 1 s). Revisions are used as written.
+
+`python -m bench.transitions_under_load --size full` (1M jobs) or `--size tiny`.
+"""
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from sqlalchemy import URL
+
+from bench.revisions_under_load import under_load
+from bench.run import SIZES, Size, scratch_database, seed_jobs
+from media_db.dev import REPO_ROOT
+from media_db.pool import conninfo
+from media_db.settings import database_url
+from tests.helpers import edit, project_copy
+
+# The writer inserts jobs naming workflow_type: the old shape, all along.
+WORKFLOW_TYPE = "    workflow_type: Mapped[str] = mapped_column(String(50))\n"
+STARTED_AT = "    started_at: Mapped[datetime | None]\n"
+RENAMED = (
+    '    workflow: Mapped[str] = mapped_column(String(50), info={"renamed_from": '
+    '"workflow_type"})\n'
+)
+BUDGET = (
+    '    retry_budget: Mapped[int] = mapped_column(info={"backfill": "max_attempts - attempts"})\n'
+)
+UUID_COLUMN = (
+    '    token: Mapped[uuid.UUID] = mapped_column(server_default=text("gen_random_uuid()"))\n'
+)
+NARROWED = (
+    '    workflow_type: Mapped[str] = mapped_column(String(30), info={"using": '
+    '"left(workflow_type, 30)"})\n'
+)
+# Each kind: the expand's edit; the contract's (None: nothing left to contract) and the insert
+# of the new shape, which every writer uses once it is contracted.
+KINDS: dict[str, tuple[tuple[str, str], tuple[str, str] | None, str]] = {
+    "rename": (
+        (WORKFLOW_TYPE, RENAMED),
+        (RENAMED, "    workflow: Mapped[str] = mapped_column(String(50))\n"),
+        "INSERT INTO processing_jobs (workflow) VALUES ('writer')",
+    ),
+    "NOT NULL with a backfill": (
+        (STARTED_AT, STARTED_AT + BUDGET),
+        (BUDGET, "    retry_budget: Mapped[int]\n"),
+        "INSERT INTO processing_jobs (workflow_type, retry_budget) VALUES ('writer', 5)",
+    ),
+    "volatile default": ((STARTED_AT, STARTED_AT + UUID_COLUMN), None, ""),
+    "type change": (
+        (WORKFLOW_TYPE, NARROWED),
+        (NARROWED, WORKFLOW_TYPE.replace("50", "30")),
+        "INSERT INTO processing_jobs (workflow_type) VALUES ('writer')",
+    ),
+}
+
+
+def make_revision(project: Path, url: URL, message: str) -> None:
+    env = {"PATH": f"{project / '.venv' / 'bin'}:/usr/bin:/bin"}
+    env["DATABASE_URL"] = url.render_as_string(hide_password=False)
+    made = subprocess.run(
+        ["make", "revision", f"M={message}"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        raise RuntimeError(f"make revision ({message}) failed:\n{made.stderr[-2000:]}")
+
+
+async def prove(server: URL, size: Size, results: Path, kinds: list[str]) -> Path:
+    rows: list[dict[str, Any]] = []
+    upgrade, downgrade = ["alembic", "upgrade", "head"], ["alembic", "downgrade", "-1"]
+    # The volatile default's values exist nowhere else: its way down asks for consent.
+    consented = ["alembic", "-x", "allow-data-loss=true", "-x", "backup=skip", "downgrade", "-1"]
+    with tempfile.TemporaryDirectory(prefix="bench-transitions-") as workdir:
+        for kind in kinds:
+            expand, contract, new_shape = KINDS[kind]
+            async with scratch_database(server) as url:
+                async with await psycopg.AsyncConnection.connect(conninfo(url)) as raw:
+                    await seed_jobs(raw, size)  # type: ignore[arg-type]
+                home = Path(workdir) / kind.replace(" ", "_")
+                home.mkdir()
+                project = project_copy(home)
+                models = project / "models" / "media.py"
+                edit(models, expand)
+                make_revision(project, url, f"expand {kind}")
+                steps = {"expand": await under_load(url, upgrade, project)}
+                down = consented if contract is None else downgrade
+                steps["expand down"] = await under_load(url, down, project)
+                steps["expand again"] = await under_load(url, upgrade, project)
+                if contract is not None:
+                    edit(models, contract)
+                    make_revision(project, url, f"contract {kind}")
+                    steps["contract"] = await under_load(url, upgrade, project, new_shape)
+                    steps["contract down"] = await under_load(url, downgrade, project, new_shape)
+                for step, stall in steps.items():
+                    print(
+                        f"{kind:<26} {step:<14} {stall.seconds:7.2f} s, writer max "
+                        f"{stall.writer_max_ms:7.1f} ms",
+                        flush=True,
+                    )
+                rows.append({"kind": kind, **{step: asdict(s) for step, s in steps.items()}})
+    report = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "size": asdict(size),
+        "transitions": rows,
+    }
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"transitions-under-load-{size.name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {path}")
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.transitions_under_load")
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--kind", choices=sorted(KINDS), action="append", help="(default: all)")
+    options = parser.parse_args()
+    kinds = options.kind or list(KINDS)
+    asyncio.run(prove(database_url(), SIZES[options.size], REPO_ROOT / "results", kinds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Expand/contract transitions: the schema changes that have no lock-safe form in one step (a
+rename, a NOT NULL column with no default, a volatile default, a rewriting type change), written
+as an expand (every writer of the old shape keeps working) and, once the models drop the
+marker, a contract.
+
+The models declare the intent in Column.info (MARKERS). The catalog holds each transition in
+flight: a trigger `<table>_<column>_sync` on our table, executing the function of the same name,
+commented with what it keeps in step (TAG, then JSON). `make revision`, `make verify`,
+`alembic check` and `make status` read the two, so no list of transitions is kept elsewhere.
+Every SQL text a transition runs is written here.
+"""
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import Column, Connection, MetaData, text
+from sqlalchemy.dialects import postgresql
+
+RENAMED_FROM, BACKFILL, USING = "renamed_from", "backfill", "using"
+RENAME, FILL, RETYPE = "rename", "backfill", "retype"  # the kinds in flight, by their marker
+MARKERS = {RENAMED_FROM: RENAME, BACKFILL: FILL, USING: RETYPE}
+TAG = "media_db expand/contract: "
+BATCH = 5_000  # rows per committed batch, as 0003
+MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
+quote = postgresql.dialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
+
+IN_FLIGHT = text("""
+    SELECT obj_description(t.oid, 'pg_trigger') FROM pg_trigger t
+    JOIN pg_class c ON c.oid = t.tgrelid
+    WHERE c.relnamespace = CAST(current_schema() AS regnamespace) AND NOT t.tgisinternal
+      AND starts_with(coalesce(obj_description(t.oid, 'pg_trigger'), ''), :tag)
+    ORDER BY c.relname, t.tgname
+""")
+
+
+# What depends on a column besides its table and default: indexes, constraints (not PostgreSQL
+# 18's NOT NULL ones), views. A type change's cutover would leave them on the old column.
+DEPENDENTS = text("""
+    SELECT coalesce(string_agg(DISTINCT coalesce(c.relname, con.conname, 'a view'), ', '), '')
+    FROM pg_depend d
+    JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+    LEFT JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid
+    LEFT JOIN pg_constraint con
+      ON d.classid = 'pg_constraint'::regclass AND con.oid = d.objid AND con.contype <> 'n'
+    WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = to_regclass(:table)
+      AND a.attname = :column
+      AND (c.oid IS NOT NULL OR con.oid IS NOT NULL OR d.classid = 'pg_rewrite'::regclass)
+""")
+
+
+def identifier(name: str) -> str:
+    """`name`, shortened with a hash when it is longer than PostgreSQL keeps."""
+    if len(name) <= MAX_IDENTIFIER:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: MAX_IDENTIFIER - 9]}_{digest}"
+
+
+def sync_name(table: str, column: str) -> str:
+    return identifier(f"{table}_{column}_sync")
+
+
+def kept_name(column: str) -> str:
+    """What a type change's old column is called from its cutover to its contract."""
+    return identifier(f"{column}__old")
+
+
+def over_row(expression: str) -> str:
+    """`expression` (SQL naming the row's columns) evaluated on a trigger's NEW row."""
+    return f"(SELECT {expression} FROM (SELECT (NEW).*) AS new_row)"
+
+
+def literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One column moving to its new shape: `column` as the models name it, given by `source`
+    (SQL over the row: the old column of a rename, a backfill marker's expression)."""
+
+    kind: str
+    table: str
+    column: str
+    source: str
+    old: str | None = None  # the old column (rename, type change), kept until the contract
+    revision: str = ""
+    back: str | None = None  # SQL over the row giving `old` (None: `column` as is)
+
+    @property
+    def name(self) -> str:
+        return sync_name(self.table, self.column)
+
+    # --- the sync trigger ---------------------------------------------------------------------
+
+    def create_sql(self, *, in_flight: bool = True) -> list[str]:
+        """The function and its trigger (a leftover of a failed run replaced); commented
+        `in_flight` (not a type change's before its cutover, which the expand itself ends)."""
+        table, name = quote(self.table), quote(self.name)
+        comment = literal(TAG + json.dumps(asdict(self)))
+        return [
+            f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$sync$ BEGIN {self._body()} RETURN NEW; END $sync$",
+            f"DROP TRIGGER IF EXISTS {name} ON {table}",
+            f"CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {name}()",
+            *([f"COMMENT ON TRIGGER {name} ON {table} IS {comment}"] if in_flight else []),
+        ]
+
+    def drop_sql(self) -> list[str]:
+        name = quote(self.name)
+        return [
+            f"DROP TRIGGER IF EXISTS {name} ON {quote(self.table)}",
+            f"DROP FUNCTION IF EXISTS {name}()",
+        ]
+
+    def _body(self) -> str:
+        new = quote(self.column)
+        if self.old is None:
+            return f"IF NEW.{new} IS NULL THEN NEW.{new} := {over_row(self.source)}; END IF;"
+        old = quote(self.old)
+        if self.back is not None:  # a type change, past its cutover: every writer names `new`
+            return f"NEW.{old} := {over_row(self.back)};"
+        # An UPDATE copies the name it changed; an INSERT the name it gave (the old column has
+        # no default during the transition, so a NULL there means "not given").
+        return (
+            f"IF TG_OP = 'UPDATE' AND NEW.{new} IS DISTINCT FROM OLD.{new} THEN "
+            f"NEW.{old} := NEW.{new}; "
+            f"ELSIF TG_OP = 'UPDATE' AND NEW.{old} IS DISTINCT FROM OLD.{old} THEN "
+            f"NEW.{new} := NEW.{old}; "
+            f"ELSIF TG_OP = 'INSERT' AND NEW.{old} IS NULL THEN NEW.{old} := NEW.{new}; "
+            f"ELSE NEW.{new} := NEW.{old}; END IF;"
+        )
+
+
+# --- backfills and guards (any column filled from an expression over the row) -----------------
+
+
+def still_to_do(target: str, source: str) -> str:
+    """A row the backfill of `target` from `source` has left (a NULL source stays NULL: the
+    batches end)."""
+    return f"{quote(target)} IS NULL AND ({source}) IS NOT NULL"
+
+
+def backfill_sql(table: str, key: str, target: str, source: str, *, batched: bool) -> str:
+    """One UPDATE filling `target`; `batched`: BATCH rows of it (the committed batches' form,
+    as 0003's, which the migration connection's throttle recognises)."""
+    table_ = quote(table)
+    where = still_to_do(target, source)
+    if batched:
+        where = f"{quote(key)} IN (SELECT {quote(key)} FROM {table_} WHERE {where} LIMIT {BATCH})"
+    return f"UPDATE {table_} SET {quote(target)} = {source} WHERE {where}"
+
+
+def lacking(dropped: str, kept: str) -> str:
+    """A row whose `dropped` column holds a value that `kept` (SQL over the row) does not give
+    back: what dropping it would lose."""
+    return f"{quote(dropped)} IS NOT NULL AND {quote(dropped)} IS DISTINCT FROM ({kept})"
+
+
+def guarded_drop_sql(table: str, dropped: str, kept: str, *, kept_column: bool) -> list[str]:
+    """Lock `table` ACCESS EXCLUSIVE and refuse, rolling the revision back, if a row's `dropped`
+    holds what `kept` lacks; the drop that follows then loses nothing, so no consent is asked.
+    `kept_column`: `kept` is a column the values can be copied to."""
+    table_, where = quote(table), lacking(dropped, kept)
+    fix = (
+        f"copy them over (UPDATE {table} SET {kept} = {dropped} WHERE {where})"
+        if kept_column
+        else f"to lose them, set them to what it gives (UPDATE {table} SET {dropped} = {kept} "
+        f"WHERE {where})"
+    )
+    refusal = (
+        f"Refusing to drop {table}.{dropped}: rows hold values that {kept} does not give back "
+        f"(a writer bypassed the sync trigger, or wrote the new shape). Nothing was dropped: "
+        f"{fix}, then run it again."
+    )
+    return [
+        f"LOCK TABLE {table_} IN ACCESS EXCLUSIVE MODE",
+        f"DO $guard$ BEGIN IF EXISTS (SELECT FROM {table_} WHERE {where}) THEN "
+        f"RAISE EXCEPTION USING MESSAGE = {literal(refusal)}; END IF; END $guard$",
+    ]
+
+
+# --- what is in flight: the catalog, and the models' markers --------------------------------
+
+
+def in_flight(connection: Connection) -> list[Transition]:
+    """Every transition whose sync trigger is on one of the current schema's tables."""
+    return [
+        Transition(**json.loads(comment.removeprefix(TAG)))
+        for (comment,) in connection.execute(IN_FLIGHT, {"tag": TAG})
+    ]
+
+
+def marker(column: Column[Any]) -> tuple[str, str] | None:
+    """(kind, value) of the transition the column's info declares, or None."""
+    found = [(kind, column.info[key]) for key, kind in MARKERS.items() if key in column.info]
+    return found[0] if found else None
+
+
+def marked(metadata: MetaData) -> dict[tuple[str, str], tuple[str, str]]:
+    """{(table, column): (kind, value)} for every column of the models carrying a marker."""
+    return {
+        (table.name, column.name): found
+        for table in metadata.tables.values()
+        for column in table.columns
+        if (found := marker(column)) is not None
+    }
+
+
+def hidden(metadata: MetaData, table: str, name: str) -> bool:
+    """Whether `name` on `table` (a column, or a trigger) belongs to a transition the models
+    still declare: the old column of a rename or a type change, a marked column's sync trigger.
+    Autogenerate neither drops them nor reports them before the marker goes."""
+    for (marked_table, column), (kind, value) in marked(metadata).items():
+        old = {RENAME: value, RETYPE: kept_name(column)}.get(kind)
+        if marked_table == table and name in (sync_name(table, column), old):
+            return True
+    return False
+
+
+def describe(moving: Transition) -> str:
+    """One line for the operator: what moves, where, since which revision."""
+    what = {
+        RENAME: f"rename {moving.table}.{moving.old} -> {moving.column}",
+        RETYPE: f"retype {moving.table}.{moving.column}, the old type kept in {moving.old}",
+    }.get(moving.kind, f"backfill {moving.table}.{moving.column} from {moving.source}")
+    return f"{what} (sync trigger {moving.name}, expand {moving.revision or '?'})"
+
+
+def contracting(connection: Connection, metadata: MetaData) -> list[Transition]:
+    """The transitions in flight that the models still declare (their marker is there)."""
+    declared = marked(metadata)
+    return [
+        transition
+        for transition in in_flight(connection)
+        if declared.get((transition.table, transition.column), ("",))[0] == transition.kind
+    ]
