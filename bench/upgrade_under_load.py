@@ -1,5 +1,6 @@
 """`make bench-upgrade`: the hardening revisions applied to a busy 1M-job database (then, in
-bench/revisions_under_load.py, each kind of revision `make revision` writes).
+bench/revisions_under_load.py, each kind of revision `make revision` writes, and in
+bench/transitions_under_load.py each expand/contract transition with its sync trigger's cost).
 
 A scratch database at revision 0001 gets 1M jobs (20 % queued). Claim latency and media-item
 delete time are measured; then `alembic upgrade head` runs while a writer inserts a job and
@@ -21,7 +22,6 @@ from typing import Any
 
 import psycopg
 
-from bench import revisions_under_load
 from bench.run import SIZES, Size, claims, delete_media, migrate, scratch_database, seed_jobs
 from media_db.dev import REPO_ROOT
 from media_db.pool import Database, PoolSize, conninfo
@@ -119,16 +119,23 @@ def main() -> int:
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
     parser.add_argument(
         "--part",
-        choices=["hardening", "revisions", "both"],
-        default="both",
-        help="the hardening revisions 0002-0007, what `make revision` writes, or both",
+        choices=["hardening", "revisions", "transitions", "all"],
+        default="all",
+        help="the hardening revisions 0002-0007, what `make revision` writes, its "
+        "expand/contract transitions, or all",
     )
     options = parser.parse_args()
+    # Here, not at the top: both reuse this module's writer.
+    from bench import revisions_under_load, transitions_under_load
+
     size, results = SIZES[options.size], REPO_ROOT / "results"
-    if options.part in ("hardening", "both"):
+    if options.part in ("hardening", "all"):
         asyncio.run(prove(size, results))
-    if options.part in ("revisions", "both"):
+    if options.part in ("revisions", "all"):
         asyncio.run(revisions_under_load.prove(database_url(), size, results))
+    if options.part in ("transitions", "all"):
+        kinds = list(transitions_under_load.KINDS)
+        asyncio.run(transitions_under_load.prove(database_url(), size, results, kinds))
     return 0
 
 
