@@ -175,13 +175,7 @@ def session_pooler(debian_primary: topologies.Cluster) -> Iterator[topologies.Cl
 @pytest.fixture
 def primary_database(debian_primary: topologies.Cluster) -> Iterator[str]:
     """The name of an empty database on debian_primary, dropped when the test ends."""
-    name = f"t_{secrets.token_hex(6)}"
-    admin = create_engine(
-        debian_primary.url(), isolation_level="AUTOCOMMIT", poolclass=pool.NullPool
-    )
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield name
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    primary = DatabaseServer("debian", debian_primary.url())
+    url = primary.create_database()
+    yield str(url.database)
+    primary.drop_database(url)

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,11 +150,23 @@ def _folder(prefix: str) -> Path:
 
 
 @contextlib.contextmanager
-def primary() -> Iterator[Cluster]:
-    """A primary that takes streaming standbys (wal_level replica, trust on 127.0.0.1)."""
-    folder = _folder("media-db-primary-")
-    cluster = Cluster(folder / "primary", free_port())
+def _cluster(name: str, make: Callable[[Cluster], None]) -> Iterator[Cluster]:
+    """A cluster in a folder of its own: made by `make`, started, then stopped and removed."""
+    folder = _folder(f"media-db-{name}-")
+    cluster = Cluster(folder / name, free_port())
     try:
+        make(cluster)
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def primary() -> contextlib.AbstractContextManager[Cluster]:
+    """A primary that takes streaming standbys (wal_level replica, trust on 127.0.0.1)."""
+
+    def initdb(cluster: Cluster) -> None:
         _run(
             [
                 str(debian_bin() / "initdb"),
@@ -174,19 +186,14 @@ def primary() -> Iterator[Cluster]:
                 "listen_addresses = '127.0.0.1'\nwal_level = replica\nmax_wal_senders = 4\n"
                 "hot_standby = on\nfsync = off\nmax_connections = 100\n"
             )
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+
+    return _cluster("primary", initdb)
 
 
-@contextlib.contextmanager
-def standby_of(source: Cluster) -> Iterator[Cluster]:
+def standby_of(source: Cluster) -> contextlib.AbstractContextManager[Cluster]:
     """A hot standby streaming from `source`, made with `pg_basebackup -R`."""
-    folder = _folder("media-db-standby-")
-    cluster = Cluster(folder / "standby", free_port())
-    try:
+
+    def base_backup(cluster: Cluster) -> None:
         _run(
             [
                 str(debian_bin() / "pg_basebackup"),
@@ -206,11 +213,8 @@ def standby_of(source: Cluster) -> Iterator[Cluster]:
                 "application_name=standby1",
             ]
         )
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+
+    return _cluster("standby", base_backup)
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ from sqlalchemy import URL, create_engine, pool, text
 
 from tests import topologies
 from tests.helpers import BIN, REPO_ROOT, alembic_config, environment, run
+from tests.servers import DatabaseServer
 
 ROWS, BATCH = 1_000, 100
 # A stalled standby counts as behind by how long it has stood still while this migration wrote
@@ -57,11 +58,18 @@ def jobs_with_null_status(url: URL) -> URL:
 
 
 def primary_database(primary: topologies.Cluster) -> URL:
-    engine = create_engine(primary.url(), isolation_level="AUTOCOMMIT", poolclass=pool.NullPool)
-    with engine.connect() as connection:
-        connection.exec_driver_sql('CREATE DATABASE "media"')
-    engine.dispose()
-    return jobs_with_null_status(primary.url("media"))
+    return jobs_with_null_status(DatabaseServer("debian", primary.url()).create_database())
+
+
+def backfill_behind_paused_standby(
+    replicated: topologies.Replicated, log: Path, lag_wait: str
+) -> tuple[URL, subprocess.Popen[str]]:
+    """0003's backfill started, paced, while the standby's replay is paused."""
+    url = primary_database(replicated.primary)
+    caught_up(replicated.primary)
+    replay(replicated.standby, paused=True)
+    pace = (f"backfill-batch={BATCH}", PACE, "max-replica-lag=1s", f"replica-lag-wait={lag_wait}")
+    return url, upgrade_in_background(url, log, *pace)
 
 
 def replay(standby: topologies.Cluster, paused: bool) -> None:
@@ -103,14 +111,8 @@ def wait_for_line(log: Path, words: str, process: subprocess.Popen[str]) -> None
 def test_backfill_waits_while_the_standby_lags_and_resumes_when_it_catches_up(
     replicated: topologies.Replicated, tmp_path: Path
 ) -> None:
-    url = primary_database(replicated.primary)
-    caught_up(replicated.primary)
-    replay(replicated.standby, paused=True)
     log = tmp_path / "upgrade.log"
-
-    upgrade = upgrade_in_background(
-        url, log, f"backfill-batch={BATCH}", PACE, "max-replica-lag=1s", "replica-lag-wait=10min"
-    )
+    url, upgrade = backfill_behind_paused_standby(replicated, log, "10min")
     wait_for_line(log, "Backfill waits: standby standby1", upgrade)
 
     left = scalar(url, NULL_STATUSES)
@@ -132,14 +134,8 @@ def test_backfill_waits_while_the_standby_lags_and_resumes_when_it_catches_up(
 def test_a_standby_that_stays_behind_stops_the_backfill_in_one_line_and_a_rerun_finishes(
     replicated: topologies.Replicated, tmp_path: Path
 ) -> None:
-    url = primary_database(replicated.primary)
-    caught_up(replicated.primary)
-    replay(replicated.standby, paused=True)
     log = tmp_path / "upgrade.log"
-
-    upgrade = upgrade_in_background(
-        url, log, f"backfill-batch={BATCH}", PACE, "max-replica-lag=1s", "replica-lag-wait=3s"
-    )
+    url, upgrade = backfill_behind_paused_standby(replicated, log, "3s")
 
     assert upgrade.wait(timeout=300) != 0
     output = log.read_text()
