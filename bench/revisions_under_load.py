@@ -52,10 +52,11 @@ OPERATIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "add nullable column": (
         (STARTED_AT, STARTED_AT + "    note: Mapped[str | None] = mapped_column(Text)\n"),
     ),
+    # A column the models do not have (0010 added `attempts`: adding it again wrote nothing).
     "add NOT NULL column, constant default": (
         (
             STARTED_AT,
-            STARTED_AT + '    attempts: Mapped[int] = mapped_column(server_default=text("0"))\n',
+            STARTED_AT + '    weight: Mapped[int] = mapped_column(server_default=text("0"))\n',
         ),
     ),
     "create index": (
@@ -101,6 +102,29 @@ class Stall:
     goal_met: bool
 
 
+def project_env(project: Path, url: URL) -> dict[str, str]:
+    """A project copy's own tools, on `url`."""
+    return {
+        "PATH": f"{project / '.venv' / 'bin'}:/usr/bin:/bin",
+        "DATABASE_URL": url.render_as_string(hide_password=False),
+    }
+
+
+def make_revision(project: Path, url: URL, message: str) -> None:
+    made = subprocess.run(
+        ["make", "revision", f"M={message}"],
+        cwd=project,
+        env=project_env(project, url),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        # Alembic prints its FAILED line on stdout.
+        output = (made.stdout + made.stderr)[-2000:]
+        raise RuntimeError(f"make revision ({message}) failed:\n{output}")
+
+
 async def under_load(
     url: URL, command: list[str], project: Path, insert: str = JOB_INSERT
 ) -> Stall:
@@ -109,8 +133,7 @@ async def under_load(
     stop = asyncio.Event()
     writer = asyncio.create_task(write_until(url, stop, latencies, insert))
     await asyncio.sleep(0.2)  # the writer is running before the DDL starts
-    env = {"PATH": f"{project / '.venv' / 'bin'}:/usr/bin:/bin"}
-    env["DATABASE_URL"] = url.render_as_string(hide_password=False)
+    env = project_env(project, url)
     started = time.perf_counter()
     done = await asyncio.to_thread(
         subprocess.run, command, cwd=project, env=env, capture_output=True, text=True, check=False
@@ -141,18 +164,7 @@ async def prove(server: URL, size: Size, results: Path) -> Path:
                 home.mkdir()
                 project = project_copy(home)
                 edit(project / "models" / "media.py", *edits)
-                env = {"PATH": f"{project / '.venv' / 'bin'}:/usr/bin:/bin"}
-                env["DATABASE_URL"] = url.render_as_string(hide_password=False)
-                made = subprocess.run(
-                    ["make", "revision", f"M={kind}"],
-                    cwd=project,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                if made.returncode != 0:
-                    raise RuntimeError(f"make revision ({kind}) failed:\n{made.stderr[-2000:]}")
+                make_revision(project, url, kind)
                 up = await under_load(url, ["alembic", "upgrade", "head"], project)
                 # The downgrade drops what the upgrade added, values included: consented.
                 down = await under_load(

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ import psycopg
 from sqlalchemy import URL
 
 from bench import ROUNDS
-from bench.revisions_under_load import under_load
+from bench.revisions_under_load import make_revision, under_load
 from bench.run import SIZES, Size, scratch_database, seed_jobs
 from media_db.dev import REPO_ROOT
 from media_db.pool import conninfo
@@ -120,21 +119,6 @@ async def trigger_cost(url: URL) -> dict[str, Any] | None:
         "slowdown": round(statistics.median(ratios), 2),
         "slowdown_spread": [round(min(ratios), 2), round(max(ratios), 2)],
     }
-
-
-def make_revision(project: Path, url: URL, message: str) -> None:
-    env = {"PATH": f"{project / '.venv' / 'bin'}:/usr/bin:/bin"}
-    env["DATABASE_URL"] = url.render_as_string(hide_password=False)
-    made = subprocess.run(
-        ["make", "revision", f"M={message}"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if made.returncode != 0:
-        raise RuntimeError(f"make revision ({message}) failed:\n{made.stderr[-2000:]}")
 
 
 async def prove(server: URL, size: Size, results: Path, kinds: list[str]) -> Path:
