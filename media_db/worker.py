@@ -9,8 +9,9 @@ leases its jobs for `lease`; while a handler runs the worker renews the lease (e
 it), so a slow but live handler is never run twice. A handler that returns completes its job;
 one that raises, or runs past `handler_timeout`, puts it back `queued`, due after a jittered
 exponential backoff from `retry_backoff`, until its attempts reach `max_attempts`: then the
-job is `failed` (the dead letter) with the error kept. Outcomes are written in one statement
-per round, and only while the lease holds: a worker that lost a lease (a long outage) writes
+job is `failed` (the dead letter) with the error kept. A round's completions and its next
+claim are one statement (JobQueue.complete_and_claim: one round trip, one commit), and outcomes
+are written only while the lease holds: a worker that lost a lease (a long outage) writes
 nothing for that job and stops its handler.
 
 Idle workers wake at once when any writer (n8n's raw SQL too) inserts a job: the table's
@@ -138,9 +139,10 @@ class _Worker:
             if loop.time() >= next_rescue:
                 await self._db(self.queue.rescue_expired)
                 next_rescue = loop.time() + self.poll_interval
-            free = self.concurrency - len(self.running)
+            done = [task for task in self.running if task.done()]
+            free = self.concurrency - len(self.running) + len(done)
             asked = min(free, self.batch_size)
-            claimed = await self._claim(asked) if asked else []
+            claimed = await self._settle(done, claim=asked)
             if (
                 until_empty
                 and not self.running
@@ -156,13 +158,6 @@ class _Worker:
             if free - len(claimed) > 0:
                 waits.append(next_rescue)  # a free slot polls; a wakeup comes earlier
             await self._wait(max(min(waits) - loop.time(), 0), listen=free > len(claimed))
-
-    async def _claim(self, n: int) -> list[JobRecord]:
-        self.woken.clear()
-        claimed = await self._db(lambda: self.queue.claim_many(n, self.workflow_type, self.lease))
-        for job in claimed:
-            self.running[asyncio.ensure_future(self._handle(job))] = job
-        return claimed
 
     async def _handle(self, job: JobRecord) -> str | None:
         """None when the handler returned, else the failure to record."""
@@ -187,31 +182,49 @@ class _Worker:
         finally:
             if woken is not None:
                 woken.cancel()
-        await self._settle([task for task in self.running if task.done()])
 
     async def _db(self, operation: Callable[[], Awaitable[T]], once: bool = False) -> T:
         """The operation, riding out the database's outages (up to max_outage); `once`: a
         single attempt."""
         return await (operation() if once else ride_out(self.db, operation, self.max_outage))
 
-    async def _settle(self, done: list["asyncio.Task[str | None]"], once: bool = False) -> None:
-        """Writes the outcomes of finished handlers. Their jobs leave `running` once written:
-        if the worker gives up meanwhile, it hands them back with the rest."""
+    async def _settle(
+        self, done: list["asyncio.Task[str | None]"], claim: int = 0, once: bool = False
+    ) -> list[JobRecord]:
+        """Writes the outcomes of finished handlers and claims up to `claim` more jobs, whose
+        handlers start at once. The completions and the claim are one statement (the round's
+        one round trip and commit); failures, the rare case, their own. Finished jobs leave
+        `running` once written: if the worker gives up meanwhile, it hands them back with the
+        rest."""
         outcomes = [(self.running[task], task.result()) for task in done]
         completed = [job for job, error in outcomes if error is None]
         failures = [(job, error) for job, error in outcomes if error is not None]
-        written = await self._db(lambda: self.queue.complete_held(completed), once)
-        self.stats.completed += len(written)
         rows = await self._db(lambda: self.queue.fail_held(failures, self.retry_backoff), once)
         for row in rows:
             if row.status == "failed":
                 self.stats.failed += 1
             else:
                 self.stats.retried += 1
+        if claim:
+            self.woken.clear()  # a job inserted from now on wakes the next wait
+            written, claimed = await self._db(
+                lambda: self.queue.complete_and_claim(
+                    completed, claim, self.workflow_type, self.lease
+                ),
+                once,
+            )
+        else:
+            written = {
+                job.id for job in await self._db(lambda: self.queue.complete_held(completed), once)
+            }
+            claimed = []
+        self.stats.completed += len(written)
         for task in done:
             del self.running[task]
+        for job in claimed:
+            self.running[asyncio.ensure_future(self._handle(job))] = job
         # Only the lease's holder writes (the token decides): the rest lost theirs meanwhile.
-        unwritten = {job.id for job, _ in outcomes} - {row.id for row in (*written, *rows)}
+        unwritten = {job.id for job, _ in outcomes} - written - {row.id for row in rows}
         if unwritten:
             log.warning(
                 "worker: %d jobs finished after their lease was lost (another worker may run "
@@ -220,6 +233,7 @@ class _Worker:
                 ", ".join(sorted(map(str, unwritten))),
             )
             self.stats.lost += len(unwritten)
+        return claimed
 
     async def _renew(self) -> None:
         """Renews every running job's lease; a handler whose lease was lost is stopped."""

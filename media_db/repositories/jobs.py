@@ -13,7 +13,8 @@ hold): highest priority first, then the earliest due.
 
 Leases: a claim sets `lease_token` and `locked_until = now() + lease`. Only the token's holder
 can extend the lease, complete the job or put it back (`extend`, `complete_held`, `fail_held`,
-`release`): a worker whose lease expired and whose job another worker claimed writes nothing.
+`release`, and `complete_and_claim`, a worker's round in one statement): a worker whose
+lease expired and whose job another worker claimed writes nothing.
 `rescue_expired` returns jobs whose lease ran out (their worker died) to the queue, or fails
 them once their attempts are spent. A failed attempt waits `run_at = now() + backoff` before
 the next; the last one leaves the job `failed` (the dead letter) with its error.
@@ -46,9 +47,12 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.sql.dml import Update
+from sqlalchemy.sql.selectable import CTE
 from sqlalchemy.sql.util import ClauseAdapter
 
 from media_db import validation
@@ -113,13 +117,13 @@ def _next_due(limit: ColumnElement[Any], by_workflow: bool) -> Select[Any]:
     )
 
 
-def _claim(many: bool, by_workflow: bool) -> str:
+def _claim_update(many: bool, by_workflow: bool) -> Update:
     if many:
         chosen = _next_due(bindparam("n", type_=Integer), by_workflow).scalar_subquery()
         which = JOBS.c.id == any_(func.array(chosen))
     else:
         which = JOBS.c.id == _next_due(literal_column("1"), by_workflow).scalar_subquery()
-    claim = (
+    return (
         update(JOBS)
         .values(
             status=constant(JobStatus.RUNNING),
@@ -131,21 +135,24 @@ def _claim(many: bool, by_workflow: bool) -> str:
         .where(which)
         .returning(*COLUMNS)
     )
-    if not many:
-        return compiled(claim)
-    # RETURNING has no order: the batch comes back sorted by the claim index's own order.
-    claimed = claim.cte("claimed")
+
+
+def _in_claim_order(claimed: CTE) -> list[ColumnElement[Any]]:
+    """RETURNING has no order: a batch comes back sorted by the claim index's own order."""
     in_claimed = ClauseAdapter(claimed)
+    return [in_claimed.traverse(expression) for expression in CLAIM_ORDER]  # type: ignore[arg-type]
+
+
+def _claim_many(by_workflow: bool) -> str:
+    claimed = _claim_update(True, by_workflow).cte("claimed")
     return compiled(
-        select(*(claimed.c[column.name] for column in COLUMNS)).order_by(
-            *(in_claimed.traverse(expression) for expression in CLAIM_ORDER)  # type: ignore[type-var]
-        )
+        select(*(claimed.c[column.name] for column in COLUMNS)).order_by(*_in_claim_order(claimed))
     )
 
 
 # [by workflow type?] -> SQL
-CLAIM_ONE = {by: _claim(False, by) for by in (False, True)}
-CLAIM_MANY = {by: _claim(True, by) for by in (False, True)}
+CLAIM_ONE = {by: compiled(_claim_update(False, by)) for by in (False, True)}
+CLAIM_MANY = {by: _claim_many(by) for by in (False, True)}
 IDS = bindparam("ids", type_=ARRAY(UUID))
 TOKENS = bindparam("tokens", type_=ARRAY(UUID))
 ENQUEUE_COLUMNS = ("workflow_type", "priority", "media_item_id", "run_at", "max_attempts")
@@ -186,12 +193,30 @@ HELD_BY_US = (JOBS.c.id == _HELD.c.id, JOBS.c.lease_token == _HELD.c.token, RUNN
 EXTEND = compiled(
     update(JOBS).values(locked_until=func.now() + LEASE).where(*HELD_BY_US).returning(JOBS.c.id)
 )
-COMPLETE_HELD = compiled(
+_COMPLETE_HELD = (
     update(JOBS)
     .values(status=constant(JobStatus.COMPLETED), completed_at=func.now(), **NO_LEASE)
     .where(*HELD_BY_US)
-    .returning(*COLUMNS)
 )
+COMPLETE_HELD = compiled(_COMPLETE_HELD.returning(*COLUMNS))
+
+
+def _complete_and_claim(by_workflow: bool) -> str:
+    """A worker's round in one statement (one round trip, one commit): the held jobs whose
+    handlers returned are completed and the next due ones claimed. The two UPDATEs touch
+    disjoint rows (running, queued). A LEFT JOIN onto the completed ids' one-row aggregate
+    returns them even when nothing was claimed: (completed ids, *claimed job's columns)."""
+    done = _COMPLETE_HELD.returning(JOBS.c.id).cte("done")
+    claimed = _claim_update(True, by_workflow).cte("claimed")
+    completed = select(func.array_agg(done.c.id).label("completed")).subquery("completed")
+    return compiled(
+        select(completed.c.completed, *(claimed.c[column.name] for column in COLUMNS))
+        .select_from(completed.outerjoin(claimed, true()))
+        .order_by(*_in_claim_order(claimed))
+    )
+
+
+COMPLETE_AND_CLAIM = {by: _complete_and_claim(by) for by in (False, True)}
 _FAILED_HELD = (
     func.unnest(
         IDS,
@@ -458,6 +483,28 @@ class JobQueue:
             return set()
         params = {**self._held(jobs), "lease": validation.positive_duration("lease", lease)}
         return set(await fetch_all(self.db, EXTEND, params, _first))
+
+    async def complete_and_claim(
+        self,
+        completed: Sequence[JobRecord],
+        n: int,
+        workflow_type: str | None = None,
+        lease: timedelta = DEFAULT_LEASE,
+    ) -> tuple[set[uuid.UUID], list[JobRecord]]:
+        """`complete_held(completed)` and `claim_many(n, ...)` in one statement: the ids of
+        the jobs completed (those still held), and the jobs claimed, in claim order."""
+        if not completed:
+            return set(), await self.claim_many(n, workflow_type, lease)
+        params = {
+            **self._held(completed),
+            **self._workflow(workflow_type),
+            "n": validation.whole_number("n", n, BATCH),
+            "lease": validation.positive_duration("lease", lease),
+        }
+        statement = COMPLETE_AND_CLAIM["workflow_type" in params]
+        rows = await fetch_all(self.db, statement, params, tuple)
+        claimed = [JobRecord.from_row(row[1:]) for row in rows if row[1] is not None]
+        return set(rows[0][0] or ()), claimed
 
     async def complete_held(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
         """Marks completed each listed job whose lease this holder still holds."""

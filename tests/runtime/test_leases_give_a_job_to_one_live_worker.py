@@ -87,6 +87,13 @@ def test_a_worker_that_lost_its_lease_cannot_complete_or_fail_the_job(migrated: 
             assert await queue.fail_held([(first, "late")], timedelta(seconds=1)) == []
             assert await queue.extend([first], LEASE) == set()
             assert await queue.release_held([first]) == []
+            # The worker's round (complete what returned, claim more) writes nothing for it
+            # either, and still claims.
+            await queue.enqueue("transcode")
+            completed, claimed = await queue.complete_and_claim([first], 5)
+            assert completed == set()
+            assert [job.id for job in claimed] != [first.id]
+            assert len(claimed) == 1
             [done] = await queue.complete_held([second])
             assert done.status == "completed"
             assert done.attempts == 2
@@ -104,5 +111,26 @@ def test_a_spent_job_whose_lease_expired_is_a_dead_letter(migrated: URL) -> None
             [dead] = await queue.rescue_expired()
             assert dead.status == "failed"
             assert dead.error_message == "lease expired: its worker stopped answering"
+
+    asyncio.run(scenario())
+
+
+def test_a_workers_round_completes_what_it_holds_and_claims_in_order(migrated: URL) -> None:
+    async def scenario() -> None:
+        async with await Database.connect(migrated, PoolSize(1, 4)) as db:
+            queue = JobQueue(db)
+            for priority in (1, 5, 3):
+                await queue.enqueue("transcode", priority)
+            held = await queue.claim_many(2)
+            completed, claimed = await queue.complete_and_claim(held, 10)
+            assert completed == {job.id for job in held}
+            assert [job.priority for job in claimed] == [1]
+            # Nothing left to claim: the completions are still written and returned.
+            completed, claimed = await queue.complete_and_claim(claimed, 10)
+            assert len(completed) == 1
+            assert claimed == []
+            counts = await queue.counts()
+            assert counts["completed"] == 3
+            assert counts["running"] == counts["queued"] == 0
 
     asyncio.run(scenario())
