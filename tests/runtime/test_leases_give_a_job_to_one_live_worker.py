@@ -9,6 +9,7 @@ from datetime import timedelta
 from sqlalchemy import URL, create_engine, pool, text
 
 from media_db import Database, JobQueue, JobRecord, PoolSize, run_worker
+from models import JobStatus
 
 LEASE = timedelta(seconds=1)
 
@@ -130,7 +131,7 @@ def test_a_workers_round_completes_what_it_holds_and_claims_in_order(migrated: U
             assert len(completed) == 1
             assert claimed == []
             counts = await queue.counts()
-            assert counts["completed"] == 3
-            assert counts["running"] == counts["queued"] == 0
+            assert counts[JobStatus.COMPLETED] == 3
+            assert counts[JobStatus.RUNNING] == counts[JobStatus.QUEUED] == 0
 
     asyncio.run(scenario())
