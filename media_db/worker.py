@@ -24,9 +24,10 @@ moment; an outage of minutes is waited out with capped backoff, one log line per
 worker resumes by itself when the server is back (with `max_outage` it gives up after that long,
 raising DatabaseUnavailable). Its handlers keep running meanwhile: the outcome of one that
 finishes during the outage is written once the database is back, if the lease is still this
-worker's (else it counts as `lost`, see above). Cancelled, or giving up, the worker stops its
-handlers and hands back what it holds in one attempt; if the database is still down, those jobs
-come back once their leases run out.
+worker's (else it counts as `lost`, see above). Cancelled, or giving up, the worker lets the
+round in flight finish (up to 5 s: it may have committed claims), stops its handlers and hands
+back what it holds in one attempt; if the database is still down, those jobs come back once
+their leases run out.
 """
 
 import asyncio
@@ -52,6 +53,7 @@ T = TypeVar("T")
 Handler = Callable[[JobRecord], Awaitable[object]]
 DEFAULT_RETRY_BACKOFF = timedelta(seconds=10)
 RELISTEN_AFTER_SECONDS = 30.0  # a lost LISTEN connection is tried again this often
+HAND_BACK_WAIT_SECONDS = 5.0
 
 
 @dataclass
@@ -113,6 +115,8 @@ class _Worker:
     max_outage: float | None
     stats: WorkerStats = field(default_factory=WorkerStats)
     running: dict["asyncio.Task[str | None]", JobRecord] = field(default_factory=dict)
+    in_flight: "asyncio.Future[Any] | None" = None  # the round being written, see _unstoppable
+    stopping: bool = False
     woken: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -142,7 +146,7 @@ class _Worker:
             done = [task for task in self.running if task.done()]
             free = self.concurrency - len(self.running) + len(done)
             asked = min(free, self.batch_size)
-            claimed = await self._settle(done, claim=asked)
+            claimed = await self._unstoppable(self._settle(done, claim=asked))
             if (
                 until_empty
                 and not self.running
@@ -158,6 +162,13 @@ class _Worker:
             if free - len(claimed) > 0:
                 waits.append(next_rescue)  # a free slot polls; a wakeup comes earlier
             await self._wait(max(min(waits) - loop.time(), 0), listen=free > len(claimed))
+
+    async def _unstoppable(self, round_: Awaitable[T]) -> T:
+        """A round's statement may commit even when the worker is cancelled while it runs:
+        it runs to its end (the hand-back waits for it), so that what it completed and claimed
+        is known, rather than its claims left running until their leases run out."""
+        self.in_flight = asyncio.ensure_future(round_)
+        return await asyncio.shield(self.in_flight)
 
     async def _handle(self, job: JobRecord) -> str | None:
         """None when the handler returned, else the failure to record."""
@@ -222,7 +233,10 @@ class _Worker:
         for task in done:
             del self.running[task]
         for job in claimed:
-            self.running[asyncio.ensure_future(self._handle(job))] = job
+            task = asyncio.ensure_future(self._handle(job))
+            if self.stopping:
+                task.cancel()  # before it starts: the hand-back releases its job
+            self.running[task] = job
         # Only the lease's holder writes (the token decides): the rest lost theirs meanwhile.
         unwritten = {job.id for job, _ in outcomes} - written - {row.id for row in rows}
         if unwritten:
@@ -247,7 +261,13 @@ class _Worker:
 
     async def _hand_back(self) -> None:
         """Stops the handlers, writes the outcomes of those that finished and releases the
-        rest, in one attempt: a worker stopping does not wait for the database."""
+        rest, in one attempt: a worker stopping does not wait for the database (the round in
+        flight gets HAND_BACK_WAIT_SECONDS to finish)."""
+        self.stopping = True
+        if self.in_flight is not None:
+            await asyncio.wait([self.in_flight], timeout=HAND_BACK_WAIT_SECONDS)
+            self.in_flight.cancel()
+            await asyncio.gather(self.in_flight, return_exceptions=True)
         for task in self.running:
             task.cancel()
         await asyncio.gather(*self.running, return_exceptions=True)

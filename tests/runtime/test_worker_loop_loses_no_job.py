@@ -3,6 +3,7 @@ ends completed or failed, also while their database sessions are terminated mid-
 cancelled worker hands back the jobs it held."""
 
 import asyncio
+import logging
 import secrets
 import subprocess
 import sys
@@ -11,7 +12,9 @@ import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import URL, create_engine, pool, text
 
 from media_db import Database, JobQueue, JobRecord, NewJob, run_worker
@@ -191,3 +194,43 @@ def test_a_cancelled_worker_hands_back_what_it_holds(migrated: URL) -> None:
     asyncio.run(scenario())
     assert time.monotonic() - started < 120
     assert job_counts(migrated) == {"completed": 3, "queued": 17}
+
+
+def test_a_worker_cancelled_while_its_round_commits_hands_back_that_rounds_claims(
+    migrated: URL, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cancel arrives after the round's statement committed (job 1 completed, job 2
+    claimed) and before the worker read its result: the worker still knows both, so job 2 is
+    handed back at once rather than left running for a lease, and nothing is reported lost."""
+    committed, answered = asyncio.Event(), asyncio.Event()
+    complete_and_claim = JobQueue.complete_and_claim
+
+    async def answer_late(queue: JobQueue, *args: Any, **kwargs: Any) -> Any:
+        result = await complete_and_claim(queue, *args, **kwargs)
+        if result[0]:  # the round that completed job 1
+            committed.set()
+            await answered.wait()
+        return result
+
+    monkeypatch.setattr(JobQueue, "complete_and_claim", answer_late)
+
+    async def scenario() -> None:
+        async with await Database.connect(migrated) as db:
+            queue = JobQueue(db)
+            await queue.enqueue("transcode", priority=2)
+
+            async def handler(job: JobRecord) -> None:
+                if job.priority == 2:
+                    await queue.enqueue("transcode", priority=1)  # the round's next claim
+
+            worker = asyncio.create_task(run_worker(db, handler, batch_size=1, concurrency=1))
+            await asyncio.wait_for(committed.wait(), 120)
+            worker.cancel()
+            answered.set()
+            with pytest.raises(asyncio.CancelledError):
+                await worker
+
+    with caplog.at_level(logging.WARNING, logger="media_db.worker"):
+        asyncio.run(scenario())
+    assert job_counts(migrated) == {"completed": 1, "queued": 1}
+    assert not [record for record in caplog.records if "lease was lost" in record.getMessage()]
