@@ -101,7 +101,7 @@ def test_make_revision_with_a_pending_change_writes_the_message_as_text(
         (
             "    local_path: Mapped[str | None] = mapped_column(Text)\n",
             "    local_path: Mapped[str | None] = mapped_column(Text)\n"
-            "    caption: Mapped[str | None] = mapped_column(Text)\n",
+            "    probe_caption: Mapped[str | None] = mapped_column(Text)\n",
         ),
     )
     message = f'caption"""\nimport os; os.system("touch {marker}")\n"""'

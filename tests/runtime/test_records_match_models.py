@@ -124,9 +124,10 @@ UNANNOTATED = """
 
 from sqlalchemy import Column, Integer
 
-# Columns without a Mapped[...] annotation: appended to the table, and a bare Column.
-MediaItem.__table__.append_column(Column("caption", Text))
-MediaItem.rating = Column(Integer, nullable=False, server_default=text("0"))
+# Columns without a Mapped[...] annotation: appended to the table, and a bare Column. Their
+# names are the test's own: a user's models may well have a `caption` or a `rating`.
+MediaItem.__table__.append_column(Column("probe_untyped_note", Text))
+MediaItem.probe_untyped_count = Column(Integer, nullable=False, server_default=text("0"))
 """
 
 
@@ -138,8 +139,8 @@ def test_a_column_without_an_annotation_is_typed_from_its_column_type(tmp_path: 
     made = run(["make", "-C", str(project), "records"], environment())
     assert made.returncode == 0, made.stdout + made.stderr
     records = (project / "media_db" / "records.py").read_text()
-    assert "    caption: str | None\n" in records
-    assert "    rating: int\n" in records
+    assert "    probe_untyped_note: str | None\n" in records
+    assert "    probe_untyped_count: int\n" in records
 
 
 def test_a_column_whose_type_says_nothing_is_refused_in_one_line(tmp_path: Path) -> None:
