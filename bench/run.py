@@ -454,20 +454,21 @@ async def alternating_rates(
     operations, the one that goes first alternating, each side's rate from its own turns."""
     measured: tuple[list[float], list[float]] = ([], [])
     sides = ((0, ours), (1, baseline))
+    turns = max(operations // turn, 1)
     for _ in range(min(20, operations)):  # warm caches and statement preparation
         await ours()
         await baseline()
     for _round in range(ROUNDS):
         await reset()
         spent = [0.0, 0.0]
-        for turn_number in range(max(operations // turn, 1)):
+        for turn_number in range(turns):
             for side, operation in sides if turn_number % 2 == 0 else reversed(sides):
                 started = time.perf_counter()
                 for _ in range(turn):
                     await operation()
                 spent[side] += time.perf_counter() - started
         for side in (0, 1):
-            measured[side].append(max(operations // turn, 1) * turn / spent[side])
+            measured[side].append(turns * turn / spent[side])
     return measured
 
 
