@@ -15,7 +15,8 @@ from alembic.script import Script, ScriptDirectory
 from sqlalchemy import URL
 
 from tests.conftest import FreshDatabase
-from tests.helpers import NEXT_REVISION, edit, environment, project_copy, run
+from tests.helpers import NEXT_REVISION, environment, project_copy, run
+from tests.model_edits import add_column
 
 # What breaks a docstring, a file name, a template or a log line, and some plain words.
 FRAGMENTS = [
@@ -96,13 +97,10 @@ def test_make_revision_with_a_pending_change_writes_the_message_as_text(
     url: URL = fresh_database()
     env = environment(url)
     assert run(["alembic", "upgrade", "head"], env, cwd=project).returncode == 0
-    edit(
+    add_column(
         project / "models" / "media.py",
-        (
-            "    local_path: Mapped[str | None] = mapped_column(Text)\n",
-            "    local_path: Mapped[str | None] = mapped_column(Text)\n"
-            "    probe_caption: Mapped[str | None] = mapped_column(Text)\n",
-        ),
+        "MediaItem",
+        "probe_caption: Mapped[str | None] = mapped_column(Text)",
     )
     message = f'caption"""\nimport os; os.system("touch {marker}")\n"""'
     made = run(["make", "revision", f"M={message}"], env, cwd=project)
