@@ -36,8 +36,12 @@ def columns_of(connection: Connection) -> dict[str, list[str]]:
     }
 
 
-def contents(connection: Connection, columns: dict[str, list[str]]) -> dict[str, list[str]]:
+def contents(
+    connection: Connection, columns: dict[str, list[str]] | None = None
+) -> dict[str, list[str]]:
+    """Every row of our tables, as text: of `columns` (by default, every column they have now)."""
     connection.rollback()
+    columns = columns or columns_of(connection)
     quote = connection.dialect.identifier_preparer.quote
     return {
         table: sorted(
