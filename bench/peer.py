@@ -31,7 +31,7 @@ async def peer_rows(
         queries = Queries(PsycopgDriver(connection))
         await queries.install()
         queue = JobQueue(db)
-        await fill(queue, queries, size.peer_jobs)
+        await fill(queue, queries, size.peer_jobs, connection)
         manager_id = uuid.uuid4()
         entrypoints = {ENTRYPOINT: EntrypointExecutionParameter(concurrency_limit=0)}
 
@@ -72,9 +72,18 @@ async def peer_rows(
     return rows
 
 
-async def fill(queue: JobQueue, queries: Queries, jobs: int) -> None:
+async def fill(
+    queue: JobQueue, queries: Queries, jobs: int, connection: psycopg.AsyncConnection[Any]
+) -> None:
+    """`jobs` new ones in each queue, both tables then vacuumed and analyzed, as autovacuum
+    would have done on a user's server before a worker gets to them. The machine's service runs
+    with autovacuum off: without this both sides plan their claims from the statistics of an
+    empty table (ours then sorted every queued job on each claim: 4.1 ms a round instead of
+    1.2 ms at 20,000 jobs, measured)."""
     await queue.enqueue_many([NewJob(ENTRYPOINT, priority=0) for _ in range(jobs)])
     await queries.enqueue([ENTRYPOINT] * jobs, [None] * jobs, [0] * jobs)
+    for table in ("processing_jobs", "pgqueuer"):
+        await connection.execute(f"VACUUM ANALYZE {table}")
 
 
 async def worker_loops(
@@ -128,9 +137,7 @@ async def worker_loops(
     for round_ in range(ROUNDS):
         await connection.execute("DELETE FROM pgqueuer")
         await connection.execute("DELETE FROM processing_jobs")
-        await connection.execute("VACUUM processing_jobs")
-        await connection.execute("VACUUM pgqueuer")
-        await fill(queue, queries, jobs)
+        await fill(queue, queries, jobs, connection)
         sides = [(0, ours), (1, theirs)]
         for side, drain in sides if round_ % 2 == 0 else reversed(sides):
             measured[side].append(await drain())

@@ -142,15 +142,21 @@ class ProcessingJob(Base):
         back_populates="processing_jobs", lazy="raise"
     )
 
+    # The queue's claim order (JobQueue.claim adds: due now); created_at: first in, first out
+    # among jobs due at the same instant.
+    _claim_order = (priority.desc(), run_at, created_at)
     __table_args__ = (
         Index("idx_processing_jobs_status", "status"),
         Index("idx_processing_jobs_priority", priority.desc()),
-        # The queue's claim order, over queued jobs only (JobQueue.claim adds: due now).
+        # The claim order over queued jobs only.
+        Index("idx_processing_jobs_due", *_claim_order, postgresql_where=text("status = 'queued'")),
+        # The same within one workflow type, for a worker scoped to its type (the README's
+        # form): it reads its own jobs only, not every queued job of other types ahead of them
+        # (measured: 190 ms a claim behind 200,000 queued jobs of another type).
         Index(
-            "idx_processing_jobs_due",
-            priority.desc(),
-            run_at,
-            created_at,  # first in, first out among jobs due at the same instant
+            "idx_processing_jobs_due_by_type",
+            "workflow_type",
+            *_claim_order,
             postgresql_where=text("status = 'queued'"),
         ),
         # Running jobs whose lease ran out (their worker died) are found through this.
@@ -182,6 +188,7 @@ class ProcessingJob(Base):
             }
         },
     )
+    del _claim_order
 
 
 attach(Base.metadata)

@@ -9,7 +9,8 @@ holds, and none is lost.
 
 Which jobs and in which order come from the model's claim index, `idx_processing_jobs_due`
 (its WHERE and its columns), plus "due now" (`run_at <= now()`, which no index predicate can
-hold): highest priority first, then the earliest due.
+hold): highest priority first, then the earliest due. A claim scoped to a workflow type runs
+through `idx_processing_jobs_due_by_type`, the same order after the type.
 
 Leases: a claim sets `lease_token` and `locked_until = now() + lease`. Only the token's holder
 can extend the lease, complete the job or put it back (`extend`, `complete_held`, `fail_held`,
