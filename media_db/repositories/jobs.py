@@ -81,6 +81,8 @@ from models import JobStatus, ProcessingJob
 JOBS = table_of(ProcessingJob)
 COLUMNS = record_columns(JOBS, JobRecord)
 CLAIM_INDEX = index(JOBS, "idx_processing_jobs_due")
+# Claims scoped to a workflow type: the planner takes this one (same order, after the type).
+SCOPED_CLAIM_INDEX = index(JOBS, "idx_processing_jobs_due_by_type")
 QUEUED: ColumnElement[bool] = CLAIM_INDEX.dialect_options["postgresql"]["where"]
 CLAIMABLE = and_(QUEUED, JOBS.c.run_at <= func.now())
 CLAIM_ORDER = list(CLAIM_INDEX.expressions)
