@@ -237,6 +237,11 @@ def test_alembic_killed_at_each_step_of_a_retried_consented_downgrade_loses_no_r
         rows = row_ids(connection)
     for revision in [f"{n:04d}" for n in range(int(HEAD), 0, -1)]:
         kill_in_downgrade_of(engine, env, retried, revision)
+        if revision_of(engine) is None:
+            # The run got through 0001 before the kill landed (the steps below 0005 take
+            # milliseconds; seen on a loaded machine): its consented drop took a backup first,
+            # and the restores below must put every row back.
+            break
         with engine.connect() as connection:
             # Every row is still there (a consented step may have dropped a column of theirs:
             # the restore below puts its values back).
