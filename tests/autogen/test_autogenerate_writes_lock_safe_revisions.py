@@ -84,10 +84,10 @@ SAFE = [
     ),
     Change(
         "index",
-        table_arg("MediaItem", 'Index("idx_media_items_mime_type", "mime_type")'),
-        [CONCURRENT_BUILD.format(name="idx_media_items_mime_type")],
+        table_arg("MediaItem", 'Index("idx_media_items_probe_mime_type", "mime_type")'),
+        [CONCURRENT_BUILD.format(name="idx_media_items_probe_mime_type")],
         [r"postgresql_concurrently=True,\n\s+if_exists=True"],
-        "create_index idx_media_items_mime_type CONCURRENTLY",
+        "create_index idx_media_items_probe_mime_type CONCURRENTLY",
     ),
     Change(
         "index dropped",

@@ -438,15 +438,16 @@ def test_volatile_default_expands_with_no_rewrite(
     assert scalar(url, "SELECT count(*) FROM media_items WHERE token IS NULL") == 0
 
 
-MIME_TYPE = "    mime_type: Mapped[str | None] = mapped_column(String(100))\n"
+# A column of the test's own, added by a first revision: a user's index on one of ours (say
+# mime_type) would rightly make `make revision` refuse to retype it.
+PROBE_TYPE = "probe_type: Mapped[str | None] = mapped_column(String(100))"
 NARROWED = (
-    "    mime_type: Mapped[str | None] = mapped_column(\n"
-    '        String(50), info={"using": "left(mime_type, 50)"}\n'
-    "    )\n"
+    "probe_type: Mapped[str | None] = "
+    'mapped_column(String(50), info={"using": "left(probe_type, 50)"})'
 )
 LONG = "video/" + "x" * 74  # fits VARCHAR(100), not VARCHAR(50)
 OUT_OF_STEP = (
-    "SELECT count(*) FROM media_items WHERE mime_type IS DISTINCT FROM left(mime_type__old, 50)"
+    "SELECT count(*) FROM media_items WHERE probe_type IS DISTINCT FROM left(probe_type__old, 50)"
 )
 
 
@@ -455,26 +456,30 @@ def test_type_change_expands_with_a_cutover_then_contracts(
 ) -> None:
     project, url = project_copy(tmp_path), fresh_database()
     env, models = environment(url), project / "models" / "media.py"
-    before = at_head(url)
+    at_head(url)
+    model_edits.add_column(models, "MediaItem", PROBE_TYPE)
+    ok(["make", "revision", "M=add probe_type"], env, project)
+    ok(["alembic", "upgrade", "head"], env, project)
+    before = snapshot(url)
     execute(
         url,
-        "INSERT INTO media_items (source_url, source_type, mime_type) SELECT 's' || g, 'seed', "
+        "INSERT INTO media_items (source_url, source_type, probe_type) SELECT 's' || g, 'seed', "
         f"CASE WHEN g % 9 = 0 THEN NULL ELSE 'video/' || g END FROM generate_series(1, {SEEDED}) g",
     )
-    execute(url, f"UPDATE media_items SET mime_type = '{LONG}' WHERE source_url = 's1'")
+    execute(url, f"UPDATE media_items SET probe_type = '{LONG}' WHERE source_url = 's1'")
     ids = seed_ids(url)
     relfilenode = scalar(url, "SELECT relfilenode FROM pg_class WHERE relname = 'media_items'")
-    edit(models, (MIME_TYPE, NARROWED))
+    edit(models, (PROBE_TYPE, NARROWED))
 
-    ok(["make", "revision", "M=narrow mime_type"], env, project)
-    expand = revision_text(project, NEXT_REVISION)
-    assert "RENAME COLUMN mime_type TO mime_type__old" in expand
-    assert "ALTER COLUMN mime_type TYPE" not in expand  # no rewrite
+    ok(["make", "revision", "M=narrow probe_type"], env, project)
+    expand = revision_text(project, f"{int(NEXT_REVISION) + 1:04d}")
+    assert "RENAME COLUMN probe_type TO probe_type__old" in expand
+    assert "ALTER COLUMN probe_type TYPE" not in expand  # no rewrite
 
     def inserts(n: int) -> list[tuple[str, dict[str, Any]]]:
         return [
             (
-                "INSERT INTO media_items (source_url, source_type, mime_type) "
+                "INSERT INTO media_items (source_url, source_type, probe_type) "
                 "VALUES ('w', 'writer', %(m)s)",
                 {"m": f"audio/{n}"},
             )
@@ -483,7 +488,7 @@ def test_type_change_expands_with_a_cutover_then_contracts(
     def updates(n: int) -> list[tuple[str, dict[str, Any]]]:
         return [
             (
-                "UPDATE media_items SET mime_type = %(m)s WHERE id = %(id)s",
+                "UPDATE media_items SET probe_type = %(m)s WHERE id = %(id)s",
                 {"m": f"image/{n}", "id": ids[1 + n % 40]},
             )
         ]
@@ -494,9 +499,9 @@ def test_type_change_expands_with_a_cutover_then_contracts(
     assert scalar(url, "SELECT count(*) FROM media_items WHERE source_type = 'writer'") == (
         inserter.written
     )
-    assert scalar(url, f"SELECT count(*) FROM media_items WHERE mime_type__old = '{LONG}'") == 1
+    assert scalar(url, f"SELECT count(*) FROM media_items WHERE probe_type__old = '{LONG}'") == 1
     columns = snapshot(url)["media_items"].columns
-    assert (columns["mime_type"].type, columns["mime_type__old"].type) == (
+    assert (columns["probe_type"].type, columns["probe_type__old"].type) == (
         "character varying(50)",
         "character varying(100)",
     )
@@ -504,27 +509,27 @@ def test_type_change_expands_with_a_cutover_then_contracts(
     assert scalar(url, "SELECT relfilenode FROM pg_class WHERE relname = 'media_items'") == (
         relfilenode
     )
-    assert "retype media_items.mime_type, the old type kept in mime_type__old" in ok(
+    assert "retype media_items.probe_type, the old type kept in probe_type__old" in ok(
         ["make", "verify"], env, project
     )
     [moving] = transitions(env, project)
-    assert (moving["kind"], moving["old"], moving["rows_left"]) == ("retype", "mime_type__old", 0)
+    assert (moving["kind"], moving["old"], moving["rows_left"]) == ("retype", "probe_type__old", 0)
 
     ok(["alembic", "downgrade", "-1"], env, project)  # no consent: the old column holds all
     assert catalog.differences(before, snapshot(url), set(before)) == []
-    assert scalar(url, f"SELECT count(*) FROM media_items WHERE mime_type = '{LONG}'") == 1
+    assert scalar(url, f"SELECT count(*) FROM media_items WHERE probe_type = '{LONG}'") == 1
     ok(["alembic", "upgrade", "head"], env, project)
     expanded = snapshot(url)
 
     # The long value exists only in the old column: the contract's guard keeps it.
-    edit(models, (NARROWED, MIME_TYPE.replace("100", "50")))
-    ok(["make", "revision", "M=contract mime_type"], env, project)
+    edit(models, (NARROWED, PROBE_TYPE.replace("100", "50")))
+    ok(["make", "revision", "M=contract probe_type"], env, project)
     refused = run(["alembic", "upgrade", "head"], env, cwd=project)
     assert refused.returncode != 0
-    assert "Refusing to drop media_items.mime_type__old" in refused.stdout + refused.stderr
-    execute(url, "UPDATE media_items SET mime_type = 'video/long' WHERE source_url = 's1'")
+    assert "Refusing to drop media_items.probe_type__old" in refused.stdout + refused.stderr
+    execute(url, "UPDATE media_items SET probe_type = 'video/long' WHERE source_url = 's1'")
     ok(["alembic", "upgrade", "head"], env, project)
-    assert "mime_type__old" not in snapshot(url)["media_items"].columns
+    assert "probe_type__old" not in snapshot(url)["media_items"].columns
     assert "Contracting" not in ok(["make", "verify"], env, project)
 
     with writing(url, inserts):
