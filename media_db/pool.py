@@ -97,6 +97,19 @@ def _has_news(connection: Connection) -> bool:
     return bool(poller.poll(0))
 
 
+class _MostRecentlyUsedPool(AsyncConnectionPool[_PooledConnection]):
+    """Hands out the connection returned last. psycopg_pool's own order is first-in, first-out:
+    consecutive requests rotate over every open backend, each with colder caches and its
+    statements prepared later (bench row "claim_many(100)": 0.89x raw psycopg with 10 open,
+    0.97x on one). Most recently used keeps a quiet stretch on one hot backend, and the
+    least recently used stays first in line for psycopg_pool's max_idle shrink."""
+
+    async def _get_ready_connection(self, timeout: float | None) -> _PooledConnection | None:
+        # Called under the pool's lock; the parent takes the first: make it the newest.
+        self._pool.rotate(1)
+        return await super()._get_ready_connection(timeout)
+
+
 class _Checkout:
     """`async with db.connection() as connection`: a class rather than a generator-based
     context manager, and getconn/putconn rather than the pool's own connection() (which adds
@@ -193,7 +206,7 @@ class Database:
         # One direct attempt first: it fails with libpq's own reason (refused, bad password),
         # where a pool would only time out.
         await _probe(url, options)
-        pool: AsyncConnectionPool[_PooledConnection] = AsyncConnectionPool(
+        pool = _MostRecentlyUsedPool(
             conninfo(url),
             connection_class=_PooledConnection,
             min_size=size.min,

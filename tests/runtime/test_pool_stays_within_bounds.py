@@ -110,3 +110,25 @@ def test_a_dead_idle_connection_is_replaced_not_handed_out(migrated: URL) -> Non
             return await db.server_version()  # would raise if the dead one were handed out
 
     assert asyncio.run(scenario())
+
+
+def test_a_quiet_stretch_reuses_the_most_recently_used_connection(migrated: URL) -> None:
+    # psycopg_pool alone rotates first-in, first-out over every open backend (colder caches,
+    # statements prepared later on each): measured 0.89x raw psycopg on claim_many(100).
+    async def scenario() -> tuple[set[int], int, int]:
+        async with await Database.connect(migrated, PoolSize(4, 4)) as db:
+            await db.pool.wait()  # all four open, as after a busy stretch
+
+            async def backend() -> int:
+                async with db.connection() as connection:
+                    return connection.info.backend_pid
+
+            sequential = {await backend() for _ in range(20)}
+            first, second = await db.getconn(), await db.getconn()
+            await db.pool.putconn(first)
+            await db.pool.putconn(second)
+            return sequential, second.info.backend_pid, await backend()
+
+    sequential, returned_last, handed_out = asyncio.run(scenario())
+    assert len(sequential) == 1, f"20 sequential checkouts used backends {sorted(sequential)}"
+    assert handed_out == returned_last, "the next checkout takes the connection returned last"
