@@ -1,6 +1,7 @@
 """Small things several tests need: Alembic configs, CLI runs with a chosen database, a
 throwaway copy of the project."""
 
+import json
 import os
 import re
 import shutil
@@ -9,7 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -48,6 +49,18 @@ def environment(url: URL | None = None, /, **extra: str) -> dict[str, str]:
     if url is not None:
         env["DATABASE_URL"] = url.render_as_string(hide_password=False)
     return {**env, **extra}
+
+
+def analyzed_plan(url: URL, statement: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The top node of the statement's plan, run under EXPLAIN (ANALYZE, BUFFERS) and rolled
+    back."""
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        found = connection.exec_driver_sql(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, params
+        ).scalar_one()
+        connection.rollback()
+    plan = found if isinstance(found, list) else json.loads(found)
+    return dict(plan[0]["Plan"])
 
 
 def run(

@@ -4,7 +4,6 @@ statistics from before a burst (few running), the planner took idx_processing_jo
 their `status = 'running'` test and walked every running job for each id: 17 ms a completion
 with 14,000 running, in the worker's every round."""
 
-import json
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from sqlalchemy import URL, create_engine, pool, text
 
 from media_db.repositories import jobs
+from tests.helpers import analyzed_plan
 
 RUNNING_JOBS = 20_000
 # One job found by primary key and rewritten touches 23-34 pages (heap, each index); walking
@@ -45,18 +45,6 @@ SEED_RUNNING = text("""
 """)
 
 
-def plan_of(url: URL, statement: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The statement run under EXPLAIN ANALYZE and rolled back."""
-    engine = create_engine(url, poolclass=pool.NullPool)
-    with engine.connect() as connection:
-        found = connection.exec_driver_sql(
-            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, params
-        ).scalar_one()
-        connection.rollback()
-    plan = found if isinstance(found, list) else json.loads(found)
-    return dict(plan[0]["Plan"])
-
-
 def test_a_job_named_by_id_is_found_by_primary_key(migrated: URL) -> None:
     engine = create_engine(migrated, poolclass=pool.NullPool)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
@@ -68,7 +56,7 @@ def test_a_job_named_by_id_is_found_by_primary_key(migrated: URL) -> None:
 
     touched = {}
     for name, (statement, params) in STATEMENTS.items():
-        plan = plan_of(migrated, statement, params)
+        plan = analyzed_plan(migrated, statement, params)
         assert plan["Actual Rows"] >= 1, f"{name} wrote no job: the probe is not held as named"
         touched[name] = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
 

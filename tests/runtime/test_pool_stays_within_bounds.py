@@ -113,8 +113,8 @@ def test_a_dead_idle_connection_is_replaced_not_handed_out(migrated: URL) -> Non
 
 
 def test_a_quiet_stretch_reuses_the_most_recently_used_connection(migrated: URL) -> None:
-    # psycopg_pool alone rotates first-in, first-out over every open backend (colder caches,
-    # statements prepared later on each): measured 0.89x raw psycopg on claim_many(100).
+    # psycopg_pool alone rotates first-in, first-out over every open backend: see
+    # media_db.pool._MostRecentlyUsedPool for what that cost.
     async def scenario() -> tuple[set[int], int, int]:
         async with await Database.connect(migrated, PoolSize(4, 4)) as db:
             await db.pool.wait()  # all four open, as after a busy stretch

@@ -2,13 +2,11 @@
 jobs of other types ranked ahead of its own cost it nothing (through the claim order over
 every type it walked past each of them)."""
 
-import json
-from typing import Any
-
 import pytest
 from sqlalchemy import URL, create_engine, pool, text
 
 from media_db.repositories.jobs import CLAIM_MANY, DEFAULT_LEASE, DEFAULT_PRIORITY
+from tests.helpers import analyzed_plan
 
 AHEAD = 20_000
 # A claim that reads its own type's jobs only touches a few index and heap pages; walking past
@@ -18,19 +16,6 @@ SEED_AHEAD = text("""
     INSERT INTO processing_jobs (workflow_type, priority)
     SELECT 'transcode', :priority FROM generate_series(1, :jobs)
 """)
-
-
-def claim_plan(url: URL) -> dict[str, Any]:
-    """The scoped claim of one job, run under EXPLAIN ANALYZE and rolled back."""
-    engine = create_engine(url, poolclass=pool.NullPool)
-    with engine.connect() as connection:
-        found = connection.exec_driver_sql(
-            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + CLAIM_MANY[True],
-            {"workflow_type": "probe", "n": 10, "lease": DEFAULT_LEASE},
-        ).scalar_one()
-        connection.rollback()
-    plan = found if isinstance(found, list) else json.loads(found)
-    return dict(plan[0]["Plan"])
 
 
 @pytest.mark.parametrize("analyzed", [True, False], ids=["statistics current", "never analyzed"])
@@ -43,7 +28,9 @@ def test_a_scoped_claim_reads_only_its_own_type(migrated: URL, analyzed: bool) -
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(text("ANALYZE processing_jobs"))
 
-    plan = claim_plan(migrated)
+    plan = analyzed_plan(
+        migrated, CLAIM_MANY[True], {"workflow_type": "probe", "n": 10, "lease": DEFAULT_LEASE}
+    )
 
     assert plan["Actual Rows"] == 1, "the probe job was not claimed"
     buffers = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
