@@ -259,9 +259,11 @@ async def claim_vs_raw(
     """The same claim statement on one raw connection, rows built into the same records."""
     queue = JobQueue(db)
     statement = (
-        jobs_statements.CLAIM_ONE[False] if batch == 1 else jobs_statements.CLAIM_MANY[False]
+        jobs_statements.CLAIM_ONE[False]
+        if batch == 1
+        else jobs_statements.claim_many_sql(batch, False)
     )
-    params = {"lease": jobs_statements.DEFAULT_LEASE, **({} if batch == 1 else {"n": batch})}
+    params = {"lease": jobs_statements.DEFAULT_LEASE}
 
     async def by_hand() -> None:
         cursor = raw.cursor(row_factory=as_records(JobRecord.from_row))

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+import psycopg
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, create_engine, pool, text
@@ -61,6 +62,30 @@ def analyzed_plan(url: URL, statement: str, params: dict[str, Any]) -> dict[str,
         connection.rollback()
     plan = found if isinstance(found, list) else json.loads(found)
     return dict(plan[0]["Plan"])
+
+
+def generic_plan(url: URL, statement: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The plan PostgreSQL keeps for a prepared statement once it stops planning each execution
+    anew (its generic plan, forced here), as EXPLAIN shows it. The statement is run once, to
+    prepare it, and rolled back."""
+    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", statement)))
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        raw.execute(statement, params, prepare=True)
+        prepared = raw.execute(
+            "SELECT name, parameter_types::text[] FROM pg_prepared_statements"
+        ).fetchone()
+        assert prepared is not None
+        name, types = prepared
+        arguments = ", ".join(f"%s::{type_}" for type_ in types)
+        # Client-side binding: a utility statement's own parameters get no types.
+        explain = f"EXPLAIN (FORMAT JSON) EXECUTE {name}({arguments})"
+        found = psycopg.ClientCursor(raw).execute(explain, [params[k] for k in names]).fetchone()
+        connection.rollback()
+    assert found is not None
+    return dict(found[0][0]["Plan"])
 
 
 def run(

@@ -23,8 +23,8 @@ STATEMENTS: dict[str, tuple[str, dict[str, Any]]] = {
     "extend": (jobs.EXTEND, {**HELD, "lease": jobs.DEFAULT_LEASE}),
     "complete held": (jobs.COMPLETE_HELD, HELD),
     "complete held and claim": (
-        jobs.COMPLETE_AND_CLAIM[False],
-        {**HELD, "n": 10, "lease": jobs.DEFAULT_LEASE},
+        jobs.complete_and_claim_sql(10, False),
+        {**HELD, "lease": jobs.DEFAULT_LEASE},
     ),
     "fail held": (jobs.FAIL_HELD, {**HELD, "errors": ["e"], "delays": [timedelta(seconds=1)]}),
     "release held": (jobs.RELEASE_HELD, HELD),

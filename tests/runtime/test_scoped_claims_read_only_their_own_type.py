@@ -5,7 +5,7 @@ every type it walked past each of them)."""
 import pytest
 from sqlalchemy import URL, create_engine, pool, text
 
-from media_db.repositories.jobs import CLAIM_MANY, DEFAULT_LEASE, DEFAULT_PRIORITY
+from media_db.repositories.jobs import DEFAULT_LEASE, DEFAULT_PRIORITY, claim_many_sql
 from tests.helpers import analyzed_plan
 
 AHEAD = 20_000
@@ -29,7 +29,7 @@ def test_a_scoped_claim_reads_only_its_own_type(migrated: URL, analyzed: bool) -
             connection.execute(text("ANALYZE processing_jobs"))
 
     plan = analyzed_plan(
-        migrated, CLAIM_MANY[True], {"workflow_type": "probe", "n": 10, "lease": DEFAULT_LEASE}
+        migrated, claim_many_sql(10, True), {"workflow_type": "probe", "lease": DEFAULT_LEASE}
     )
 
     assert plan["Actual Rows"] == 1, "the probe job was not claimed"
