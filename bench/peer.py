@@ -15,7 +15,7 @@ from pgqueuer.qm import QueueManager
 from pgqueuer.queries import EntrypointExecutionParameter, Queries
 from pgqueuer.types import QueueExecutionMode
 
-from bench import ROUNDS
+from bench import interleaved
 from media_db import Database, JobQueue, JobRecord, NewJob, run_worker
 
 Row = dict[str, Any]
@@ -94,8 +94,8 @@ async def worker_loops(
     jobs: int,
     ratio_row: Any,
 ) -> Row:
-    """In each of ROUNDS rounds both queues get `jobs` new ones, each drained by a whole worker
-    loop, the one that goes first alternating."""
+    """Before each drain both queues get `jobs` new ones, each drained by a whole worker loop,
+    in interleaved rounds."""
 
     async def handler(job: JobRecord) -> None:
         return None
@@ -133,14 +133,12 @@ async def worker_loops(
             raise RuntimeError(f"pgqueuer ran {ran[0]:,} of {jobs:,} jobs: not a drain")
         return jobs / elapsed
 
-    measured: tuple[list[float], list[float]] = ([], [])
-    for round_ in range(ROUNDS):
+    async def refill() -> None:
         await connection.execute("DELETE FROM pgqueuer")
         await connection.execute("DELETE FROM processing_jobs")
         await fill(queue, queries, jobs, connection)
-        sides = [(0, ours), (1, theirs)]
-        for side, drain in sides if round_ % 2 == 0 else reversed(sides):
-            measured[side].append(await drain())
+
+    measured = await interleaved(ours, theirs, refill)
     left = await (await connection.execute("SELECT count(*) FROM pgqueuer")).fetchone()
     row: Row = ratio_row(
         f"worker loop, {jobs:,} jobs, batch {LOOP_BATCH}, concurrency {LOOP_CONCURRENCY} (jobs/s)",

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from procrastinate import App, PsycopgConnector
 
-from bench import ROUNDS
+from bench import interleaved
 from media_db import Database, JobQueue, JobRecord, NewJob, run_worker
 
 Row = dict[str, Any]
@@ -48,13 +48,9 @@ async def procrastinate_row(db: Database, conninfo: str, jobs: int, ratio_row: A
         await app.run_worker_async(queues=[QUEUE], concurrency=CONCURRENCY, wait=False)
         return jobs / (time.perf_counter() - started)
 
-    measured: tuple[list[float], list[float]] = ([], [])
     async with app.open_async():
         await app.schema_manager.apply_schema_async()
-        for round_ in range(ROUNDS):
-            sides = [(0, ours), (1, theirs)]
-            for side, drain in sides if round_ % 2 == 0 else reversed(sides):
-                measured[side].append(await drain())
+        measured = await interleaved(ours, theirs)
     row: Row = ratio_row(
         f"worker loop, {jobs:,} jobs, concurrency {CONCURRENCY} (jobs/s)",
         "run_worker (leases, retries, wakeup on)",

@@ -35,7 +35,7 @@ from psycopg.rows import dict_row
 from sqlalchemy import URL, create_engine, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench import ROUNDS
+from bench import ROUNDS, interleaved
 from bench.peer import peer_rows
 from bench.procrastinate_peer import procrastinate_row
 from bench.queue_health import queue_health_rows
@@ -335,26 +335,36 @@ async def bulk_insert(db: Database, raw: psycopg.AsyncConnection[Row], size: Siz
         )
         for i in range(size.bulk_rows)
     ]
-    started = time.perf_counter()
-    await MediaRepository(db).create_many(items)
-    ours = size.bulk_rows / (time.perf_counter() - started)
-
-    started = time.perf_counter()
     columns = "source_url, source_type, file_size, width, height, metadata"
-    async with (
-        raw.cursor() as cursor,
-        cursor.copy(f"COPY media_items ({columns}) FROM STDIN") as copy,
-    ):
-        for i in range(size.bulk_rows):
-            await copy.write_row((f"https://x/{i}.mp4", "bulk", i, 640, 360, json.dumps({"i": i})))
-    await raw.commit()
-    theirs = size.bulk_rows / (time.perf_counter() - started)
+
+    async def ours() -> float:
+        started = time.perf_counter()
+        await MediaRepository(db).create_many(items)
+        return size.bulk_rows / (time.perf_counter() - started)
+
+    async def theirs() -> float:
+        started = time.perf_counter()
+        async with (
+            raw.cursor() as cursor,
+            cursor.copy(f"COPY media_items ({columns}) FROM STDIN") as copy,
+        ):
+            for i in range(size.bulk_rows):
+                row = (f"https://x/{i}.mp4", "bulk", i, 640, 360, json.dumps({"i": i}))
+                await copy.write_row(row)
+        return size.bulk_rows / (time.perf_counter() - started)
+
+    async def empty() -> None:  # each side writes into the same table
+        await raw.execute("DELETE FROM media_items WHERE source_type = 'bulk'")
+        await raw.execute("VACUUM media_items")
+
+    ours_rates, theirs_rates = await interleaved(ours, theirs, empty)
+    await empty()
     return ratio_row(
         f"bulk insert {size.bulk_rows:,} media items",
         "create_many (checked COPY)",
-        ours,
+        ours_rates,
         "raw COPY",
-        theirs,
+        theirs_rates,
         0.5,
     )
 
@@ -431,17 +441,10 @@ async def rates(
     baseline: Callable[[], Awaitable[object]],
     reset: Callable[[], Awaitable[object]] | None = None,
 ) -> tuple[list[float], list[float]]:
-    """Each side's rate in ROUNDS interleaved rounds, the side that goes first alternating:
-    work that leaves state behind (a claim's dead index entries) and the machine's noise hit
-    both sides alike. `reset` runs before every run (e.g. VACUUM), so each starts equal."""
-    measured: tuple[list[float], list[float]] = ([], [])
-    for round_ in range(ROUNDS):
-        sides = [(0, ours), (1, baseline)]
-        for side, operation in sides if round_ % 2 == 0 else reversed(sides):
-            if reset is not None:
-                await reset()
-            measured[side].append(await rate(operations, operation))
-    return measured
+    """Each side's rate of `operations` calls in ROUNDS interleaved rounds (`interleaved`)."""
+    return await interleaved(
+        lambda: rate(operations, ours), lambda: rate(operations, baseline), reset
+    )
 
 
 async def alternating_rates(

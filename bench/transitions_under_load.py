@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import URL
 
-from bench import ROUNDS
+from bench import interleaved
 from bench.revisions_under_load import make_revision, under_load
 from bench.run import SIZES, Size, scratch_database, seed_jobs
 from media_db.dev import REPO_ROOT
@@ -102,20 +102,22 @@ async def trigger_cost(url: URL) -> dict[str, Any] | None:
             return None
         found = await raw.execute("SELECT id FROM processing_jobs LIMIT 1000")
         ids = [row[0] for row in await found.fetchall()]
-        rates: dict[bool, list[float]] = {True: [], False: []}
-        for round_ in range(ROUNDS):
-            for enabled in (True, False) if round_ % 2 == 0 else (False, True):
-                verb = "ENABLE" if enabled else "DISABLE"
-                for trigger in triggers:
-                    await raw.execute(f"ALTER TABLE processing_jobs {verb} TRIGGER {trigger}")
-                rates[enabled].append(await update_rate(raw, ids))
+
+        async def rate_with(verb: str) -> float:
+            for trigger in triggers:
+                await raw.execute(f"ALTER TABLE processing_jobs {verb} TRIGGER {trigger}")
+            return await update_rate(raw, ids)
+
+        with_, without = await interleaved(
+            lambda: rate_with("ENABLE"), lambda: rate_with("DISABLE")
+        )
         for trigger in triggers:
             await raw.execute(f"ALTER TABLE processing_jobs ENABLE TRIGGER {trigger}")
-    ratios = [off / on for on, off in zip(rates[True], rates[False], strict=True)]
+    ratios = [off / on for on, off in zip(with_, without, strict=True)]
     return {
         "triggers": triggers,
-        "updates_per_s_with": round(statistics.median(rates[True])),
-        "updates_per_s_without": round(statistics.median(rates[False])),
+        "updates_per_s_with": round(statistics.median(with_)),
+        "updates_per_s_without": round(statistics.median(without)),
         "slowdown": round(statistics.median(ratios), 2),
         "slowdown_spread": [round(min(ratios), 2), round(max(ratios), 2)],
     }
