@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TypeVar
+
+from psycopg.types.json import Jsonb
 
 from media_db.errors import InvalidInput
 
@@ -134,23 +136,30 @@ def error_text(field: str, value: object) -> str:
 
 
 def _non_empty(field: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value or value.isspace():
         raise InvalidInput(field, "must be a non-empty string")
     return value
 
 
-def json_object(field: str, value: object) -> dict[str, Any]:
+# NaN and infinities are not JSON, and JSONB refuses them; non-ASCII text is kept as it is, so
+# that a lone surrogate shows in the dump. One encoder: json.dumps with options builds one a call.
+_JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
+
+
+def jsonb(field: str, value: object) -> Jsonb:
+    """A JSON object, checked, as psycopg sends it to a JSONB column: dumped once, here (the
+    check needs the dump; psycopg would have dumped it again)."""
     if not isinstance(value, dict):
         raise InvalidInput(field, f"must be a JSON object (dict), got {type(value).__name__}")
     try:
-        dumped = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        dumped = _JSON.encode(value)
     except (TypeError, ValueError) as error:
         raise InvalidInput(field, f"is not JSON-serialisable: {error}") from None
     # The dump holds a NUL as \u0000 and a surrogate as itself; only then look for which string.
     if "\\u0000" in dumped or UNSTORABLE.search(dumped):
         for text in _strings(value):
             _storable(field, text)
-    return value
+    return Jsonb(dumped, dumps=str)  # the text itself is what psycopg sends
 
 
 def positive_duration(field: str, value: object) -> timedelta:

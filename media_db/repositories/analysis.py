@@ -4,7 +4,6 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from psycopg.types.json import Jsonb
 from sqlalchemy import (
     Integer,
     Interval,
@@ -130,7 +129,7 @@ class AnalysisRepository:
         processing_time_ms: int | None = None,
     ) -> AnalysisRecord:
         values = {
-            "data": Jsonb(validation.json_object("result_data", result_data)),
+            "data": validation.jsonb("result_data", result_data),
             "tokens": validation.number("token_usage", token_usage, TOKEN_USAGE),
             "ms": validation.number("processing_time_ms", processing_time_ms, PROCESSING_TIME_MS),
         }

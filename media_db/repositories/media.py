@@ -2,7 +2,7 @@
 
 import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -40,19 +40,21 @@ class NewMedia:
     def checked(self) -> dict[str, Any]:
         """Column values after every check (raises InvalidInput naming the field). A None
         metadata is left out, so the server default ('{}') applies."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {name: getattr(self, name) for name in NEW_MEDIA_COLUMNS}
         for name, required, limit in _TEXT_FIELDS:
             if required or values[name] is not None:
                 validation.required_text(name, values[name], limit)
         for name, limits in _NUMBER_FIELDS:
-            values[name] = validation.number(name, values[name], limits)
+            if values[name] is not None:
+                values[name] = validation.number(name, values[name], limits)
         if self.metadata is None:
             del values["metadata"]
         else:
-            values["metadata"] = Jsonb(validation.json_object("metadata", self.metadata))
+            values["metadata"] = validation.jsonb("metadata", self.metadata)
         return values
 
 
+NEW_MEDIA_COLUMNS = [f.name for f in fields(NewMedia)]
 # (field, required, max length) of each NewMedia field stored in a text column, from the model.
 _TEXT_FIELDS = [
     (f.name, not MEDIA.c[f.name].nullable, max_length(MEDIA.c[f.name]))
@@ -112,7 +114,6 @@ MERGE_METADATA = compiled(
     .returning(*COLUMNS)
 )
 DELETE = compiled(delete(MEDIA).where(MEDIA.c.id == bindparam("id")))
-NEW_MEDIA_COLUMNS = [f.name for f in fields(NewMedia)]
 COPY_MEDIA = f"COPY {MEDIA.name} ({', '.join(NEW_MEDIA_COLUMNS)}) FROM STDIN"
 
 
@@ -133,19 +134,25 @@ class MediaRepository:
         assert row is not None  # INSERT ... RETURNING always returns the row
         return row
 
-    async def create_many(self, items: Sequence[NewMedia]) -> int:
-        """Bulk path: every item is checked first, then all rows go in one COPY statement:
-        all are written or none. Returns the number written."""
-        rows = [item.checked() for item in items]
+    async def create_many(self, items: Iterable[NewMedia]) -> int:
+        """Bulk path: all rows go in one COPY statement, each item checked as it is written; a
+        bad one aborts the COPY with its InvalidInput: all are written or none. Returns the
+        number written. Checking as it streams lets the server insert the rows sent while the
+        next are checked (checking all first measured 0.43x a raw COPY of the same rows:
+        bench row "bulk insert"); a batch refused late leaves its rows sent as dead tuples,
+        for VACUUM."""
         empty = Jsonb({})  # COPY cannot say DEFAULT: write the server default's value
+        written = 0
         async with (
             self.db.connection() as connection,
             connection.cursor() as cursor,
             cursor.copy(COPY_MEDIA) as copy,
         ):
-            for row in rows:
+            for item in items:
+                row = item.checked()
                 await copy.write_row([row.get(name, empty) for name in NEW_MEDIA_COLUMNS])
-        return len(rows)
+                written += 1
+        return written
 
     async def get(self, media_id: uuid.UUID | str) -> MediaRecord | None:
         key = validation.as_uuid("media_id", media_id)
@@ -180,7 +187,7 @@ class MediaRepository:
         """Top-level keys of `patch` replace those in `metadata` (JSONB `||`), in one statement,
         so concurrent merges of different keys do not lose each other's writes."""
         key = validation.as_uuid("media_id", media_id)
-        params = {"patch": Jsonb(validation.json_object("metadata", patch)), "id": key}
+        params = {"patch": validation.jsonb("metadata", patch), "id": key}
         row = await fetch_one(self.db, MERGE_METADATA, params, MediaRecord.from_row)
         if row is None:
             raise NotFound(f"media item {key} does not exist")

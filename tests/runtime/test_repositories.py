@@ -42,6 +42,35 @@ def test_media_round_trip_with_server_defaults(migrated: URL) -> None:
     asyncio.run(scenario())
 
 
+# JSON that COPY's text format, JSON escaping and the NUL check must all leave as it is: quotes,
+# backslashes (one spelling a NUL escape without being one), control characters, non-ASCII.
+AWKWARD_JSON = {
+    "quote's \"double\"": "back\\slash \\u0000 \\N \t tab\nnewline\r",
+    "naïve ünïcode": ["日本語", "emoji 🎞", "\u2028", "\x7f"],
+    "numbers": [0, -1, 0.1, 1e-7, 2**62],
+    "nested": {"empty": {}, "list": [], "null": None, "true": True},
+}
+
+
+def test_awkward_json_round_trips_through_every_write_path(migrated: URL) -> None:
+    async def scenario() -> None:
+        async with await Database.connect(migrated) as db:
+            media = MediaRepository(db)
+            made = await media.create(NewMedia("u", "s3", metadata=AWKWARD_JSON))
+            assert made.metadata == AWKWARD_JSON
+            await media.create_many([NewMedia("u", "bulk", metadata=AWKWARD_JSON)] * 3)
+            bulk = [item.metadata for item in await media.by_source_type("bulk")]
+            assert bulk == [AWKWARD_JSON] * 3
+            merged = await media.merge_metadata(made.id, {"more": AWKWARD_JSON})
+            assert merged.metadata == {**AWKWARD_JSON, "more": AWKWARD_JSON}
+            analyses = AnalysisRepository(db)
+            started = await analyses.start(made.id, "transcript", "openai")
+            done = await analyses.complete(started.id, AWKWARD_JSON)
+            assert done.result_data == AWKWARD_JSON
+
+    asyncio.run(scenario())
+
+
 def test_newest_first_keyset_pages_cover_everything_once(migrated: URL) -> None:
     async def scenario() -> None:
         async with await Database.connect(migrated) as db:
