@@ -1,17 +1,27 @@
 """Leases: a slow but live handler keeps its job (its worker renews the lease), so no job runs
-twice; a job whose worker died comes back once its lease expires, as another attempt; a worker
-that lost its lease can neither complete nor fail the job another worker now holds."""
+twice; a job whose worker died (also a process killed while its handlers run) comes back once
+its lease expires, as another attempt; a worker that lost its lease can neither complete nor
+fail the job another worker now holds."""
 
 import asyncio
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import URL, create_engine, pool, text
 
-from media_db import Database, JobQueue, JobRecord, PoolSize, run_worker
+from media_db import Database, JobQueue, JobRecord, NewJob, PoolSize, WorkerStats, run_worker
 from models import JobStatus
+from tests.helpers import REPO_ROOT
 
 LEASE = timedelta(seconds=1)
+# Long enough that a loaded machine never lets it lapse before the kill (renewed every third).
+LEASE_AT_KILL = timedelta(seconds=10)
+LEASE_AT_DEATH = text("SELECT now(), max(locked_until) FROM processing_jobs")
 
 
 def expire_leases(url: URL) -> None:
@@ -69,6 +79,70 @@ def test_a_dead_workers_job_comes_back_as_another_attempt(migrated: URL) -> None
             assert seen == [2]
 
     asyncio.run(scenario())
+
+
+def test_a_killed_workers_jobs_come_back_once_its_lease_runs_out(
+    migrated: URL, tmp_path: Path
+) -> None:
+    """A worker process is killed (SIGKILL: no hand-back) while its handlers run, beside a live
+    worker that has nothing to do: the jobs stay the dead one's until its lease runs out, then
+    the live worker's next poll takes them up, each as a second attempt."""
+    held, poll = 4, 0.2
+    engine = create_engine(migrated, poolclass=pool.NullPool)
+
+    async def scenario() -> tuple[WorkerStats, datetime, datetime]:
+        async with await Database.connect(migrated) as db:
+            queue = JobQueue(db)
+            await queue.enqueue_many([NewJob("transcode") for _ in range(held)])
+            doomed = start_hanging_worker(migrated, tmp_path, LEASE_AT_KILL)
+            try:
+                deadline = time.monotonic() + 120
+                while (await queue.counts())[JobStatus.RUNNING] != held:
+                    assert doomed.poll() is None, (tmp_path / "worker.log").read_text()
+                    assert time.monotonic() < deadline, "the worker never held every job"
+                    await asyncio.sleep(0.05)
+
+                async def handler(job: JobRecord) -> None:
+                    return None
+
+                live = asyncio.create_task(
+                    run_worker(db, handler, until_empty=True, poll_interval=poll)
+                )
+            finally:
+                doomed.send_signal(signal.SIGKILL)
+                await asyncio.to_thread(doomed.wait, 60)
+            with engine.connect() as connection:
+                killed_at, leased_until = connection.execute(LEASE_AT_DEATH).one()
+            stats = await asyncio.wait_for(live, timeout=120)
+            return stats, killed_at, leased_until
+
+    stats, killed_at, leased_until = asyncio.run(scenario())
+    assert stats.completed == held
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT status, attempts, started_at FROM processing_jobs"))
+        outcomes = rows.all()
+    assert {(status, attempts) for status, attempts, _ in outcomes} == {("completed", 2)}
+    assert len((tmp_path / "handled.txt").read_text().split()) == held, "none ran before the kill"
+    taken_up = sorted(started for _, _, started in outcomes)
+    assert taken_up[0] >= leased_until, "a job was taken while the dead worker's lease held"
+    # Within one lease and one poll of the death (a lease more of room for a loaded machine):
+    # the lease it asked for decides, not the default one of 60 s.
+    assert taken_up[-1] - killed_at < 2 * LEASE_AT_KILL, (killed_at, leased_until, taken_up)
+
+
+def start_hanging_worker(url: URL, out: Path, lease: timedelta) -> subprocess.Popen[bytes]:
+    """A worker process whose handlers never return, leasing for `lease`."""
+    with (out / "worker.log").open("w") as log:
+        return subprocess.Popen(
+            [
+                *(sys.executable, "-m", "tests.runtime.worker_process"),
+                *(url.render_as_string(False), str(out / "handled.txt")),
+                *("doomed-worker", str(lease.total_seconds())),
+            ],
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def test_a_worker_that_lost_its_lease_cannot_complete_or_fail_the_job(migrated: URL) -> None:

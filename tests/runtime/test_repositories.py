@@ -45,7 +45,7 @@ def test_media_round_trip_with_server_defaults(migrated: URL) -> None:
 # JSON that COPY's text format, JSON escaping and the NUL check must all leave as it is: quotes,
 # backslashes (one spelling a NUL escape without being one), control characters, non-ASCII.
 AWKWARD_JSON = {
-    "quote's \"double\"": "back\\slash \\u0000 \\N \t tab\nnewline\r",
+    'quote\'s "double"': "back\\slash \\u0000 \\N \t tab\nnewline\r",
     "naïve ünïcode": ["日本語", "emoji 🎞", "\u2028", "\x7f"],
     "numbers": [0, -1, 0.1, 1e-7, 2**62],
     "nested": {"empty": {}, "list": [], "null": None, "true": True},
