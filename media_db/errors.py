@@ -12,6 +12,7 @@ class InvalidInput(MediaDbError, ValueError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+        self.problem = problem
 
 
 class NotFound(MediaDbError, LookupError):

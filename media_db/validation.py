@@ -1,4 +1,4 @@
-"""Checks on caller input, run before anything is written. Each failure names the field.
+"""Checks on caller input, run before anything is committed. Each failure names the field.
 
 The limits come from the models (media_db/statements.py reads them: lengths, integer ranges,
 simple CHECKs); this module only applies them."""
@@ -7,7 +7,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from enum import StrEnum
@@ -18,6 +18,8 @@ from psycopg.types.json import Jsonb
 from media_db.errors import InvalidInput
 
 E = TypeVar("E", bound=StrEnum)
+T = TypeVar("T")
+R = TypeVar("R")
 # What PostgreSQL text cannot hold: NUL, and surrogates (a str holding one has no UTF-8 form).
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 REPLACEMENT = "\ufffd"
@@ -89,7 +91,9 @@ def number(field: str, value: object, bounds: Bounds) -> int | float | None:
     if isinstance(value, bool):
         pass  # an int to Python, never meant as a number here
     elif bounds.whole:
-        checked = value if isinstance(value, int) else None  # a float, however whole, is not
+        # A plain int, so that what is checked is what gets used (an int subclass may say
+        # otherwise through __int__ or __str__); a float, however whole, is not one.
+        checked = int.__index__(value) if isinstance(value, int) else None
     elif isinstance(value, int | float):
         try:
             checked = value if math.isfinite(float(value)) else None
@@ -98,6 +102,16 @@ def number(field: str, value: object, bounds: Bounds) -> int | float | None:
     if checked is None or not bounds.admits(checked):
         raise InvalidInput(field, f"must be {bounds}, got {value!r}")
     return checked
+
+
+def each_checked(items: Iterable[T], check: Callable[[T], R]) -> Iterator[R]:
+    """`check(item)` of each item of a batch, lazily; an InvalidInput also says which item."""
+    for index, item in enumerate(items):
+        try:
+            yield check(item)
+        except InvalidInput as error:
+            where = f"{error.problem} (item {index} of the batch)"
+            raise InvalidInput(error.field, where) from None
 
 
 def whole_number(field: str, value: object, bounds: Bounds) -> int:

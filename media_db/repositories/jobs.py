@@ -96,8 +96,6 @@ FINISHED = (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED)
 DEFAULT_LEASE = timedelta(seconds=60)
 MAX_BACKOFF = timedelta(hours=1)
 BATCH = validation.between(1, MAX_BATCH)
-# claim statements kept compiled, per kind (one per batch size and scope)
-STATEMENTS_PER_KIND = 64
 
 
 def _server_default(column: Any) -> Any:
@@ -139,7 +137,9 @@ def _claim_update(n: int, by_workflow: bool) -> Update:
     bound: PostgreSQL plans a `LIMIT $n` for a tenth of the table, so the prepared statement's
     generic plan never won and every execution was planned anew (0.4 ms of a worker's 1.5 ms
     round; bench row "worker loop"). A worker asks for a handful of sizes, one statement each."""
-    chosen = _next_due(literal_column(str(int(n))), by_workflow).scalar_subquery()
+    if type(n) is not int or not BATCH.admits(n):  # the callers checked it: never in the SQL
+        raise ValueError(f"a claim's batch size must be a whole number 1..{MAX_BATCH}, got {n!r}")
+    chosen = _next_due(literal_column(str(n)), by_workflow).scalar_subquery()
     which = JOBS.c.id == (chosen if n == 1 else any_(func.array(chosen)))
     return (
         update(JOBS)
@@ -161,7 +161,7 @@ def _in_claim_order(claimed: CTE) -> list[ColumnElement[Any]]:
     return [in_claimed.traverse(expression) for expression in CLAIM_ORDER]  # type: ignore[arg-type]
 
 
-@functools.lru_cache(maxsize=STATEMENTS_PER_KIND)
+@functools.cache  # at most MAX_BATCH sizes per scope
 def claim_many_sql(n: int, by_workflow: bool) -> str:
     claimed = _claim_update(n, by_workflow).cte("claimed")
     return compiled(
@@ -219,7 +219,7 @@ _COMPLETE_HELD = (
 COMPLETE_HELD = compiled(_COMPLETE_HELD.returning(*COLUMNS))
 
 
-@functools.lru_cache(maxsize=STATEMENTS_PER_KIND)
+@functools.cache  # at most MAX_BATCH sizes per scope
 def complete_and_claim_sql(n: int, by_workflow: bool) -> str:
     """A worker's round in one statement (one round trip, one commit): the held jobs whose
     handlers returned are completed and up to n due ones claimed. The two UPDATEs touch
@@ -457,7 +457,7 @@ class JobQueue:
     async def enqueue_many(self, jobs: Iterable[NewJob]) -> int:
         """Bulk path: every job is checked first, then all go in one statement (COPY when none
         sets run_at or max_attempts): all are written or none. Returns the number written."""
-        rows = [job.checked() for job in jobs]
+        rows = list(validation.each_checked(jobs, NewJob.checked))
         if not rows:
             return 0
         with media_item_must_exist():

@@ -192,8 +192,10 @@ def test_bulk_insert_with_one_bad_item_writes_none(migrated: URL) -> None:
     async def scenario() -> None:
         async with await Database.connect(migrated) as db:
             media = MediaRepository(db)
-            with pytest.raises(InvalidInput, match=r"^width: "):
+            with pytest.raises(InvalidInput, match=r"^width: .*\(item 1000 of the batch\)$"):
                 await media.create_many([*good, NewMedia("u", "s3", width=-3)])
+            with pytest.raises(InvalidInput, match=r"^priority: .*\(item 2 of the batch\)$"):
+                await JobQueue(db).enqueue_many([NewJob("a"), NewJob("b"), NewJob("c", -1)])
             # Just past the model's limit (the type's, or a user's CHECK narrowing it).
             largest = bounds(table_of(MediaItem).c.file_size).high
             assert isinstance(largest, int)

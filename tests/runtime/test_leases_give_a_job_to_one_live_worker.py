@@ -97,9 +97,9 @@ def test_a_killed_workers_jobs_come_back_once_its_lease_runs_out(
             doomed = start_hanging_worker(migrated, tmp_path, LEASE_AT_KILL)
             try:
                 deadline = time.monotonic() + 120
-                while (await queue.counts())[JobStatus.RUNNING] != held:
+                while len(started(tmp_path)) != held:  # its handlers run: the claim came back
                     assert doomed.poll() is None, (tmp_path / "worker.log").read_text()
-                    assert time.monotonic() < deadline, "the worker never held every job"
+                    assert time.monotonic() < deadline, "the worker never ran every job"
                     await asyncio.sleep(0.05)
 
                 async def handler(job: JobRecord) -> None:
@@ -122,12 +122,17 @@ def test_a_killed_workers_jobs_come_back_once_its_lease_runs_out(
         rows = connection.execute(text("SELECT status, attempts, started_at FROM processing_jobs"))
         outcomes = rows.all()
     assert {(status, attempts) for status, attempts, _ in outcomes} == {("completed", 2)}
-    assert len((tmp_path / "handled.txt").read_text().split()) == held, "none ran before the kill"
     taken_up = sorted(started for _, _, started in outcomes)
     assert taken_up[0] >= leased_until, "a job was taken while the dead worker's lease held"
     # Within one lease and one poll of the death (a lease more of room for a loaded machine):
     # the lease it asked for decides, not the default one of 60 s.
     assert taken_up[-1] - killed_at < 2 * LEASE_AT_KILL, (killed_at, leased_until, taken_up)
+
+
+def started(out: Path) -> list[str]:
+    """The jobs whose handler the hanging worker has started."""
+    handled = out / "handled.txt"
+    return handled.read_text().split() if handled.exists() else []
 
 
 def start_hanging_worker(url: URL, out: Path, lease: timedelta) -> subprocess.Popen[bytes]:
