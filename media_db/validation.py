@@ -169,6 +169,10 @@ def jsonb(field: str, value: object) -> Jsonb:
         dumped = _JSON.encode(value)
     except (TypeError, ValueError) as error:
         raise InvalidInput(field, f"is not JSON-serialisable: {error}") from None
+    except RecursionError:  # the encoder recurses once per level (and so would PostgreSQL)
+        raise InvalidInput(
+            field, "is nested too deeply to store (keep it to a few hundred levels)"
+        ) from None
     # The dump holds a NUL as \u0000 and a surrogate as itself; only then look for which string.
     if "\\u0000" in dumped or UNSTORABLE.search(dumped):
         for text in _strings(value):

@@ -43,6 +43,13 @@ def complete(db: Database, **fields: Any) -> Awaitable[object]:
     return AnalysisRepository(db).complete(uuid.uuid4(), {}, **fields)
 
 
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
 CASES: list[tuple[str, str, Call]] = [
     ("malformed id", "media_id", lambda db: MediaRepository(db).get("not-a-uuid")),
     ("malformed id", "media_id", lambda db: MediaRepository(db).delete("1234")),
@@ -140,6 +147,11 @@ CASES: list[tuple[str, str, Call]] = [
         "NUL",
         "result_data",
         lambda db: AnalysisRepository(db).complete(uuid.uuid4(), {"t": "a\x00b"}),
+    ),
+    (
+        "nested past the encoder's depth",
+        "result_data",
+        lambda db: AnalysisRepository(db).complete(uuid.uuid4(), nested(5_000)),
     ),
     ("NUL", "workflow_type", lambda db: JobQueue(db).enqueue("trans\x00code")),
     ("NUL", "workflow_type", lambda db: JobQueue(db).claim("trans\x00code")),
