@@ -45,8 +45,7 @@ class NewMedia:
             if required or values[name] is not None:
                 validation.required_text(name, values[name], limit)
         for name, limits in _NUMBER_FIELDS:
-            if values[name] is not None:
-                values[name] = validation.number(name, values[name], limits)
+            values[name] = validation.number(name, values[name], limits)
         if self.metadata is None:
             del values["metadata"]
         else:
