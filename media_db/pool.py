@@ -15,6 +15,7 @@ application_name so operators of the shared database can tell ours apart.
 """
 
 import asyncio
+import logging
 import os
 import select
 import time
@@ -25,11 +26,11 @@ from types import TracebackType
 from typing import Any, Self
 
 import psycopg
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import DictRow, dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import URL
 
-from media_db import settings
+from media_db import intermediary, settings
 from media_db.connect import CONNECT_TIMEOUT_SECONDS, DatabaseUnavailable, failure_message
 
 DEFAULT_MIN, DEFAULT_MAX = 2, 10
@@ -38,6 +39,8 @@ PING_AFTER_IDLE_SECONDS = 2.0
 FIRST_WAIT_SECONDS = 1.0
 PROBE_EVERY_SECONDS = 1.0
 Connection = psycopg.AsyncConnection[DictRow]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -199,13 +202,22 @@ class Database:
             # locks no longer than the statement. transaction() opens an explicit one.
             "autocommit": True,
         }
+        # One direct attempt first: it fails with libpq's own reason (refused, bad password),
+        # where a pool would only time out.
+        found = await _first_contact(url, options)
+        if pooler is None and found is not None:
+            # Undeclared, it may be a transaction pooler: the safe side, said once.
+            log.warning(
+                "DATABASE_URL does not lead straight to the server (%s): treated as a "
+                "transaction pooler (no prepared statements; LISTEN only over "
+                "DIRECT_DATABASE_URL). Set POSTGRES_POOLER=transaction or session to say which.",
+                found,
+            )
+            pooler = "transaction"
         if pooler == "transaction":
             # A statement prepared on one server connection is unknown on the next (PgBouncer
             # before 1.21 cannot route them): "prepared statement _pg3_0 already exists".
             options["prepare_threshold"] = None
-        # One direct attempt first: it fails with libpq's own reason (refused, bad password),
-        # where a pool would only time out.
-        await _probe(url, options)
         pool = _MostRecentlyUsedPool(
             conninfo(url),
             connection_class=_PooledConnection,
@@ -318,8 +330,23 @@ class Database:
 async def _probe(url: URL, options: Mapping[str, Any]) -> None:
     """One direct connection, closed at once: DatabaseUnavailable with libpq's reason if the
     server does not take it."""
+    await (await _open(url, options)).close()
+
+
+async def _first_contact(url: URL, options: Mapping[str, Any]) -> str | None:
+    """`_probe`, which also returns what sits between us and the server, if anything
+    (media_db/intermediary.py)."""
+    probe = await _open(url, options)
     try:
-        probe = await psycopg.AsyncConnection.connect(conninfo(url), **options)
+        cursor = await probe.cursor(row_factory=tuple_row).execute(intermediary.BACKEND_END)
+        address, port, pid = await cursor.fetchone() or (None, None, 0)
+        return intermediary.between(probe.pgconn.socket, address, port, pid)
+    finally:
+        await probe.close()
+
+
+async def _open(url: URL, options: Mapping[str, Any]) -> Connection:
+    try:
+        return await psycopg.AsyncConnection.connect(conninfo(url), **options)
     except psycopg.OperationalError as error:
         raise DatabaseUnavailable(failure_message(url, error)) from None
-    await probe.close()

@@ -1,5 +1,6 @@
 """Fixtures: a real PostgreSQL (see tests/servers.py), fresh databases on it, Alembic configs."""
 
+import compileall
 import contextlib
 import os
 import secrets
@@ -15,6 +16,7 @@ from sqlalchemy import URL, Engine, create_engine, make_url, pool
 
 from media_db.dev.embedded import LocalServer
 from tests import topologies
+from tests.helpers import REPO_ROOT
 from tests.helpers import alembic_config as make_alembic_config
 from tests.servers import DatabaseServer, NoTestServer, start_server
 
@@ -42,6 +44,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     # Started here rather than in a fixture so the report header can name it.
     config = session.config
+    if not hasattr(config, "workerinput"):
+        compile_checkout()
     if hasattr(config, "workerinput") and SHARED_SERVER in os.environ:
         backend, url = os.environ[SHARED_SERVER].split("|", 1)
         config.stash[SERVER] = DatabaseServer(backend, make_url(url))
@@ -60,6 +64,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     admin_url = chosen.admin_url.render_as_string(hide_password=False)
     os.environ[SHARED_SERVER] = f"{chosen.backend}|{admin_url}"
     stack.callback(os.environ.pop, SHARED_SERVER, None)
+
+
+def compile_checkout() -> None:
+    """Our own modules' bytecode, written once: the suite starts hundreds of Python processes
+    (alembic, make, hooks), and where PYTHONDONTWRITEBYTECODE is set each would compile them
+    from source. Project copies (tests/helpers.py) take it along; `make install` compiles the
+    installed packages."""
+    for name in ("media_db", "models", "alembic", "tests", "bench"):
+        compileall.compile_dir(REPO_ROOT / name, quiet=1, workers=0)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -133,13 +146,37 @@ def password_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS
     server.destroy()
 
 
-@pytest.fixture
-def migrated(fresh_database: FreshDatabase) -> URL:
-    """A fresh database at head."""
-    url = fresh_database()
+@pytest.fixture(scope="session")
+def head_template(server: DatabaseServer) -> Iterator[str]:
+    """A database migrated to head once per worker, that `head_copy` copies (CREATE DATABASE ...
+    TEMPLATE: a few milliseconds, where replaying every revision takes seconds). Nobody
+    connects to it after the upgrade, as a template requires."""
+    url = server.create_database()
     with create_engine(url, poolclass=pool.NullPool).connect() as connection:
         command.upgrade(make_alembic_config(connection), "head")
-    return url
+    yield str(url.database)
+    server.drop_database(url)
+
+
+@pytest.fixture
+def head_copy(server: DatabaseServer, head_template: str) -> Iterator[FreshDatabase]:
+    """Factory of fresh databases at head (copies of head_template), each dropped when the test
+    ends. A test whose subject is the upgrade itself builds its own with `fresh_database`."""
+    made: list[URL] = []
+
+    def make() -> URL:
+        made.append(server.create_database(template=head_template))
+        return made[-1]
+
+    yield make
+    for url in made:
+        server.drop_database(url)
+
+
+@pytest.fixture
+def migrated(head_copy: FreshDatabase) -> URL:
+    """A fresh database at head."""
+    return head_copy()
 
 
 @pytest.fixture(scope="session")

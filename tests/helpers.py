@@ -207,7 +207,9 @@ def project_copy(tmp_path: Path) -> Path:
     for name in PROJECT_FILES:
         source = REPO_ROOT / name
         if source.is_dir():
-            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+            # With the bytecode (tests/conftest.py compiles it; copies keep its source's
+            # mtime, so it stays valid until a test edits the file).
+            shutil.copytree(source, copy / name)
         else:
             shutil.copy2(source, copy / name)
     (copy / ".venv").symlink_to(REPO_ROOT / ".venv")

@@ -41,6 +41,7 @@ BACKEND_OF_MAJOR = {
 # TEST_POSTGRES_IMAGE=postgres:16 works as well.
 LOCAL_IMAGE = "media-analysis/postgres:{major}-local"
 DEFAULT_MAJOR = 15
+POSTGRES_PORT = 5432  # inside the container
 # Its value is the pid of the pytest process that owns the container: sessions share the
 # machine's engine, so a starting session removes only containers whose owner has died.
 CONTAINER_LABEL = "media-analysis-tests.pid"
@@ -69,11 +70,13 @@ class DatabaseServer:
         with create_engine(self.admin_url, poolclass=pool.NullPool).connect() as connection:
             return str(connection.scalar(text("SHOW server_version")))
 
-    def create_database(self, owner: str | None = None) -> URL:
+    def create_database(self, owner: str | None = None, template: str | None = None) -> URL:
+        """A new database, empty or a copy of `template` (a database nobody is connected to)."""
         name = f"media_test_{secrets.token_hex(6)}"
         owned = f' OWNER "{owner}"' if owner else ""
+        copied = f' TEMPLATE "{template}"' if template else ""
         with self.admin() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"{owned}'))
+            connection.execute(text(f'CREATE DATABASE "{name}"{owned}{copied}'))
         return self.admin_url.set(database=name)
 
     def drop_database(self, url: URL) -> None:
@@ -198,7 +201,12 @@ def _docker(major: int | None) -> Iterator[DatabaseServer]:
             f"`{build}`, or set TEST_POSTGRES_IMAGE to one your registry serves."
         ) from error
     try:
-        yield DatabaseServer("docker", make_url(container.get_connection_url()))
+        # The container's own address on the bridge, not the published port: Docker's proxy
+        # behind that port would stand between client and server, and the deploy's check
+        # (media_db/intermediary.py) rightly sees it.
+        bridge = container.get_docker_client().bridge_ip(container.get_wrapped_container().id)
+        published = make_url(container.get_connection_url())
+        yield DatabaseServer("docker", published.set(host=bridge, port=POSTGRES_PORT))
     finally:
         container.stop()
 

@@ -2,11 +2,16 @@
 and run over DIRECT_DATABASE_URL (or through a session pooler), in parallel too."""
 
 import subprocess
+import threading
 
+import psycopg
+import pytest
+from alembic.util import CommandError
 from sqlalchemy import create_engine, pool, text
 
-from media_db.deploy import history, project
-from tests.helpers import BIN, HEAD, REPO_ROOT, environment, run
+from media_db.deploy import history, pooler, project
+from media_db.pool import conninfo
+from tests.helpers import BIN, DATABASE_VARIABLES, HEAD, REPO_ROOT, environment, run
 from tests.topologies import Cluster
 
 ALEMBIC = [str(BIN / "alembic")]
@@ -52,6 +57,49 @@ def test_upgrade_through_a_transaction_pooler_refuses_in_one_line_and_changes_no
     leaked.dispose()
 
 
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_a_pooler_under_n8n_traffic_is_refused_every_time_unless_declared(
+    mode: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    primary_database: str,
+) -> None:
+    """Whichever server backend the pooler hands out while six other clients run short
+    transactions on the same database, the check sees the pooler in between: 0 of 100 get
+    through (a check that guessed from the backends let 2 of 32 through)."""
+    for name in DATABASE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    pooled = request.getfixturevalue(f"{mode}_pooler").url(primary_database)
+    halt = threading.Event()
+
+    def n8n() -> None:
+        with psycopg.connect(
+            conninfo(pooled), autocommit=True, prepare_threshold=None
+        ) as connection:
+            while not halt.is_set():
+                connection.execute("SELECT 1")
+
+    clients = [threading.Thread(target=n8n, daemon=True) for _ in range(6)]
+    for client in clients:
+        client.start()
+    engine = create_engine(pooled, poolclass=pool.NullPool)
+    try:
+        for _ in range(100):
+            with (
+                engine.connect() as connection,
+                pytest.raises(CommandError, match="does not lead straight to the server"),
+            ):
+                pooler.refuse_transaction_pooler(connection)
+        monkeypatch.setenv("POSTGRES_POOLER", "session")
+        with engine.connect() as connection:
+            pooler.refuse_transaction_pooler(connection)  # declared: let through
+    finally:
+        halt.set()
+        for client in clients:
+            client.join(30)
+        engine.dispose()
+
+
 def test_the_refusal_names_the_direct_url_when_it_is_the_pooler(
     debian_primary: Cluster, transaction_pooler: Cluster, primary_database: str
 ) -> None:
@@ -61,7 +109,7 @@ def test_the_refusal_names_the_direct_url_when_it_is_the_pooler(
     result = run([*ALEMBIC, "upgrade", "head"], env)
 
     assert result.returncode != 0
-    assert "FAILED: DIRECT_DATABASE_URL leads to a transaction pooler" in result.stdout
+    assert "FAILED: DIRECT_DATABASE_URL does not lead straight to the server" in result.stdout
     assert _revision_and_locks(debian_primary, primary_database) == (None, 0, 0)
 
 
@@ -106,7 +154,9 @@ def test_four_parallel_deploys_through_the_pooler_with_a_direct_url_all_finish(
 def test_deploys_through_a_session_pooler_run_and_roll_back(
     debian_primary: Cluster, session_pooler: Cluster, primary_database: str
 ) -> None:
-    env = environment(session_pooler.url(primary_database), MIGRATION_LOCK_WAIT="120")
+    env = environment(
+        session_pooler.url(primary_database), POSTGRES_POOLER="session", MIGRATION_LOCK_WAIT="120"
+    )
     deploys = [
         subprocess.Popen(
             [*ALEMBIC, "upgrade", "head"],

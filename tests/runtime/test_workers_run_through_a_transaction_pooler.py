@@ -124,3 +124,39 @@ def test_without_a_direct_url_workers_poll_and_say_so_once(
             text("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %'")
         )
     assert listeners == 0
+
+
+def test_an_undeclared_pooler_is_seen_and_treated_as_a_transaction_pooler(
+    debian_primary: Cluster,
+    transaction_pooler: Cluster,
+    primary_database: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Four workers through the pooler with no POSTGRES_POOLER: no prepared statement crosses
+    server connections (no DuplicatePreparedStatement), and each pool says once how to declare
+    it."""
+    direct = at_head(debian_primary, primary_database)
+    pooled = transaction_pooler.url(primary_database)
+    jobs, workers = 400, 4
+
+    async def worker() -> int:
+        async with await Database.connect(pooled, PoolSize(1, 4), direct_url=direct) as db:
+
+            async def handler(job: JobRecord) -> None:
+                pass
+
+            stats = await run_worker(db, handler, batch_size=10, concurrency=10, until_empty=True)
+            return stats.completed
+
+    async def scenario() -> list[int]:
+        async with await Database.connect(pooled, direct_url=direct) as db:
+            await JobQueue(db).enqueue_many([NewJob("transcode") for _ in range(jobs)])
+        return await asyncio.gather(*(worker() for _ in range(workers)))
+
+    with caplog.at_level(logging.WARNING):
+        assert sum(asyncio.run(scenario())) == jobs
+    assert job_counts(direct) == {"completed": jobs}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 + workers, warnings[:5]
+    assert all("does not lead straight to the server" in w for w in warnings), warnings[:5]
+    assert all("POSTGRES_POOLER" in w for w in warnings)

@@ -1,0 +1,64 @@
+"""Is the server backend at the other end of our own socket? The one check, shared by the
+deploy (which refuses anything in between) and the pool (which then stops preparing statements).
+
+The backend sees its client's address and port (`inet_client_addr()`, `inet_client_port()`);
+a direct connection is our socket's own local address and port. Over a Unix socket, the process
+we connected to must be the backend's parent, the postmaster. A pooler, a TCP proxy or NAT in
+between shows whatever traffic it carries: nothing here depends on which backend is handed out.
+"""
+
+import ipaddress
+import os
+import socket
+import struct
+from pathlib import Path
+
+# Our end as the backend sees it, and the backend (to find its postmaster over a Unix socket).
+BACKEND_END = "SELECT host(inet_client_addr()), inet_client_port(), pg_backend_pid()"
+
+
+def between(fd: int, address: str | None, port: int | None, pid: int) -> str | None:
+    """What shows that something sits between the socket `fd` and the backend that answered
+    BACKEND_END with (address, port, pid); None when the backend is at the other end."""
+    with socket.socket(fileno=os.dup(fd)) as ours:  # a duplicate: closing it keeps the original
+        return _between(ours, address, port, pid)
+
+
+def _between(ours: socket.socket, address: str | None, port: int | None, pid: int) -> str | None:
+    if ours.family == socket.AF_UNIX:
+        if address is not None:
+            return f"we use a Unix socket, the server sees a TCP client at {address}:{port}"
+        server_pid = _peer_pid(ours)
+        parent = _parent_pid(pid)
+        if server_pid and parent == server_pid:
+            return None
+        return "the process behind the Unix socket is not the server backend's postmaster"
+    our_address, our_port = ours.getsockname()[:2]
+    if address is None or port is None:
+        return f"we connect over TCP from port {our_port}, the server sees a Unix-socket client"
+    if _same_host(our_address, address) and our_port == port:
+        return None
+    return f"the server sees its client at {address}:{port}, our socket is {our_address}:{our_port}"
+
+
+def _same_host(ours: str, theirs: str) -> bool:
+    def normal(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        found = ipaddress.ip_address(text.split("%", 1)[0])
+        mapped = found.ipv4_mapped if isinstance(found, ipaddress.IPv6Address) else None
+        return mapped or found
+
+    return normal(ours) == normal(theirs)
+
+
+def _peer_pid(ours: socket.socket) -> int:
+    credentials = ours.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", credentials)[0])
+
+
+def _parent_pid(pid: int) -> int | None:
+    """The backend's parent, as this machine's /proc tells (None where it cannot be seen)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
