@@ -131,14 +131,17 @@ erd: install ## Write the Mermaid ER diagram of the models to docs/schema.md
 db-check: install ## Connect, print "Database connection successful" and the server version
 	$(WITH_DB) python -m media_db.deploy.check
 
-test: install ## Run the test suite on real PostgreSQL (see README: which server it uses)
-	pytest $$PYTEST_ARGS
+# Every run names its 15 slowest tests: the next slow one is seen when it is written.
+DURATIONS := --durations=15 --durations-min=1
+
+test: install ## Run the test suite on real PostgreSQL (see docs/testing.md: which server it uses)
+	pytest $(DURATIONS) $$PYTEST_ARGS
 
 test-image: ## Make a Docker engine available and build the local PostgreSQL test image (PG=13|15|17)
 	scripts/test-image.sh  # reads PG from the environment
 
 test-docker: install test-image ## Run the suite on PostgreSQL in Docker (testcontainers)
-	TEST_DB_BACKEND=docker pytest $$PYTEST_ARGS
+	TEST_DB_BACKEND=docker pytest $(DURATIONS) $$PYTEST_ARGS
 
 test-matrix: install ## The migration tests on every tested major, one line each (images built if missing)
 	python -m tests.matrix $$MAJORS  # split into words on purpose: MAJORS="13 17"

@@ -150,9 +150,9 @@ class ProcessingJob(Base):
         Index("idx_processing_jobs_priority", priority.desc()),
         # The claim order over queued jobs only.
         Index("idx_processing_jobs_due", *_claim_order, postgresql_where=text("status = 'queued'")),
-        # The same within one workflow type, for a worker scoped to its type (the README's
-        # form): it reads its own jobs only, not every queued job of other types ahead of them
-        # (measured: 190 ms a claim behind 200,000 queued jobs of another type).
+        # The same within one workflow type, for a worker scoped to its type (as in
+        # docs/data-access.md): it reads its own jobs only, not every queued job of other types
+        # ahead of them (measured: 190 ms a claim behind 200,000 queued jobs of another type).
         Index(
             "idx_processing_jobs_due_by_type",
             "workflow_type",

@@ -16,7 +16,7 @@ from sqlalchemy import URL, Engine, create_engine, make_url, pool
 
 from media_db.dev.embedded import LocalServer
 from tests import topologies
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, close_started
 from tests.helpers import alembic_config as make_alembic_config
 from tests.servers import DatabaseServer, NoTestServer, start_server
 
@@ -85,6 +85,14 @@ def pytest_report_header(config: pytest.Config) -> str:
     if isinstance(chosen, DatabaseServer):
         return f"database backend: {chosen.backend}, PostgreSQL {chosen.version()}"
     return f"database backend: NONE ({chosen})"
+
+
+@pytest.fixture(autouse=True)
+def no_pipe_left_open() -> Iterator[None]:
+    """What the test started in the background is ended and its pipes closed, even when the
+    test failed or killed it half-way."""
+    yield
+    close_started()
 
 
 @pytest.fixture(scope="session")

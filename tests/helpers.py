@@ -114,12 +114,12 @@ HEAD = str(ScriptDirectory.from_config(alembic_config()).get_current_head())
 
 
 def _our_revisions() -> tuple[str, ...]:
-    """The revisions this project ships: those the README's "What the revisions do" table
-    documents. Revisions a user adds above them are theirs: tests of our revisions target the
-    newest of ours (OURS), so they hold whatever a user's revisions add (a NOT NULL column
-    whose downgrade asks for consent, a CHECK, an index)."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    table = readme[readme.index("### What the revisions do") :].split("\n\n")[1]
+    """The revisions this project ships: those the "What the revisions do" table in
+    docs/deploy.md documents. Revisions a user adds above them are theirs: tests of our
+    revisions target the newest of ours (OURS), so they hold whatever a user's revisions add (a
+    NOT NULL column whose downgrade asks for consent, a CHECK, an index)."""
+    deploy = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    table = deploy[deploy.index("### What the revisions do") :].split("\n\n")[1]
     return tuple(re.findall(r"^\| (\d{4}) \|", table, re.M))
 
 
@@ -127,12 +127,38 @@ OUR_REVISIONS = _our_revisions()
 OURS = OUR_REVISIONS[-1]
 
 
+# Every process `start` made, and every Followed reader, until the test's end closes them
+# (tests/conftest.py): a pipe left open leaks into a later test as a ResourceWarning.
+STARTED: list[subprocess.Popen[str]] = []
+FOLLOWED: list["Followed"] = []
+
+
 def start(args: list[str], env: dict[str, str], cwd: Path = REPO_ROOT) -> subprocess.Popen[str]:
     """`run`, but in the background: the caller waits on it (or kills it)."""
     env = {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
-    return subprocess.Popen(
+    process = subprocess.Popen(
         args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    STARTED.append(process)
+    return process
+
+
+def close_started() -> None:
+    """Kill what a test left running, then close every pipe of what it started (once its
+    readers have seen the end)."""
+    for process in STARTED:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=60)
+    for followed in FOLLOWED:
+        for reader in followed.readers:
+            reader.join(timeout=30)
+    for process in STARTED:
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    STARTED.clear()
+    FOLLOWED.clear()
 
 
 class Followed:
@@ -149,6 +175,7 @@ class Followed:
         ]
         for reader in self.readers:
             reader.start()
+        FOLLOWED.append(self)
 
     @staticmethod
     def _read(stream: IO[str], into: list[str]) -> None:

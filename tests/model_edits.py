@@ -5,6 +5,8 @@ are) must not break the tests."""
 import ast
 from pathlib import Path
 
+from sqlalchemy import URL, create_engine, pool, text
+
 
 def add_column(path: Path, model: str, source: str) -> None:
     """`source` (e.g. `probe_path: Mapped[str | None]`) as the last statement of class `model`."""
@@ -72,3 +74,17 @@ def _insert(path: Path, line: int, column: int, text: str) -> None:
     encoded = lines[line - 1].encode()
     lines[line - 1] = (encoded[:column] + text.encode() + encoded[column:]).decode()
     path.write_text("".join(lines))
+
+
+# A column of the tests' own, for those that rename or drop one: our columns may carry a user's
+# index or CHECK (their first revision), which would break their `make revision`, not ours.
+PROBE_PATH = "probe_path: Mapped[str | None] = mapped_column(Text)"
+PROBE_PATH_LINE = f"    {PROBE_PATH}\n"
+
+
+def existing_probe_path(models: Path, url: URL) -> None:
+    """PROBE_PATH on MediaItem, in the model and already in the database (as a revision of the
+    user's would have left it)."""
+    add_column(models, "MediaItem", PROBE_PATH)
+    with create_engine(url, poolclass=pool.NullPool).begin() as connection:
+        connection.execute(text("ALTER TABLE media_items ADD COLUMN probe_path text"))

@@ -3,7 +3,7 @@
 Autogenerate proposes plain operations; on a populated table shared with n8n several of them
 stop writes for a whole scan or rewrite. `rewrite()` runs in process_revision_directives and:
 
-- turns each operation into its lock-safe form (the table in the README, "Changing the schema");
+- turns each operation into its lock-safe form (the table in docs/schema-changes.md);
 - writes as expand/contract (media_db/autogen/transitions.py) what has no lock-safe form in one
   step: a rename (the new column marked `info={"renamed_from": old}`), a NOT NULL column with
   no default (marked `info={"backfill": expression}`), a volatile default, a rewriting type

@@ -19,8 +19,8 @@ DISTRIBUTION = "media-analysis-db"
 VERSION_TABLE = "media_analysis_alembic_version"
 OUR_TABLES = tuple(Base.metadata.tables)
 OLDEST_MAJOR = 13  # gen_random_uuid() is core from PostgreSQL 13
-# `make test-matrix` proves each (README: supported majors). 14 is not among them: no Debian
-# release here packages it and no wheel carries it.
+# `make test-matrix` proves each (docs/deploy.md: supported majors). 14 is not among them: no
+# Debian release here packages it and no wheel carries it.
 TESTED_MAJORS = (OLDEST_MAJOR, 15, 16, 17, 18)
 # A checkout (or an editable install) has alembic.ini two folders above this file; a wheel in
 # site-packages does not, and finds it in the current folder as the alembic command does.

@@ -13,15 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from alembic import command
 from sqlalchemy import URL, create_engine, pool
 
 from media_db.deploy import catalog
 from tests import model_edits
 from tests.conftest import FreshDatabase
-from tests.helpers import NEXT_REVISION, alembic_config, edit, environment, project_copy, run
+from tests.helpers import NEXT_REVISION, edit, environment, project_copy, run
 
-LOCAL_PATH = "    local_path: Mapped[str | None] = mapped_column(Text)\n"
 WORKFLOW_TYPE = "    workflow_type: Mapped[str] = mapped_column(String(50))\n"
 MIME_TYPE = "    mime_type: Mapped[str | None] = mapped_column(String(100))\n"
 CONCURRENT_BUILD = (
@@ -59,6 +57,7 @@ class Change:
     upgrade: list[str]  # patterns the upgrade() body must contain
     downgrade: list[str] = field(default_factory=list)
     locks: str = ""  # in the docstring's Locks: lines
+    probe: bool = False  # changes model_edits.PROBE_PATH, which is in place first
 
 
 SAFE = [
@@ -172,11 +171,12 @@ SAFE = [
     ),
     Change(
         "column dropped",
-        replace((LOCAL_PATH, "")),
-        [r'op\.drop_column\("media_items", "local_path"\)'],
-        [r'op\.add_column\(\s*"media_items", sa\.Column\("local_path", sa\.TEXT\(\)'],
-        "drop_column media_items.local_path: ACCESS EXCLUSIVE, briefly; under it the data-loss "
+        replace((model_edits.PROBE_PATH_LINE, "")),
+        [r'op\.drop_column\("media_items", "probe_path"\)'],
+        [r'op\.add_column\(\s*"media_items", sa\.Column\("probe_path", sa\.TEXT\(\)'],
+        "drop_column media_items.probe_path: ACCESS EXCLUSIVE, briefly; under it the data-loss "
         "guard",
+        probe=True,
     ),
 ]
 
@@ -246,18 +246,17 @@ REFUSED = [
     ),
     (
         "rename",
-        replace((LOCAL_PATH, LOCAL_PATH.replace("local_path", "local_file"))),
-        "media_items: local_path dropped and local_file added, both TEXT: autogenerate sees a "
-        "rename as a drop and an add, which loses local_path's data. Expand/contract instead: "
-        "mark local_file with info={'renamed_from': 'local_path'}",
+        replace(
+            (
+                model_edits.PROBE_PATH_LINE,
+                model_edits.PROBE_PATH_LINE.replace("probe_path", "probe_file"),
+            )
+        ),
+        "media_items: probe_path dropped and probe_file added, both TEXT: autogenerate sees a "
+        "rename as a drop and an add, which loses probe_path's data. Expand/contract instead: "
+        "mark probe_file with info={'renamed_from': 'probe_path'}",
     ),
 ]
-
-
-def at_head(url: URL) -> catalog.Catalog:
-    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
-        command.upgrade(alembic_config(connection), "head")
-        return catalog.snapshot(connection)
 
 
 def snapshot(url: URL) -> catalog.Catalog:
@@ -272,10 +271,12 @@ def written(project: Path) -> str:
 
 @pytest.mark.parametrize("change", SAFE, ids=lambda change: change.kind)
 def test_safe_form_is_written_and_round_trips(
-    change: Change, tmp_path: Path, fresh_database: FreshDatabase
+    change: Change, tmp_path: Path, head_copy: FreshDatabase
 ) -> None:
-    project, url = project_copy(tmp_path), fresh_database()
-    before = at_head(url)
+    project, url = project_copy(tmp_path), head_copy()
+    if change.probe:
+        model_edits.existing_probe_path(project / "models" / "media.py", url)
+    before = snapshot(url)
     env = environment(url)
     change.edit(project / "models" / "media.py")
 
@@ -308,10 +309,10 @@ def test_change_without_a_safe_form_is_refused(
     change: Edit,
     message: str,
     tmp_path: Path,
-    fresh_database: FreshDatabase,
+    head_copy: FreshDatabase,
 ) -> None:
-    project, url = project_copy(tmp_path), fresh_database()
-    at_head(url)
+    project, url = project_copy(tmp_path), head_copy()
+    model_edits.existing_probe_path(project / "models" / "media.py", url)
     change(project / "models" / "media.py")
     made = run(["make", "revision", f"M={kind}"], environment(url), cwd=project)
     assert made.returncode != 0

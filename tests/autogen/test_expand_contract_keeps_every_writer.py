@@ -28,15 +28,14 @@ from sqlalchemy.exc import IntegrityError
 from media_db.deploy import catalog
 from media_db.pool import conninfo
 from tests import model_edits
-from tests.autogen.test_autogenerate_writes_lock_safe_revisions import at_head, snapshot
+from tests.autogen.test_autogenerate_writes_lock_safe_revisions import snapshot
 from tests.conftest import FreshDatabase
 from tests.helpers import NEXT_REVISION, edit, environment, project_copy, run
 
 CONTRACT_REVISION = f"{int(NEXT_REVISION) + 1:04d}"
-LOCAL_PATH = "    local_path: Mapped[str | None] = mapped_column(Text)\n"
 RENAMED = (
-    "    local_file: Mapped[str | None] = mapped_column(\n"
-    '        Text, info={"renamed_from": "local_path"}\n'
+    "    probe_file: Mapped[str | None] = mapped_column(\n"
+    '        Text, info={"renamed_from": "probe_path"}\n'
     "    )\n"
 )
 SEEDED = 15_000  # three committed batches of 5,000, and a last empty one
@@ -139,13 +138,14 @@ def seed_ids(url: URL) -> list[str]:
         return [row[0] for row in rows]
 
 
-def test_rename_expands_then_contracts(tmp_path: Path, fresh_database: FreshDatabase) -> None:
-    project, url = project_copy(tmp_path), fresh_database()
+def test_rename_expands_then_contracts(tmp_path: Path, head_copy: FreshDatabase) -> None:
+    project, url = project_copy(tmp_path), head_copy()
     env, models = environment(url), project / "models" / "media.py"
-    before = at_head(url)
+    model_edits.existing_probe_path(models, url)
+    before = snapshot(url)
     execute(
         url,
-        "INSERT INTO media_items (source_url, source_type, local_path) SELECT 'seed-' || g, "
+        "INSERT INTO media_items (source_url, source_type, probe_path) SELECT 'seed-' || g, "
         f"'seed', CASE WHEN g % 10 = 0 THEN NULL ELSE '/seed/' || g END "
         f"FROM generate_series(1, {SEEDED}) g",
     )
@@ -153,14 +153,14 @@ def test_rename_expands_then_contracts(tmp_path: Path, fresh_database: FreshData
     # NULLs that stay NULL (the writers update the rows of `ids`): the backfill leaves them.
     untouched_nulls = scalar(
         url,
-        "SELECT count(*) FROM media_items WHERE local_path IS NULL "
+        "SELECT count(*) FROM media_items WHERE probe_path IS NULL "
         f"AND id::text NOT IN ({', '.join(repr(id_) for id_ in ids)})",
     )
-    edit(models, (LOCAL_PATH, RENAMED))
+    edit(models, (model_edits.PROBE_PATH_LINE, RENAMED))
 
-    ok(["make", "revision", "M=rename local_path"], env, project)
+    ok(["make", "revision", "M=rename probe_path"], env, project)
     expand = revision_text(project, NEXT_REVISION)
-    assert "CREATE TRIGGER media_items_local_file_sync BEFORE INSERT OR UPDATE" in expand
+    assert "CREATE TRIGGER media_items_probe_file_sync BEFORE INSERT OR UPDATE" in expand
     assert "backfills = {" in expand
     assert "autocommit_block():" in expand
     assert "LIMIT 5000" in expand
@@ -168,12 +168,12 @@ def test_rename_expands_then_contracts(tmp_path: Path, fresh_database: FreshData
     def old_shape(n: int) -> list[tuple[str, dict[str, Any]]]:
         return [
             (
-                "INSERT INTO media_items (source_url, source_type, local_path) "
+                "INSERT INTO media_items (source_url, source_type, probe_path) "
                 "VALUES (%(u)s, 'old', %(p)s)",
                 {"u": f"old-{n}", "p": f"/old/{n}"},
             ),
             (
-                "UPDATE media_items SET local_path = %(p)s WHERE id = %(id)s",
+                "UPDATE media_items SET probe_path = %(p)s WHERE id = %(id)s",
                 {"p": f"/old-update/{n}", "id": ids[n % 25]},
             ),
         ]
@@ -181,12 +181,12 @@ def test_rename_expands_then_contracts(tmp_path: Path, fresh_database: FreshData
     def new_shape(n: int) -> list[tuple[str, dict[str, Any]]]:
         return [
             (
-                "INSERT INTO media_items (source_url, source_type, local_file) "
+                "INSERT INTO media_items (source_url, source_type, probe_file) "
                 "VALUES (%(u)s, 'new', %(p)s)",
                 {"u": f"new-{n}", "p": f"/new/{n}"},
             ),
             (
-                "UPDATE media_items SET local_file = %(p)s WHERE id = %(id)s",
+                "UPDATE media_items SET probe_file = %(p)s WHERE id = %(id)s",
                 {"p": f"/new-update/{n}", "id": ids[25 + n % 25]},
             ),
         ]
@@ -194,7 +194,7 @@ def test_rename_expands_then_contracts(tmp_path: Path, fresh_database: FreshData
     with writing(url, old_shape, new_shape) as (old_writer, new_writer):
         ok(["alembic", "upgrade", "head"], env, project)
     assert (
-        scalar(url, "SELECT count(*) FROM media_items WHERE local_file IS DISTINCT FROM local_path")
+        scalar(url, "SELECT count(*) FROM media_items WHERE probe_file IS DISTINCT FROM probe_path")
         == 0
     )
     # Each writer's rows hold what it wrote, under both names.
@@ -202,92 +202,92 @@ def test_rename_expands_then_contracts(tmp_path: Path, fresh_database: FreshData
         held = scalar(
             url,
             f"SELECT count(*) FROM media_items WHERE source_type = '{shape}' "
-            f"AND local_file = '/{shape}/' || substr(source_url, {len(shape) + 2})",
+            f"AND probe_file = '/{shape}/' || substr(source_url, {len(shape) + 2})",
         )
         assert held == writer.written > 0
-    assert scalar(url, "SELECT count(*) FROM media_items WHERE local_file IS NULL") == (
+    assert scalar(url, "SELECT count(*) FROM media_items WHERE probe_file IS NULL") == (
         untouched_nulls
     )
 
     verified = ok(["make", "verify"], env, project)
-    assert "in flight, not drift): rename media_items.local_path -> local_file" in verified
+    assert "in flight, not drift): rename media_items.probe_path -> probe_file" in verified
     [moving] = transitions(env, project)
     assert moving | {"since": None} == {
         "kind": "rename",
         "table": "media_items",
-        "old": "local_path",
-        "new": "local_file",
-        "source": "local_path",
+        "old": "probe_path",
+        "new": "probe_file",
+        "source": "probe_path",
         "since_revision": NEXT_REVISION,
         "since": None,
         "rows_left": 0,
         "stalled": False,
     }
     assert moving["since"] is not None
-    shown = f"rename media_items: local_path -> local_file, since {NEXT_REVISION} ("
+    shown = f"rename media_items: probe_path -> probe_file, since {NEXT_REVISION} ("
     assert shown in status(env, project)
 
-    # The way down asks no consent and loses nothing: local_path holds the new name's writes.
+    # The way down asks no consent and loses nothing: probe_path holds the new name's writes.
     ok(["alembic", "downgrade", "-1"], env, project)
     assert catalog.differences(before, snapshot(url), set(before)) == []
     assert (
         scalar(
             url,
             "SELECT count(*) FROM media_items WHERE source_type = 'new' "
-            "AND local_path LIKE '/new/%'",
+            "AND probe_path LIKE '/new/%'",
         )
         == new_writer.written
     )
     assert (
-        scalar(url, "SELECT count(*) FROM media_items WHERE local_path LIKE '/new-update/%'") == 25
+        scalar(url, "SELECT count(*) FROM media_items WHERE probe_path LIKE '/new-update/%'") == 25
     )
     ok(["alembic", "upgrade", "head"], env, project)
     expanded = snapshot(url)
     assert (
-        scalar(url, "SELECT count(*) FROM media_items WHERE local_file IS DISTINCT FROM local_path")
+        scalar(url, "SELECT count(*) FROM media_items WHERE probe_file IS DISTINCT FROM probe_path")
         == 0
     )
 
     # A writer that bypassed the trigger: the contract's guard refuses to lose its value.
     execute(
         url,
-        "ALTER TABLE media_items DISABLE TRIGGER media_items_local_file_sync; "
-        f"UPDATE media_items SET local_path = '/bypass' WHERE id = '{ids[0]}'; "
-        "ALTER TABLE media_items ENABLE TRIGGER media_items_local_file_sync",
+        "ALTER TABLE media_items DISABLE TRIGGER media_items_probe_file_sync; "
+        f"UPDATE media_items SET probe_path = '/bypass' WHERE id = '{ids[0]}'; "
+        "ALTER TABLE media_items ENABLE TRIGGER media_items_probe_file_sync",
     )
-    edit(models, (RENAMED, "    local_file: Mapped[str | None] = mapped_column(Text)\n"))
+    edit(models, (RENAMED, "    probe_file: Mapped[str | None] = mapped_column(Text)\n"))
     ok(["make", "revision", "M=contract the rename"], env, project)
     contract = revision_text(project, CONTRACT_REVISION)
-    assert "DROP COLUMN local_path" in contract
+    assert "DROP COLUMN probe_path" in contract
     # Declared as lossless: no consent asked, the guard proves nothing is lost.
-    assert re.search(r'upgrade_lossless_drops_columns = \(\s*"media_items.local_path",', contract)
+    assert re.search(r'upgrade_lossless_drops_columns = \(\s*"media_items.probe_path",', contract)
     assert "upgrade_drops_columns" not in contract
     refused = run(["alembic", "upgrade", "head"], env, cwd=project)
     assert refused.returncode != 0
-    assert "Refusing to drop media_items.local_path" in refused.stdout + refused.stderr
-    assert "local_path" in snapshot(url)["media_items"].columns
+    assert "Refusing to drop media_items.probe_path" in refused.stdout + refused.stderr
+    assert "probe_path" in snapshot(url)["media_items"].columns
     execute(
         url,
-        "UPDATE media_items SET local_file = local_path "
-        "WHERE local_file IS DISTINCT FROM local_path",
+        "UPDATE media_items SET probe_file = probe_path "
+        "WHERE probe_file IS DISTINCT FROM probe_path",
     )
 
     ok(["alembic", "upgrade", "head"], env, project)
     contracted = snapshot(url)["media_items"]
-    assert "local_path" not in contracted.columns
-    assert "media_items_local_file_sync" not in contracted.triggers
+    assert "probe_path" not in contracted.columns
+    assert "media_items_probe_file_sync" not in contracted.triggers
     assert "Contracting" not in ok(["make", "verify"], env, project)
     assert transitions(env, project) == []
 
-    # Down: local_path back, kept in step again and backfilled, while the new shape writes.
+    # Down: probe_path back, kept in step again and backfilled, while the new shape writes.
     with writing(url, new_shape):
         ok(["alembic", "downgrade", "-1"], env, project)
     assert catalog.differences(expanded, snapshot(url), set(expanded)) == []
     assert (
-        scalar(url, "SELECT count(*) FROM media_items WHERE local_file IS DISTINCT FROM local_path")
+        scalar(url, "SELECT count(*) FROM media_items WHERE probe_file IS DISTINCT FROM probe_path")
         == 0
     )
-    assert scalar(url, "SELECT count(*) FROM media_items WHERE local_path = '/bypass'") == 1
+    assert scalar(url, "SELECT count(*) FROM media_items WHERE probe_path = '/bypass'") == 1
     ok(["alembic", "upgrade", "head"], env, project)
 
 
@@ -298,11 +298,11 @@ WRONG_AREA = (
 
 
 def test_not_null_column_with_a_backfill_expands_then_contracts(
-    tmp_path: Path, fresh_database: FreshDatabase
+    tmp_path: Path, head_copy: FreshDatabase
 ) -> None:
-    project, url = project_copy(tmp_path), fresh_database()
+    project, url = project_copy(tmp_path), head_copy()
     env, models = environment(url), project / "models" / "media.py"
-    before = at_head(url)
+    before = snapshot(url)
     execute(
         url,
         "INSERT INTO media_items (source_url, source_type, width, height) SELECT 's' || g, "
@@ -384,12 +384,10 @@ def test_not_null_column_with_a_backfill_expands_then_contracts(
 TOKEN = 'token: Mapped[uuid.UUID] = mapped_column(server_default=text("gen_random_uuid()"))'
 
 
-def test_volatile_default_expands_with_no_rewrite(
-    tmp_path: Path, fresh_database: FreshDatabase
-) -> None:
-    project, url = project_copy(tmp_path), fresh_database()
+def test_volatile_default_expands_with_no_rewrite(tmp_path: Path, head_copy: FreshDatabase) -> None:
+    project, url = project_copy(tmp_path), head_copy()
     env, models = environment(url), project / "models" / "media.py"
-    before = at_head(url)
+    before = snapshot(url)
     execute(
         url,
         "INSERT INTO media_items (source_url, source_type) SELECT 's' || g, 'seed' "
@@ -452,11 +450,10 @@ OUT_OF_STEP = (
 
 
 def test_type_change_expands_with_a_cutover_then_contracts(
-    tmp_path: Path, fresh_database: FreshDatabase
+    tmp_path: Path, head_copy: FreshDatabase
 ) -> None:
-    project, url = project_copy(tmp_path), fresh_database()
+    project, url = project_copy(tmp_path), head_copy()
     env, models = environment(url), project / "models" / "media.py"
-    at_head(url)
     model_edits.add_column(models, "MediaItem", PROBE_TYPE)
     ok(["make", "revision", "M=add probe_type"], env, project)
     ok(["alembic", "upgrade", "head"], env, project)

@@ -19,7 +19,7 @@ from sqlalchemy import URL, Connection, create_engine, pool, text
 
 from media_db.deploy import catalog
 from media_db.deploy.project import VERSION_TABLE
-from tests.autogen.test_autogenerate_writes_lock_safe_revisions import at_head, snapshot, written
+from tests.autogen.test_autogenerate_writes_lock_safe_revisions import snapshot, written
 from tests.conftest import FreshDatabase
 from tests.helpers import HEAD, NEXT_REVISION, edit, environment, project_copy, run
 
@@ -100,10 +100,10 @@ def gives_up(args: list[str], url: URL, project: Path) -> None:
 
 
 def test_changed_function_is_one_replace_entity_taking_no_table_lock(
-    tmp_path: Path, fresh_database: FreshDatabase
+    tmp_path: Path, head_copy: FreshDatabase
 ) -> None:
-    project, url = project_copy(tmp_path), fresh_database()
-    before, before_bodies = at_head(url), bodies(url)
+    project, url = project_copy(tmp_path), head_copy()
+    before, before_bodies = snapshot(url), bodies(url)
     edit(
         project / "models" / "triggers.py",
         (NOW_BODY, NOW_BODY.replace("now()", "clock_timestamp()")),
@@ -132,10 +132,10 @@ def test_changed_function_is_one_replace_entity_taking_no_table_lock(
 
 
 def test_new_function_and_trigger_lock_as_their_lines_say(
-    tmp_path: Path, fresh_database: FreshDatabase
+    tmp_path: Path, head_copy: FreshDatabase
 ) -> None:
-    project, url = project_copy(tmp_path), fresh_database()
-    before, before_bodies = at_head(url), bodies(url)
+    project, url = project_copy(tmp_path), head_copy()
+    before, before_bodies = snapshot(url), bodies(url)
     triggers = project / "models" / "triggers.py"
     triggers.write_text(triggers.read_text() + "\n\n" + NOTIFY + DECLARED)
 

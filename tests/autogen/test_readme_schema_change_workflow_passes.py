@@ -1,7 +1,7 @@
-"""The README's schema-change steps, followed verbatim in a throwaway copy of the project, pass:
-a column added to a model goes through `make revision`, review (filling in Why:), upgrade,
-verify, downgrade, upgrade, lint-sql and the tests. The commands are read from the README
-itself, so the two cannot drift apart."""
+"""The documented schema-change steps (docs/schema-changes.md), followed verbatim in a throwaway
+copy of the project, pass: a column added to a model goes through `make revision`, review
+(filling in Why:), upgrade, verify, downgrade, upgrade, lint-sql and the tests. The commands are
+read from that page itself, so the two cannot drift apart."""
 
 import re
 from pathlib import Path
@@ -22,16 +22,16 @@ SCHEMA_CHANGE_TESTS = [
     "tests/deploy/test_offline_sql_matches_online.py",
     "tests/deploy/test_pytest_alembic_builtins.py",
     "tests/runtime/test_records_match_models.py",
-    # These add columns of their own: they must not collide with the README's example.
+    # These add columns of their own: they must not collide with the documented example.
     "tests/deploy/test_schema_is_the_same_on_every_major.py",
     "tests/deploy/test_dropped_data_is_never_lost_unasked.py",
 ]
 
 
 def readme_steps() -> list[str]:
-    readme = (REPO_ROOT / "README.md").read_text()
-    block = re.search(r"```bash\n(.*?)```", readme[readme.index(SECTION) :], re.S)
-    assert block, f"the README's {SECTION!r} section has no bash block"
+    page = (REPO_ROOT / "docs" / "schema-changes.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", page[page.index(SECTION) :], re.S)
+    assert block, f"docs/schema-changes.md's {SECTION!r} section has no bash block"
     return [line.split("  #")[0].strip() for line in block[1].splitlines()]
 
 

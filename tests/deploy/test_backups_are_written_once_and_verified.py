@@ -285,13 +285,18 @@ def kill_in_downgrade_of(
     if revision in ("0002", "0001"):
         reader.execute(text("SELECT FROM analysis_results LIMIT 1"))
     downgrade = alembic(env, *options, "downgrade", "base")
+    # Each wait ends with the run too (it may get past the step first on a loaded machine),
+    # and is bounded only against a hang.
+    ended = downgrade.process.poll
     wait_until(
-        lambda: downgrade.reached(revision) or downgrade.process.poll() is not None,
+        lambda: downgrade.reached(revision) or ended() is not None,
         f"downgrade {revision} starts",
-        120,
+        600,
     )
     if revision == "0001":
-        wait_until(lambda: downgrade.saw("Lock timeout (attempt 1"), "a retry", 120)
+        wait_until(
+            lambda: downgrade.saw("Lock timeout (attempt 1") or ended() is not None, "a retry", 600
+        )
     if downgrade.process.poll() is None:
         os.kill(downgrade.process.pid, signal.SIGKILL)
     downgrade.finish()

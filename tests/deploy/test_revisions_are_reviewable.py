@@ -1,6 +1,6 @@
 """Every revision is reviewable and stays runnable as the code moves on: a docstring saying why
 and how it treats locks, no import of application code, one head, sequential ids, every table
-and column either direction drops declared for the data-loss guard, and the README naming
+and column either direction drops declared for the data-loss guard, and docs/deploy.md naming
 exactly the revisions that are not atomic."""
 
 import ast
@@ -83,8 +83,8 @@ def test_everything_dropped_is_declared(script: Script, is_upgrade: bool) -> Non
 
 
 def test_readme_lists_exactly_the_revisions_that_commit_as_they_go() -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
-    bullet = readme[readme.index("- **Atomic revisions") :]
+    deploy = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    bullet = deploy[deploy.index("- **Atomic revisions") :]
     bullet = bullet[: bullet.index("\n- **")]
     listed = {
         (revision, direction)
@@ -94,7 +94,7 @@ def test_readme_lists_exactly_the_revisions_that_commit_as_they_go() -> None:
         for direction in directions.split(" and ")
     }
     # Revisions written by `make revision` are re-runnable by construction, and their Locks:
-    # lines name each step that commits on its own: the README covers them all in one sentence.
+    # lines name each step that commits on its own: the page covers them all in one sentence.
     in_code = {
         (script.revision, direction)
         for script in SCRIPTS

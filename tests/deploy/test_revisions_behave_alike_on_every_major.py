@@ -1,6 +1,6 @@
 """What each revision does to existing tables is the same on every tested major (the matrix runs
-this on each): the locks it takes (README's table), no table rewritten, and 0005's SET NOT NULL
-proven by the validated CHECK instead of a scan under its ACCESS EXCLUSIVE lock."""
+this on each): the locks it takes (docs/deploy.md's table), no table rewritten, and 0005's SET
+NOT NULL proven by the validated CHECK instead of a scan under its ACCESS EXCLUSIVE lock."""
 
 import re
 

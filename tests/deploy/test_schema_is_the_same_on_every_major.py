@@ -1,7 +1,7 @@
 """Every tested major builds the same schema at head: the migrated catalog, normalised in one
 place for what majors print differently (tests/majors.py), equals what the models build on
 that same server. (Compared with the models, not a pinned file: a revision added through the
-README's steps needs no reference rewritten.)"""
+documented steps (docs/schema-changes.md) needs no reference rewritten.)"""
 
 import pytest
 from sqlalchemy import URL, create_engine, pool

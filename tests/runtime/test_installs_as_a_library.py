@@ -1,6 +1,6 @@
 """media_db and models install as one package with the project's name and version, into another
-environment (as a wheel, or editable), and the README's example runs there from any directory;
-the public names all import from `media_db`."""
+environment (as a wheel, or editable), and docs/data-access.md's example runs there from any
+directory; the public names all import from `media_db`."""
 
 import re
 import shutil
@@ -20,8 +20,8 @@ UV = str(BIN / "uv")
 
 
 def readme_example() -> str:
-    section = (REPO_ROOT / "README.md").read_text().split("## Data access", 1)[1]
-    return str(re.findall(r"```python\n(.*?)```", section, re.DOTALL)[0])
+    page = (REPO_ROOT / "docs" / "data-access.md").read_text()
+    return str(re.findall(r"```python\n(.*?)```", page, re.DOTALL)[0])
 
 
 def test_every_public_name_imports_from_media_db() -> None:
