@@ -45,8 +45,12 @@ MODES = {
     "ACCESS EXCLUSIVE",
 }
 # The most a step waits for a further lock while holding the first: well under deadlock_timeout
-# (1 s by default), so a writer waiting behind it never reaches its deadlock check.
-MOMENT_MS = 200
+# (1 s by default), so a writer waiting behind it never reaches its deadlock check. Short, since
+# each try that meets a writer waiting for the lock already held costs the whole moment: against
+# two writers racing a downgrade of 0004 (tests/deploy/test_downgrades_never_deadlock_writers.py)
+# a round took about 75 such tries, 17 s at 200 ms and 4.4 s at 50 ms. n8n's statements take
+# milliseconds, so a try that meets no cycle gets its lock well within it.
+MOMENT_MS = 50
 
 
 def acquire(connection: Connection, tables: Iterable[str], mode: str) -> None:
