@@ -82,9 +82,15 @@ PROBE_PATH = "probe_path: Mapped[str | None] = mapped_column(Text)"
 PROBE_PATH_LINE = f"    {PROBE_PATH}\n"
 
 
-def existing_probe_path(models: Path, url: URL) -> None:
-    """PROBE_PATH on MediaItem, in the model and already in the database (as a revision of the
-    user's would have left it)."""
-    add_column(models, "MediaItem", PROBE_PATH)
+def existing_column(models: Path, url: URL, model: str, source: str, ddl: str) -> None:
+    """`source` on `model`, in the model and already in the database by `ddl` (as a revision
+    would have left it, without writing and applying one)."""
+    add_column(models, model, source)
     with create_engine(url, poolclass=pool.NullPool).begin() as connection:
-        connection.execute(text("ALTER TABLE media_items ADD COLUMN probe_path text"))
+        connection.execute(text(ddl))
+
+
+def existing_probe_path(models: Path, url: URL) -> None:
+    existing_column(
+        models, url, "MediaItem", PROBE_PATH, "ALTER TABLE media_items ADD COLUMN probe_path text"
+    )

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from alembic.autogenerate.api import AutogenContext
 from alembic.config import Config
+from alembic.ddl.postgresql import PostgresqlImpl
 from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -18,7 +19,8 @@ from alembic.util import CommandError
 from alembic_utils.pg_function import PGFunction
 from alembic_utils.pg_trigger import PGTrigger
 from alembic_utils.replaceable_entity import ReplaceableEntity, register_entities, registry
-from sqlalchemy import Connection, Engine, MetaData
+from sqlalchemy import Column, Connection, Engine, MetaData
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
 
 from media_db import settings
@@ -187,7 +189,7 @@ def scoped_to(
         "include_object": include_object,
         "include_schemas": False,  # alembic_utils' comparator needs it present (KeyError)
         "compare_type": True,
-        "compare_server_default": True,
+        "compare_server_default": True,  # by ComparingImpl
         # CHECK constraints are invisible to autogenerate without Alembic's own plugin (it
         # matches them by name: our naming convention names every one); table storage
         # parameters (per-table autovacuum settings) without ours.
@@ -195,6 +197,37 @@ def scoped_to(
         "render_item": render_plain_type,
         "process_revision_directives": write_lock_safe_revision,
     }
+
+
+class ComparingImpl(PostgresqlImpl):
+    """Alembic's PostgreSQL implementation (it replaces it: Alembic registers impls by dialect),
+    but a server default comparison the server cannot make counts as a difference: when a type
+    change carries its default (text '0' to integer 0), Alembic's own comparison asks the
+    server `'0' = 0` and aborted `make revision` (`operator does not exist: text = integer`).
+    A savepoint keeps the failed comparison from aborting the rest."""
+
+    __dialect__ = "postgresql"
+
+    def compare_server_default(
+        self,
+        inspector_column: Column[Any],
+        metadata_column: Column[Any],
+        rendered_metadata_default: str | None,
+        rendered_inspector_default: str | None,
+    ) -> bool:
+        assert self.connection is not None
+        try:
+            with self.connection.begin_nested():
+                return bool(
+                    super().compare_server_default(  # type: ignore[no-untyped-call]
+                        inspector_column,
+                        metadata_column,
+                        rendered_metadata_default,
+                        rendered_inspector_default,
+                    )
+                )
+        except DBAPIError:
+            return True
 
 
 def render_plain_type(

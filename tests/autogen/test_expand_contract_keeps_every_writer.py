@@ -436,8 +436,8 @@ def test_volatile_default_expands_with_no_rewrite(tmp_path: Path, head_copy: Fre
     assert scalar(url, "SELECT count(*) FROM media_items WHERE token IS NULL") == 0
 
 
-# A column of the test's own, added by a first revision: a user's index on one of ours (say
-# mime_type) would rightly make `make revision` refuse to retype it.
+# A column of the test's own, in place first: a user's index on one of ours (say mime_type)
+# would rightly make `make revision` refuse to retype it.
 PROBE_TYPE = "probe_type: Mapped[str | None] = mapped_column(String(100))"
 NARROWED = (
     "probe_type: Mapped[str | None] = "
@@ -454,9 +454,13 @@ def test_type_change_expands_with_a_cutover_then_contracts(
 ) -> None:
     project, url = project_copy(tmp_path), head_copy()
     env, models = environment(url), project / "models" / "media.py"
-    model_edits.add_column(models, "MediaItem", PROBE_TYPE)
-    ok(["make", "revision", "M=add probe_type"], env, project)
-    ok(["alembic", "upgrade", "head"], env, project)
+    model_edits.existing_column(
+        models,
+        url,
+        "MediaItem",
+        PROBE_TYPE,
+        "ALTER TABLE media_items ADD COLUMN probe_type varchar(100)",
+    )
     before = snapshot(url)
     execute(
         url,
@@ -469,7 +473,7 @@ def test_type_change_expands_with_a_cutover_then_contracts(
     edit(models, (PROBE_TYPE, NARROWED))
 
     ok(["make", "revision", "M=narrow probe_type"], env, project)
-    expand = revision_text(project, f"{int(NEXT_REVISION) + 1:04d}")
+    expand = revision_text(project, NEXT_REVISION)
     assert "RENAME COLUMN probe_type TO probe_type__old" in expand
     assert "ALTER COLUMN probe_type TYPE" not in expand  # no rewrite
 
@@ -534,3 +538,42 @@ def test_type_change_expands_with_a_cutover_then_contracts(
     assert catalog.differences(expanded, snapshot(url), set(expanded)) == []
     assert scalar(url, OUT_OF_STEP) == 0
     ok(["alembic", "upgrade", "head"], env, project)
+
+
+COUNT_AS_TEXT = 'probe_count: Mapped[str | None] = mapped_column(Text, server_default="0")'
+COUNT_AS_INTEGER = (
+    'probe_count: Mapped[int | None] = mapped_column(server_default=text("0"), '
+    'info={"using": "probe_count::integer"})'
+)
+
+
+def test_a_type_change_that_changes_its_default_is_written_and_round_trips(
+    tmp_path: Path, head_copy: FreshDatabase
+) -> None:
+    """text DEFAULT '0' to integer DEFAULT 0: Alembic's comparison of the two defaults asks
+    the server `'0' = 0`, which it cannot answer; `make revision` writes the expand (the default
+    moves with the column) instead of crashing."""
+    project, url = project_copy(tmp_path), head_copy()
+    env, models = environment(url), project / "models" / "media.py"
+    model_edits.existing_column(
+        models,
+        url,
+        "MediaItem",
+        COUNT_AS_TEXT,
+        "ALTER TABLE media_items ADD COLUMN probe_count text DEFAULT '0'",
+    )
+    before = snapshot(url)
+    execute(url, "INSERT INTO media_items (source_url, source_type) VALUES ('s', 'seed')")
+    edit(models, (COUNT_AS_TEXT, COUNT_AS_INTEGER))
+
+    made = ok(["make", "revision", "M=count as integer"], env, project)
+    assert "Traceback" not in made
+    expand = revision_text(project, NEXT_REVISION)
+    assert "ALTER COLUMN probe_count SET DEFAULT 0" in expand
+    ok(["alembic", "upgrade", "head"], env, project)
+    assert "No new upgrade operations detected" in ok(["make", "verify"], env, project)
+    execute(url, "INSERT INTO media_items (source_url, source_type) VALUES ('n', 'new')")
+    assert scalar(url, "SELECT sum(probe_count) FROM media_items") == 0
+    ok(["alembic", "downgrade", "-1"], env, project)
+    assert catalog.differences(before, snapshot(url), set(before)) == []
+    assert scalar(url, "SELECT string_agg(DISTINCT probe_count, ',') FROM media_items") == "0"
