@@ -36,7 +36,8 @@ MAJORS ?=
 USER_VALUES := REV RANGE M PYTEST_ARGS SIZE PG MAJORS JSON VERBOSE BACKUP PYTHON
 COMMAND_LINE := $(strip $(foreach name,$(.VARIABLES),$(if $(filter command line,$(origin $(name))),$(name))))
 # The values each target reads (PYTHON: every target, through install). A value given on the
-# command line that no goal reads, or in lower case, is refused before anything runs.
+# command line that no goal reads, in lower case, or naming one of the Makefile's own is refused
+# before anything runs.
 TAKES.downgrade := REV
 TAKES.sql := RANGE
 TAKES.revision := M
@@ -60,6 +61,17 @@ $(foreach name,$(USER_VALUES),\
   $(if $(filter $(name),$(COMMAND_LINE)),\
     $(if $(filter $(name),PYTHON $(foreach goal,$(GOALS),$(TAKES.$(goal)))),,\
       $(error make $(GOALS) takes no $(name): $(name) is for $(call read_by,$(name))))))
+# The Makefile's own names (what it assigns, but for the user values) are not settable: `make
+# downgrade REVISION=0005` would replace the pattern REV is checked with. A name in lower case
+# is no setting of ours, nor of the environment's.
+upper = $(subst z,Z,$(subst y,Y,$(subst x,X,$(subst w,W,$(subst v,V,$(subst u,U,$(subst t,T,$(subst s,S,$(subst r,R,$(subst q,Q,$(subst p,P,$(subst o,O,$(subst n,N,$(subst m,M,$(subst l,L,$(subst k,K,$(subst j,J,$(subst i,I,$(subst h,H,$(subst g,G,$(subst f,F,$(subst e,E,$(subst d,D,$(subst c,C,$(subst b,B,$(subst a,A,$(1)))))))))))))))))))))))))))
+OWN := $(filter-out $(USER_VALUES),$(shell sed -nE \
+  's/^(override +)?([A-Za-z_][A-Za-z0-9_.-]*) *[:?+]?=.*/\2/p' $(firstword $(MAKEFILE_LIST))))
+$(foreach name,$(COMMAND_LINE),\
+  $(if $(filter $(name),$(OWN)),\
+    $(error $(name)=... is this Makefile's own, not a setting: it takes $(USER_VALUES)))\
+  $(if $(filter-out $(call upper,$(name)),$(name)),\
+    $(error $(name)=... is not read by make $(GOALS): settings are upper case ($(USER_VALUES), and the environment's, e.g. DATABASE_URL))))
 $(foreach name,$(sort $(USER_VALUES) $(COMMAND_LINE)),$(eval override $(name) := $$(value $(name))))
 export $(USER_VALUES) $(COMMAND_LINE)
 # What Alembic takes as a revision here: an id (or its prefix), base, head(s), a relative step.

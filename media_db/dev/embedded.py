@@ -268,7 +268,11 @@ def _free_port() -> int:
 
 
 def _is_free(port: int) -> bool:
+    """Can the server listen on `port`? Probed as the postmaster binds (SO_REUSEADDR): the
+    connections of its last run, in TIME_WAIT after a stop while clients were connected, do
+    not keep it from listening again, and must not move it."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

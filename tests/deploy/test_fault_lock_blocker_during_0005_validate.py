@@ -21,6 +21,19 @@ WAITING_FOR = """
     WHERE relation = 'analysis_results'::regclass AND NOT granted AND mode = :mode
 """
 
+# The downgrade's long wait: its LOCK of both tables tries analysis_results for a moment while
+# holding processing_jobs, lets go, then waits for analysis_results first
+# (media_db/deploy/lock_order.py). A blocker started in the short wait would get the table.
+WAITING_FIRST = """
+    SELECT count(*) FROM pg_locks w
+    WHERE w.relation = 'analysis_results'::regclass AND NOT w.granted
+      AND w.mode = 'AccessExclusiveLock'
+      AND NOT EXISTS (
+        SELECT FROM pg_locks h
+        WHERE h.pid = w.pid AND h.granted AND h.relation = 'processing_jobs'::regclass
+      )
+"""
+
 
 RETRY_NOTHING = ["-x", "lock_timeout=2s", "-x", "lock-retries=0"]
 
@@ -50,8 +63,8 @@ def test_downgrade_blocked_in_validate_reruns_to_0004(fresh_database: FreshDatab
     downgrade = start([str(BIN / "alembic"), *RETRY_NOTHING, "downgrade", "0004"], environment(url))
     with engine.connect() as watcher:
         wait_until(
-            lambda: scalar(watcher, WAITING_FOR, mode="AccessExclusiveLock"),
-            "the downgrade waits for analysis_results",
+            lambda: scalar(watcher, WAITING_FIRST),
+            "the downgrade waits for analysis_results, holding nothing",
         )
         locking = threading.Thread(
             target=blocker.execute,

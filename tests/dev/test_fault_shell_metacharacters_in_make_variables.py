@@ -1,8 +1,8 @@
 """Fault: shell (and make) syntax in a make variable. Make hands user values to commands as
 environment variables, so nothing in them is ever run, whichever variable carries it (one a
 target reads, or any other given on the command line); REV and RANGE must look like revisions
-and are refused in one line otherwise, changing nothing. A variable no goal reads, or one in
-lower case, is refused before anything runs."""
+and are refused in one line otherwise, changing nothing. A variable no goal reads, one in lower
+case, or one of the Makefile's own names, is refused before anything runs."""
 
 import re
 from pathlib import Path
@@ -106,6 +106,10 @@ def test_no_make_function_in_any_variable_is_run(
         (["revision", "m=add a column"], "m=... is not read: the variable is M"),
         (["upgrade", "REV=0010"], "make upgrade takes no REV: REV is for make downgrade"),
         (["status", "BACKUP=x"], "make status takes no BACKUP: BACKUP is for make restore"),
+        # The Makefile's own names: REVISION is the pattern REV is checked against.
+        (["downgrade", "REVISION=0005"], "REVISION=... is this Makefile's own, not a setting"),
+        (["upgrade", "WITH_DB=true"], "WITH_DB=... is this Makefile's own, not a setting"),
+        (["upgrade", "foo=1"], "foo=... is not read by make upgrade: settings are upper case"),
     ],
 )
 def test_a_variable_no_goal_reads_is_refused_before_anything_runs(
