@@ -25,10 +25,10 @@ if TYPE_CHECKING:
         NotFound,
     )
     from media_db.pool import Database, PoolSize
-    from media_db.records import AnalysisRecord, JobRecord, MediaRecord
+    from media_db.records import AnalysisRecord, JobRecord, MediaRecord, NewMedia
     from media_db.repositories import AnalysisRepository, JobQueue, MediaRepository
     from media_db.repositories.jobs import NewJob
-    from media_db.repositories.media import MediaPage, NewMedia
+    from media_db.repositories.media import MediaPage
     from media_db.worker import WorkerStats, run_worker
     from models import AnalysisStatus, JobStatus
 
@@ -49,7 +49,7 @@ _WHERE = {
     "MediaRecord": "media_db.records",
     "MediaRepository": "media_db.repositories",
     "NewJob": "media_db.repositories.jobs",
-    "NewMedia": "media_db.repositories.media",
+    "NewMedia": "media_db.records",
     "NotFound": "media_db.errors",
     "PoolSize": "media_db.pool",
     "WorkerStats": "media_db.worker",

@@ -3,6 +3,7 @@ the transaction ended (no session, no lazy loading under asyncio).
 
 Generated from the models by `make records` (media_db/dev/gen_records.py; `make revision` runs it):
 do not edit. Field names are the column names, in table order; statuses are the models' enums.
+The inputs (NewMedia) are generated the same way: a rename or a new column reaches them at once.
 tests/runtime/test_records_match_models.py fails when this file is stale.
 """
 
@@ -107,3 +108,19 @@ class JobRecord:
             row[12],
             row[13],
         )
+
+
+@dataclass(frozen=True, slots=True)
+class NewMedia:
+    """What a caller writes to `media_items` (models.MediaItem): every column the
+    database does not set. A field left None takes the column's server default (or NULL)."""
+
+    source_url: str
+    source_type: str
+    local_path: str | None = None
+    file_size: int | None = None
+    mime_type: str | None = None
+    duration_seconds: float | None = None
+    width: int | None = None
+    height: int | None = None
+    metadata: dict[str, Any] | None = None

@@ -54,6 +54,8 @@ DIRECT_PARTS = {"POSTGRES_DIRECT_HOST": "POSTGRES_HOST", "POSTGRES_DIRECT_PORT":
 POOLER_MODES = ("session", "transaction")
 ACCEPTED_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
 
+# Set by `make` for the command it runs when it fell back to the embedded server.
+EMBEDDED_FALLBACK = "MEDIA_DB_EMBEDDED_FALLBACK"
 ENCODING = "@ as %40, : as %3A, / as %2F, % as %25"
 HOW_TO_CONFIGURE = (
     "set DATABASE_URL (postgresql://user:password@host:port/dbname, password percent-encoded) "

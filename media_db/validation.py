@@ -142,6 +142,13 @@ def required_text(field: str, value: object, max_length: int | None = None) -> s
     return text
 
 
+def of_type(field: str, value: object, python_type: type) -> object:
+    """`value` if it is a `python_type` (a column's own type, read from the model)."""
+    if not isinstance(value, python_type) or (python_type is int and isinstance(value, bool)):
+        raise InvalidInput(field, f"must be a {python_type.__name__}, got {type(value).__name__}")
+    return value
+
+
 def error_text(field: str, value: object) -> str:
     """An error message, stored whatever it holds: often an exception's text, which the caller
     does not choose, and refusing it would leave its job or result open. NUL and surrogates

@@ -19,6 +19,9 @@ from models.types import StatusColumn
 
 NEW_UUID = text("gen_random_uuid()")
 NOW = text("now()")
+# A column only the database writes (its key, its timestamps): the data layer's write side
+# (media_db.records.NewMedia, generated) leaves it out. Every other column a caller may set.
+SET_BY_SERVER = {"set_by": "server"}
 # A job fails for good at its fifth failed attempt: with the worker's default backoff (10 s
 # doubling, jittered) that spans about five minutes of a provider's outage or rate limit.
 DEFAULT_MAX_ATTEMPTS = 5
@@ -33,7 +36,9 @@ def one_of(enum: type[StrEnum]) -> str:
 class MediaItem(Base):
     __tablename__ = "media_items"
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=NEW_UUID)
+    id: Mapped[uuid.UUID] = mapped_column(
+        primary_key=True, server_default=NEW_UUID, info=SET_BY_SERVER
+    )
     source_url: Mapped[str] = mapped_column(Text)
     source_type: Mapped[str] = mapped_column(String(50))
     local_path: Mapped[str | None] = mapped_column(Text)
@@ -46,9 +51,9 @@ class MediaItem(Base):
     metadata_: Mapped[dict[str, Any] | None] = mapped_column(
         "metadata", server_default=text("'{}'::jsonb")
     )
-    created_at: Mapped[datetime | None] = mapped_column(server_default=NOW)
+    created_at: Mapped[datetime | None] = mapped_column(server_default=NOW, info=SET_BY_SERVER)
     # Moved on every UPDATE by a trigger (models/triggers.py), whoever writes.
-    updated_at: Mapped[datetime | None] = mapped_column(server_default=NOW)
+    updated_at: Mapped[datetime | None] = mapped_column(server_default=NOW, info=SET_BY_SERVER)
 
     # The database cascades the deletes (ON DELETE CASCADE); passive_deletes keeps the ORM from
     # loading children just to delete them. lazy="raise": under asyncio an implicit load is a bug.

@@ -628,6 +628,9 @@ class Rewrite:
         cutover += [
             f"ALTER TABLE {table_} RENAME COLUMN {quote(name)} TO {quote(kept)}",
             f"ALTER TABLE {table_} RENAME COLUMN {quote(shadow)} TO {quote(name)}",
+            # PostgreSQL 18's NOT NULL constraints keep their names through a rename.
+            transitions.not_null_named_sql(table, kept),
+            transitions.not_null_named_sql(table, name),
         ]
         if (default := _default_sql(model)) is not None:
             cutover.append(f"ALTER TABLE {table_} ALTER COLUMN {quote(name)} SET DEFAULT {default}")
@@ -644,6 +647,7 @@ class Rewrite:
             Comment(f"{kept} holds every value (the trigger copied each write): nothing is lost."),
             *self._lossless_drop(moving, name, moving.source, DOWNGRADE),
             Statement(f"ALTER TABLE {table_} RENAME COLUMN {quote(kept)} TO {quote(name)}"),
+            Statement(transitions.not_null_named_sql(table, name)),
         ]
         if was["default"] is not None:
             undo.append(

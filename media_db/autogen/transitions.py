@@ -135,6 +135,24 @@ class Transition:
         )
 
 
+def not_null_named_sql(table: str, column: str) -> str:
+    """PostgreSQL 18 names a column's NOT NULL constraint (`<table>_<column>_not_null`) and keeps
+    that name when the column is renamed: give `column`'s the name a fresh database would, or
+    `make verify` sees drift once a cutover has swapped the names. Nothing before 18 (no such
+    constraint: contype 'n' is never found)."""
+    wanted = identifier(f"{table}_{column}_not_null")
+    return (
+        "DO $not_null$ DECLARE found name; BEGIN "
+        "SELECT con.conname INTO found FROM pg_constraint con JOIN pg_attribute a "
+        "ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1] "
+        f"WHERE con.conrelid = to_regclass({literal(quote(table))}) AND con.contype = 'n' "
+        f"AND a.attname = {literal(column)}; "
+        f"IF found IS NOT NULL AND found <> {literal(wanted)} THEN "
+        f"EXECUTE format('ALTER TABLE %I RENAME CONSTRAINT %I TO %I', {literal(table)}, found, "
+        f"{literal(wanted)}); END IF; END $not_null$"
+    )
+
+
 # --- backfills and guards (any column filled from an expression over the row) -----------------
 
 

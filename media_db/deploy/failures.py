@@ -9,6 +9,7 @@ commits as it goes (an autocommit block) may also have committed data: that is s
 
 import inspect
 import logging
+import os
 import shlex
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, PendingRollbackError, ResourceClosedError
 
+from media_db import settings
 from media_db.deploy import catalog, environment, project
 from media_db.deploy.project import OUR_TABLES
 
@@ -75,7 +77,9 @@ class LeftBehind:
         else:
             target = ", ".join(plan[-1].to_revisions) if plan else destination
         options = [f"-x {shlex.quote(f'{k}={v}')}" for k, v in self.x_arguments.items()]
-        self.next_command = " ".join(["alembic", *options, self.command, target or "base"])
+        self.next_command = " ".join(
+            [_alembic(), *options, self.command, shlex.quote(target or "base")]
+        )
 
     def applied(
         self,
@@ -135,6 +139,14 @@ def _summary(run: LeftBehind, engine: Engine, error: BaseException) -> str:
         parts.append(_left_behind(run.after_last_step, now or {}, step))
     parts.append(f"next: once the cause is dealt with, run `{run.next_command}` again")
     return "; ".join(parts) + "."
+
+
+def _alembic() -> str:
+    """Alembic as the user can run it where they are: with make's embedded server, plain
+    `alembic` would find no database configured."""
+    if os.environ.get(settings.EMBEDDED_FALLBACK):
+        return "DATABASE_URL=$(make -s db-url) .venv/bin/alembic"
+    return "alembic"
 
 
 SUMMARY_LOCK_TIMEOUT = "2s"

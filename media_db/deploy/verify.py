@@ -38,6 +38,10 @@ def drift_from(connection: Connection, build: Callable[[Connection], object]) ->
             left.triggers.pop(moving.name, None)
             if moving.old is not None:
                 left.columns.pop(moving.old, None)
+                # PostgreSQL 18's NOT NULL constraint of the old column goes with it.
+                kept_not_null = f"NOT NULL {transitions.quote(moving.old)}"
+                for name in [n for n, d in left.constraints.items() if d == kept_not_null]:
+                    del left.constraints[name]
         live_functions = catalog.functions(connection, schema)
         connection.execute(text(f"CREATE SCHEMA {SCRATCH_SCHEMA}"))
         connection.execute(text(f"SET LOCAL search_path TO {SCRATCH_SCHEMA}"))

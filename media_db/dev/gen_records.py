@@ -25,11 +25,15 @@ RECORDS: dict[str, type[Base]] = {
     "AnalysisRecord": AnalysisResult,
     "JobRecord": ProcessingJob,
 }
+# Input name -> model: what a caller writes, a field per column the database does not set.
+INPUTS: dict[str, type[Base]] = {"NewMedia": MediaItem}
+SET_BY_SERVER = ("set_by", "server")
 HEADER = '''"""What the repositories return: frozen, fully loaded rows, safe to pass around after
 the transaction ended (no session, no lazy loading under asyncio).
 
 Generated from the models by `make records` (media_db/dev/gen_records.py; `make revision` runs it):
 do not edit. Field names are the column names, in table order; statuses are the models' enums.
+The inputs (NewMedia) are generated the same way: a rename or a new column reaches them at once.
 tests/runtime/test_records_match_models.py fails when this file is stale.
 """
 '''
@@ -121,6 +125,8 @@ def render() -> str:
                 "        )",
             ]
         blocks.append("\n".join(lines))
+    for name, model in INPUTS.items():
+        blocks.append(_input_block(name, model, imports, plain_imports))
     stdlib = [f"import {module}" for module in sorted(plain_imports)]
     stdlib += [
         f"from {module} import {', '.join(sorted(names))}"
@@ -129,6 +135,39 @@ def render() -> str:
     ]
     ours = f"from models import {', '.join(sorted(imports.get('models', set())))}"
     return f"{HEADER}\n{chr(10).join(stdlib)}\n\n{ours}{''.join(blocks)}\n"
+
+
+def _input_block(
+    name: str, model: type[Base], imports: dict[str, set[str]], plain: set[str]
+) -> str:
+    """A frozen dataclass of the columns a caller may set: the required ones (NOT NULL, no
+    server default) first, then the rest defaulting to None (the server default, or NULL)."""
+    table = Base.metadata.tables[model.__tablename__]
+    settable = [
+        (column, kind)
+        for column, kind in ((table.c[n], k) for n, k in fields_of(model))
+        if SET_BY_SERVER not in column.info.items()
+    ]
+    required = [(c, k) for c, k in settable if not c.nullable and c.server_default is None]
+    optional = [(c, k) for c, k in settable if (c, k) not in required]
+    lines = [
+        "",
+        "",
+        "",
+        "@dataclass(frozen=True, slots=True)",
+        f"class {name}:",
+        f'    """What a caller writes to `{table.name}` (models.{model.__name__}): every column '
+        "the\n    database does not set. A field left None takes the column's server default "
+        '(or NULL)."""',
+        "",
+        *(f"    {c.name}: {_type_name(k, imports, plain)}" for c, k in required),
+        *(f"    {c.name}: {_type_name(_optional(k), imports, plain)} = None" for c, k in optional),
+    ]
+    return "\n".join(lines)
+
+
+def _optional(kind: Any) -> Any:
+    return kind if type(None) in typing.get_args(kind) else kind | None
 
 
 def _type_name(kind: Any, imports: dict[str, set[str]], plain: set[str]) -> str:

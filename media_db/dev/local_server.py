@@ -38,6 +38,9 @@ def _exec_with_database(command: list[str]) -> None:
             file=sys.stderr,
         )
         env["DATABASE_URL"] = server.url().render_as_string(hide_password=False)
+        # A command it runs may tell the user what to run next: plain `alembic` would find no
+        # database outside make (media_db/deploy/failures.py says it the way that works).
+        env[settings.EMBEDDED_FALLBACK] = "1"
     os.execvpe(command[0], command, env)  # noqa: S606 - replaces this process, by design
 
 

@@ -1,20 +1,32 @@
 """Media items: create (one or in bulk), read, page newest-first, merge metadata, delete."""
 
 import functools
+import typing
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from psycopg.types.json import Jsonb
-from sqlalchemy import Integer, String, bindparam, delete, func, insert, literal_column, select
+from sqlalchemy import (
+    Column,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+)
 from sqlalchemy import update as update_
 
 from media_db import validation
-from media_db.errors import NotFound
+from media_db.errors import InvalidInput, NotFound
 from media_db.pool import Database
-from media_db.records import MediaRecord
+from media_db.records import MediaRecord, NewMedia
 from media_db.repositories.common import fetch_all, fetch_one
 from media_db.statements import bounds, compiled, max_length, record_columns, table_of
 from models import MediaItem
@@ -25,47 +37,58 @@ MAX_PAGE = 500
 PAGE = validation.between(1, MAX_PAGE)
 
 
-@dataclass(frozen=True)
-class NewMedia:
-    source_url: str
-    source_type: str
-    local_path: str | None = None
-    file_size: int | None = None
-    mime_type: str | None = None
-    duration_seconds: float | None = None
-    width: int | None = None
-    height: int | None = None
-    metadata: dict[str, Any] | None = None
+# NewMedia is generated from the model (media_db/records.py), and so is every check below: a
+# column renamed, added or made NOT NULL reaches the write side with no hand edit.
+Check = Callable[[str, Any], Any]
 
-    def checked(self) -> dict[str, Any]:
-        """Column values after every check (raises InvalidInput naming the field). A None
-        metadata is left out, so the server default ('{}') applies."""
-        values = {name: getattr(self, name) for name in NEW_MEDIA_COLUMNS}
-        for name, required, limit in _TEXT_FIELDS:
-            if required or values[name] is not None:
-                validation.required_text(name, values[name], limit)
-        for name, limits in _NUMBER_FIELDS:
-            values[name] = validation.number(name, values[name], limits)
-        if self.metadata is None:
-            del values["metadata"]
+
+def _check_of(column: Column[Any], annotation: Any) -> Check:
+    """How a value for `column` is checked (InvalidInput naming the field), from its Python
+    type as NewMedia declares it (the model's: JSONB is a dict there) and its column type."""
+    kinds = [k for k in typing.get_args(annotation) if k is not type(None)] or [annotation]
+    python_type = typing.get_origin(kinds[0]) or kinds[0]
+    if python_type is str:
+        limit = max_length(column)
+        return lambda name, value: validation.required_text(name, value, limit)
+    if python_type in (int, float):
+        limits = bounds(column)
+        return lambda name, value: validation.number(name, value, limits)
+    if python_type is dict:
+        return validation.jsonb
+    if python_type is uuid.UUID:
+        return validation.as_uuid
+    return lambda name, value: validation.of_type(name, value, python_type)
+
+
+# (field, its check, whether None leaves the column to its server default, whether it is
+# required) for each NewMedia field, in field order.
+_FIELDS = [
+    (
+        field.name,
+        _check_of(MEDIA.c[field.name], typing.get_type_hints(NewMedia)[field.name]),
+        MEDIA.c[field.name].server_default is not None,
+        not MEDIA.c[field.name].nullable and MEDIA.c[field.name].server_default is None,
+    )
+    for field in fields(NewMedia)
+]
+NEW_MEDIA_COLUMNS = [name for name, *_ in _FIELDS]
+
+
+def checked(item: NewMedia) -> dict[str, Any]:
+    """Column values after every check (raises InvalidInput naming the field). A None is left
+    out where the column has a server default, so that the default applies."""
+    values: dict[str, Any] = {}
+    for name, check, defaulted, required in _FIELDS:
+        value = getattr(item, name)
+        if value is None:
+            if required:
+                raise InvalidInput(name, "is required")
+            if defaulted:
+                continue
+            values[name] = None
         else:
-            values["metadata"] = validation.jsonb("metadata", self.metadata)
-        return values
-
-
-NEW_MEDIA_COLUMNS = [f.name for f in fields(NewMedia)]
-# (field, required, max length) of each NewMedia field stored in a text column, from the model.
-_TEXT_FIELDS = [
-    (f.name, not MEDIA.c[f.name].nullable, max_length(MEDIA.c[f.name]))
-    for f in fields(NewMedia)
-    if MEDIA.c[f.name].type.python_type is str
-]
-# (field, what it takes) of each NewMedia field stored in a numeric column: type range, CHECKs.
-_NUMBER_FIELDS = [
-    (f.name, bounds(MEDIA.c[f.name]))
-    for f in fields(NewMedia)
-    if MEDIA.c[f.name].type.python_type in {int, float}
-]
+            values[name] = check(name, value)
+    return values
 
 
 @functools.cache
@@ -114,6 +137,17 @@ MERGE_METADATA = compiled(
 )
 DELETE = compiled(delete(MEDIA).where(MEDIA.c.id == bindparam("id")))
 COPY_MEDIA = f"COPY {MEDIA.name} ({', '.join(NEW_MEDIA_COLUMNS)}) FROM STDIN"
+# The server default of every NewMedia column that has one, as text, named by the column.
+COPY_DEFAULTS = compiled(
+    select(
+        literal_column("NULL").label("none"),  # a SELECT with no default left still has a column
+        *(
+            cast(MEDIA.c[name].server_default.arg, Text).label(name)  # type: ignore[union-attr]
+            for name, _, defaulted, _ in _FIELDS
+            if defaulted
+        ),
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +162,7 @@ class MediaRepository:
         self.db = database
 
     async def create(self, item: NewMedia) -> MediaRecord:
-        values = item.checked()
+        values = checked(item)
         row = await fetch_one(self.db, _insert(tuple(values)), values, MediaRecord.from_row)
         assert row is not None  # INSERT ... RETURNING always returns the row
         return row
@@ -141,16 +175,18 @@ class MediaRepository:
         the same rows: bench row "bulk insert"). The price: a bad batch is refused only once
         a connection is had (with the database down, DatabaseUnavailable comes first), and
         the rows sent before the bad one are left as dead tuples, for VACUUM."""
-        empty = Jsonb({})  # COPY cannot say DEFAULT: write the server default's value
         written = 0
-        async with (
-            self.db.connection() as connection,
-            connection.cursor() as cursor,
-            cursor.copy(COPY_MEDIA) as copy,
-        ):
-            for row in validation.each_checked(items, NewMedia.checked):
-                await copy.write_row([row.get(name, empty) for name in NEW_MEDIA_COLUMNS])
-                written += 1
+        async with self.db.connection() as connection, connection.cursor() as cursor:
+            # COPY cannot say DEFAULT: a None where the column has a server default gets the
+            # default's value, evaluated once for the whole call (as text, as COPY reads it).
+            await cursor.execute(COPY_DEFAULTS)
+            defaults = await cursor.fetchone() or {}
+            async with cursor.copy(COPY_MEDIA) as copy:
+                for row in validation.each_checked(items, checked):
+                    await copy.write_row(
+                        [row[name] if name in row else defaults[name] for name in NEW_MEDIA_COLUMNS]
+                    )
+                    written += 1
         return written
 
     async def get(self, media_id: uuid.UUID | str) -> MediaRecord | None:

@@ -577,3 +577,64 @@ def test_a_type_change_that_changes_its_default_is_written_and_round_trips(
     ok(["alembic", "downgrade", "-1"], env, project)
     assert catalog.differences(before, snapshot(url), set(before)) == []
     assert scalar(url, "SELECT string_agg(DISTINCT probe_count, ',') FROM media_items") == "0"
+
+
+TOTAL = 'probe_total: Mapped[int] = mapped_column(server_default=text("0"))'
+TOTAL_WIDENED = (
+    'probe_total: Mapped[int] = mapped_column(BigInteger, server_default=text("0"), '
+    'info={"using": "probe_total::bigint"})'
+)
+TOTAL_CONTRACTED = 'probe_total: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))'
+NOT_NULL_NAMES = """
+    SELECT a.attname, con.conname FROM pg_constraint con
+    JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1]
+    WHERE con.conrelid = 'media_items'::regclass AND con.contype = 'n'
+      AND a.attname LIKE 'probe_total%%'
+"""
+
+
+def not_null_names(url: URL) -> dict[str, str]:
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        return {
+            str(column): str(name) for column, name in connection.exec_driver_sql(NOT_NULL_NAMES)
+        }
+
+
+def assert_no_drift(verified: str) -> None:
+    assert "unexpected" not in verified, verified
+    assert "missing" not in verified, verified
+
+
+def test_a_not_null_type_change_leaves_the_names_a_fresh_database_has(
+    tmp_path: Path, head_copy: FreshDatabase
+) -> None:
+    """integer to bigint on a NOT NULL column: PostgreSQL 18 names NOT NULL constraints, and a
+    column rename keeps the name; after the cutover and after the contract each column's
+    constraint has the name its own name gives (none on 15), and `make verify` sees no drift."""
+    project, url = project_copy(tmp_path), head_copy()
+    env, models = environment(url), project / "models" / "media.py"
+    model_edits.existing_column(
+        models,
+        url,
+        "MediaItem",
+        TOTAL,
+        "ALTER TABLE media_items ADD COLUMN probe_total integer NOT NULL DEFAULT 0",
+    )
+    execute(url, "INSERT INTO media_items (source_url, source_type) VALUES ('s', 'seed')")
+    before, names_before = snapshot(url), not_null_names(url)
+    edit(models, (TOTAL, TOTAL_WIDENED))
+    ok(["make", "revision", "M=widen probe_total"], env, project)
+    ok(["alembic", "upgrade", "head"], env, project)
+    assert_no_drift(ok(["make", "verify"], env, project))
+    named = not_null_names(url)
+    assert all(name == f"media_items_{column}_not_null" for column, name in named.items()), named
+
+    edit(models, (TOTAL_WIDENED, TOTAL_CONTRACTED))
+    ok(["make", "revision", "M=contract probe_total"], env, project)
+    ok(["alembic", "upgrade", "head"], env, project)
+    assert_no_drift(ok(["make", "verify"], env, project))
+    assert not_null_names(url) == names_before  # probe_total's own name, or none before 18
+
+    ok(["alembic", "downgrade", "-2"], env, project)
+    assert catalog.differences(before, snapshot(url), set(before)) == []
+    assert not_null_names(url) == names_before

@@ -1,14 +1,15 @@
 """What the tools print is something a person can act on: one revision line for `make current`,
 no plugin chatter, an unknown revision pointing at `make history`, a database behind head
 pointing at `make upgrade`, aligned help, and an embedded server whose URL (printed without a
-password) survives a restart."""
+password) survives a restart, and a FAILED line whose next command works under make's embedded
+server."""
 
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import URL
+from sqlalchemy import URL, create_engine, pool, text
 
 from media_db.dev.embedded import LocalServer
 from tests.conftest import FreshDatabase
@@ -64,3 +65,30 @@ def test_embedded_url_is_printed_without_password_and_kept_across_restarts(
     assert run(["make", "db-url"], env).stdout.strip() == url
     session = run(["make", "psql"], env, stdin="SELECT 'psql ' || 'works';\n")
     assert "psql works" in session.stdout
+
+
+def test_a_failure_under_makes_embedded_server_names_a_next_command_that_works_there(
+    embedded_home: Path,
+) -> None:
+    """With no database configured, make runs alembic against its embedded server: the FAILED
+    line's next command must work where the user is (plain `alembic` would find no database)."""
+    env = environment(MEDIA_DB_LOCAL_HOME=str(embedded_home))
+    assert run(["make", "upgrade"], env).returncode == 0
+    url = LocalServer(home=embedded_home).url()
+    blocker = create_engine(url, poolclass=pool.NullPool).connect()
+    blocker.execute(text("LOCK TABLE processing_jobs IN ACCESS SHARE MODE"))
+    try:
+        failed = run(
+            ["make", "downgrade", "REV=-1"],
+            {**env, "MIGRATION_LOCK_TIMEOUT": "100ms", "MIGRATION_LOCK_RETRIES": "0"},
+        )
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert failed.returncode != 0
+    [line] = [line for line in failed.stdout.splitlines() if line.startswith("FAILED")]
+    found = re.search(r"next: once the cause is dealt with, run `(.+)` again\.$", line)
+    assert found, line
+    assert found[1].startswith("DATABASE_URL=$(make -s db-url) .venv/bin/alembic "), line
+    again = run(["bash", "-c", found[1]], env)
+    assert again.returncode == 0, again.stdout + again.stderr

@@ -1,8 +1,9 @@
 """The models are the one truth: the committed records are what `make records` writes from them
-(a field per column, in table order, typed from the model); NewMedia only names insertable
-columns; the claim is served by the model's claim index; a column added to a model reaches its
-record and every SELECT after `make records` (which every `alembic revision` runs, as a
-post-write hook: tests/autogen/test_stock_revision_commands_number_and_regenerate.py)."""
+(a field per column, in table order, typed from the model); NewMedia names every column the
+server does not set, and follows a model change at once; the claim is served by the model's
+claim index; a column added to a model reaches its record and every SELECT after `make records`
+(which every `alembic revision` runs, as a post-write hook:
+tests/autogen/test_stock_revision_commands_number_and_regenerate.py)."""
 
 import asyncio
 import json
@@ -11,13 +12,12 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
-from sqlalchemy import URL, Column, create_engine, pool, text
+from sqlalchemy import URL, create_engine, pool, text
 
-from media_db import JobQueue, NewJob
+from media_db import JobQueue, NewJob, NewMedia
 from media_db.dev.gen_records import RECORDS, RECORDS_FILE, render
 from media_db.pool import Database
 from media_db.repositories import jobs
-from media_db.repositories.media import NewMedia
 from media_db.statements import table_of
 from models import MediaItem
 from tests import model_edits
@@ -37,19 +37,60 @@ def test_record_fields_are_the_table_columns(record: str) -> None:
     assert [field.name for field in fields(kind)] == [column.name for column in table.columns]
 
 
-def insertable(column: Column[object]) -> bool:
-    """Not the key, not a timestamp the server sets."""
-    default = column.server_default
-    server_sets = default is not None and "now()" in str(getattr(default, "arg", ""))
-    return not column.primary_key and not server_sets
-
-
-def test_new_media_names_only_insertable_columns() -> None:
+def test_new_media_names_every_column_the_server_does_not_set() -> None:
     table = table_of(MediaItem)
-    names = {field.name for field in fields(NewMedia)}
-    assert names <= {column.name for column in table.columns if insertable(column)}
+    settable = [c.name for c in table.columns if c.info.get("set_by") != "server"]
+    assert [field.name for field in fields(NewMedia)] == sorted(
+        settable,
+        key=lambda name: table.c[name].nullable or table.c[name].server_default is not None,
+    ), "NewMedia: the required columns first, then the rest, each in table order"
     required = {c.name for c in table.columns if not c.nullable and c.server_default is None}
-    assert required - {"id"} <= names, "NewMedia cannot write a required column"
+    assert required - {"id"} <= set(settable), "a required column is set by the server"
+
+
+WRITE_SIDE_FOLLOWS = """
+from media_db import JobQueue, MediaRepository, NewMedia
+from media_db.errors import InvalidInput
+from media_db.repositories.media import COPY_MEDIA, checked
+
+values = checked(NewMedia("u", "t", 3, probe_file="/f"))
+assert values["probe_file"] == "/f" and values["probe_count"] == 3, values
+assert "probe_file" in COPY_MEDIA and "probe_path" not in COPY_MEDIA, COPY_MEDIA
+for bad in (None, 2**40, "3"):
+    try:
+        checked(NewMedia("u", "t", bad))
+    except InvalidInput as error:
+        assert error.field == "probe_count", error
+    else:
+        raise AssertionError(f"probe_count={bad!r} was taken")
+try:
+    NewMedia("u", "t")
+except TypeError as error:
+    assert "probe_count" in str(error), error
+else:
+    raise AssertionError("a required column could be left out")
+"""
+
+
+def test_the_write_side_follows_a_rename_a_new_column_and_a_required_one(
+    tmp_path: Path,
+) -> None:
+    """`make records` (which `make revision` runs) regenerates NewMedia: a rename in flight is
+    written by its new name, a new column can be set, a NOT NULL column with no default is
+    required and checked from its type; `import media_db` holds throughout."""
+    project = project_copy(tmp_path)
+    models = project / "models" / "media.py"
+    model_edits.add_column(
+        models,
+        "MediaItem",
+        'probe_file: Mapped[str | None] = mapped_column(Text, info={"renamed_from": "probe_path"})',
+    )
+    model_edits.add_column(models, "MediaItem", "probe_count: Mapped[int]")
+
+    made = run(["make", "-C", str(project), "records"], environment())
+    assert made.returncode == 0, made.stdout + made.stderr
+    probe = run(["python", "-c", WRITE_SIDE_FOLLOWS], environment(), cwd=project)
+    assert probe.returncode == 0, probe.stderr
 
 
 HELD_NONE: dict[str, list[str]] = {"ids": [], "tokens": []}

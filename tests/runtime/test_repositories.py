@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import URL, create_engine, pool, text
 
+from media_db import NewMedia
 from media_db.errors import InvalidTransition, NotFound
 from media_db.pool import Database
 from media_db.repositories import AnalysisRepository, JobQueue, MediaRepository
-from media_db.repositories.media import NewMedia
 from models import AnalysisStatus, JobStatus
 
 
