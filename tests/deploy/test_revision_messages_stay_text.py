@@ -26,7 +26,7 @@ FRAGMENTS = [
     "caption", "add", "media", " ", "  ", "x",
 ]  # fmt: skip
 ROUNDS = 60
-HOOKS = "hooks = ruff_fix, ruff_format, records, erd\n"
+HOOKS = "hooks = ruff_fix, ruff_format, regenerate\n"
 
 
 def nasty_messages(marker: Path) -> list[str]:
