@@ -35,6 +35,7 @@ from media_db.autogen import transitions
 from media_db.connect import open_connection
 from media_db.deploy import (
     history,
+    history_shape,
     lock,
     options,
     preconditions,
@@ -105,6 +106,7 @@ class Status:
     queue: dict[str, Any] = field(default_factory=dict)  # {} before revision 0010
     standbys: list[dict[str, Any]] = field(default_factory=list)
     max_replica_lag: float = 0.0
+    history_problems: list[str] = field(default_factory=list)  # two heads, an id twice
     attention: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -158,6 +160,9 @@ def check_server_and_revisions(
         status.attention.append(f"server {status.server_major} is older than we support")
     status.current = sorted(project.current_heads(connection))
     status.head = sorted(script.get_heads())
+    status.history_problems = history_shape.problems(script)
+    if status.history_problems:
+        status.attention.append("the revision history is not one line")
     applied = [
         found.revision
         for found in script.revision_map.iterate_revisions(tuple(status.current), "base")
@@ -351,6 +356,10 @@ def render(status: Status) -> str:
         f"{mark[bool(status.pending)]}Revision: {at}; head {', '.join(status.head)}"
         + ("" if status.pending else " (up to date)"),
     ]
+    for problem in status.history_problems:
+        lines += textwrap.wrap(
+            f"! {problem}", width=100, subsequent_indent="      ", break_on_hyphens=False
+        )
     for entry in status.pending:
         lines += textwrap.wrap(
             f"pending {entry['revision']}: Locks: {entry['locks']}",

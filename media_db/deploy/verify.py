@@ -17,7 +17,7 @@ from sqlalchemy import Connection, text
 
 from media_db.autogen import transitions
 from media_db.connect import open_connection
-from media_db.deploy import catalog, project
+from media_db.deploy import catalog, history_shape, project
 from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
 from models import Base
 
@@ -79,6 +79,9 @@ def main() -> int:
     except DatabaseUnavailable as error:
         print(error, file=sys.stderr)
         return EXIT_UNAVAILABLE
+    if shape := history_shape.problems(ScriptDirectory.from_config(project.alembic_config())):
+        print("Schema verification failed:", *shape, sep="\n  ", file=sys.stderr)
+        return 1
     with connection:
         if lag := revision_lag(connection):
             print(f"Schema verification failed: {lag}", file=sys.stderr)

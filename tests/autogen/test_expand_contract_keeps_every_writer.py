@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from alembic import command
 from sqlalchemy import URL, create_engine, pool, text
 from sqlalchemy.exc import IntegrityError
 
@@ -30,6 +31,7 @@ from media_db.pool import conninfo
 from tests import model_edits
 from tests.autogen.test_autogenerate_writes_lock_safe_revisions import snapshot
 from tests.conftest import FreshDatabase
+from tests.deploy.test_dropped_data_is_never_lost_unasked import config_for
 from tests.helpers import NEXT_REVISION, edit, environment, project_copy, run
 
 CONTRACT_REVISION = f"{int(NEXT_REVISION) + 1:04d}"
@@ -115,6 +117,14 @@ def ok(args: list[str], env: dict[str, str], project: Path) -> str:
     return done.stdout + done.stderr
 
 
+def migrate(project: Path, url: URL, step: str, target: str, *x: str) -> None:
+    """An alembic step, run in process on the copy's revisions: these tests check what the
+    revisions do, not the command line (tests/deploy does; a refusal's text is read from a
+    real `alembic` run here too)."""
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        getattr(command, step)(config_for(project, connection, *x), target)
+
+
 def revision_text(project: Path, revision: str) -> str:
     """The revision's source, each SQL text ruff or the renderer cut in pieces joined again."""
     [path] = (project / "alembic" / "versions").glob(f"*_{revision}_*.py")
@@ -192,7 +202,7 @@ def test_rename_expands_then_contracts(tmp_path: Path, head_copy: FreshDatabase)
         ]
 
     with writing(url, old_shape, new_shape) as (old_writer, new_writer):
-        ok(["alembic", "upgrade", "head"], env, project)
+        migrate(project, url, "upgrade", "head")
     assert (
         scalar(url, "SELECT count(*) FROM media_items WHERE probe_file IS DISTINCT FROM probe_path")
         == 0
@@ -228,7 +238,7 @@ def test_rename_expands_then_contracts(tmp_path: Path, head_copy: FreshDatabase)
     assert shown in status(env, project)
 
     # The way down asks no consent and loses nothing: probe_path holds the new name's writes.
-    ok(["alembic", "downgrade", "-1"], env, project)
+    migrate(project, url, "downgrade", "-1")
     assert catalog.differences(before, snapshot(url), set(before)) == []
     assert (
         scalar(
@@ -241,7 +251,7 @@ def test_rename_expands_then_contracts(tmp_path: Path, head_copy: FreshDatabase)
     assert (
         scalar(url, "SELECT count(*) FROM media_items WHERE probe_path LIKE '/new-update/%'") == 25
     )
-    ok(["alembic", "upgrade", "head"], env, project)
+    migrate(project, url, "upgrade", "head")
     expanded = snapshot(url)
     assert (
         scalar(url, "SELECT count(*) FROM media_items WHERE probe_file IS DISTINCT FROM probe_path")
@@ -272,7 +282,7 @@ def test_rename_expands_then_contracts(tmp_path: Path, head_copy: FreshDatabase)
         "WHERE probe_file IS DISTINCT FROM probe_path",
     )
 
-    ok(["alembic", "upgrade", "head"], env, project)
+    migrate(project, url, "upgrade", "head")
     contracted = snapshot(url)["media_items"]
     assert "probe_path" not in contracted.columns
     assert "media_items_probe_file_sync" not in contracted.triggers
@@ -281,14 +291,14 @@ def test_rename_expands_then_contracts(tmp_path: Path, head_copy: FreshDatabase)
 
     # Down: probe_path back, kept in step again and backfilled, while the new shape writes.
     with writing(url, new_shape):
-        ok(["alembic", "downgrade", "-1"], env, project)
+        migrate(project, url, "downgrade", "-1")
     assert catalog.differences(expanded, snapshot(url), set(expanded)) == []
     assert (
         scalar(url, "SELECT count(*) FROM media_items WHERE probe_file IS DISTINCT FROM probe_path")
         == 0
     )
     assert scalar(url, "SELECT count(*) FROM media_items WHERE probe_path = '/bypass'") == 1
-    ok(["alembic", "upgrade", "head"], env, project)
+    migrate(project, url, "upgrade", "head")
 
 
 AREA = 'area: Mapped[int] = mapped_column(info={"backfill": "coalesce(width * height, 0)"})'
@@ -335,7 +345,7 @@ def test_not_null_column_with_a_backfill_expands_then_contracts(
         ]
 
     with writing(url, old_shape, new_shape) as (old_writer, new_writer):
-        ok(["alembic", "upgrade", "head"], env, project)
+        migrate(project, url, "upgrade", "head")
     assert scalar(url, WRONG_AREA) == 0
     assert (
         scalar(url, "SELECT count(*) FROM media_items WHERE source_type = 'old'")
@@ -353,10 +363,10 @@ def test_not_null_column_with_a_backfill_expands_then_contracts(
     [moving] = transitions(env, project)
     assert (moving["kind"], moving["new"], moving["rows_left"]) == ("backfill", "area", 0)
 
-    ok(["alembic", "downgrade", "-1"], env, project)  # no consent: every area is derivable
+    migrate(project, url, "downgrade", "-1")  # no consent: every area is derivable
     assert catalog.differences(before, snapshot(url), set(before)) == []
     # The deploy sets the pace of a written backfill as of 0003's: each batch its own commit.
-    ok(["alembic", "-x", "backfill-batch=4000", "upgrade", "head"], env, project)
+    migrate(project, url, "upgrade", "head", "backfill-batch=4000")
     rows = scalar(url, "SELECT count(*) FROM media_items")
     batches = scalar(url, "SELECT count(DISTINCT xmin::text) FROM media_items")
     assert batches == -(-rows // 4000)
@@ -367,18 +377,18 @@ def test_not_null_column_with_a_backfill_expands_then_contracts(
     assert "DROP TRIGGER IF EXISTS media_items_area_sync" in revision_text(
         project, CONTRACT_REVISION
     )
-    ok(["alembic", "upgrade", "head"], env, project)
+    migrate(project, url, "upgrade", "head")
     assert "Contracting" not in ok(["make", "verify"], env, project)
     # Contracted: a writer of the old shape must now give the column.
     old_insert = "INSERT INTO media_items (source_url, source_type) VALUES ('late', 'old')"
     with pytest.raises(IntegrityError, match="area"):
         execute(url, old_insert)
 
-    ok(["alembic", "downgrade", "-1"], env, project)
+    migrate(project, url, "downgrade", "-1")
     assert catalog.differences(expanded, snapshot(url), set(expanded)) == []
     execute(url, old_insert)
     assert scalar(url, WRONG_AREA) == 0
-    ok(["alembic", "upgrade", "head"], env, project)
+    migrate(project, url, "upgrade", "head")
 
 
 TOKEN = 'token: Mapped[uuid.UUID] = mapped_column(server_default=text("gen_random_uuid()"))'
@@ -414,7 +424,7 @@ def test_volatile_default_expands_with_no_rewrite(tmp_path: Path, head_copy: Fre
         ]
 
     with writing(url, old_shape, new_shape):
-        ok(["alembic", "upgrade", "head"], env, project)
+        migrate(project, url, "upgrade", "head")
     assert scalar(url, "SELECT count(*) FROM media_items WHERE token IS NULL") == 0
     assert scalar(url, "SELECT count(DISTINCT token) = count(*) FROM media_items")
     assert snapshot(url)["media_items"].columns["token"].not_null
@@ -432,7 +442,7 @@ def test_volatile_default_expands_with_no_rewrite(tmp_path: Path, head_copy: Fre
     consented = environment(url, ALLOW_DATA_LOSS="1", MIGRATION_BACKUP="skip")
     ok(["alembic", "downgrade", "-1"], consented, project)
     assert catalog.differences(before, snapshot(url), set(before)) == []
-    ok(["alembic", "upgrade", "head"], env, project)
+    migrate(project, url, "upgrade", "head")
     assert scalar(url, "SELECT count(*) FROM media_items WHERE token IS NULL") == 0
 
 
@@ -495,7 +505,7 @@ def test_type_change_expands_with_a_cutover_then_contracts(
         ]
 
     with writing(url, inserts, updates) as (inserter, _):
-        ok(["alembic", "upgrade", "head"], env, project)
+        migrate(project, url, "upgrade", "head")
     assert scalar(url, OUT_OF_STEP) == 0
     assert scalar(url, "SELECT count(*) FROM media_items WHERE source_type = 'writer'") == (
         inserter.written
@@ -516,10 +526,10 @@ def test_type_change_expands_with_a_cutover_then_contracts(
     [moving] = transitions(env, project)
     assert (moving["kind"], moving["old"], moving["rows_left"]) == ("retype", "probe_type__old", 0)
 
-    ok(["alembic", "downgrade", "-1"], env, project)  # no consent: the old column holds all
+    migrate(project, url, "downgrade", "-1")  # no consent: the old column holds all
     assert catalog.differences(before, snapshot(url), set(before)) == []
     assert scalar(url, f"SELECT count(*) FROM media_items WHERE probe_type = '{LONG}'") == 1
-    ok(["alembic", "upgrade", "head"], env, project)
+    migrate(project, url, "upgrade", "head")
     expanded = snapshot(url)
 
     # The long value exists only in the old column: the contract's guard keeps it.
@@ -529,15 +539,15 @@ def test_type_change_expands_with_a_cutover_then_contracts(
     assert refused.returncode != 0
     assert "Refusing to drop media_items.probe_type__old" in refused.stdout + refused.stderr
     execute(url, "UPDATE media_items SET probe_type = 'video/long' WHERE source_url = 's1'")
-    ok(["alembic", "upgrade", "head"], env, project)
+    migrate(project, url, "upgrade", "head")
     assert "probe_type__old" not in snapshot(url)["media_items"].columns
     assert "Contracting" not in ok(["make", "verify"], env, project)
 
     with writing(url, inserts):
-        ok(["alembic", "downgrade", "-1"], env, project)
+        migrate(project, url, "downgrade", "-1")
     assert catalog.differences(expanded, snapshot(url), set(expanded)) == []
     assert scalar(url, OUT_OF_STEP) == 0
-    ok(["alembic", "upgrade", "head"], env, project)
+    migrate(project, url, "upgrade", "head")
 
 
 COUNT_AS_TEXT = 'probe_count: Mapped[str | None] = mapped_column(Text, server_default="0")'
@@ -570,11 +580,11 @@ def test_a_type_change_that_changes_its_default_is_written_and_round_trips(
     assert "Traceback" not in made
     expand = revision_text(project, NEXT_REVISION)
     assert "ALTER COLUMN probe_count SET DEFAULT 0" in expand
-    ok(["alembic", "upgrade", "head"], env, project)
+    migrate(project, url, "upgrade", "head")
     assert "No new upgrade operations detected" in ok(["make", "verify"], env, project)
     execute(url, "INSERT INTO media_items (source_url, source_type) VALUES ('n', 'new')")
     assert scalar(url, "SELECT sum(probe_count) FROM media_items") == 0
-    ok(["alembic", "downgrade", "-1"], env, project)
+    migrate(project, url, "downgrade", "-1")
     assert catalog.differences(before, snapshot(url), set(before)) == []
     assert scalar(url, "SELECT string_agg(DISTINCT probe_count, ',') FROM media_items") == "0"
 
@@ -624,17 +634,17 @@ def test_a_not_null_type_change_leaves_the_names_a_fresh_database_has(
     before, names_before = snapshot(url), not_null_names(url)
     edit(models, (TOTAL, TOTAL_WIDENED))
     ok(["make", "revision", "M=widen probe_total"], env, project)
-    ok(["alembic", "upgrade", "head"], env, project)
+    migrate(project, url, "upgrade", "head")
     assert_no_drift(ok(["make", "verify"], env, project))
     named = not_null_names(url)
     assert all(name == f"media_items_{column}_not_null" for column, name in named.items()), named
 
     edit(models, (TOTAL_WIDENED, TOTAL_CONTRACTED))
     ok(["make", "revision", "M=contract probe_total"], env, project)
-    ok(["alembic", "upgrade", "head"], env, project)
+    migrate(project, url, "upgrade", "head")
     assert_no_drift(ok(["make", "verify"], env, project))
     assert not_null_names(url) == names_before  # probe_total's own name, or none before 18
 
-    ok(["alembic", "downgrade", "-2"], env, project)
+    migrate(project, url, "downgrade", "-2")
     assert catalog.differences(before, snapshot(url), set(before)) == []
     assert not_null_names(url) == names_before

@@ -1,0 +1,39 @@
+"""One head, and one file per revision id: what `make status` and `make verify` refuse otherwise.
+
+Two branches that each ran `make revision` leave main with two heads, and often with two files
+of the same id (both numbered the next one). Alembic then loads only one of those files, with a
+warning, and a deploy would miss the other's changes. The files are read here, not Alembic's
+map, so that both are named.
+"""
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from alembic.script import ScriptDirectory
+
+REVISION_LINE = re.compile(r"^revision(?:: str)? = [\"']([^\"']+)[\"']", re.M)
+
+
+def problems(script: ScriptDirectory) -> list[str]:
+    """One line per problem, each saying how to fix it; [] when the history is one line."""
+    found = []
+    files: defaultdict[str, list[str]] = defaultdict(list)
+    for path in sorted(Path(script.versions).glob("*.py")):
+        if match := REVISION_LINE.search(path.read_text()):
+            files[match[1]].append(path.name)
+    for revision, names in sorted(files.items()):
+        if len(names) > 1:
+            found.append(
+                f"revision {revision} is in {len(names)} files ({', '.join(names)}), and Alembic "
+                "loads only one: give the later branch's revision the next free id (its file "
+                "name, `revision` and the `down_revision` of any revision above it)"
+            )
+    heads = sorted(script.get_heads())
+    if len(heads) > 1:
+        found.append(
+            f"{len(heads)} heads ({', '.join(heads)}): two branches each added a revision; put "
+            "one branch's revisions on top of the other's (set `down_revision`), or join them "
+            f'with `.venv/bin/alembic merge -m "merge" {" ".join(heads)}`'
+        )
+    return found
