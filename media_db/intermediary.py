@@ -1,8 +1,9 @@
 """Is the server backend at the other end of our own socket? The one check, shared by the
 deploy (which refuses anything in between) and the pool (which then stops preparing statements).
 
-The backend sees its client's address and port (`inet_client_addr()`, `inet_client_port()`);
-a direct connection is our socket's own local address and port. Over a Unix socket, the process
+The backend sees both ends of its connection (`inet_client_addr()`/`inet_client_port()`, and
+`inet_server_addr()`/`inet_server_port()`); a direct connection is our socket's own, local end
+and peer alike. Over a Unix socket, the process
 we connected to must be the backend's parent, the postmaster. A pooler, a TCP proxy or NAT in
 between shows whatever traffic it carries: nothing here depends on which backend is handed out.
 """
@@ -13,18 +14,30 @@ import socket
 import struct
 from pathlib import Path
 
-# Our end as the backend sees it, and the backend (to find its postmaster over a Unix socket).
-BACKEND_END = "SELECT host(inet_client_addr()), inet_client_port(), pg_backend_pid()"
+# The connection as the backend sees it (its client's end, then its own), and the backend (to
+# find its postmaster over a Unix socket).
+BACKEND_END = (
+    "SELECT host(inet_client_addr()), inet_client_port(), host(inet_server_addr()), "
+    "inet_server_port(), pg_backend_pid()"
+)
+Row = tuple[str | None, int | None, str | None, int | None, int]
 
 
-def between(fd: int, address: str | None, port: int | None, pid: int) -> str | None:
+def between(fd: int, seen: Row) -> str | None:
     """What shows that something sits between the socket `fd` and the backend that answered
-    BACKEND_END with (address, port, pid); None when the backend is at the other end."""
+    BACKEND_END with `seen`; None when the backend is at the other end."""
     with socket.socket(fileno=os.dup(fd)) as ours:  # a duplicate: closing it keeps the original
-        return _between(ours, address, port, pid)
+        return _between(ours, *seen)
 
 
-def _between(ours: socket.socket, address: str | None, port: int | None, pid: int) -> str | None:
+def _between(
+    ours: socket.socket,
+    address: str | None,
+    port: int | None,
+    server_address: str | None,
+    server_port: int | None,
+    pid: int,
+) -> str | None:
     if ours.family == socket.AF_UNIX:
         if address is not None:
             return f"we use a Unix socket, the server sees a TCP client at {address}:{port}"
@@ -34,11 +47,22 @@ def _between(ours: socket.socket, address: str | None, port: int | None, pid: in
             return None
         return "the process behind the Unix socket is not the server backend's postmaster"
     our_address, our_port = ours.getsockname()[:2]
-    if address is None or port is None:
+    peer_address, peer_port = ours.getpeername()[:2]
+    if address is None or port is None or server_address is None:
         return f"we connect over TCP from port {our_port}, the server sees a Unix-socket client"
-    if _same_host(our_address, address) and our_port == port:
+    # Both ends: two connections from one host may share a local port (to other destinations),
+    # so the client's end alone could match a pooler's own connection by chance.
+    if (
+        _same_host(our_address, address)
+        and our_port == port
+        and _same_host(peer_address, server_address)
+        and peer_port == server_port
+    ):
         return None
-    return f"the server sees its client at {address}:{port}, our socket is {our_address}:{our_port}"
+    return (
+        f"the server sees {address}:{port} -> {server_address}:{server_port}, our socket is "
+        f"{our_address}:{our_port} -> {peer_address}:{peer_port}"
+    )
 
 
 def _same_host(ours: str, theirs: str) -> bool:

@@ -339,8 +339,8 @@ async def _first_contact(url: URL, options: Mapping[str, Any]) -> str | None:
     probe = await _open(url, options)
     try:
         cursor = await probe.cursor(row_factory=tuple_row).execute(intermediary.BACKEND_END)
-        address, port, pid = await cursor.fetchone() or (None, None, 0)
-        return intermediary.between(probe.pgconn.socket, address, port, pid)
+        seen = await cursor.fetchone() or (None, None, None, None, 0)
+        return intermediary.between(probe.pgconn.socket, seen)
     finally:
         await probe.close()
 

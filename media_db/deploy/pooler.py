@@ -21,11 +21,11 @@ from media_db import intermediary, settings
 def refuse_transaction_pooler(connection: Connection) -> None:
     if settings.pooler() == "session" and not settings.has_direct_url():
         return  # declared: DATABASE_URL is a session pooler, and the deploy goes through it
-    address, port, pid = connection.exec_driver_sql(intermediary.BACKEND_END).one()
+    seen = connection.exec_driver_sql(intermediary.BACKEND_END).one()
     connection.commit()
     raw = connection.connection.driver_connection
     assert raw is not None
-    found = intermediary.between(raw.pgconn.socket, address, port, pid)
+    found = intermediary.between(raw.pgconn.socket, tuple(seen))
     if found is None:
         return
     if settings.has_direct_url():
