@@ -82,6 +82,12 @@ def conninfo(url: URL) -> str:
         "dbname": url.database,
     }
     query: dict[str, str | int | None] = {key: str(value) for key, value in url.query.items()}
+    if isinstance(hosts := url.query.get("host"), tuple):  # several: libpq's comma lists
+        pairs = [host.rpartition(":") if ":" in host else (host, "", "") for host in hosts]
+        query["host"] = ",".join(name for name, _, _ in pairs)
+        query["port"] = (
+            ",".join(port for _, _, port in pairs) if any(p for *_, p in pairs) else None
+        )
     given = {key: value for key, value in parts.items() if value is not None}
     return psycopg.conninfo.make_conninfo("", **{**query, **given})
 

@@ -140,7 +140,7 @@ def _from_database_url(raw: str, name: str = "DATABASE_URL") -> URL:
             "POSTGRES_PASSWORD instead (the password raw)."
         )
     try:
-        url = make_url(raw)
+        url = make_url(_hosts_into_query(raw))
     except (ArgumentError, ValueError):
         # SQLAlchemy's message repeats the string, password included: say it without it.
         raise DatabaseNotConfigured(
@@ -158,6 +158,29 @@ def _from_database_url(raw: str, name: str = "DATABASE_URL") -> URL:
     if not url.database:
         raise DatabaseNotConfigured(f"{name} names no database: add /dbname to its end.")
     return _query_password_moved(url, name).set(drivername=DRIVER)
+
+
+def _hosts_into_query(raw: str) -> str:
+    """libpq's multi-host form, which HA set-ups hand out (`pg_autoctl show uri`, Patroni):
+    `postgresql://u:p@h1:5432,h2:5432/db?target_session_attrs=read-write`, in SQLAlchemy's own
+    spelling of it (`u:p@/db?host=h1:5432&host=h2:5432&...`); any other URL as it is. A port
+    that is not a number raises ValueError, refused like any malformed URL."""
+    scheme, separator, rest = raw.partition("://")
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    if not separator or "," not in hosts:
+        return raw
+    listed = []
+    for host in hosts.split(","):
+        name, colon, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+        if colon and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError("a host's port is not a TCP port number")
+        if not (name if colon else host):
+            raise ValueError("an empty host in the list")
+        listed.append(f"host={host}")
+    path, _, query = tail.partition("?")
+    query = "&".join([*listed, *([query] if query else [])])
+    return f"{scheme}://{userinfo}{at}{slash or '/'}{path}?{query}"
 
 
 def _query_password_moved(url: URL, name: str) -> URL:

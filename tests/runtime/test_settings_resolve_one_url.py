@@ -1,10 +1,14 @@
 """media_db.settings: one URL for env.py, the tools and the app, from DATABASE_URL or POSTGRES_*,
 never built by string formatting, never falling back silently."""
 
+import asyncio
+import socket
 from urllib.parse import quote
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
+from media_db.pool import Database, PoolSize, conninfo
 from media_db.settings import (
     DatabaseNotConfigured,
     database_url,
@@ -13,6 +17,7 @@ from media_db.settings import (
     pooler,
     redacted,
 )
+from tests.servers import DatabaseServer
 
 NASTY = "p@ss:w/rd%#? with spaces"
 
@@ -131,3 +136,55 @@ def test_the_pooler_mode_is_checked() -> None:
     assert pooler({"POSTGRES_POOLER": "transaction"}) == "transaction"
     with pytest.raises(DatabaseNotConfigured, match="use transaction or session"):
         pooler({"POSTGRES_POOLER": "statement"})
+
+
+def test_a_multi_host_url_is_taken_and_masked() -> None:
+    """The form HA set-ups hand out (`pg_autoctl show uri`, Patroni): several host:port pairs
+    and libpq's query parameters, reaching libpq as its comma lists."""
+    password = quote(NASTY, safe="")
+    raw = f"postgresql://app:{password}@h1:5432,h2:6432/media?target_session_attrs=read-write"
+    url = database_url({"DATABASE_URL": raw})
+    assert url.password == NASTY
+    shown = redacted(url)
+    assert NASTY not in shown
+    assert quote(NASTY, safe="") not in shown
+    assert "h1" in shown
+    assert "h2" in shown
+    options = conninfo_to_dict(conninfo(url))
+    assert (options["host"], options["port"]) == ("h1,h2", "5432,6432")
+    assert options["target_session_attrs"] == "read-write"
+    assert options["password"] == NASTY
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["postgresql://u:hunter2@h1:54x2,h2:5432/db", "postgresql://u:hunter2@,h2:5432/db"],
+)
+def test_a_malformed_multi_host_url_is_refused_without_the_password(raw: str) -> None:
+    with pytest.raises(DatabaseNotConfigured, match="not a valid URL") as refused:
+        database_url({"DATABASE_URL": raw})
+    assert "hunter2" not in str(refused.value)
+
+
+def test_the_pool_reaches_the_first_host_that_answers(server: DatabaseServer) -> None:
+    """A host that is down first in the list: libpq tries the next, as after a failover."""
+    admin = server.admin_url
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        dead = unused.getsockname()[1]  # nobody listens once it is closed
+    password = quote(admin.password or "", safe="")
+    raw = (
+        f"postgresql://{admin.username}:{password}@127.0.0.1:{dead},{admin.host}:{admin.port}"
+        f"/{admin.database}?target_session_attrs=read-write"
+    )
+
+    async def reached() -> int:
+        async with (
+            await Database.connect(database_url({"DATABASE_URL": raw}), PoolSize(1, 2)) as db,
+            db.connection() as connection,
+        ):
+            cursor = await connection.execute("SELECT 1 AS one")
+            row = await cursor.fetchone()
+            return int(row["one"]) if row else 0
+
+    assert asyncio.run(reached()) == 1
