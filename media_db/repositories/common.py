@@ -38,6 +38,8 @@ async def fetch_all(db: Database, statement: str, params: Params, build: Build[R
 
 
 Progress = Callable[[int], None]
+# The most rows one list read returns (`limit` 1..MAX_PAGE): media pages, jobs by status.
+MAX_PAGE = 500
 
 
 async def delete_in_batches(

@@ -62,6 +62,7 @@ from media_db.errors import InvalidInput, InvalidTransition, NotFound
 from media_db.pool import Database
 from media_db.records import JobRecord
 from media_db.repositories.common import (
+    MAX_PAGE,
     Progress,
     delete_in_batches,
     fetch_all,
@@ -96,6 +97,7 @@ FINISHED = (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED)
 DEFAULT_LEASE = timedelta(seconds=60)
 MAX_BACKOFF = timedelta(hours=1)
 BATCH = validation.between(1, MAX_BATCH)
+PAGE = validation.between(1, MAX_PAGE)
 
 
 def _server_default(column: Any) -> Any:
@@ -636,7 +638,7 @@ class JobQueue:
     async def by_status(self, status: JobStatus | str, limit: int = 100) -> list[JobRecord]:
         """Jobs in one status, in claim order."""
         wanted = validation.as_status(JobStatus, "status", status)
-        params = {"status": wanted, "limit": validation.whole_number("limit", limit, BATCH)}
+        params = {"status": wanted, "limit": validation.whole_number("limit", limit, PAGE)}
         return await fetch_all(self.db, BY_STATUS, params, JobRecord.from_row)
 
     async def counts(self) -> dict[JobStatus, int]:

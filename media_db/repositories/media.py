@@ -27,13 +27,12 @@ from media_db import validation
 from media_db.errors import InvalidInput, NotFound
 from media_db.pool import Database
 from media_db.records import MediaRecord, NewMedia
-from media_db.repositories.common import fetch_all, fetch_one
+from media_db.repositories.common import MAX_PAGE, fetch_all, fetch_one
 from media_db.statements import bounds, compiled, max_length, record_columns, table_of
 from models import MediaItem
 
 MEDIA = table_of(MediaItem)
 COLUMNS = record_columns(MEDIA, MediaRecord)
-MAX_PAGE = 500
 PAGE = validation.between(1, MAX_PAGE)
 
 
@@ -228,9 +227,11 @@ class MediaRepository:
             raise NotFound(f"media item {key} does not exist")
         return row
 
-    async def delete(self, media_id: uuid.UUID | str) -> bool:
-        """Deletes the item; its analysis results and jobs go with it (ON DELETE CASCADE)."""
+    async def delete(self, media_id: uuid.UUID | str) -> None:
+        """Deletes the item; its analysis results and jobs go with it (ON DELETE CASCADE).
+        NotFound when there is no such item (a change: see media_db/repositories/__init__.py)."""
         key = validation.as_uuid("media_id", media_id)
         async with self.db.connection() as connection:
             cursor = await connection.execute(DELETE, {"id": key})
-        return cursor.rowcount > 0
+        if cursor.rowcount == 0:
+            raise NotFound(f"media item {key} does not exist")

@@ -101,8 +101,9 @@ def test_delete_takes_results_and_jobs_with_it(migrated: URL) -> None:
             item = await media.create(NewMedia("u", "s3"))
             await analyses.start(item.id, "transcript", "openai")
             await jobs.enqueue("transcode", media_item_id=item.id)
-            assert await media.delete(item.id) is True
-            assert await media.delete(item.id) is False
+            await media.delete(item.id)
+            with pytest.raises(NotFound, match=f"media item {item.id} does not exist"):
+                await media.delete(item.id)  # a change of a missing row raises
 
     asyncio.run(scenario())
     assert scalar(migrated, "SELECT count(*) FROM analysis_results") == 0
