@@ -49,7 +49,7 @@ def migration_lock(
                 raise CommandError(
                     f"Another migration holds the migration lock ({holder}) and did not finish "
                     f"within {wait_seconds:g} s; nothing was changed. Wait for it, or raise "
-                    "MIGRATION_LOCK_WAIT (seconds)."
+                    "MIGRATION_LOCK_WAIT (e.g. 30min)."
                 )
             time.sleep(pause)
             pause = min(pause * 2, 2.0)

@@ -11,7 +11,7 @@ from typing import Any, TypedDict
 
 from alembic.util import CommandError
 
-from media_db.deploy import backup
+from media_db.deploy import backup, durations
 
 
 class DeployOptions(TypedDict):
@@ -36,7 +36,7 @@ class Option:
     name: str  # as given with -x
     environment: str
     default: str
-    kind: str  # "seconds", "count", "duration", "switch", "choice" or "path"
+    kind: str  # "count", "duration" (media_db/deploy/durations.py), "switch", "choice" or "path"
     maximum: float = 0  # seconds (durations: in seconds too), or a count
     example: str = ""
     # Switches: the exact values that mean yes and no, given with -x / in the environment.
@@ -45,7 +45,7 @@ class Option:
     choices: tuple[str, ...] = ()  # "choice": the values accepted
     alias: str = ""  # an older -x spelling, still accepted
     setting: str = ""  # the session setting it sets, if any
-    # Seconds: the least value above 0 taken (0 stays "off"); a smaller one is refused.
+    # Durations: the least value above 0 taken, in seconds; a smaller one is refused.
     floor: float = 0
     # Durations: 0 is accepted and means "off" (a timeout's 0 would mean "wait forever").
     zero_is_off: bool = False
@@ -79,9 +79,25 @@ OPTIONS = {
             alias="statement_timeout",
             setting="statement_timeout",
         ),
-        Option("lock-wait", "MIGRATION_LOCK_WAIT", "600", "seconds", 86400, "600"),
+        Option(
+            "lock-wait",
+            "MIGRATION_LOCK_WAIT",
+            "10min",
+            "duration",
+            86400,
+            "10min",
+            zero_is_off=True,
+        ),
         Option("lock-retries", "MIGRATION_LOCK_RETRIES", "3", "count", 10, "3"),
-        Option("lock-retry-backoff", "MIGRATION_LOCK_RETRY_BACKOFF", "2", "seconds", 60, "2"),
+        Option(
+            "lock-retry-backoff",
+            "MIGRATION_LOCK_RETRY_BACKOFF",
+            "2s",
+            "duration",
+            60,
+            "2s",
+            zero_is_off=True,
+        ),
         Option("allow-data-loss", "ALLOW_DATA_LOSS", "", "switch", example="true"),
         Option("debug", "MIGRATION_DEBUG", "", "switch", example="true"),
         # Before a consented drop, its rows go to a file (deploy/backup.py), unless skipped.
@@ -97,7 +113,14 @@ OPTIONS = {
         ),
         # A report costs a log line and a few catalog reads: more than two a second floods.
         Option(
-            "progress-interval", "MIGRATION_PROGRESS_INTERVAL", "5", "seconds", 3600, "5", floor=0.5
+            "progress-interval",
+            "MIGRATION_PROGRESS_INTERVAL",
+            "5s",
+            "duration",
+            3600,
+            "5s",
+            floor=0.5,
+            zero_is_off=True,
         ),
         # Batched backfills (media_db/deploy/throttle.py): rows per batch (0: the revision's
         # own), a pause after each, and how far a streaming standby may fall behind.
@@ -133,12 +156,6 @@ SPELLINGS = {
     for spelling in (option.name, option.alias)
     if spelling
 }
-# ASCII digits only: \d alone also takes digits of other scripts, which the server refuses late.
-DURATION = re.compile(
-    r"(\d{1,12})(ms|s|min|h)?", re.ASCII
-)  # no unit: milliseconds, as PostgreSQL reads it
-DURATION_SECONDS = {"ms": 0.001, "": 0.001, "s": 1, "min": 60, "h": 3600}
-SECONDS = re.compile(r"\d{1,9}(\.\d{1,6})?", re.ASCII)
 COUNT = re.compile(r"\d{1,9}", re.ASCII)
 
 
@@ -179,27 +196,20 @@ def _parse(option: Option, x_arguments: Mapping[str, str], environ: Mapping[str,
             return value
         accepted = "a folder"
     elif option.kind == "duration":
-        match = DURATION.fullmatch(value)
-        least = 0 if option.zero_is_off else 1
-        if match and least <= int(match[1]) and seconds(value) <= option.maximum:
+        if option.zero_is_off and value == "0":
             return value
-        accepted = (
-            f"{'0 (off) or ' if option.zero_is_off else ''}a duration above 0 and at most "
-            f"{_shown_seconds(option.maximum)} (a whole number with ms, s, min or h)"
+        amount = durations.seconds(value)
+        if amount is not None and amount > 0 and option.floor <= amount <= option.maximum:
+            return value
+        least = f"from {durations.shown(option.floor)} to" if option.floor else "above 0, at most"
+        accepted = durations.unit_missing(value) or (
+            f"{'0 (off) or ' if option.zero_is_off else ''}a duration {least} "
+            f"{durations.shown(option.maximum)} (a whole number with {durations.UNITS})"
         )
     else:
-        pattern = COUNT if option.kind == "count" else SECONDS
-        if pattern.fullmatch(value) and (
-            float(value) == 0 or option.floor <= float(value) <= option.maximum
-        ):
-            return int(value) if option.kind == "count" else float(value)
-        what = "a whole number" if option.kind == "count" else "a number of seconds"
-        most = f"{option.maximum:,.0f}" if option.kind == "count" else f"{option.maximum:g}"
-        accepted = (
-            f"0 (off) or {what} from {option.floor:g} to {most}"
-            if option.floor
-            else f"{what} from 0 to {most}"
-        )
+        if COUNT.fullmatch(value) and int(value) <= option.maximum:
+            return int(value)
+        accepted = f"a whole number from 0 to {option.maximum:,.0f}"
     good = option.environment_values[0] if option.kind == "switch" else option.example
     raise CommandError(
         f"{given}={value!r} refused: it must be {accepted}; e.g. -x {option.name}="
@@ -208,14 +218,10 @@ def _parse(option: Option, x_arguments: Mapping[str, str], environ: Mapping[str,
 
 
 def seconds(duration: str) -> float:
-    """A validated duration ("5s", "100ms", "10min") in seconds."""
-    match = DURATION.fullmatch(duration)
-    assert match is not None, duration  # _parse accepted it
-    return int(match[1]) * DURATION_SECONDS[match[2] or ""]
-
-
-def _shown_seconds(amount: float) -> str:
-    return f"{amount / 60:g}min" if amount < 3600 else f"{amount / 3600:g}h"
+    """A validated duration ("5s", "100ms", "10min", or 0: off) in seconds."""
+    amount = durations.seconds(duration)
+    assert amount is not None or duration == "0", duration  # _parse accepted it
+    return amount or 0.0
 
 
 def options(
@@ -231,14 +237,14 @@ def options(
         )
     value = {name: _parse(option, x_arguments, environ) for name, option in OPTIONS.items()}
     return {
-        "lock_wait": value["lock-wait"],
+        "lock_wait": seconds(value["lock-wait"]),
         "retries": value["lock-retries"],
-        "backoff": value["lock-retry-backoff"],
+        "backoff": seconds(value["lock-retry-backoff"]),
         "allow_data_loss": value["allow-data-loss"],
         "debug": value["debug"],
         "backup": value["backup"],
         "backup_dir": value["backup-dir"],
-        "progress_interval": value["progress-interval"],
+        "progress_interval": seconds(value["progress-interval"]),
         "backfill_batch": value["backfill-batch"],
         "backfill_pause": seconds(value["backfill-pause"]),
         "max_replica_lag": seconds(value["max-replica-lag"]),

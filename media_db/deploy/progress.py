@@ -1,6 +1,6 @@
 """Progress of long migration work, reported while it runs (used by alembic/env.py, online).
 
-A thread with its own connection wakes every few seconds (`-x progress-interval=5`) and reports:
+A thread with its own connection wakes every few seconds (`-x progress-interval=5s`) and reports:
 
 - index builds on our tables, from pg_stat_progress_create_index: phase, blocks and tuples done
   of total. Polling the server covers every build, whether a revision calls

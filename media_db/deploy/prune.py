@@ -11,20 +11,18 @@ Exit status: 0 done, 2 a bad setting, 3 the database cannot be reached.
 
 import asyncio
 import os
-import re
 import sys
 from collections.abc import Mapping
 from datetime import timedelta
 
 from media_db import AnalysisRepository, Database, JobQueue
+from media_db.deploy import durations
 from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
 
 POLICY = {
     "processing_jobs": ("MEDIA_DB_PRUNE_JOBS_AFTER", "7d"),
     "analysis_results": ("MEDIA_DB_PRUNE_RESULTS_AFTER", "keep"),
 }
-DURATION = re.compile(r"(\d{1,6})(min|h|d)", re.ASCII)
-UNIT = {"min": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
 
 
 class BadSetting(ValueError):
@@ -39,13 +37,11 @@ def retention(environ: Mapping[str, str]) -> dict[str, tuple[timedelta, str] | N
         if value == "keep":
             kept[table] = None
             continue
-        match = DURATION.fullmatch(value)
-        if match is None or int(match[1]) == 0:
-            raise BadSetting(
-                f"{variable}={value!r} refused: give a duration above 0 with min, h or d "
-                "(e.g. 7d), or keep"
-            )
-        kept[table] = (int(match[1]) * UNIT[match[2]], value)
+        amount = durations.seconds(value)
+        if not amount:
+            what = durations.unit_missing(value) or f"a duration above 0 ({durations.UNITS})"
+            raise BadSetting(f"{variable}={value!r} refused: it must be {what}, e.g. 7d, or keep")
+        kept[table] = (timedelta(seconds=amount), value)
     return kept
 
 

@@ -101,7 +101,7 @@ def test_a_retried_drop_is_backed_up_once_with_the_rows_it_dropped(
     reader = engine.connect()  # holds analysis_results: every drop attempt times out on it
     reader.execute(text("SELECT FROM analysis_results LIMIT 1"))
     downgrade = alembic(
-        env, "-x", "lock-timeout=1s", "-x", "lock-retries=6", "-x", "lock-retry-backoff=1",
+        env, "-x", "lock-timeout=1s", "-x", "lock-retries=6", "-x", "lock-retry-backoff=1s",
         "downgrade", "base",
     )  # fmt: skip
     wait_until(lambda: downgrade.saw("Lock timeout (attempt 2 of 7"), "two attempts fail", 120)
@@ -232,7 +232,7 @@ def test_alembic_killed_at_each_step_of_a_retried_consented_downgrade_loses_no_r
     engine: Engine, tmp_path: Path
 ) -> None:
     before, backups, env = seeded_with_consent(engine, tmp_path, "head")
-    retried = ("-x", "lock-timeout=1s", "-x", "lock-retries=3", "-x", "lock-retry-backoff=1")
+    retried = ("-x", "lock-timeout=1s", "-x", "lock-retries=3", "-x", "lock-retry-backoff=1s")
     with engine.connect() as connection:
         rows = row_ids(connection)
     for revision in [f"{n:04d}" for n in range(int(HEAD), 0, -1)]:

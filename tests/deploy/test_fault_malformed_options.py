@@ -14,9 +14,11 @@ BAD_X = {
     "lock-retries=nan": "-x lock-retries=3",
     "lock-retries=inf": "-x lock-retries=3",
     "lock-retries=1000": "-x lock-retries=3",
-    "lock-wait=nan": "-x lock-wait=600",
-    "lock-wait=-5": "-x lock-wait=600",
-    "lock-retry-backoff=-1": "-x lock-retry-backoff=2",
+    "lock-wait=nan": "-x lock-wait=10min",
+    "lock-wait=-5": "-x lock-wait=10min",
+    "lock-wait=600": "-x lock-wait=10min",  # a bare number: which unit?
+    "lock-retry-backoff=-1": "-x lock-retry-backoff=2s",
+    "lock-timeout=5": "-x lock-timeout=5s",  # a bare number: once 5 ms here, seconds elsewhere
     "lock_timeout=0": "-x lock-timeout=5s",  # the underscored alias, checked alike
     "lock-timeout=99999999999999h": "-x lock-timeout=5s",
     "lock-timeout=5 s": "-x lock-timeout=5s",
@@ -30,7 +32,7 @@ BAD_X = {
 }
 BAD_ENVIRONMENT = {
     "ALLOW_DATA_LOSS": ("true", "ALLOW_DATA_LOSS=1"),
-    "MIGRATION_LOCK_WAIT": ("nan", "MIGRATION_LOCK_WAIT=600"),
+    "MIGRATION_LOCK_WAIT": ("nan", "MIGRATION_LOCK_WAIT=10min"),
     "MIGRATION_LOCK_RETRIES": ("-1", "MIGRATION_LOCK_RETRIES=3"),
     "MIGRATION_LOCK_TIMEOUT": ("0", "MIGRATION_LOCK_TIMEOUT=5s"),
 }

@@ -42,7 +42,9 @@ def test_migrator_waits_for_a_busy_migration_backend_then_gives_up(migrated: URL
                 ),
                 "the earlier backend is busy",
             )
-            result = run(["alembic", "-x", "lock-wait=1", "upgrade", "head"], environment(migrated))
+            result = run(
+                ["alembic", "-x", "lock-wait=1s", "upgrade", "head"], environment(migrated)
+            )
         finally:
             scalar(watcher, "SELECT pg_cancel_backend(:p)", p=pid)
     line = failure_line(result)

@@ -52,7 +52,7 @@ def test_a_blocked_history_write_is_its_steps_failure_naming_the_blocker(
     pid = blocker.execute(text("SELECT pg_backend_pid()")).scalar_one()
     upgrade = alembic(
         environment(engine.url),
-        *("-x", "lock-timeout=1s", "-x", "lock-retries=1", "-x", "lock-retry-backoff=3"),
+        *("-x", "lock-timeout=1s", "-x", "lock-retries=1", "-x", "lock-retry-backoff=3s"),
         "upgrade", "head",
     )  # fmt: skip
     wait_until(lambda: upgrade.saw("Lock timeout (attempt 1 of 2"), "the first attempt fails", 60)

@@ -9,7 +9,7 @@ from sqlalchemy import URL, create_engine, pool, text
 from tests.conftest import FreshDatabase
 from tests.helpers import BIN, Followed, alembic_config, environment, run, start
 
-FAST = ["-x", "progress-interval=0.5"]  # the floor
+FAST = ["-x", "progress-interval=500ms"]  # the floor
 # A pause after each batch keeps the backfill running past a few reports however fast the
 # machine: 8 batches of 5,000 at 200 ms each (400,000 rows did the same, slowly).
 PACED = [*FAST, "-x", "backfill-pause=200ms"]

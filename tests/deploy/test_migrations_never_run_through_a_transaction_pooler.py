@@ -120,7 +120,7 @@ def test_four_parallel_deploys_through_the_pooler_with_a_direct_url_all_finish(
     env = environment(
         transaction_pooler.url(primary_database),
         DIRECT_DATABASE_URL=direct,
-        MIGRATION_LOCK_WAIT="120",
+        MIGRATION_LOCK_WAIT="2min",
         PATH=f"{BIN}:/usr/bin:/bin",
     )
     deploys = [
@@ -155,7 +155,7 @@ def test_deploys_through_a_session_pooler_run_and_roll_back(
     debian_primary: Cluster, session_pooler: Cluster, primary_database: str
 ) -> None:
     env = environment(
-        session_pooler.url(primary_database), POSTGRES_POOLER="session", MIGRATION_LOCK_WAIT="120"
+        session_pooler.url(primary_database), POSTGRES_POOLER="session", MIGRATION_LOCK_WAIT="2min"
     )
     deploys = [
         subprocess.Popen(

@@ -26,7 +26,7 @@ def test_upgrade_blocked_by_a_lock_times_out_and_changes_nothing(engine: Engine)
         with engine.connect() as connection:
             config = alembic_config(connection)
             config.cmd_opts = argparse.Namespace(
-                x=["lock_timeout=300ms", "lock-retries=1", "lock-retry-backoff=0.1"]
+                x=["lock_timeout=300ms", "lock-retries=1", "lock-retry-backoff=100ms"]
             )
             with pytest.raises(CommandError) as refused:
                 command.upgrade(config, "head")

@@ -27,15 +27,18 @@ def test_make_prune_deletes_finished_jobs_past_the_retention(migrated: URL) -> N
 def test_make_prune_refuses_a_malformed_retention_and_deletes_nothing(migrated: URL) -> None:
     with create_engine(migrated, poolclass=pool.NullPool).begin() as connection:
         connection.execute(SEED)
-    done = run(
-        ["python", "-m", "media_db.deploy.prune"],
-        environment(migrated, MEDIA_DB_PRUNE_JOBS_AFTER="\u0665d"),  # an Arabic-Indic 5
-    )
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        "MEDIA_DB_PRUNE_JOBS_AFTER='\u0665d' refused: give a duration above 0 with min, h or d "
-        "(e.g. 7d), or keep"
-    ]
+    for value, refusal in (
+        ("\u0665d", "a duration above 0 (ms, s, min, h or d)"),  # an Arabic-Indic 5
+        ("7", "a duration with its unit (ms, s, min, h or d), not a bare number (which unit?)"),
+    ):
+        done = run(
+            ["python", "-m", "media_db.deploy.prune"],
+            environment(migrated, MEDIA_DB_PRUNE_JOBS_AFTER=value),
+        )
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines() == [
+            f"MEDIA_DB_PRUNE_JOBS_AFTER={value!r} refused: it must be {refusal}, e.g. 7d, or keep"
+        ]
     assert job_counts(migrated) == {"completed": 10}
 
 
