@@ -3,9 +3,9 @@ deploy (which refuses anything in between) and the pool (which then stops prepar
 
 The backend sees both ends of its connection (`inet_client_addr()`/`inet_client_port()`, and
 `inet_server_addr()`/`inet_server_port()`); a direct connection is our socket's own, local end
-and peer alike. Over a Unix socket, the process
-we connected to must be the backend's parent, the postmaster. A pooler, a TCP proxy or NAT in
-between shows whatever traffic it carries: nothing here depends on which backend is handed out.
+and peer alike. Over a Unix socket, the process we connected to must be the backend's parent,
+the postmaster. A pooler, a TCP proxy or NAT in between shows whatever traffic it carries:
+nothing here depends on which backend is handed out.
 """
 
 import ipaddress
@@ -75,7 +75,12 @@ def _same_host(ours: str, theirs: str) -> bool:
 
 
 def _peer_pid(ours: socket.socket) -> int:
-    credentials = ours.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    """The pid of the process that listens behind a Unix socket; 0 where the system does not
+    tell (no SO_PEERCRED: not Linux), which the check counts as unverified."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return 0
+    credentials = ours.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
     return int(struct.unpack("3i", credentials)[0])
 
 
