@@ -83,11 +83,10 @@ def conninfo(url: URL) -> str:
     }
     query: dict[str, str | int | None] = {key: str(value) for key, value in url.query.items()}
     if isinstance(hosts := url.query.get("host"), tuple):  # several: libpq's comma lists
-        pairs = [host.rpartition(":") if ":" in host else (host, "", "") for host in hosts]
-        query["host"] = ",".join(name for name, _, _ in pairs)
-        query["port"] = (
-            ",".join(port for _, _, port in pairs) if any(p for *_, p in pairs) else None
-        )
+        pairs = [settings.host_and_port(host) for host in hosts]
+        query["host"] = ",".join(name for name, _ in pairs)
+        if any(port for _, port in pairs):  # else a ?port= of the URL's own stands
+            query["port"] = ",".join(port for _, port in pairs)
     given = {key: value for key, value in parts.items() if value is not None}
     return psycopg.conninfo.make_conninfo("", **{**query, **given})
 

@@ -172,15 +172,27 @@ def _hosts_into_query(raw: str) -> str:
         return raw
     listed = []
     for host in hosts.split(","):
-        name, colon, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
-        if colon and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        name, port = host_and_port(host)
+        if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
             raise ValueError("a host's port is not a TCP port number")
-        if not (name if colon else host):
+        if not name or name != name.strip():
             raise ValueError("an empty host in the list")
         listed.append(f"host={host}")
     path, _, query = tail.partition("?")
     query = "&".join([*listed, *([query] if query else [])])
     return f"{scheme}://{userinfo}{at}{slash or '/'}{path}?{query}"
+
+
+def host_and_port(token: str) -> tuple[str, str]:
+    """`h1:5432` -> ("h1", "5432"); `[::1]:5432` -> ("::1", "5432"); `[::1]`, `h1` and a bare
+    IPv6 address -> the host and "" (no port)."""
+    if token.startswith("[") and "]" in token:
+        host, _, rest = token[1:].partition("]")
+        return host, rest.removeprefix(":") if rest.startswith(":") else ""
+    if token.count(":") == 1:
+        host, _, port = token.partition(":")
+        return host, port
+    return token, ""
 
 
 def _query_password_moved(url: URL, name: str) -> URL:

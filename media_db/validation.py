@@ -136,8 +136,9 @@ def positive(field: str, value: float | None) -> None:
 
 def required_text(field: str, value: object, max_length: int | None = None) -> str:
     text = _non_empty(field, value)
-    if max_length is not None and len(text) > max_length:
-        raise InvalidInput(field, f"must be at most {max_length} characters, got {len(text)}")
+    length = str.__len__(text)  # a str subclass's own __len__ could hide the real length
+    if max_length is not None and length > max_length:
+        raise InvalidInput(field, f"must be at most {max_length} characters, got {length}")
     _storable(field, text)
     return text
 
@@ -173,6 +174,9 @@ def jsonb(field: str, value: object) -> Jsonb:
     if not isinstance(value, dict):
         raise InvalidInput(field, f"must be a JSON object (dict), got {type(value).__name__}")
     try:
+        if not _keys_are_strings(value):
+            # The encoder would turn 1 into "1": {1: "a", "1": "b"} would keep only one.
+            raise InvalidInput(field, "has a key that is not a string (JSON keys are strings)")
         dumped = _JSON.encode(value)
     except (TypeError, ValueError) as error:
         raise InvalidInput(field, f"is not JSON-serialisable: {error}") from None
@@ -191,6 +195,14 @@ def positive_duration(field: str, value: object) -> timedelta:
     if not isinstance(value, timedelta) or value <= timedelta(0):
         raise InvalidInput(field, f"must be a positive timedelta, got {value!r}")
     return value
+
+
+def _keys_are_strings(value: object) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _keys_are_strings(v) for key, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_keys_are_strings(item) for item in value)
+    return True
 
 
 def _strings(value: object) -> Iterator[str]:

@@ -35,6 +35,18 @@ from models import MediaItem
 Call = Callable[[Database], Awaitable[object]]
 
 
+INT_KEY: dict[Any, Any] = {1: "a", "1": "b"}  # typed loosely: a caller's untyped dict
+
+
+class ShortStr(str):
+    """A str that says it is one character long."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return 1
+
+
 def create(db: Database, **fields: Any) -> Awaitable[object]:
     return MediaRepository(db).create(NewMedia("u", "s3", **fields))
 
@@ -137,6 +149,17 @@ CASES: list[tuple[str, str, Call]] = [
         "NUL in a key",
         "metadata",
         lambda db: MediaRepository(db).create(NewMedia("u", "s3", metadata={"k\x00": 1})),
+    ),
+    (
+        # JSON would make both "1": one value silently lost
+        "a key that is not a string",
+        "metadata",
+        lambda db: MediaRepository(db).create(NewMedia("u", "s3", metadata=INT_KEY)),
+    ),
+    (
+        "a str whose __len__ lies",
+        "mime_type",
+        lambda db: MediaRepository(db).create(NewMedia("u", "s3", mime_type=ShortStr("a" * 200))),
     ),
     (
         "surrogate",

@@ -157,8 +157,27 @@ def test_a_multi_host_url_is_taken_and_masked() -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw", "host", "port"),
+    [
+        ("postgresql://u@[::1]:5432,[::1]:5433/db", "::1,::1", "5432,5433"),
+        ("postgresql://u@127.0.0.1,[::1]/db", "127.0.0.1,::1", None),
+        ("postgresql://u@h1,h2/db?port=7000", "h1,h2", "7000"),  # the URL's own port stands
+    ],
+)
+def test_ipv6_hosts_and_a_query_port_reach_libpq_as_it_reads_them(
+    raw: str, host: str, port: str | None
+) -> None:
+    options = conninfo_to_dict(conninfo(database_url({"DATABASE_URL": raw})))
+    assert (options["host"], options.get("port")) == (host, port)
+
+
+@pytest.mark.parametrize(
     "raw",
-    ["postgresql://u:hunter2@h1:54x2,h2:5432/db", "postgresql://u:hunter2@,h2:5432/db"],
+    [
+        "postgresql://u:hunter2@h1:54x2,h2:5432/db",
+        "postgresql://u:hunter2@,h2:5432/db",
+        "postgresql://u:hunter2@h1 ,h2/db",
+    ],
 )
 def test_a_malformed_multi_host_url_is_refused_without_the_password(raw: str) -> None:
     with pytest.raises(DatabaseNotConfigured, match="not a valid URL") as refused:
