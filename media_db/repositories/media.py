@@ -4,7 +4,7 @@ import functools
 import typing
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -60,13 +60,13 @@ def _check_of(column: Column[Any], annotation: Any) -> Check:
 
 
 # (field, its check, whether None leaves the column to its server default, whether it is
-# required) for each NewMedia field, in field order.
+# required: the generator gave it no default) for each NewMedia field, in field order.
 _FIELDS = [
     (
         field.name,
         _check_of(MEDIA.c[field.name], typing.get_type_hints(NewMedia)[field.name]),
         MEDIA.c[field.name].server_default is not None,
-        not MEDIA.c[field.name].nullable and MEDIA.c[field.name].server_default is None,
+        field.default is MISSING,
     )
     for field in fields(NewMedia)
 ]
