@@ -20,7 +20,7 @@ from media_db.deploy import (
     retries,
     throttle,
 )
-from models import ENTITIES, SCHEMA, Base
+from media_db.models import ENTITIES, SCHEMA, Base
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("skip_logging_config"):

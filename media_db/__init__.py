@@ -24,18 +24,18 @@ if TYPE_CHECKING:
         MediaDbError,
         NotFound,
     )
+    from media_db.models import AnalysisStatus, JobStatus
     from media_db.pool import Database, PoolSize
     from media_db.records import AnalysisRecord, JobRecord, MediaRecord, NewMedia
     from media_db.repositories import AnalysisRepository, JobQueue, MediaRepository
     from media_db.repositories.jobs import NewJob
     from media_db.repositories.media import MediaPage
     from media_db.worker import WorkerStats, run_worker
-    from models import AnalysisStatus, JobStatus
 
 _WHERE = {
     "AnalysisRecord": "media_db.records",
     "AnalysisRepository": "media_db.repositories",
-    "AnalysisStatus": "models",
+    "AnalysisStatus": "media_db.models",
     "Database": "media_db.pool",
     "DatabaseNotConfigured": "media_db.errors",
     "DatabaseUnavailable": "media_db.errors",
@@ -44,7 +44,7 @@ _WHERE = {
     "MediaDbError": "media_db.errors",
     "JobQueue": "media_db.repositories",
     "JobRecord": "media_db.records",
-    "JobStatus": "models",
+    "JobStatus": "media_db.models",
     "MediaPage": "media_db.repositories.media",
     "MediaRecord": "media_db.records",
     "MediaRepository": "media_db.repositories",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
 
-from models import AnalysisStatus, JobStatus
+from media_db.models import AnalysisStatus, JobStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,8 +26,8 @@ from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeDecorator
 
+from media_db.models import Base
 from media_db.validation import Bounds
-from models import Base
 
 DIALECT = psycopg.dialect()  # type: ignore[no-untyped-call]
 

@@ -42,11 +42,11 @@ import psycopg
 
 from media_db import validation
 from media_db.errors import DatabaseUnavailable
+from media_db.models.triggers import JOBS_CHANNEL
 from media_db.outages import duration, one_line, ride_out
 from media_db.pool import Database, conninfo
 from media_db.records import JobRecord
 from media_db.repositories.jobs import DEFAULT_LEASE, MAX_BATCH, JobQueue
-from models.triggers import JOBS_CHANNEL
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -12,10 +12,10 @@ from typing import Any
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base
-from models.enums import AnalysisStatus, JobStatus
-from models.triggers import attach
-from models.types import StatusColumn
+from .base import Base
+from .enums import AnalysisStatus, JobStatus
+from .triggers import attach
+from .types import StatusColumn
 
 NEW_UUID = text("gen_random_uuid()")
 NOW = text("now()")

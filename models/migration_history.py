@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger, CheckConstraint, Identity, String, Text, text
 from sqlalchemy.dialects.postgresql import INET
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base
+from .base import Base
 
 SURVIVES_DOWNGRADE = "survives_downgrade"
 DIRECTIONS = ("upgrade", "downgrade", "stamp")

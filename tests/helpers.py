@@ -236,7 +236,7 @@ def project_copy(tmp_path: Path) -> Path:
         if source.is_dir():
             # With the bytecode (tests/conftest.py compiles it; copies keep its source's
             # mtime, so it stays valid until a test edits the file).
-            shutil.copytree(source, copy / name)
+            shutil.copytree(source, copy / name, symlinks=True)
         else:
             shutil.copy2(source, copy / name)
     (copy / ".venv").symlink_to(REPO_ROOT / ".venv")

@@ -10,7 +10,7 @@ from dataclasses import fields, replace
 from sqlalchemy import Connection, text
 
 from media_db.deploy import catalog
-from models import Base
+from media_db.models import Base
 
 
 def not_null_constraints(snapshot: catalog.Catalog, major: int) -> dict[str, set[str]]:

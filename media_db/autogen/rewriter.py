@@ -65,7 +65,7 @@ from media_db.autogen.locks import (
 from media_db.autogen.ops import AutocommitBlock, Backfill, Comment, EntityStep, Kept, Statement
 from media_db.autogen.pg_types import binary_compatible, sql_type
 from media_db.autogen.transitions import RENAME, RETYPE, Transition, quote
-from models.migration_history import SURVIVES_DOWNGRADE
+from media_db.models.migration_history import SURVIVES_DOWNGRADE
 
 UPGRADE, DOWNGRADE = "upgrade", "downgrade"
 

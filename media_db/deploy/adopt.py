@@ -17,7 +17,7 @@ from media_db.connect import open_connection
 from media_db.deploy import project
 from media_db.deploy.verify import drift_from
 from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
-from models import Base
+from media_db.models import Base
 
 BASELINE = "0001"
 TRANSACTION_CONTROL = re.compile(r"^(BEGIN|COMMIT);$", re.MULTILINE)

@@ -44,7 +44,7 @@ from sqlalchemy import Connection, delete, func, insert, select, text
 from sqlalchemy.exc import DBAPIError
 
 from media_db.deploy import environment, project, sessions
-from models import Base, MigrationHistory
+from media_db.models import Base, MigrationHistory
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection
 
-from models import Base
+from media_db.models import Base
 
 DISTRIBUTION = "media-analysis-db"
 # Not Alembic's default `alembic_version`: the database is shared with n8n.

@@ -45,7 +45,7 @@ from media_db.deploy import (
     verify,
 )
 from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
-from models import JobStatus
+from media_db.models import JobStatus
 
 STATUS_LOCK_TIMEOUT, STATUS_STATEMENT_TIMEOUT = "1s", "30s"
 # A transaction older than the migrations' lock_timeout on one of our tables makes DDL give up.

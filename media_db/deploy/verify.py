@@ -19,7 +19,7 @@ from media_db.autogen import transitions
 from media_db.connect import open_connection
 from media_db.deploy import catalog, history_shape, project
 from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
-from models import Base
+from media_db.models import Base
 
 SCRATCH_SCHEMA = "media_analysis_verify_scratch"
 

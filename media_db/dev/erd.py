@@ -11,7 +11,7 @@ from sqlalchemy import Identity, MetaData, Table
 from sqlalchemy.dialects import postgresql
 
 from media_db.dev import REPO_ROOT
-from models import Base
+from media_db.models import Base
 
 DIAGRAM = REPO_ROOT / "docs" / "schema.md"
 HEADER = """# Schema

@@ -16,8 +16,9 @@ from sqlalchemy import ColumnElement, inspect
 from sqlalchemy.orm import Mapped
 
 from media_db.dev import REPO_ROOT
-from models import AnalysisResult, Base, MediaItem, ProcessingJob
+from media_db.models import AnalysisResult, Base, MediaItem, ProcessingJob
 
+MODELS = Base.__module__.rpartition(".")[0]  # the package the records import from
 RECORDS_FILE = REPO_ROOT / "media_db" / "records.py"
 # Record name -> model. A field per mapped column, named like the column, in table order.
 RECORDS: dict[str, type[Base]] = {
@@ -131,9 +132,9 @@ def render() -> str:
     stdlib += [
         f"from {module} import {', '.join(sorted(names))}"
         for module, names in sorted(imports.items())
-        if module != "models"
+        if module != MODELS
     ]
-    ours = f"from models import {', '.join(sorted(imports.get('models', set())))}"
+    ours = f"from {MODELS} import {', '.join(sorted(imports.get(MODELS, set())))}"
     return f"{HEADER}\n{chr(10).join(stdlib)}\n\n{ours}{''.join(blocks)}\n"
 
 
@@ -187,8 +188,8 @@ def _type_name(kind: Any, imports: dict[str, set[str]], plain: set[str]) -> str:
     if module == "uuid":
         plain.add(module)
         return f"{module}.{name}"
-    if module.startswith("models."):
-        module = "models"  # the package's public names
+    if module.startswith(f"{MODELS}."):
+        module = MODELS  # the package's public names
     imports.setdefault(module, set()).add(name)
     return str(name)
 

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
 
 from media_db import validation
 from media_db.errors import InvalidTransition, NotFound
+from media_db.models import AnalysisResult, AnalysisStatus
 from media_db.pool import Database
 from media_db.records import AnalysisRecord
 from media_db.repositories.common import (
@@ -38,7 +39,6 @@ from media_db.statements import (
     record_columns,
     table_of,
 )
-from models import AnalysisResult, AnalysisStatus
 
 RESULTS = table_of(AnalysisResult)
 COLUMNS = record_columns(RESULTS, AnalysisRecord)

@@ -59,6 +59,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 
 from media_db import validation
 from media_db.errors import InvalidInput, InvalidTransition, NotFound
+from media_db.models import JobStatus, ProcessingJob
 from media_db.pool import Database
 from media_db.records import JobRecord
 from media_db.repositories.common import (
@@ -78,7 +79,6 @@ from media_db.statements import (
     record_columns,
     table_of,
 )
-from models import JobStatus, ProcessingJob
 
 JOBS = table_of(ProcessingJob)
 COLUMNS = record_columns(JOBS, JobRecord)

@@ -25,11 +25,11 @@ from sqlalchemy import update as update_
 
 from media_db import validation
 from media_db.errors import InvalidInput, NotFound
+from media_db.models import MediaItem
 from media_db.pool import Database
 from media_db.records import MediaRecord, NewMedia
 from media_db.repositories.common import MAX_PAGE, fetch_all, fetch_one
 from media_db.statements import bounds, compiled, max_length, record_columns, table_of
-from models import MediaItem
 
 MEDIA = table_of(MediaItem)
 COLUMNS = record_columns(MEDIA, MediaRecord)

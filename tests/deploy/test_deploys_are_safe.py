@@ -40,7 +40,7 @@ def test_a_revision_failing_half_way_leaves_the_previous_one(
     project = tmp_path / "project"
     for name in ("alembic.ini", "alembic", "models", "media_db"):
         if (REPO_ROOT / name).is_dir():
-            shutil.copytree(REPO_ROOT / name, project / name)
+            shutil.copytree(REPO_ROOT / name, project / name, symlinks=True)
         else:
             project.mkdir(exist_ok=True)
             shutil.copy2(REPO_ROOT / name, project / name)

@@ -8,7 +8,7 @@ from sqlalchemy import Engine, text
 from media_db.deploy import catalog
 from media_db.deploy.history import TABLE as HISTORY
 from media_db.deploy.project import VERSION_TABLE
-from models import Base
+from media_db.models import Base
 from tests.helpers import alembic_config
 
 # make test-matrix runs these on every PostgreSQL major.

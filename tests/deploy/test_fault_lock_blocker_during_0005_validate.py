@@ -11,7 +11,7 @@ from sqlalchemy import URL, create_engine, pool, text
 
 from media_db.deploy import catalog
 from media_db.deploy.project import VERSION_TABLE
-from models import MigrationHistory
+from media_db.models import MigrationHistory
 from tests.conftest import FreshDatabase
 from tests.faults import assert_recovers, failure_line, scalar, seed_rows, wait_until
 from tests.helpers import BIN, alembic_config, environment, run, start

@@ -10,7 +10,7 @@ from alembic_utils.replaceable_entity import ReplaceableEntity
 from sqlalchemy import Connection, Engine, text
 
 from media_db.deploy import catalog
-from models import Base
+from media_db.models import Base
 from tests.helpers import alembic_config
 
 # make test-matrix runs these on every PostgreSQL major.
@@ -129,7 +129,7 @@ def test_without_our_filter_alembic_utils_would_drop_their_functions_and_trigger
 def _env_options() -> dict[str, object]:
     from media_db.deploy.environment import scoped_to
     from media_db.deploy.project import VERSION_TABLE
-    from models import ENTITIES, SCHEMA
+    from media_db.models import ENTITIES, SCHEMA
 
     options = scoped_to(Base.metadata, ENTITIES, SCHEMA, with_entities=True)
     options.pop("process_revision_directives")

@@ -25,12 +25,12 @@ from sqlalchemy import (
 
 from media_db import NewMedia
 from media_db.errors import InvalidInput, NotFound
+from media_db.models import MediaItem
 from media_db.pool import Database
 from media_db.repositories import AnalysisRepository, JobQueue, MediaRepository
 from media_db.repositories.jobs import NewJob
 from media_db.statements import bounds, table_of
 from media_db.validation import Bounds
-from models import MediaItem
 
 Call = Callable[[Database], Awaitable[object]]
 

@@ -6,10 +6,10 @@ from collections import Counter
 
 from sqlalchemy import URL, create_engine, pool, text
 
+from media_db.models import JobStatus
 from media_db.pool import Database, PoolSize
 from media_db.records import JobRecord
 from media_db.repositories import JobQueue
-from models import JobStatus
 
 JOBS, WORKERS = 2_000, 8
 # Distinct created_at per job, priorities 0-9 scattered, so order is fully defined.

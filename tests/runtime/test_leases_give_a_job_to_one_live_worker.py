@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import URL, create_engine, pool, text
 
 from media_db import Database, JobQueue, JobRecord, NewJob, PoolSize, WorkerStats, run_worker
-from models import JobStatus
+from media_db.models import JobStatus
 from tests.helpers import REPO_ROOT
 
 LEASE = timedelta(seconds=1)

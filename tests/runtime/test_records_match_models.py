@@ -16,10 +16,10 @@ from sqlalchemy import URL, create_engine, pool, text
 
 from media_db import JobQueue, NewJob, NewMedia
 from media_db.dev.gen_records import RECORDS, RECORDS_FILE, render
+from media_db.models import MediaItem
 from media_db.pool import Database
 from media_db.repositories import jobs
 from media_db.statements import table_of
-from models import MediaItem
 from tests import model_edits
 from tests.helpers import REPO_ROOT, environment, generic_plan, project_copy, run
 

@@ -9,9 +9,9 @@ from sqlalchemy import URL, create_engine, pool, text
 
 from media_db import NewMedia
 from media_db.errors import InvalidTransition, NotFound
+from media_db.models import AnalysisStatus, JobStatus
 from media_db.pool import Database
 from media_db.repositories import AnalysisRepository, JobQueue, MediaRepository
-from models import AnalysisStatus, JobStatus
 
 
 def scalar(url: URL, sql: str) -> object:
