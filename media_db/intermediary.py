@@ -41,11 +41,7 @@ def _between(
     if ours.family == socket.AF_UNIX:
         if address is not None:
             return f"we use a Unix socket, the server sees a TCP client at {address}:{port}"
-        server_pid = _peer_pid(ours)
-        parent = _parent_pid(pid)
-        if server_pid and parent == server_pid:
-            return None
-        return "the process behind the Unix socket is not the server backend's postmaster"
+        return _behind_unix_socket(_peer_pid(ours), pid)
     our_address, our_port = ours.getsockname()[:2]
     peer_address, peer_port = ours.getpeername()[:2]
     if address is None or port is None or server_address is None:
@@ -84,10 +80,50 @@ def _peer_pid(ours: socket.socket) -> int:
     return int(struct.unpack("3i", credentials)[0])
 
 
+def _behind_unix_socket(server_pid: int, backend_pid: int) -> str | None:
+    if not server_pid:
+        return (
+            "the system does not say which process listens on the Unix socket (it runs in a "
+            "PID namespace this one cannot see, or the system has no SO_PEERCRED), so the "
+            "check cannot tell a pooler from the server"
+        )
+    if _parent_pid(backend_pid) == server_pid:
+        return None  # the same PID namespace: the common case, one read
+    if backend_pid in _children_as_they_see_themselves(server_pid):
+        return None
+    return (
+        f"the process listening on the Unix socket (pid {server_pid} here) is not the "
+        f"postmaster of the backend that answered (pid {backend_pid} in the server's view)"
+    )
+
+
 def _parent_pid(pid: int) -> int | None:
-    """The backend's parent, as this machine's /proc tells (None where it cannot be seen)."""
+    """The parent of `pid`, as this machine's /proc tells (None where it cannot be seen)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _children_as_they_see_themselves(pid: int) -> set[int]:
+    """The pids of `pid`'s children in their own, innermost PID namespace (NSpid's last field):
+    what pg_backend_pid() says in a container. Empty where /proc does not tell."""
+    found: set[int] = set()
+    try:
+        children = [
+            int(child)
+            for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()
+        ]
+    except OSError:
+        return found
+    for child in children:
+        try:
+            status = Path(f"/proc/{child}/status").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        for line in status.splitlines():
+            if line.startswith("NSpid:"):
+                found.add(int(line.split()[-1]))
+    return found

@@ -163,31 +163,75 @@ def _cluster(name: str, make: Callable[[Cluster], None]) -> Iterator[Cluster]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def primary() -> contextlib.AbstractContextManager[Cluster]:
-    """A primary that takes streaming standbys (wal_level replica, trust on 127.0.0.1)."""
-
-    def initdb(cluster: Cluster) -> None:
-        _run(
-            [
-                str(debian_bin() / "initdb"),
-                "-D",
-                str(cluster.data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C.UTF-8",
-                "--no-sync",
-            ]
+def _initdb(cluster: Cluster) -> None:
+    """A primary's data folder: takes streaming standbys (wal_level replica, trust on
+    127.0.0.1)."""
+    _run(
+        [
+            str(debian_bin() / "initdb"),
+            "-D",
+            str(cluster.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        ]
+    )
+    with (cluster.data / "postgresql.conf").open("a") as conf:
+        # fsync off: a throwaway cluster; the tests measure replay, not durability.
+        conf.write(
+            "listen_addresses = '127.0.0.1'\nwal_level = replica\nmax_wal_senders = 4\n"
+            "hot_standby = on\nfsync = off\nmax_connections = 100\n"
         )
-        with (cluster.data / "postgresql.conf").open("a") as conf:
-            # fsync off: a throwaway cluster; the tests measure replay, not durability.
-            conf.write(
-                "listen_addresses = '127.0.0.1'\nwal_level = replica\nmax_wal_senders = 4\n"
-                "hot_standby = on\nfsync = off\nmax_connections = 100\n"
-            )
 
-    return _cluster("primary", initdb)
+
+def primary() -> contextlib.AbstractContextManager[Cluster]:
+    """A primary that takes streaming standbys, its Unix socket in its folder."""
+    return _cluster("primary", _initdb)
+
+
+@contextlib.contextmanager
+def primary_in_pid_namespace() -> Iterator[Cluster]:
+    """A primary whose postmaster runs in a PID namespace of its own, as in a container whose
+    socket folder is mounted here: its backends' pg_backend_pid() are not their pids here."""
+    folder = _folder("media-db-pidns-")
+    cluster = Cluster(folder / "primary", free_port())
+    # --kill-child: the namespace (and the server) ends with the unshare process.
+    unshare = ["unshare", "--pid", "--fork", "--kill-child"]
+    if os.geteuid() != 0:
+        unshare[1:1] = ["--user", "--map-current-user"]
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        _initdb(cluster)
+        postgres = [str(debian_bin() / "postgres"), "-D", str(cluster.data)]
+        listen = ["-p", str(cluster.port), "-k", str(folder)]
+        with cluster.log.open("wb") as log:
+            process = subprocess.Popen(
+                [*unshare, *_as_system_user([*postgres, *listen])],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + START_SECONDS
+        while not _ready(folder, cluster.port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"postgres did not start: {cluster.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield cluster
+    finally:
+        if process is not None:
+            process.kill()
+            process.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _ready(socket_folder: Path, port: int) -> bool:
+    ready = subprocess.run(
+        [str(debian_bin() / "pg_isready"), "-q", "-h", str(socket_folder), "-p", str(port)],
+        check=False,
+    )
+    return ready.returncode == 0
 
 
 def standby_of(source: Cluster) -> contextlib.AbstractContextManager[Cluster]:
@@ -218,17 +262,23 @@ def standby_of(source: Cluster) -> contextlib.AbstractContextManager[Cluster]:
 
 
 @contextlib.contextmanager
-def pgbouncer(upstream: Cluster, pool_mode: str, pool_size: int = 20) -> Iterator[Cluster]:
+def pgbouncer(
+    upstream: Cluster, pool_mode: str, pool_size: int = 20, unix_socket: bool = False
+) -> Iterator[Cluster]:
     """Debian's PgBouncer in `pool_mode` in front of `upstream`, every database name passed on
-    (`* =`). Yields a Cluster-like endpoint (only its port and url() are meaningful)."""
+    (`* =`). Yields a Cluster-like endpoint (only its port and url() are meaningful). With
+    `unix_socket`, it listens in the folder holding its `data`, as a cluster does, and reaches
+    `upstream` over its Unix socket: Unix sockets end to end."""
     binary = pgbouncer_binary()
     folder = _folder("media-db-pgbouncer-")
     port = free_port()
     (folder / "userlist.txt").write_text('"postgres" ""\n')
     config = folder / "pgbouncer.ini"
     config.write_text(
-        f"[databases]\n* = host=127.0.0.1 port={upstream.port}\n\n[pgbouncer]\n"
-        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"[databases]\n* = host={upstream.data.parent if unix_socket else '127.0.0.1'} "
+        f"port={upstream.port}\n\n[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\n"
+        f"unix_socket_dir = {folder if unix_socket else ''}\n"
         f"auth_type = trust\nauth_file = {folder / 'userlist.txt'}\n"
         f"pool_mode = {pool_mode}\ndefault_pool_size = {pool_size}\nmax_client_conn = 500\n"
         f"logfile = {folder / 'pgbouncer.log'}\npidfile = {folder / 'pgbouncer.pid'}\n"

@@ -296,7 +296,7 @@ def _put_back(connection: Connection, quote: Any, entry: dict[str, Any], loaded:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] != "restore":
-        print("usage: python -m media_db.backup restore DIRECTORY", file=sys.stderr)
+        print("usage: python -m media_db.deploy.backup restore DIRECTORY", file=sys.stderr)
         return 2
     try:
         connection = open_connection("restore")

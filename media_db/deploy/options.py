@@ -196,9 +196,9 @@ def _parse(option: Option, x_arguments: Mapping[str, str], environ: Mapping[str,
             return value
         accepted = "a folder"
     elif option.kind == "duration":
-        if option.zero_is_off and value == "0":
-            return value
         amount = durations.seconds(value)
+        if option.zero_is_off and (value == "0" or amount == 0):  # 0s, 0ms, 0min: off too
+            return value
         if amount is not None and amount > 0 and option.floor <= amount <= option.maximum:
             return value
         least = f"from {durations.shown(option.floor)} to" if option.floor else "above 0, at most"
@@ -218,7 +218,7 @@ def _parse(option: Option, x_arguments: Mapping[str, str], environ: Mapping[str,
 
 
 def seconds(duration: str) -> float:
-    """A validated duration ("5s", "100ms", "10min", or 0: off) in seconds."""
+    """A validated duration ("5s", "100ms", "10min", or 0 in any unit: off) in seconds."""
     amount = durations.seconds(duration)
     assert amount is not None or duration == "0", duration  # _parse accepted it
     return amount or 0.0

@@ -1,7 +1,7 @@
 """The Makefile's database verbs: a command against the configured database, else the embedded
 PostgreSQL (media_db/dev/embedded.py), started on demand and kept running.
 
-    python -m media_db.local_server exec -- alembic upgrade head   # configured DB, else embedded
+    python -m media_db.dev.local_server exec -- alembic upgrade head  # configured, else embedded
     python -m media_db.dev.local_server start | stop | status | url | psql
 """
 
@@ -26,7 +26,7 @@ def _shown(path: Path) -> str:
 def _exec_with_database(command: list[str]) -> None:
     """Run `command` against the configured database, or the local one when none is."""
     if not command:
-        raise SystemExit("usage: python -m media_db.local_server exec -- COMMAND [ARGS...]")
+        raise SystemExit("usage: python -m media_db.dev.local_server exec -- COMMAND [ARGS...]")
     env = dict(os.environ)
     if not settings.is_configured(env):
         server = LocalServer()

@@ -43,9 +43,9 @@ def unreachable(_: LocalServer) -> URL:
         ["alembic", "upgrade", "head"],
         ["python", "-m", "media_db.deploy.check"],
         ["python", "-m", "media_db.deploy.verify"],
-        ["python", "-m", "media_db.status"],
+        ["python", "-m", "media_db.deploy.status"],
         ["python", "-m", "media_db.deploy.adopt"],
-        ["python", "-m", "media_db.backup", "restore", "/nonexistent-backup"],
+        ["python", "-m", "media_db.deploy.backup", "restore", "/nonexistent-backup"],
     ],
     ids=["alembic", "db-check", "verify", "status", "adopt", "restore"],
 )

@@ -51,7 +51,7 @@ def test_status_shows_queue_health_and_flags_leases_nobody_rescues(migrated: URL
                        ('w', 'queued', NULL, now() - interval '90 seconds')
             """)
         )
-    done = run(["python", "-m", "media_db.status"], environment(migrated))
+    done = run(["python", "-m", "media_db.deploy.status"], environment(migrated))
     assert done.returncode == 1, done.stderr
     assert "! Queue: 1 queued, 1 running, 0 completed" in done.stdout
     assert "1 past their lease" in done.stdout

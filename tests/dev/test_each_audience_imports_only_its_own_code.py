@@ -74,7 +74,7 @@ def test_old_entry_points_still_run(migrated: URL) -> None:
 
     usage = run(["python", "-m", "media_db.backup"], environment(migrated))
     assert usage.returncode == 2
-    assert "usage: python -m media_db.backup restore DIRECTORY" in usage.stderr
+    assert "usage: python -m media_db.deploy.backup restore DIRECTORY" in usage.stderr
 
     probe = "import os; print(os.environ['DATABASE_URL'] == os.environ['EXPECTED'])"
     expected = migrated.render_as_string(hide_password=False)
