@@ -40,7 +40,7 @@ from alembic_utils.reversible_op import CreateOp, DropOp, ReplaceOp, ReversibleO
 from sqlalchemy import Column, Connection, ForeignKeyConstraint, MetaData, inspect, text
 from sqlalchemy.sql.elements import TextClause, conv
 
-from media_db.autogen import storage_parameters, transitions
+from media_db.autogen import carried, storage_parameters, transitions
 from media_db.autogen.locks import (
     BATCHES,
     CATALOG_ONLY,
@@ -425,9 +425,15 @@ class Rewrite:
         add: ops.CreateCheckConstraintOp | ops.CreateForeignKeyOp,
     ) -> list[ops.MigrateOperation]:
         """ADD ... NOT VALID (a leftover of a failed run dropped first), then VALIDATE alone."""
-        self._waive(direction, "ban-drop-constraint")
         add = copy.copy(add)
         add.kw = {**add.kw, "postgresql_not_valid": True}
+        return self._validated(direction, table, name, type_, add)
+
+    def _validated(
+        self, direction: str, table: str, name: str, type_: str, add: ops.MigrateOperation
+    ) -> list[ops.MigrateOperation]:
+        """`add`, which adds the constraint `name` NOT VALID, then VALIDATE alone."""
+        self._waive(direction, "ban-drop-constraint")
         return [
             Comment(f"Drop {RERUN}."),
             ops.DropConstraintOp(conv(name), table, type_=type_, if_exists=True),
@@ -583,15 +589,17 @@ class Rewrite:
         model = self.metadata.tables[table].c[name] if table in self.metadata.tables else None
         found = transitions.marker(model) if model is not None else None
         using = found[1] if found and found[0] == RETYPE else f"CAST({quote(name)} AS {new_type})"
-        dependents = self.connection.scalar(
-            transitions.DEPENDENTS, {"table": table, "column": name}
+        depending = carried.dependents(self.connection, table, name)
+        carry = [dependent for dependent in depending if dependent.carried]
+        refused = self._uncarried([d for d in depending if not d.carried]) or (
+            carried.refused_by_new_type(self.connection, table, name, new_type, carry)
         )
-        if model is None or dependents:
+        if model is None or refused:
             self.refusals.append(
-                f"{where}: a rewrite under ACCESS EXCLUSIVE, and {dependents or 'no model'} "
-                "depends on it: the cutover would leave it on the old column. Expand/contract "
-                "instead, by hand: a column of the new type, its own index or constraint, "
-                "a trigger and a backfill, then drop the old column in a later revision"
+                f"{where}: {refused}. Expand/contract instead, in steps: change or drop it in a "
+                "revision before this one, then change the type, then declare its new form"
+                if refused
+                else f"{where}: {table} is not a table of the models"
             )
             return [alter]
         was = {column["name"]: column for column in self._reflected_columns(table)}[name]
@@ -614,13 +622,21 @@ class Rewrite:
                 "kept in step, until the contract."
             ),
             ops.AddColumnOp(
-                table, Column(shadow, alter.modify_type, nullable=True), if_not_exists=True
+                table,
+                Column(shadow, alter.modify_type, nullable=True, comment=model.comment),
+                if_not_exists=True,
             ),
             *(Statement(sql) for sql in before.create_sql(in_flight=False)),
         ]
         self._lock(UPGRADE, f"add_column {table}.{shadow} with its sync trigger: {SYNC_TRIGGER}")
         filled = Transition(RETYPE, table, shadow, f"({using})")
         steps += self._fill(filled, alter.modify_type, not model.nullable, UPGRADE)
+        if carry:
+            steps.append(Comment(f"{name}'s indexes and CHECKs, built again over {shadow}."))
+        for dependent in carry:
+            steps += self._built(
+                UPGRADE, dependent, table, name, shadow, carried.shadow_name(dependent.name)
+            )
         table_ = quote(table)
         cutover = [f"LOCK TABLE {table_} IN ACCESS EXCLUSIVE MODE"]
         if was["default"] is not None:
@@ -632,13 +648,21 @@ class Rewrite:
             transitions.not_null_named_sql(table, kept),
             transitions.not_null_named_sql(table, name),
         ]
+        for dependent in carry:  # the models' names go to the new column's copies
+            kept_copy, copy_ = transitions.kept_name(dependent.name), dependent.name
+            cutover += [
+                dependent.renamed_sql(table, dependent.name, kept_copy),
+                dependent.renamed_sql(table, carried.shadow_name(dependent.name), copy_),
+            ]
         if (default := _default_sql(model)) is not None:
             cutover.append(f"ALTER TABLE {table_} ALTER COLUMN {quote(name)} SET DEFAULT {default}")
         cutover += moving.create_sql()
         self._lock(
             UPGRADE,
-            f"cutover of {table}.{name}: the names swapped and the trigger replaced in one "
-            f"transaction under ACCESS EXCLUSIVE, briefly (catalog updates)",
+            f"cutover of {table}.{name}: the names swapped"
+            + (" (its indexes' and CHECKs' too)" if carry else "")
+            + " and the trigger replaced in one transaction under ACCESS EXCLUSIVE, briefly "
+            "(catalog updates)",
         )
         self._waive(UPGRADE, "renaming-column", RENAMING)
         self._waive(DOWNGRADE, "renaming-column", RENAMING)
@@ -648,6 +672,11 @@ class Rewrite:
             *self._lossless_drop(moving, name, moving.source, DOWNGRADE),
             Statement(f"ALTER TABLE {table_} RENAME COLUMN {quote(kept)} TO {quote(name)}"),
             Statement(transitions.not_null_named_sql(table, name)),
+            # The new column's copies went with it: the old ones take their names back.
+            *(
+                Statement(d.renamed_sql(table, transitions.kept_name(d.name), d.name))
+                for d in carry
+            ),
         ]
         if was["default"] is not None:
             undo.append(
@@ -658,6 +687,41 @@ class Rewrite:
         self.undo[(table, name)] = undo
         return steps
 
+    def _uncarried(self, blocking: list[carried.Dependent]) -> str | None:
+        """Why the column's dependents keep it from moving (None: nothing does)."""
+        if not blocking:
+            return None
+        return (
+            f"{'; '.join(map(str, blocking))} depend{'s' if len(blocking) == 1 else ''} on it, "
+            "and make revision carries only indexes and CHECKs from one column to another"
+        )
+
+    def _built(
+        self,
+        direction: str,
+        dependent: carried.Dependent,
+        table: str,
+        column: str,
+        over: str,
+        name: str,
+    ) -> list[ops.MigrateOperation]:
+        """`dependent` (an index or a CHECK on `column`) built again over the column `over`,
+        named `name`, without blocking writes."""
+        sql = dependent.over(table, column, over, name)
+        if dependent.kind == carried.CHECK:
+            self._lock(
+                direction,
+                f"check constraint {name} on {table}: ADD ... NOT VALID takes {CATALOG_ONLY}; "
+                f"then {VALIDATED}",
+            )
+            return self._validated(direction, table, name, "check", Statement(sql))
+        self._lock(direction, f"create_index {name} CONCURRENTLY on {table}: {CONCURRENT}")
+        return [
+            AutocommitBlock(
+                [Statement(transitions.invalid_index_dropped_sql(name)), Statement(sql)]
+            )
+        ]
+
     def _added_for_fill(
         self, moving: Transition, add: ops.AddColumnOp, default: str | None, sync: bool = True
     ) -> list[ops.MigrateOperation]:
@@ -667,7 +731,7 @@ class Rewrite:
         steps: list[ops.MigrateOperation] = [
             ops.AddColumnOp(
                 moving.table,
-                Column(moving.column, add.column.type, nullable=True),
+                Column(moving.column, add.column.type, nullable=True, comment=add.column.comment),
                 if_not_exists=True,
             )
         ]
@@ -742,6 +806,13 @@ class Rewrite:
         assert moving.old is not None
         old, given = moving.old, moving.back or quote(moving.column)
         was = {column["name"]: column for column in self._reflected_columns(moving.table)}[old]
+        depending = carried.dependents(self.connection, moving.table, old)
+        refused = self._uncarried([d for d in depending if not d.carried])
+        if refused:
+            self.refusals.append(
+                f"contract of {moving.table}.{old}: {refused}; dropping the column would drop "
+                "them. Move them to the new column first, in a revision of their own"
+            )
         steps: list[ops.MigrateOperation] = [
             Comment(
                 f"Contract: {old} ({moving.kind} of {moving.column} by "
@@ -754,7 +825,9 @@ class Rewrite:
         undo: list[ops.MigrateOperation] = [
             Comment(f"{old} comes back, kept in step with {moving.column} again, backfilled."),
             ops.AddColumnOp(
-                moving.table, Column(old, was["type"], nullable=True), if_not_exists=True
+                moving.table,
+                Column(old, was["type"], nullable=True, comment=was.get("comment")),
+                if_not_exists=True,
             ),
             *(Statement(sql) for sql in moving.create_sql()),
         ]
@@ -763,6 +836,9 @@ class Rewrite:
             f"add_column {moving.table}.{old}, with the sync trigger {moving.name}: {SYNC_TRIGGER}",
         )
         undo += self._fill(back, was["type"], not was["nullable"], DOWNGRADE)
+        for dependent in depending:  # its indexes and CHECKs, as they are now
+            if dependent.carried:
+                undo += self._built(DOWNGRADE, dependent, moving.table, old, old, dependent.name)
         self.undo[(moving.table, old)] = undo
         return steps
 

@@ -35,19 +35,13 @@ IN_FLIGHT = text("""
 """)
 
 
-# What depends on a column besides its table and default: indexes, constraints (not PostgreSQL
-# 18's NOT NULL ones), views. A type change's cutover would leave them on the old column.
-DEPENDENTS = text("""
-    SELECT coalesce(string_agg(DISTINCT coalesce(c.relname, con.conname, 'a view'), ', '), '')
-    FROM pg_depend d
-    JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-    LEFT JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid
-    LEFT JOIN pg_constraint con
-      ON d.classid = 'pg_constraint'::regclass AND con.oid = d.objid AND con.contype <> 'n'
-    WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = to_regclass(:table)
-      AND a.attname = :column
-      AND (c.oid IS NOT NULL OR con.oid IS NOT NULL OR d.classid = 'pg_rewrite'::regclass)
-""")
+# An index a failed CREATE INDEX CONCURRENTLY left INVALID: it holds the name, and a retry with
+# IF NOT EXISTS would then build nothing.
+INVALID_INDEX = (
+    "SELECT FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+    "WHERE c.relname = {name} AND c.relnamespace = CAST(current_schema() AS regnamespace) "
+    "AND NOT i.indisvalid"
+)
 
 
 def identifier(name: str) -> str:
@@ -133,6 +127,14 @@ class Transition:
             f"ELSIF TG_OP = 'INSERT' AND NEW.{old} IS NULL THEN NEW.{old} := NEW.{new}; "
             f"ELSE NEW.{new} := NEW.{old}; END IF;"
         )
+
+
+def invalid_index_dropped_sql(name: str) -> str:
+    """Drop the index `name` if a failed concurrent build left it INVALID. A DO block cannot
+    drop CONCURRENTLY; a plain DROP INDEX of an invalid index is a catalog change, its lock
+    brief and bounded by lock_timeout."""
+    probe = INVALID_INDEX.format(name=literal(name))
+    return f"DO $$ BEGIN IF EXISTS ({probe}) THEN DROP INDEX {quote(name)}; END IF; END $$"
 
 
 def not_null_named_sql(table: str, column: str) -> str:
@@ -229,14 +231,28 @@ def marked(metadata: MetaData) -> dict[tuple[str, str], tuple[str, str]]:
 
 
 def hidden(metadata: MetaData, table: str, name: str) -> bool:
-    """Whether `name` on `table` (a column, or a trigger) belongs to a transition the models
-    still declare: the old column of a rename or a type change, a marked column's sync trigger.
-    Autogenerate neither drops them nor reports them before the marker goes."""
+    """Whether `name` on `table` (a column, a trigger, an index or a constraint) belongs to a
+    transition the models still declare: the old column of a rename or a type change, the old
+    column's copies of the table's indexes and CHECKs (media_db/autogen/carried.py), a marked
+    column's sync trigger. Autogenerate neither drops them nor reports them before the marker
+    goes."""
     for (marked_table, column), (kind, value) in marked(metadata).items():
+        if marked_table != table:
+            continue
         old = {RENAME: value, RETYPE: kept_name(column)}.get(kind)
-        if marked_table == table and name in (sync_name(table, column), old):
+        if name in (sync_name(table, column), old):
+            return True
+        copies = {kept_name(other) for other in _object_names(metadata, table)}
+        if kind == RETYPE and name in copies:
             return True
     return False
+
+
+def _object_names(metadata: MetaData, table: str) -> list[str]:
+    declared = metadata.tables[table]
+    indexes = [index.name for index in declared.indexes]
+    constraints = [constraint.name for constraint in declared.constraints]
+    return [str(name) for name in (*indexes, *constraints) if name]
 
 
 def describe(moving: Transition) -> str:

@@ -24,6 +24,7 @@ from alembic.operations import Operations, ops, toimpl
 from alembic.util import CommandError
 from sqlalchemy import Connection, text
 
+from media_db.autogen import transitions
 from media_db.deploy import lock_order
 from media_db.deploy.backup import BackupUnusable, Run
 
@@ -118,23 +119,12 @@ def create_index(operations: Operations, operation: ops.CreateIndexOp) -> None:
     toimpl.create_index(operations, operation)
 
 
-INVALID_INDEX = (
-    "SELECT FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-    "WHERE c.relname = '{name}' AND c.relnamespace = CAST(current_schema() AS regnamespace) "
-    "AND NOT i.indisvalid"
-)
-
-
 def _drop_invalid_leftover(operations: Operations, name: str) -> None:
-    probe = INVALID_INDEX.format(name=name.replace("'", "''"))
-    quoted = _quote(operations, name)
     if operations.migration_context.as_sql:
-        # A DO block cannot drop CONCURRENTLY; a plain DROP INDEX of an invalid index is a
-        # catalog change, its lock brief and bounded by lock_timeout.
-        operations.execute(
-            f"DO $$ BEGIN IF EXISTS ({probe}) THEN DROP INDEX {quoted}; END IF; END $$"
-        )
+        operations.execute(transitions.invalid_index_dropped_sql(name))
         return
+    probe = transitions.INVALID_INDEX.format(name=transitions.literal(name))
+    quoted = _quote(operations, name)
     if operations.get_bind().scalar(text(f"SELECT EXISTS ({probe})")):
         log.warning("Dropping INVALID index %s left by a failed earlier build", name)
         operations.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quoted}")

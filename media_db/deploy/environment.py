@@ -28,6 +28,8 @@ from media_db.autogen import storage_parameters, transitions
 from media_db.connect import DatabaseUnavailable, open_connection
 from media_db.deploy import pooler, project
 
+# What an expand/contract in flight may leave on our table that the models do not declare.
+HIDEABLE = ("column", "index", "check_constraint")
 AUTOGENERATE_PLUGINS = [
     "alembic.autogenerate.*",
     "alembic.ext.checkconstraint_byname",
@@ -177,8 +179,9 @@ def scoped_to(
             if on_ours and transitions.hidden(metadata, table, obj.signature):
                 return False  # an expand/contract's sync trigger, until its marker goes
             return with_entities and (obj.identity in declared or on_ours)
-        if type_ == "column" and reflected and compare_to is None and name is not None:
-            # A rename's old column stays until the models drop the marker: not a drop.
+        if type_ in HIDEABLE and reflected and compare_to is None and name is not None:
+            # A rename's or a type change's old column (and a type change's copies of indexes
+            # and CHECKs on it) stay until the models drop the marker: not a drop.
             return not transitions.hidden(metadata, obj.table.name, name)
         # Belt and braces for tables reflected by other means (e.g. a foreign key target).
         return not (type_ == "table" and reflected and name not in metadata.tables)

@@ -6,7 +6,8 @@ inside a transaction that is always rolled back, and compares both catalogs obje
 Nothing is left behind; the scratch schema never becomes visible to other sessions.
 
 An expand/contract in flight (media_db/autogen/transitions.py) whose marker the models still
-carry is reported as contracting, not as drift: a rename's old column and the sync trigger.
+carry is reported as contracting, not as drift: the old column of a rename or a type change, its
+indexes and constraints, and the sync trigger.
 """
 
 import sys
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
-from media_db.autogen import transitions
+from media_db.autogen import carried, transitions
 from media_db.connect import open_connection
 from media_db.deploy import catalog, history_shape, project
 from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
@@ -38,10 +39,10 @@ def drift_from(connection: Connection, build: Callable[[Connection], object]) ->
             left.triggers.pop(moving.name, None)
             if moving.old is not None:
                 left.columns.pop(moving.old, None)
-                # PostgreSQL 18's NOT NULL constraint of the old column goes with it.
-                kept_not_null = f"NOT NULL {transitions.quote(moving.old)}"
-                for name in [n for n, d in left.constraints.items() if d == kept_not_null]:
-                    del left.constraints[name]
+                # Its indexes and constraints (PostgreSQL 18's NOT NULL among them) go with it.
+                for objects in (left.constraints, left.indexes):
+                    for name in [n for n, d in objects.items() if carried.mentions(d, moving.old)]:
+                        del objects[name]
         live_functions = catalog.functions(connection, schema)
         connection.execute(text(f"CREATE SCHEMA {SCRATCH_SCHEMA}"))
         connection.execute(text(f"SET LOCAL search_path TO {SCRATCH_SCHEMA}"))

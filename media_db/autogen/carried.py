@@ -1,0 +1,155 @@
+"""What a type change carries from the old column to the new one: its indexes and CHECKs.
+
+A rewriting type change builds a shadow column and swaps the names at its cutover
+(media_db/autogen/rewriter.py). Whatever depends on the column would stay on the old one, so
+each index is built again on the shadow (CONCURRENTLY, under a temporary name) and each CHECK
+added again over it (NOT VALID, then VALIDATE), before the cutover; the cutover swaps their names
+too, so the live column holds the names the models declare at every step, and the old column's
+copies (named `<name>__old`) go with it at the contract. What no copy can stand for (a primary
+key, a UNIQUE or exclusion constraint, a foreign key either way, a view, a trigger naming the
+column) is refused, named; so is a copy the new type cannot take, which the server is asked
+about at `make revision` on a scratch copy of the table, so that the expand never fails on it.
+"""
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
+
+from media_db.autogen.transitions import identifier, quote
+
+INDEX, CHECK = "index", "check"
+
+# Every object that depends on the column, besides its table, its default and PostgreSQL 18's
+# NOT NULL constraint: (kind, name, definition). Indexes backing a constraint are the
+# constraint's.
+DEPENDENTS = text("""
+    WITH col AS (
+        SELECT a.attrelid AS rel, a.attnum AS num FROM pg_attribute a
+        WHERE a.attrelid = to_regclass(:table) AND a.attname = :column
+    )
+    SELECT 'index', i.relname::text, pg_get_indexdef(i.oid)
+    FROM col JOIN pg_index x ON x.indrelid = col.rel JOIN pg_class i ON i.oid = x.indexrelid
+    WHERE EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = i.oid AND d.refobjid = col.rel AND d.refobjsubid = col.num)
+      AND NOT EXISTS (SELECT FROM pg_constraint con
+                      WHERE con.conindid = i.oid AND con.conrelid = col.rel)
+    UNION ALL
+    SELECT CASE con.contype WHEN 'c' THEN 'check' WHEN 'p' THEN 'primary key'
+                WHEN 'u' THEN 'unique constraint' WHEN 'f' THEN 'foreign key'
+                WHEN 'x' THEN 'exclusion constraint' ELSE 'constraint' END,
+           con.conname::text, pg_get_constraintdef(con.oid)
+    FROM col JOIN pg_constraint con
+      ON (con.conrelid = col.rel AND col.num = ANY(con.conkey))
+      OR (con.confrelid = col.rel AND col.num = ANY(con.confkey))
+    WHERE con.contype <> 'n'
+    UNION ALL
+    SELECT CASE WHEN d.classid = 'pg_rewrite'::regclass THEN 'view' ELSE 'trigger' END,
+           coalesce(r.ev_class::regclass::text, t.tgname::text), ''
+    FROM col JOIN pg_depend d ON d.refobjid = col.rel AND d.refobjsubid = col.num
+    LEFT JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid
+    LEFT JOIN pg_trigger t ON d.classid = 'pg_trigger'::regclass AND t.oid = d.objid
+    WHERE r.oid IS NOT NULL OR t.oid IS NOT NULL
+    ORDER BY 1, 2
+""")
+
+
+@dataclass(frozen=True)
+class Dependent:
+    kind: str
+    name: str
+    definition: str  # pg_get_indexdef / pg_get_constraintdef, as the catalog gives it
+
+    @property
+    def carried(self) -> bool:
+        return self.kind in (INDEX, CHECK)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}" + (f" ({self.definition})" if self.definition else "")
+
+    def over(self, table: str, column: str, new_column: str, name: str) -> str:
+        """The SQL that builds this index or CHECK again over `new_column`, named `name`:
+        an index CONCURRENTLY (IF NOT EXISTS: a re-run finishes), a CHECK NOT VALID."""
+        definition = over_column(self.definition, column, new_column)
+        if self.kind == INDEX:
+            match = INDEX_DEFINITION.fullmatch(definition)
+            assert match is not None, definition
+            unique, method = match["unique"] or "", match["rest"]
+            return (
+                f"CREATE {unique}INDEX CONCURRENTLY IF NOT EXISTS {quote(name)} "
+                f"ON {quote(table)} {method}"
+            )
+        return (
+            f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(name)} "
+            f"{definition.removesuffix(' NOT VALID')} NOT VALID"
+        )
+
+    def renamed_sql(self, table: str, old: str, new: str) -> str:
+        if self.kind == INDEX:
+            return f"ALTER INDEX {quote(old)} RENAME TO {quote(new)}"
+        return f"ALTER TABLE {quote(table)} RENAME CONSTRAINT {quote(old)} TO {quote(new)}"
+
+
+INDEX_DEFINITION = re.compile(
+    r"CREATE (?P<unique>UNIQUE )?INDEX .+? ON (?:ONLY )?\S+ (?P<rest>USING .+)", re.DOTALL
+)
+# A string literal, a quoted identifier, or anything else (SQL's own lexical pieces, enough to
+# tell a column's name from the same word inside a literal).
+PIECES = re.compile(r"('(?:[^']|'')*')|(\"(?:[^\"]|\"\")*\")|([^'\"]+)")
+
+
+def over_column(sql: str, column: str, new_column: str) -> str:
+    """`sql` (a definition the catalog printed) with every mention of `column` naming
+    `new_column` instead; string literals are left alone."""
+    bare = re.compile(rf"(?<![\w$.]){re.escape(column)}(?![\w$])")
+    out = []
+    for literal, quoted, other in PIECES.findall(sql):
+        if literal:
+            out.append(literal)
+        elif quoted:
+            out.append(quote(new_column) if quoted == f'"{column}"' else quoted)
+        else:
+            out.append(bare.sub(quote(new_column), other))
+    return "".join(out)
+
+
+def mentions(sql: str, column: str) -> bool:
+    """Whether `sql` (a definition the catalog printed) names `column`."""
+    marker = "\x00"  # in no SQL text the catalog prints
+    return over_column(sql, column, marker) != sql.replace(marker, "")
+
+
+def dependents(connection: Connection, table: str, column: str) -> list[Dependent]:
+    rows = connection.execute(DEPENDENTS, {"table": quote(table), "column": column})
+    return [Dependent(kind, name, definition) for kind, name, definition in rows]
+
+
+def shadow_name(name: str) -> str:
+    """A carried object's name on the shadow column, before the cutover."""
+    return identifier(f"{name}__new")
+
+
+def refused_by_new_type(
+    connection: Connection, table: str, column: str, new_type: str, carried: list[Dependent]
+) -> str | None:
+    """Why the server would refuse an index or CHECK of `carried` over `column` as `new_type`
+    (an operator class or a function the type lacks), or None. Asked on an empty temporary copy
+    of the table, in a savepoint rolled back: nothing of ours is locked or changed."""
+    probe = identifier(f"media_db_probe_{table}")
+    with connection.begin_nested() as savepoint:
+        connection.exec_driver_sql(f"CREATE TEMPORARY TABLE {quote(probe)} (LIKE {quote(table)})")
+        connection.exec_driver_sql(
+            f"ALTER TABLE {quote(probe)} ALTER COLUMN {quote(column)} TYPE {new_type} USING NULL"
+        )
+        try:
+            for dependent in carried:
+                sql = dependent.over(probe, column, column, shadow_name(dependent.name))
+                with connection.begin_nested():
+                    connection.exec_driver_sql(sql.replace(" CONCURRENTLY", ""))
+        except DBAPIError as error:
+            message = str(error.orig).splitlines()[0]
+            return f"{dependent} cannot be carried to {new_type}: {message}"
+        finally:
+            savepoint.rollback()
+    return None

@@ -1,0 +1,173 @@
+"""A rewriting type change carries the column's indexes, CHECKs and comment to the new column
+(media_db/autogen/carried.py): after the cutover the models' names are on the live column and
+enforced there, the old column's copies wait as `<name>__old`, `make verify` sees no drift, and
+every step goes down to exactly what it came from. What cannot be carried is refused, named.
+
+The column is the test's own (`probe_size`), with its own CHECK and index: a user's change to
+ours must not break the test.
+"""
+
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import URL
+from sqlalchemy.exc import IntegrityError
+
+from media_db.deploy import catalog
+from media_db.pool import conninfo
+from tests import model_edits
+from tests.autogen.test_autogenerate_writes_lock_safe_revisions import snapshot
+from tests.autogen.test_expand_contract_keeps_every_writer import (
+    assert_no_drift,
+    execute,
+    migrate,
+    ok,
+    revision_text,
+    scalar,
+    writing,
+)
+from tests.conftest import FreshDatabase
+from tests.helpers import NEXT_REVISION, edit, environment, project_copy, run
+
+SIZE = 'probe_size: Mapped[int | None] = mapped_column(comment="bytes, as probed")'
+WIDENED = (
+    "probe_size: Mapped[int | None] = mapped_column(BigInteger, "
+    'comment="bytes, as probed", info={"using": "probe_size::bigint"})'
+)
+CONTRACTED = (
+    'probe_size: Mapped[int | None] = mapped_column(BigInteger, comment="bytes, as probed")'
+)
+CHECK, INDEX = "media_items_probe_size_check", "media_items_probe_size_idx"
+OBJECTS = """
+    SELECT con.conname::text, a.attname::text, con.convalidated
+    FROM pg_constraint con
+    JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = ANY(con.conkey)
+    WHERE con.conrelid = 'media_items'::regclass AND con.contype = 'c'
+      AND a.attname LIKE 'probe_size%%'
+    UNION ALL
+    SELECT i.relname::text, a.attname::text, x.indisvalid
+    FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+    JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = ANY(x.indkey)
+    WHERE x.indrelid = 'media_items'::regclass AND a.attname LIKE 'probe_size%%'
+"""
+
+
+def objects(url: URL) -> dict[str, tuple[str, bool]]:
+    """{index or CHECK name: (the column it is on, valid)} for probe_size's."""
+    with psycopg.connect(conninfo(url)) as connection:
+        rows = connection.execute(OBJECTS).fetchall()
+    return {name: (column, valid) for name, column, valid in rows}
+
+
+def probe_size_column(models: Path, url: URL) -> None:
+    model_edits.existing_column(
+        models,
+        url,
+        "MediaItem",
+        SIZE,
+        "ALTER TABLE media_items ADD COLUMN probe_size integer; "
+        "COMMENT ON COLUMN media_items.probe_size IS 'bytes, as probed'; "
+        f"ALTER TABLE media_items ADD CONSTRAINT {CHECK} CHECK (probe_size >= 0); "
+        f"CREATE INDEX {INDEX} ON media_items (probe_size)",
+    )
+    check = 'CheckConstraint("probe_size >= 0", "probe_size")'
+    model_edits.add_table_arg(models, "MediaItem", check)
+    model_edits.add_table_arg(models, "MediaItem", f'Index("{INDEX}", "probe_size")')
+
+
+def test_widening_carries_the_check_index_and_comment_and_round_trips(
+    tmp_path: Path, head_copy: FreshDatabase
+) -> None:
+    project, url = project_copy(tmp_path), head_copy()
+    env, models = environment(url), project / "models" / "media.py"
+    probe_size_column(models, url)
+    execute(
+        url,
+        "INSERT INTO media_items (source_url, source_type, probe_size) "
+        "SELECT 's' || g, 'seed', g FROM generate_series(1, 12000) g",
+    )
+    before = snapshot(url)
+    edit(models, (SIZE, WIDENED))
+
+    ok(["make", "revision", "M=widen probe_size"], env, project)
+    expand = revision_text(project, NEXT_REVISION)
+    assert f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {INDEX}__new" in expand
+    assert f"ADD CONSTRAINT {CHECK}__new CHECK ((probe_size__new >= 0)) NOT VALID" in expand
+
+    def inserts(n: int) -> list[tuple[str, dict[str, object]]]:
+        return [
+            (
+                "INSERT INTO media_items (source_url, source_type, probe_size) "
+                "VALUES ('w', 'writer', %(n)s)",
+                {"n": n},
+            )
+        ]
+
+    with writing(url, inserts):
+        migrate(project, url, "upgrade", "head")
+    assert objects(url) == {
+        CHECK: ("probe_size", True),
+        INDEX: ("probe_size", True),
+        f"{CHECK}__old": ("probe_size__old", True),
+        f"{INDEX}__old": ("probe_size__old", True),
+    }
+    assert scalar(
+        url,
+        "SELECT col_description(attrelid, attnum) FROM pg_attribute "
+        "WHERE attrelid = 'media_items'::regclass AND attname = 'probe_size'",
+    ) == ("bytes, as probed")
+    # The models' CHECK holds on the live column, whoever writes.
+    with pytest.raises(IntegrityError, match=CHECK):
+        execute(
+            url,
+            "INSERT INTO media_items (source_url, source_type, probe_size) VALUES ('x', 'x', -1)",
+        )
+    verified = ok(["make", "verify"], env, project)
+    assert_no_drift(verified)
+    assert "retype media_items.probe_size" in verified
+    expanded = snapshot(url)
+
+    migrate(project, url, "downgrade", "-1")
+    assert catalog.differences(before, snapshot(url), set(before)) == []
+    migrate(project, url, "upgrade", "head")
+    assert catalog.differences(expanded, snapshot(url), set(expanded)) == []
+
+    edit(models, (WIDENED, CONTRACTED))
+    ok(["make", "revision", "M=contract probe_size"], env, project)
+    migrate(project, url, "upgrade", "head")
+    assert objects(url) == {CHECK: ("probe_size", True), INDEX: ("probe_size", True)}
+    assert_no_drift(ok(["make", "verify"], env, project))
+
+    with writing(url, inserts):
+        migrate(project, url, "downgrade", "-1")
+    assert catalog.differences(expanded, snapshot(url), set(expanded)) == []
+    migrate(project, url, "downgrade", "-1")
+    assert catalog.differences(before, snapshot(url), set(before)) == []
+
+
+CODE = "probe_code: Mapped[str | None] = mapped_column(String(20), unique=True)"
+
+
+def test_a_type_change_under_a_unique_constraint_is_refused_naming_it(
+    tmp_path: Path, head_copy: FreshDatabase
+) -> None:
+    project, url = project_copy(tmp_path), head_copy()
+    models = project / "models" / "media.py"
+    model_edits.existing_column(
+        models,
+        url,
+        "MediaItem",
+        CODE,
+        "ALTER TABLE media_items ADD COLUMN probe_code varchar(20) "
+        "CONSTRAINT media_items_probe_code_key UNIQUE",
+    )
+    edit(models, (CODE, CODE.replace("String(20)", "String(10)")))
+    made = run(["make", "revision", "M=narrow probe_code"], environment(url), cwd=project)
+    assert made.returncode != 0
+    output = " ".join((made.stdout + made.stderr).split())
+    assert (
+        "alter_column media_items.probe_code type VARCHAR(20) to VARCHAR(10): unique constraint "
+        "media_items_probe_code_key (UNIQUE (probe_code)) depends on it" in output
+    ), output
+    assert not list((project / "alembic" / "versions").glob(f"*_{NEXT_REVISION}_*"))
