@@ -102,6 +102,8 @@ class Rewrite:
         self.refusals: list[str] = []
         # What an expand or a contract writes in place of the downgrade's plain column op.
         self.undo: dict[tuple[str, str], list[ops.MigrateOperation]] = {}
+        # What the downgrade's alter_column of "<table>.<column>" writes before its own steps.
+        self.trigger_drops: dict[str, list[ops.MigrateOperation]] = {}
 
     @functools.cached_property
     def in_flight(self) -> dict[str, Transition]:
@@ -276,7 +278,7 @@ class Rewrite:
             old, new = sql_type(alter.existing_type), sql_type(alter.modify_type)
             if not binary_compatible(old, new):
                 return self._expand_retype(alter, old, new)
-        written: list[ops.MigrateOperation] = []
+        written: list[ops.MigrateOperation] = list(self.trigger_drops.pop(where, []))
         rest = copy.copy(alter)
         rest.modify_nullable = None
         if alter.modify_type is not None:
@@ -302,7 +304,11 @@ class Rewrite:
             written.append(_only_nullable(alter))
             self._lock(direction, f"alter_column {where} DROP NOT NULL: {CATALOG_ONLY}")
         elif alter.modify_nullable is False:
-            written += self._set_not_null(alter, direction)
+            marked = self._marker(alter.table_name, alter.column_name)
+            if direction == UPGRADE and marked is not None and marked[0] == transitions.FILL:
+                written += self._expand_existing_backfill(alter, marked[1])
+            else:
+                written += self._set_not_null(alter, direction)
         return written
 
     def _set_not_null(self, alter: ops.AlterColumnOp, direction: str) -> list[ops.MigrateOperation]:
@@ -560,6 +566,42 @@ class Rewrite:
             *self._lossless_drop(moving, column.name, moving.source, DOWNGRADE),
         ]
         return steps
+
+    def _expand_existing_backfill(
+        self, alter: ops.AlterColumnOp, expression: str
+    ) -> list[ops.MigrateOperation]:
+        """An existing nullable column becoming NOT NULL, marked with a backfill: the sync
+        trigger fills what a writer leaves NULL (old inserts keep working), the rows are
+        backfilled in batches, then NOT NULL through the validated CHECK. The way down drops
+        NOT NULL and the trigger; the values filled in stay."""
+        table, column = alter.table_name, alter.column_name
+        moving = Transition(transitions.FILL, table, column, f"({expression})", None, self.revision)
+        self._lock(
+            UPGRADE,
+            f"sync trigger {moving.name} on {table}.{column} (fills a NULL from "
+            f"{expression}): {TRIGGER_LOCKS[ReplaceOp].format(table=table)}",
+        )
+        self._waive(DOWNGRADE, "ban-drop-function", SYNC_DROP)
+        self._lock(
+            DOWNGRADE,
+            f"drop the sync trigger {moving.name}: {TRIGGER_LOCKS[DropOp].format(table=table)}",
+        )
+        self.trigger_drops[f"{table}.{column}"] = [Statement(sql) for sql in moving.drop_sql()]
+        return [
+            Comment(
+                f"Expand: {column} becomes NOT NULL. The trigger {moving.name} fills it from "
+                f"{expression} when a writer leaves it NULL, so old writers keep working; "
+                "existing rows are filled in batches first."
+            ),
+            *(Statement(sql) for sql in moving.create_sql()),
+            *self._fill(moving, alter.existing_type, True, UPGRADE),
+        ]
+
+    def _marker(self, table: str, column: str) -> tuple[str, str] | None:
+        """The transition the models' column declares (transitions.MARKERS), if any."""
+        declared = self.metadata.tables.get(table)
+        found = declared.c.get(column) if declared is not None else None
+        return transitions.marker(found) if found is not None else None
 
     def _expand_volatile(self, add: ops.AddColumnOp, default: str) -> list[ops.MigrateOperation]:
         table, column = add.table_name, add.column
