@@ -115,8 +115,13 @@ class Transition:
         if self.old is None:
             return f"IF NEW.{new} IS NULL THEN NEW.{new} := {over_row(self.source)}; END IF;"
         old = quote(self.old)
-        if self.back is not None:  # a type change, past its cutover: every writer names `new`
-            return f"NEW.{old} := {over_row(self.back)};"
+        if self.back is not None:  # a type change: every writer names `new`
+            # Only from a value written: an UPDATE of another column must not rewrite the kept
+            # original from a narrowed value (a rollback would restore the narrowed one).
+            return (
+                f"IF TG_OP = 'INSERT' OR NEW.{new} IS DISTINCT FROM OLD.{new} THEN "
+                f"NEW.{old} := {over_row(self.back)}; END IF;"
+            )
         # An UPDATE copies the name it changed; an INSERT the name it gave (the old column has
         # no default during the transition, so a NULL there means "not given").
         return (

@@ -511,6 +511,9 @@ def test_type_change_expands_with_a_cutover_then_contracts(
         inserter.written
     )
     assert scalar(url, f"SELECT count(*) FROM media_items WHERE probe_type__old = '{LONG}'") == 1
+    # A write to another column keeps the original, not the narrowed value.
+    execute(url, "UPDATE media_items SET source_type = 'touched' WHERE source_url = 's1'")
+    assert scalar(url, f"SELECT count(*) FROM media_items WHERE probe_type__old = '{LONG}'") == 1
     columns = snapshot(url)["media_items"].columns
     assert (columns["probe_type"].type, columns["probe_type__old"].type) == (
         "character varying(50)",
