@@ -104,6 +104,9 @@ class Rewrite:
         self.undo: dict[tuple[str, str], list[ops.MigrateOperation]] = {}
         # What the downgrade's alter_column of "<table>.<column>" writes before its own steps.
         self.trigger_drops: dict[str, list[ops.MigrateOperation]] = {}
+        # Indexes on a renamed column's old name: they serve its readers until the contract,
+        # which drops them with the column (autogenerate does not see them: environment.py).
+        self.kept_indexes: set[str] = set()
 
     @functools.cached_property
     def in_flight(self) -> dict[str, Transition]:
@@ -121,6 +124,14 @@ class Rewrite:
             for operation in operations
             if isinstance(operation, ops.CreateTableOp | ops.DropTableOp)
         }
+        if direction == UPGRADE:
+            for operation in operations:
+                for step in getattr(operation, "ops", []):
+                    if not isinstance(step, ops.AddColumnOp):
+                        continue
+                    found = transitions.marker(step.column)
+                    if found is not None and found[0] == RENAME:
+                        self._keep_until_contract(step.table_name, step.column.name, found[1])
         rewritten: list[ops.MigrateOperation] = []
         for operation in operations:
             if isinstance(operation, ops.ModifyTableOps):
@@ -351,10 +362,32 @@ class Rewrite:
 
     # --- indexes and constraints ----------------------------------------------------------------
 
+    def _keep_until_contract(self, table: str, new: str, old: str) -> None:
+        """A rename's old column keeps its indexes until the contract (the new column's are
+        built beside them, so there is never a window without one): a new index cannot take
+        one's name. A key, a foreign key, a view or a trigger on it cannot follow the rename
+        yet, and is refused."""
+        depending = carried.dependents(self.connection, table, old)
+        self.kept_indexes |= {d.name for d in depending if d.kind == carried.INDEX}
+        refused = self._uncarried([d for d in depending if not d.carried])
+        if refused:
+            self.refusals.append(
+                f"add_column {table}.{new} (renamed from {old}): {refused}. Rename it by "
+                "hand, or move them to a column of their own first"
+            )
+
     @rewrites(ops.CreateIndexOp)
     def _create_index(
         self, create: ops.CreateIndexOp, direction: str
     ) -> list[ops.MigrateOperation]:
+        name = str(create.index_name)
+        if direction == UPGRADE and name in self.kept_indexes:
+            self.refusals.append(
+                f"create_index {name} on {create.table_name}: an index of that name stays on "
+                "the renamed column's old name until the contract. Name the new one otherwise "
+                "(the naming convention's <table>_<column>_idx does)"
+            )
+            return [create]
         self._lock(
             direction,
             f"create_index {create.index_name} CONCURRENTLY on {create.table_name}: {CONCURRENT} "

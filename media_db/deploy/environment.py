@@ -180,9 +180,11 @@ def scoped_to(
                 return False  # an expand/contract's sync trigger, until its marker goes
             return with_entities and (obj.identity in declared or on_ours)
         if type_ in HIDEABLE and reflected and compare_to is None and name is not None:
-            # A rename's or a type change's old column (and a type change's copies of indexes
-            # and CHECKs on it) stay until the models drop the marker: not a drop.
-            return not transitions.hidden(metadata, obj.table.name, name)
+            # A rename's or a type change's old column, and the indexes and CHECKs left on it,
+            # stay until the models drop the marker: not a drop.
+            table = obj.table.name
+            on = [column.name for column in obj.columns] if type_ == "index" else []
+            return not any(transitions.hidden(metadata, table, n) for n in [name, *on])
         # Belt and braces for tables reflected by other means (e.g. a foreign key target).
         return not (type_ == "table" and reflected and name not in metadata.tables)
 
