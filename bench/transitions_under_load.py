@@ -52,7 +52,7 @@ UUID_COLUMN = (
 )
 NARROWED = (
     '    workflow_type: Mapped[str] = mapped_column(String(30), info={"using": '
-    '"left(workflow_type, 30)"})\n'
+    '"left(workflow_type, 30)", "down": "workflow_type"})\n'
 )
 # Each kind: the expand's edit; the contract's (None: nothing left to contract) and the insert
 # of the new shape, which every writer uses once it is contracted.

@@ -34,3 +34,18 @@ def binary_compatible(old: str, new: str) -> bool:
     if before[1] == "NUMERIC" and before[3] != after[3]:
         return False  # another scale changes every stored value
     return int(after[2]) >= int(before[2])
+
+
+# Widenings whose way back is a plain cast that gives every old value again.
+WIDER = {
+    "SMALLINT": ("INTEGER", "BIGINT", "NUMERIC"),
+    "INTEGER": ("BIGINT", "NUMERIC"),
+    "BIGINT": ("NUMERIC",),
+    "REAL": ("DOUBLE PRECISION",),
+}
+
+
+def exact_round_trip(old: str, new: str) -> bool:
+    """Whether CAST(new AS old) gives back every value CAST(old AS new) made: a type change
+    needs no `down` marker then."""
+    return binary_compatible(old, new) or new in WIDER.get(old, ())

@@ -63,7 +63,7 @@ from media_db.autogen.locks import (
     locks_paragraph,
 )
 from media_db.autogen.ops import AutocommitBlock, Backfill, Comment, EntityStep, Kept, Statement
-from media_db.autogen.pg_types import binary_compatible, sql_type
+from media_db.autogen.pg_types import binary_compatible, exact_round_trip, sql_type
 from media_db.autogen.transitions import RENAME, RETYPE, Transition, quote
 from media_db.models.migration_history import SURVIVES_DOWNGRADE
 
@@ -669,13 +669,24 @@ class Rewrite:
         refused = self._uncarried([d for d in depending if not d.carried]) or (
             carried.refused_by_new_type(self.connection, table, name, new_type, carry)
         )
-        if model is None or refused:
+        if model is None:
+            self.refusals.append(f"{where}: {table} is not a table of the models")
+            return [alter]
+        if refused:
             self.refusals.append(
                 f"{where}: {refused}. Expand/contract instead, in steps: change or drop it in a "
                 "revision before this one, then change the type, then declare its new form"
-                if refused
-                else f"{where}: {table} is not a table of the models"
             )
+        down = model.info.get(transitions.DOWN)
+        no_way_back = down is None and not exact_round_trip(old_type, new_type)
+        if no_way_back:
+            self.refusals.append(
+                f"{where}: only a widening comes back exactly by a cast, and a rollback must "
+                "restore what each writer wrote. Expand/contract instead: mark "
+                f"the column with info={{{transitions.USING!r}: ..., {transitions.DOWN!r}: "
+                f"'<SQL over the new row giving the {old_type} value>'}}"
+            )
+        if refused or no_way_back:
             return [alter]
         was = {column["name"]: column for column in self._reflected_columns(table)}[name]
         kept, shadow = transitions.kept_name(name), transitions.identifier(f"{name}__new")
@@ -686,7 +697,7 @@ class Rewrite:
             f"(SELECT {using} FROM (SELECT {quote(kept)} AS {quote(name)}) AS old_row)",
             kept,
             self.revision,
-            back=f"CAST({quote(name)} AS {old_type})",
+            back=down or f"CAST({quote(name)} AS {old_type})",
         )
         # Before the cutover, every writer names the old column: the trigger fills the shadow.
         before = Transition(RETYPE, table, name, name, shadow, back=using)

@@ -19,6 +19,7 @@ from sqlalchemy import Column, Connection, MetaData, text
 from sqlalchemy.dialects import postgresql
 
 RENAMED_FROM, BACKFILL, USING = "renamed_from", "backfill", "using"
+DOWN = "down"  # beside `using`: the old column's value, as SQL over a new-shape row
 RENAME, FILL, RETYPE = "rename", "backfill", "retype"  # the kinds in flight, by their marker
 MARKERS = {RENAMED_FROM: RENAME, BACKFILL: FILL, USING: RETYPE}
 TAG = "media_db expand/contract: "

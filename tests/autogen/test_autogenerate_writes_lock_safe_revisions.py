@@ -247,6 +247,18 @@ REFUSED = [
         "(CHECK ((width > 0))) cannot be carried to TEXT: operator does not exist: text > integer",
     ),
     (
+        "narrowing with no way back",
+        replace(
+            (
+                "    file_size: Mapped[int | None] = mapped_column(BigInteger)\n",
+                "    file_size: Mapped[int | None]\n",
+            )
+        ),
+        "alter_column media_items.file_size type BIGINT to INTEGER: only a widening comes back "
+        "exactly by a cast, and a rollback must restore what each writer wrote. Expand/contract "
+        "instead: mark the column with info={'using': ..., 'down': ",
+    ),
+    (
         "rename",
         replace(
             (

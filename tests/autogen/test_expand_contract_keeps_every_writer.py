@@ -451,7 +451,7 @@ def test_volatile_default_expands_with_no_rewrite(tmp_path: Path, head_copy: Fre
 PROBE_TYPE = "probe_type: Mapped[str | None] = mapped_column(String(100))"
 NARROWED = (
     "probe_type: Mapped[str | None] = "
-    'mapped_column(String(50), info={"using": "left(probe_type, 50)"})'
+    'mapped_column(String(50), info={"using": "left(probe_type, 50)", "down": "probe_type"})'
 )
 LONG = "video/" + "x" * 74  # fits VARCHAR(100), not VARCHAR(50)
 OUT_OF_STEP = (
@@ -556,7 +556,7 @@ def test_type_change_expands_with_a_cutover_then_contracts(
 COUNT_AS_TEXT = 'probe_count: Mapped[str | None] = mapped_column(Text, server_default="0")'
 COUNT_AS_INTEGER = (
     'probe_count: Mapped[int | None] = mapped_column(server_default=text("0"), '
-    'info={"using": "probe_count::integer"})'
+    'info={"using": "probe_count::integer", "down": "probe_count::text"})'
 )
 
 

@@ -109,10 +109,12 @@ def test_empty_tables_roll_back_without_consent(engine: Engine) -> None:
 def test_make_downgrade_consents_with_allow_data_loss(fresh_database: FreshDatabase) -> None:
     url = fresh_database()
     env = environment(url)
-    assert run(["make", "upgrade"], env).returncode == 0
+    upgraded = run(["make", "upgrade"], env)
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
     with create_engine(url, poolclass=pool.NullPool).begin() as connection:
         connection.execute(text("INSERT INTO processing_jobs (workflow_type) VALUES ('t')"))
     refused = run(["make", "downgrade", "REV=base"], env)
     assert refused.returncode != 0
     assert "processing_jobs (1 row)" in refused.stdout + refused.stderr
-    assert run(["make", "downgrade", "REV=base"], {**env, "ALLOW_DATA_LOSS": "1"}).returncode == 0
+    consented = run(["make", "downgrade", "REV=base"], {**env, "ALLOW_DATA_LOSS": "1"})
+    assert consented.returncode == 0, consented.stdout + consented.stderr
