@@ -19,7 +19,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Runs its arguments against the configured database, or else the embedded one.
 WITH_DB := python -m media_db.dev.local_server exec --
 REV ?= -1
-RANGE ?= head
+RANGE ?=
 M ?=
 # Two workers (2 cores): most of the suite's time is subprocesses starting Python.
 PYTEST_ARGS ?= -n 2
@@ -125,10 +125,10 @@ adopt: install ## Stamp a database built by hand with the plan's SQL at 0001, if
 verify: install ## Compare the live catalog with the models object by object, then alembic check
 	$(WITH_DB) bash -c 'python -m media_db.deploy.verify && alembic check'
 
-sql: install ## Print the upgrade as SQL without a database (RANGE=0001:head for a span)
-	@[[ $$RANGE =~ ^($(REVISION):)?$(REVISION)$$ && -n $$RANGE ]] || \
+sql: install ## Print as SQL what is pending on the configured database (none: base to head; RANGE=0001:head for a span)
+	@[[ -z $$RANGE || $$RANGE =~ ^($(REVISION):)?$(REVISION)$$ ]] || \
 	  $(call bad_revision,RANGE,' or two joined by a colon (e.g. RANGE=0001:head)')
-	@alembic upgrade "$$RANGE" --sql
+	@python -m media_db.deploy.pending_sql "$$RANGE"
 
 revision: install ## Autogenerate a lock-safe revision; regenerate records and the ERD (M="…")
 	@[ -n "$$M" ] || { echo 'usage: make revision M="what the revision does"' >&2; exit 2; }
