@@ -51,7 +51,7 @@ WAIVERS = {
     "adding-not-nullable-field": "SET NOT NULL proven by a validated CHECK: no scan",
     "ban-drop-function": "removed from the models, or undoing its creation; no trigger uses it",
 }
-# Expand/contract (media_db/autogen/transitions.py): what each step locks, and why its drop of a
+# Expand/contract (media_db/transitions.py): what each step locks, and why its drop of a
 # column needs no consent.
 LOSSLESS_DROP = "expand/contract: guarded, under its lock, to lose nothing"
 RENAMING = "a type change's cutover: the column keeps its name, with the new type"

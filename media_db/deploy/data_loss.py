@@ -24,7 +24,7 @@ from alembic.operations import Operations, ops, toimpl
 from alembic.util import CommandError
 from sqlalchemy import Connection, text
 
-from media_db.autogen import transitions
+from media_db import transitions
 from media_db.deploy import lock_order
 from media_db.deploy.backup import BackupUnusable, Run
 
@@ -139,7 +139,7 @@ DECLARED_DROPS = {
     True: ("upgrade_drops_tables", "upgrade_drops_columns"),  # upgrade()
 }
 # Columns an expand/contract drops once its own guard, under the drop's lock, found that they
-# hold nothing the other shape lacks (media_db/autogen/transitions.py): no consent to ask, so
+# hold nothing the other shape lacks (media_db/transitions.py): no consent to ask, so
 # not checked here; declared so a reviewer (and tests/deploy) sees every drop.
 LOSSLESS_DROPS = {False: "lossless_drops_columns", True: "upgrade_lossless_drops_columns"}
 SHOWN_UP_TO = 1_000  # rows counted per table or column at most: the answer stays quick at any size

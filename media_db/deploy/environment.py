@@ -23,10 +23,9 @@ from sqlalchemy import Column, Connection, Engine, MetaData
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
 
-from media_db import settings
-from media_db.autogen import storage_parameters, transitions
+from media_db import settings, transitions
 from media_db.connect import DatabaseUnavailable, open_connection
-from media_db.deploy import pooler, project
+from media_db.deploy import pooler, project, storage_parameters
 
 # What an expand/contract in flight may leave on our table that the models do not declare.
 HIDEABLE = ("column", "index", "check_constraint")

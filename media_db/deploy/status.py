@@ -31,7 +31,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from media_db.autogen import transitions
+from media_db import transitions
 from media_db.connect import open_connection
 from media_db.deploy import (
     history,

@@ -5,7 +5,7 @@ expression defaults it cannot parse). This builds the models' schema for real in
 inside a transaction that is always rolled back, and compares both catalogs object by object.
 Nothing is left behind; the scratch schema never becomes visible to other sessions.
 
-An expand/contract in flight (media_db/autogen/transitions.py) whose marker the models still
+An expand/contract in flight (media_db/transitions.py) whose marker the models still
 carry is reported as contracting, not as drift: the old column of a rename or a type change, its
 indexes and constraints, and the sync trigger.
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
-from media_db.autogen import carried, transitions
+from media_db import dependents, transitions
 from media_db.connect import open_connection
 from media_db.deploy import catalog, history_shape, project
 from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
@@ -41,7 +41,9 @@ def drift_from(connection: Connection, build: Callable[[Connection], object]) ->
                 left.columns.pop(moving.old, None)
                 # Its indexes and constraints (PostgreSQL 18's NOT NULL among them) go with it.
                 for objects in (left.constraints, left.indexes):
-                    for name in [n for n, d in objects.items() if carried.mentions(d, moving.old)]:
+                    for name in [
+                        n for n, d in objects.items() if dependents.mentions(d, moving.old)
+                    ]:
                         del objects[name]
         live_functions = catalog.functions(connection, schema)
         connection.execute(text(f"CREATE SCHEMA {SCRATCH_SCHEMA}"))

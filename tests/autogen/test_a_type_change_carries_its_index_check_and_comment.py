@@ -1,10 +1,11 @@
 """A rewriting type change carries the column's indexes, CHECKs and comment to the new column
-(media_db/autogen/carried.py): after the cutover the models' names are on the live column and
+(media_db/dependents.py): after the cutover the models' names are on the live column and
 enforced there, the old column's copies wait as `<name>__old`, `make verify` sees no drift, and
-every step goes down to exactly what it came from. What cannot be carried is refused, named.
+every step goes down to exactly what it came from. What cannot be carried (a UNIQUE constraint,
+across a type change or a rename) is refused, named.
 
-The column is the test's own (`probe_size`), with its own CHECK and index: a user's change to
-ours must not break the test.
+The columns are the test's own (`probe_size`, with its own CHECK and index; `probe_code`): a
+user's change to ours must not break the test.
 """
 
 from pathlib import Path
@@ -147,10 +148,24 @@ def test_widening_carries_the_check_index_and_comment_and_round_trips(
 
 
 CODE = "probe_code: Mapped[str | None] = mapped_column(String(20), unique=True)"
+UNIQUE_REFUSED = [
+    (
+        CODE.replace("String(20)", "String(10)"),
+        "alter_column media_items.probe_code type VARCHAR(20) to VARCHAR(10): unique constraint "
+        "media_items_probe_code_key (UNIQUE (probe_code)) depends on it",
+    ),
+    (
+        "probe_tag: Mapped[str | None] = "
+        'mapped_column(String(20), unique=True, info={"renamed_from": "probe_code"})',
+        "add_column media_items.probe_tag (renamed from probe_code): unique constraint "
+        "media_items_probe_code_key (UNIQUE (probe_code)) depends on it",
+    ),
+]
 
 
-def test_a_type_change_under_a_unique_constraint_is_refused_naming_it(
-    tmp_path: Path, head_copy: FreshDatabase
+@pytest.mark.parametrize(("changed", "message"), UNIQUE_REFUSED, ids=["retype", "rename"])
+def test_retyping_or_renaming_a_column_under_a_unique_constraint_is_refused_naming_it(
+    changed: str, message: str, tmp_path: Path, head_copy: FreshDatabase
 ) -> None:
     project, url = project_copy(tmp_path), head_copy()
     models = project / "models" / "media.py"
@@ -162,12 +177,9 @@ def test_a_type_change_under_a_unique_constraint_is_refused_naming_it(
         "ALTER TABLE media_items ADD COLUMN probe_code varchar(20) "
         "CONSTRAINT media_items_probe_code_key UNIQUE",
     )
-    edit(models, (CODE, CODE.replace("String(20)", "String(10)")))
-    made = run(["make", "revision", "M=narrow probe_code"], environment(url), cwd=project)
+    edit(models, (CODE, changed))
+    made = run(["make", "revision", "M=probe_code"], environment(url), cwd=project)
     assert made.returncode != 0
     output = " ".join((made.stdout + made.stderr).split())
-    assert (
-        "alter_column media_items.probe_code type VARCHAR(20) to VARCHAR(10): unique constraint "
-        "media_items_probe_code_key (UNIQUE (probe_code)) depends on it" in output
-    ), output
+    assert message in output, output
     assert not list((project / "alembic" / "versions").glob(f"*_{NEXT_REVISION}_*"))

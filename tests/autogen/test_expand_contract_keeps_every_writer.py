@@ -1,5 +1,5 @@
 """`make revision` writes a rename, a NOT NULL column with a backfill, a volatile default and a
-rewriting type change as expand/contract (media_db/autogen/transitions.py), and every writer
+rewriting type change as expand/contract (media_db/transitions.py), and every writer
 keeps working throughout.
 
 For each kind, in a throwaway copy of the project: the model is edited and `make revision`

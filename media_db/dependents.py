@@ -1,7 +1,8 @@
-"""What a type change carries from the old column to the new one: its indexes and CHECKs.
+"""What depends on a column, as the catalog tells: what a type change carries from the old column
+to the new one (its indexes and CHECKs), and what it cannot.
 
 A rewriting type change builds a shadow column and swaps the names at its cutover
-(media_db/autogen/rewriter.py). Whatever depends on the column would stay on the old one, so
+(media_db/autogen/expand_contract.py). Whatever depends on the column would stay on the old one, so
 each index is built again on the shadow (CONCURRENTLY, under a temporary name) and each CHECK
 added again over it (NOT VALID, then VALIDATE), before the cutover; the cutover swaps their names
 too, so the live column holds the names the models declare at every step, and the old column's
@@ -15,9 +16,8 @@ import re
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import DBAPIError
 
-from media_db.autogen.transitions import identifier, quote
+from media_db.transitions import identifier, quote
 
 INDEX, CHECK = "index", "check"
 
@@ -128,28 +128,3 @@ def dependents(connection: Connection, table: str, column: str) -> list[Dependen
 def shadow_name(name: str) -> str:
     """A carried object's name on the shadow column, before the cutover."""
     return identifier(f"{name}__new")
-
-
-def refused_by_new_type(
-    connection: Connection, table: str, column: str, new_type: str, carried: list[Dependent]
-) -> str | None:
-    """Why the server would refuse an index or CHECK of `carried` over `column` as `new_type`
-    (an operator class or a function the type lacks), or None. Asked on an empty temporary copy
-    of the table, in a savepoint rolled back: nothing of ours is locked or changed."""
-    probe = identifier(f"media_db_probe_{table}")
-    with connection.begin_nested() as savepoint:
-        connection.exec_driver_sql(f"CREATE TEMPORARY TABLE {quote(probe)} (LIKE {quote(table)})")
-        connection.exec_driver_sql(
-            f"ALTER TABLE {quote(probe)} ALTER COLUMN {quote(column)} TYPE {new_type} USING NULL"
-        )
-        try:
-            for dependent in carried:
-                sql = dependent.over(probe, column, column, shadow_name(dependent.name))
-                with connection.begin_nested():
-                    connection.exec_driver_sql(sql.replace(" CONCURRENTLY", ""))
-        except DBAPIError as error:
-            message = str(error.orig).splitlines()[0]
-            return f"{dependent} cannot be carried to {new_type}: {message}"
-        finally:
-            savepoint.rollback()
-    return None

@@ -3,7 +3,7 @@
 Autogenerate does not compare them, so a per-table autovacuum setting declared in the models
 would never reach a revision, nor be noticed by `alembic check` when the server's differs. This
 Alembic plugin compares each table's `postgresql_with` with pg_class.reloptions and proposes
-`ALTER TABLE … SET (…)` / `RESET (…)`, which media_db/autogen/rewriter.py writes into the
+`ALTER TABLE … SET (…)` / `RESET (…)`, which media_db/autogen/rules/entities.py writes into the
 revision as plain SQL.
 """
 
@@ -16,7 +16,7 @@ from alembic.runtime.plugins import Plugin
 from alembic.util import PriorityDispatchResult
 from sqlalchemy import Table, text
 
-PLUGIN = "media_db.autogen.storage_parameters"
+PLUGIN = __name__  # what autogenerate_plugins names it by
 
 
 class SetStorageParametersOp(ops.MigrateOperation):

@@ -1,0 +1,493 @@
+"""Expand/contract, as `make revision` writes it (the transitions themselves, and what a deploy
+reads of them, are media_db/transitions.py): the expand of a rename, of a NOT NULL column with a
+backfill (new, or existing and nullable), of a volatile default and of a rewriting type change
+(its indexes and CHECKs carried, media_db/dependents.py), and each one's contract. Each builder
+returns the upgrade's steps and leaves the downgrade's with the `Rewrite` (`undo`,
+`trigger_drops`), which the downgrade's plain column operation is replaced by.
+"""
+
+from typing import Any
+
+from alembic.operations import ops
+from alembic_utils.reversible_op import DropOp, ReplaceOp
+from sqlalchemy import Column, Connection
+from sqlalchemy.exc import DBAPIError
+
+from media_db import dependents, transitions
+from media_db.autogen import forms
+from media_db.autogen.locks import (
+    BATCHES,
+    CATALOG_ONLY,
+    CONCURRENT,
+    GUARD_SCAN,
+    LOSSLESS_DROP,
+    RENAMING,
+    SYNC_DROP,
+    SYNC_TRIGGER,
+    TRIGGER_LOCKS,
+    VALIDATED,
+)
+from media_db.autogen.ops import AutocommitBlock, Backfill, Comment, Statement
+from media_db.autogen.pg_types import exact_round_trip, sql_type
+from media_db.autogen.state import DOWNGRADE, UPGRADE, Rewrite
+from media_db.transitions import RENAME, RETYPE, Transition, quote
+
+
+def keep_until_contract(rw: Rewrite, table: str, new: str, old: str) -> None:
+    """A rename's old column keeps its indexes until the contract (the new column's are
+    built beside them, so there is never a window without one): a new index cannot take
+    one's name. A key, a foreign key, a view or a trigger on it cannot follow the rename
+    yet, and is refused."""
+    depending = dependents.dependents(rw.connection, table, old)
+    rw.kept_indexes |= {d.name for d in depending if d.kind == dependents.INDEX}
+    refused = uncarried(rw, [d for d in depending if not d.carried])
+    if refused:
+        rw.refusals.append(
+            f"add_column {table}.{new} (renamed from {old}): {refused}. Rename it by "
+            "hand, or move them to a column of their own first"
+        )
+
+
+def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.MigrateOperation]:
+    table, new = add.table_name, add.column
+    where = f"add_column {table}.{new.name} (renamed from {old})"
+    was = {column["name"]: column for column in rw.reflected_columns(table)}.get(old)
+    if was is None or sql_type(was["type"]) != sql_type(new.type):
+        rw.refusals.append(
+            f"{where}: {table} has no column {old}"
+            if was is None
+            else f"{where}: {old} is {sql_type(was['type'])}, {new.name} "
+            f"{sql_type(new.type)}: rename first, then change the type in another revision"
+        )
+        return [add]
+    moving = Transition(RENAME, table, new.name, quote(old), old, rw.revision)
+    steps: list[ops.MigrateOperation] = [
+        Comment(
+            f"Expand: {old} is renamed to {new.name}. Writers of either name keep working: "
+            f"the trigger {moving.name} copies every write to the other column."
+        )
+    ]
+    old_default = was["default"]
+    if old_default is not None:
+        # A default on the old name would hide what a writer of the new name gave.
+        steps.append(
+            Statement(f"ALTER TABLE {quote(table)} ALTER COLUMN {quote(old)} DROP DEFAULT")
+        )
+    steps += added_for_fill(rw, moving, add, forms.default_sql(new))
+    rw.lock(UPGRADE, f"{where}, with the sync trigger {moving.name}: {SYNC_TRIGGER}")
+    steps += fill(rw, moving, new.type, not new.nullable, UPGRADE)
+    restore = (
+        [
+            Statement(
+                f"ALTER TABLE {quote(table)} ALTER COLUMN {quote(old)} SET DEFAULT {old_default}"
+            )
+        ]
+        if old_default is not None
+        else []
+    )
+    rw.undo[(table, new.name)] = [
+        Comment(f"{old} holds every value (the trigger copied each write): nothing is lost."),
+        *lossless_drop(rw, moving, new.name, moving.source, DOWNGRADE),
+        *restore,
+    ]
+    return steps
+
+
+def expand_backfill(
+    rw: Rewrite, add: ops.AddColumnOp, expression: str
+) -> list[ops.MigrateOperation]:
+    table, column = add.table_name, add.column
+    where = f"add_column {table}.{column.name}"
+    if forms.default_sql(column) is not None:
+        rw.refusals.append(
+            f"{where}: info {transitions.BACKFILL!r} and a server default: the default "
+            "already fills existing rows; keep one of them"
+        )
+        return [add]
+    moving = Transition(transitions.FILL, table, column.name, f"({expression})", None, rw.revision)
+    steps: list[ops.MigrateOperation] = [
+        Comment(
+            f"Expand: {column.name} is added nullable; the trigger {moving.name} fills it "
+            f"from {expression} when a writer leaves it NULL: old writers keep working."
+        ),
+        *added_for_fill(rw, moving, add, None),
+    ]
+    rw.lock(UPGRADE, f"{where}, with the sync trigger {moving.name}: {SYNC_TRIGGER}")
+    steps += fill(rw, moving, column.type, not column.nullable, UPGRADE)
+    rw.undo[(table, column.name)] = [
+        Comment(f"Every {column.name} is what {expression} gives back: nothing is lost."),
+        *lossless_drop(rw, moving, column.name, moving.source, DOWNGRADE),
+    ]
+    return steps
+
+
+def expand_existing_backfill(
+    rw: Rewrite, alter: ops.AlterColumnOp, expression: str
+) -> list[ops.MigrateOperation]:
+    """An existing nullable column becoming NOT NULL, marked with a backfill: the sync
+    trigger fills what a writer leaves NULL (old inserts keep working), the rows are
+    backfilled in batches, then NOT NULL through the validated CHECK. The way down drops
+    NOT NULL and the trigger; the values filled in stay."""
+    table, column = alter.table_name, alter.column_name
+    moving = Transition(transitions.FILL, table, column, f"({expression})", None, rw.revision)
+    rw.lock(
+        UPGRADE,
+        f"sync trigger {moving.name} on {table}.{column} (fills a NULL from "
+        f"{expression}): {TRIGGER_LOCKS[ReplaceOp].format(table=table)}",
+    )
+    rw.waive(DOWNGRADE, "ban-drop-function", SYNC_DROP)
+    rw.lock(
+        DOWNGRADE,
+        f"drop the sync trigger {moving.name}: {TRIGGER_LOCKS[DropOp].format(table=table)}",
+    )
+    rw.trigger_drops[f"{table}.{column}"] = [Statement(sql) for sql in moving.drop_sql()]
+    return [
+        Comment(
+            f"Expand: {column} becomes NOT NULL. The trigger {moving.name} fills it from "
+            f"{expression} when a writer leaves it NULL, so old writers keep working; "
+            "existing rows are filled in batches first."
+        ),
+        *(Statement(sql) for sql in moving.create_sql()),
+        *fill(rw, moving, alter.existing_type, True, UPGRADE),
+    ]
+
+
+def expand_volatile(rw: Rewrite, add: ops.AddColumnOp, default: str) -> list[ops.MigrateOperation]:
+    table, column = add.table_name, add.column
+    moving = Transition(transitions.FILL, table, column.name, default)
+    rw.lock(
+        UPGRADE,
+        f"add_column {table}.{column.name} with no default, then SET DEFAULT {default} "
+        f"(new rows only): {CATALOG_ONLY}",
+    )
+    return [
+        Comment(
+            f"Expand: {column.name} is added with no default (no rewrite); SET DEFAULT then "
+            "applies to new rows only, and existing rows are backfilled in batches."
+        ),
+        *added_for_fill(rw, moving, add, default, sync=False),
+        *fill(rw, moving, column.type, not column.nullable, UPGRADE),
+    ]
+
+
+def expand_retype(
+    rw: Rewrite, alter: ops.AlterColumnOp, old_type: str, new_type: str
+) -> list[ops.MigrateOperation]:
+    """A shadow column of the new type, kept in step by a trigger and backfilled; then a
+    cutover swaps the names in one short transaction and the trigger keeps the old column
+    (renamed) in step until the contract."""
+    table, name = alter.table_name, alter.column_name
+    where = f"alter_column {table}.{name} type {old_type} to {new_type}"
+    model = rw.metadata.tables[table].c[name] if table in rw.metadata.tables else None
+    found = transitions.marker(model) if model is not None else None
+    using = found[1] if found and found[0] == RETYPE else f"CAST({quote(name)} AS {new_type})"
+    depending = dependents.dependents(rw.connection, table, name)
+    carry = [dependent for dependent in depending if dependent.carried]
+    refused = uncarried(rw, [d for d in depending if not d.carried]) or (
+        refused_by_new_type(rw.connection, table, name, new_type, carry)
+    )
+    if model is None:
+        rw.refusals.append(f"{where}: {table} is not a table of the models")
+        return [alter]
+    if refused:
+        rw.refusals.append(
+            f"{where}: {refused}. Expand/contract instead, in steps: change or drop it in a "
+            "revision before this one, then change the type, then declare its new form"
+        )
+    down = model.info.get(transitions.DOWN)
+    no_way_back = down is None and not exact_round_trip(old_type, new_type)
+    if no_way_back:
+        rw.refusals.append(
+            f"{where}: only a widening comes back exactly by a cast, and a rollback must "
+            "restore what each writer wrote. Expand/contract instead: mark "
+            f"the column with info={{{transitions.USING!r}: ..., {transitions.DOWN!r}: "
+            f"'<SQL over the new row giving the {old_type} value>'}}"
+        )
+    if refused or no_way_back:
+        return [alter]
+    was = {column["name"]: column for column in rw.reflected_columns(table)}[name]
+    kept, shadow = transitions.kept_name(name), transitions.identifier(f"{name}__new")
+    moving = Transition(
+        RETYPE,
+        table,
+        name,
+        f"(SELECT {using} FROM (SELECT {quote(kept)} AS {quote(name)}) AS old_row)",
+        kept,
+        rw.revision,
+        back=down or f"CAST({quote(name)} AS {old_type})",
+    )
+    # Before the cutover, every writer names the old column: the trigger fills the shadow.
+    before = Transition(RETYPE, table, name, name, shadow, back=using)
+    steps: list[ops.MigrateOperation] = [
+        Comment(
+            f"Expand: {name} becomes {new_type} ({using}). {shadow} is filled for every row "
+            f"and every write, then takes {name}'s place; the old column stays as {kept}, "
+            "kept in step, until the contract."
+        ),
+        ops.AddColumnOp(
+            table,
+            Column(shadow, alter.modify_type, nullable=True, comment=model.comment),
+            if_not_exists=True,
+        ),
+        *(Statement(sql) for sql in before.create_sql(in_flight=False)),
+    ]
+    rw.lock(UPGRADE, f"add_column {table}.{shadow} with its sync trigger: {SYNC_TRIGGER}")
+    filled = Transition(RETYPE, table, shadow, f"({using})")
+    steps += fill(rw, filled, alter.modify_type, not model.nullable, UPGRADE)
+    if carry:
+        steps.append(Comment(f"{name}'s indexes and CHECKs, built again over {shadow}."))
+    for dependent in carry:
+        steps += built(
+            rw, UPGRADE, dependent, table, name, shadow, dependents.shadow_name(dependent.name)
+        )
+    table_ = quote(table)
+    cutover = [f"LOCK TABLE {table_} IN ACCESS EXCLUSIVE MODE"]
+    if was["default"] is not None:
+        cutover.append(f"ALTER TABLE {table_} ALTER COLUMN {quote(name)} DROP DEFAULT")
+    cutover += [
+        f"ALTER TABLE {table_} RENAME COLUMN {quote(name)} TO {quote(kept)}",
+        f"ALTER TABLE {table_} RENAME COLUMN {quote(shadow)} TO {quote(name)}",
+        # PostgreSQL 18's NOT NULL constraints keep their names through a rename.
+        transitions.not_null_named_sql(table, kept),
+        transitions.not_null_named_sql(table, name),
+    ]
+    for dependent in carry:  # the models' names go to the new column's copies
+        kept_copy, copy_ = transitions.kept_name(dependent.name), dependent.name
+        cutover += [
+            dependent.renamed_sql(table, dependent.name, kept_copy),
+            dependent.renamed_sql(table, dependents.shadow_name(dependent.name), copy_),
+        ]
+    if (default := forms.default_sql(model)) is not None:
+        cutover.append(f"ALTER TABLE {table_} ALTER COLUMN {quote(name)} SET DEFAULT {default}")
+    cutover += moving.create_sql()
+    rw.lock(
+        UPGRADE,
+        f"cutover of {table}.{name}: the names swapped"
+        + (" (its indexes' and CHECKs' too)" if carry else "")
+        + " and the trigger replaced in one transaction under ACCESS EXCLUSIVE, briefly "
+        "(catalog updates)",
+    )
+    rw.waive(UPGRADE, "renaming-column", RENAMING)
+    rw.waive(DOWNGRADE, "renaming-column", RENAMING)
+    steps += [Comment("Cutover: one short transaction."), *map(Statement, cutover)]
+    undo = [
+        Comment(f"{kept} holds every value (the trigger copied each write): nothing is lost."),
+        *lossless_drop(rw, moving, name, moving.source, DOWNGRADE),
+        Statement(f"ALTER TABLE {table_} RENAME COLUMN {quote(kept)} TO {quote(name)}"),
+        Statement(transitions.not_null_named_sql(table, name)),
+        # The new column's copies went with it: the old ones take their names back.
+        *(Statement(d.renamed_sql(table, transitions.kept_name(d.name), d.name)) for d in carry),
+    ]
+    if was["default"] is not None:
+        undo.append(
+            Statement(
+                f"ALTER TABLE {table_} ALTER COLUMN {quote(name)} SET DEFAULT {was['default']}"
+            )
+        )
+    rw.undo[(table, name)] = undo
+    return steps
+
+
+def uncarried(rw: Rewrite, blocking: list[dependents.Dependent]) -> str | None:
+    """Why the column's dependents keep it from moving (None: nothing does)."""
+    if not blocking:
+        return None
+    return (
+        f"{'; '.join(map(str, blocking))} depend{'s' if len(blocking) == 1 else ''} on it, "
+        "and make revision carries only indexes and CHECKs from one column to another"
+    )
+
+
+def built(
+    rw: Rewrite,
+    direction: str,
+    dependent: dependents.Dependent,
+    table: str,
+    column: str,
+    over: str,
+    name: str,
+) -> list[ops.MigrateOperation]:
+    """`dependent` (an index or a CHECK on `column`) built again over the column `over`,
+    named `name`, without blocking writes."""
+    sql = dependent.over(table, column, over, name)
+    if dependent.kind == dependents.CHECK:
+        rw.lock(
+            direction,
+            f"check constraint {name} on {table}: ADD ... NOT VALID takes {CATALOG_ONLY}; "
+            f"then {VALIDATED}",
+        )
+        return forms.validated(rw, direction, table, name, "check", Statement(sql))
+    rw.lock(direction, f"create_index {name} CONCURRENTLY on {table}: {CONCURRENT}")
+    return [
+        AutocommitBlock([Statement(transitions.invalid_index_dropped_sql(name)), Statement(sql)])
+    ]
+
+
+def added_for_fill(
+    rw: Rewrite, moving: Transition, add: ops.AddColumnOp, default: str | None, sync: bool = True
+) -> list[ops.MigrateOperation]:
+    """The column added nullable with no default (IF NOT EXISTS: a re-run finishes), its
+    default set for new rows only, and its sync trigger: one transaction."""
+    table, name = quote(moving.table), quote(moving.column)
+    steps: list[ops.MigrateOperation] = [
+        ops.AddColumnOp(
+            moving.table,
+            Column(moving.column, add.column.type, nullable=True, comment=add.column.comment),
+            if_not_exists=True,
+        )
+    ]
+    if default is not None:
+        steps.append(Statement(f"ALTER TABLE {table} ALTER COLUMN {name} SET DEFAULT {default}"))
+    if sync:
+        steps += [Statement(sql) for sql in moving.create_sql()]
+    return steps
+
+
+def fill(
+    rw: Rewrite, moving: Transition, type_: Any, not_null: bool, direction: str
+) -> list[ops.MigrateOperation]:
+    """`moving.column` backfilled from `moving.source` in committed batches, then NOT NULL
+    through a validated CHECK if it must be."""
+    key = rw.key(moving.table)
+    if key is None:
+        rw.refusals.append(f"{moving.table}: a batched backfill needs a one-column primary key")
+        return []
+    todo = transitions.still_to_do(moving.column, moving.source)
+    if direction == UPGRADE:
+        declared = rw.backfills.get(moving.table)
+        rw.backfills[moving.table] = f"({declared}) OR ({todo})" if declared else todo
+    rw.lock(direction, f"backfill {moving.table}.{moving.column}: {BATCHES}")
+    steps: list[ops.MigrateOperation] = [
+        Comment("Backfill in committed batches; a re-run goes on from where it stopped."),
+        Backfill(
+            *(
+                transitions.backfill_sql(
+                    moving.table, key, moving.column, moving.source, batched=batched
+                )
+                for batched in (True, False)
+            )
+        ),
+    ]
+    if not_null:
+        alter = ops.AlterColumnOp(
+            moving.table, moving.column, modify_nullable=False, existing_type=type_
+        )
+        steps += forms.set_not_null(rw, alter, direction)
+    return steps
+
+
+def lossless_drop(
+    rw: Rewrite, moving: Transition, dropped: str, kept: str, direction: str
+) -> list[ops.MigrateOperation]:
+    """Drop `dropped` and the sync trigger, no consent asked: the guard refuses, under the
+    drop's lock, if `dropped` holds a value that `kept` does not give back."""
+    rw.lock(
+        direction,
+        f"drop {moving.table}.{dropped} and the sync trigger {moving.name}: {GUARD_SCAN}",
+    )
+    rw.waive(direction, "ban-drop-column", LOSSLESS_DROP)
+    rw.waive(direction, "ban-drop-function", SYNC_DROP)
+    prefix = "upgrade_" if direction == UPGRADE else ""
+    rw.drops[f"{prefix}lossless_drops_columns"].append(f"{moving.table}.{dropped}")
+    return [
+        *(
+            Statement(sql)
+            for sql in transitions.guarded_drop_sql(
+                moving.table, dropped, kept, kept_column=moving.kind == RENAME
+            )
+        ),
+        *(Statement(sql) for sql in moving.drop_sql()),
+        Statement(f"ALTER TABLE {quote(moving.table)} DROP COLUMN {quote(dropped)}"),
+    ]
+
+
+def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOperation]:
+    """A rename's or a type change's old column goes, with the sync trigger."""
+    assert moving.old is not None
+    old, given = moving.old, moving.back or quote(moving.column)
+    was = {column["name"]: column for column in rw.reflected_columns(moving.table)}[old]
+    depending = dependents.dependents(rw.connection, moving.table, old)
+    refused = uncarried(rw, [d for d in depending if not d.carried])
+    if refused:
+        rw.refusals.append(
+            f"contract of {moving.table}.{old}: {refused}; dropping the column would drop "
+            "them. Move them to the new column first, in a revision of their own"
+        )
+    steps: list[ops.MigrateOperation] = [
+        Comment(
+            f"Contract: {old} ({moving.kind} of {moving.column} by "
+            f"{moving.revision or 'the expand'}) goes, with its sync trigger."
+        ),
+        *lossless_drop(rw, moving, old, given, UPGRADE),
+    ]
+    # The way down: the old column back, kept in step again, backfilled.
+    back = Transition(moving.kind, moving.table, old, given)
+    undo: list[ops.MigrateOperation] = [
+        Comment(f"{old} comes back, kept in step with {moving.column} again, backfilled."),
+        ops.AddColumnOp(
+            moving.table,
+            Column(old, was["type"], nullable=True, comment=was.get("comment")),
+            if_not_exists=True,
+        ),
+        *(Statement(sql) for sql in moving.create_sql()),
+    ]
+    rw.lock(
+        DOWNGRADE,
+        f"add_column {moving.table}.{old}, with the sync trigger {moving.name}: {SYNC_TRIGGER}",
+    )
+    undo += fill(rw, back, was["type"], not was["nullable"], DOWNGRADE)
+    for dependent in depending:  # its indexes and CHECKs, as they are now
+        if dependent.carried:
+            undo += built(rw, DOWNGRADE, dependent, moving.table, old, old, dependent.name)
+    rw.undo[(moving.table, old)] = undo
+    return steps
+
+
+def contract_trigger(rw: Rewrite, moving: Transition, direction: str) -> list[ops.MigrateOperation]:
+    """The sync trigger of a transition the models no longer mark: one with an old column
+    goes with it (_contract_old_column); a backfill's alone, and comes back on the way
+    down."""
+    if moving.old is not None:
+        return []
+    if direction == DOWNGRADE:
+        rw.lock(direction, f"create the sync trigger {moving.name} again: {SYNC_TRIGGER}")
+        return [Statement(sql) for sql in moving.create_sql()]
+    rw.waive(direction, "ban-drop-function", SYNC_DROP)
+    rw.lock(
+        direction,
+        f"contract {moving.table}.{moving.column}: drop the sync trigger {moving.name}: "
+        f"ACCESS EXCLUSIVE on {moving.table}, briefly (a catalog update)",
+    )
+    return [
+        Comment(f"Contract: every writer now gives {moving.column}; its sync trigger goes."),
+        *(Statement(sql) for sql in moving.drop_sql()),
+    ]
+
+
+def refused_by_new_type(
+    connection: Connection,
+    table: str,
+    column: str,
+    new_type: str,
+    carried: list[dependents.Dependent],
+) -> str | None:
+    """Why the server would refuse an index or CHECK of `carried` over `column` as `new_type`
+    (an operator class or a function the type lacks), or None. Asked on an empty temporary copy
+    of the table, in a savepoint rolled back: nothing of ours is locked or changed."""
+    probe = transitions.identifier(f"media_db_probe_{table}")
+    with connection.begin_nested() as savepoint:
+        connection.exec_driver_sql(f"CREATE TEMPORARY TABLE {quote(probe)} (LIKE {quote(table)})")
+        connection.exec_driver_sql(
+            f"ALTER TABLE {quote(probe)} ALTER COLUMN {quote(column)} TYPE {new_type} USING NULL"
+        )
+        try:
+            for dependent in carried:
+                sql = dependent.over(probe, column, column, dependents.shadow_name(dependent.name))
+                with connection.begin_nested():
+                    connection.exec_driver_sql(sql.replace(" CONCURRENTLY", ""))
+        except DBAPIError as error:
+            message = str(error.orig).splitlines()[0]
+            return f"{dependent} cannot be carried to {new_type}: {message}"
+        finally:
+            savepoint.rollback()
+    return None

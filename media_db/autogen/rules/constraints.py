@@ -1,0 +1,115 @@
+"""Rules for indexes and constraints: indexes built and dropped CONCURRENTLY, CHECKs and
+foreign keys added NOT VALID then validated alone (media_db/autogen/forms.py), UNIQUE through an
+index built CONCURRENTLY. Each step that commits on its own drops a leftover of a failed earlier
+run first."""
+
+import copy
+
+from alembic.operations import ops
+from sqlalchemy.sql.elements import conv
+
+from media_db.autogen import forms
+from media_db.autogen.locks import (
+    CATALOG_ONLY,
+    CONCURRENT,
+    RERUN,
+    VALIDATED,
+)
+from media_db.autogen.ops import AutocommitBlock, Comment, Statement
+from media_db.autogen.rules import (
+    rewrites,
+)
+from media_db.autogen.state import UPGRADE, Rewrite
+
+
+@rewrites(ops.CreateIndexOp)
+def create_index(
+    rw: Rewrite, create: ops.CreateIndexOp, direction: str
+) -> list[ops.MigrateOperation]:
+    name = str(create.index_name)
+    if direction == UPGRADE and name in rw.kept_indexes:
+        rw.refusals.append(
+            f"create_index {name} on {create.table_name}: an index of that name stays on "
+            "the renamed column's old name until the contract. Name the new one otherwise "
+            "(the naming convention's <table>_<column>_idx does)"
+        )
+        return [create]
+    rw.lock(
+        direction,
+        f"create_index {create.index_name} CONCURRENTLY on {create.table_name}: {CONCURRENT} "
+        "(an INVALID leftover of a failed build is dropped first)",
+    )
+    return [AutocommitBlock([forms.concurrent(create)])]
+
+
+@rewrites(ops.DropIndexOp)
+def drop_index(rw: Rewrite, drop: ops.DropIndexOp, direction: str) -> list[ops.MigrateOperation]:
+    rw.lock(
+        direction,
+        f"drop_index {drop.index_name} CONCURRENTLY: SHARE UPDATE EXCLUSIVE, reads and "
+        "writes continue",
+    )
+    drop = copy.copy(drop)
+    drop.kw = {**drop.kw, "postgresql_concurrently": True}
+    drop.if_exists = True
+    return [AutocommitBlock([drop])]
+
+
+@rewrites(ops.CreateUniqueConstraintOp)
+def add_unique(
+    rw: Rewrite, add: ops.CreateUniqueConstraintOp, direction: str
+) -> list[ops.MigrateOperation]:
+    table, name = add.table_name, str(add.constraint_name)
+    rw.waive(direction, "ban-drop-constraint")
+    rw.lock(
+        direction,
+        f"unique constraint {name} on {table}: its index is built CONCURRENTLY under "
+        f"{CONCURRENT}; then ADD CONSTRAINT ... USING INDEX takes {CATALOG_ONLY}",
+    )
+    index = ops.CreateIndexOp(conv(name), table, list(add.columns), unique=True, schema=add.schema)
+    return [
+        Comment(f"Drop {RERUN}."),
+        ops.DropConstraintOp(add.constraint_name, table, type_="unique", if_exists=True),
+        AutocommitBlock([forms.concurrent(index)]),
+        Statement(
+            f"ALTER TABLE {rw.quote(table)} ADD CONSTRAINT {rw.quote(name)} "
+            f"UNIQUE USING INDEX {rw.quote(name)}{forms.deferrable(add.kw)}"
+        ),
+    ]
+
+
+@rewrites(ops.CreateCheckConstraintOp)
+def add_check(
+    rw: Rewrite, add: ops.CreateCheckConstraintOp, direction: str
+) -> list[ops.MigrateOperation]:
+    table, name = add.table_name, str(add.constraint_name)
+    rw.lock(
+        direction,
+        f"check constraint {name} on {table}: ADD ... NOT VALID takes {CATALOG_ONLY}; "
+        f"then {VALIDATED}",
+    )
+    return forms.not_valid_then_validate(rw, direction, table, name, "check", add)
+
+
+@rewrites(ops.CreateForeignKeyOp)
+def add_foreign_key(
+    rw: Rewrite, add: ops.CreateForeignKeyOp, direction: str
+) -> list[ops.MigrateOperation]:
+    table, name = add.source_table, str(add.constraint_name)
+    rw.lock(
+        direction,
+        f"foreign key {name} on {table}: ADD ... NOT VALID takes SHARE ROW EXCLUSIVE on "
+        f"{table} and {add.referent_table}, briefly (a catalog update); then {VALIDATED}",
+    )
+    return forms.not_valid_then_validate(rw, direction, table, name, "foreignkey", add)
+
+
+@rewrites(ops.DropConstraintOp)
+def drop_constraint(
+    rw: Rewrite, drop: ops.DropConstraintOp, direction: str
+) -> list[ops.MigrateOperation]:
+    name = str(drop.constraint_name)
+    rw.waive(direction, "ban-drop-constraint")
+    also = " (and on the referenced table)" if drop.constraint_type == "foreignkey" else ""
+    rw.lock(direction, f"drop_constraint {name} on {drop.table_name}: {CATALOG_ONLY}{also}")
+    return [drop]
