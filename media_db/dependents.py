@@ -1,15 +1,16 @@
 """What depends on a column, as the catalog tells: what a type change carries from the old column
-to the new one (its indexes and CHECKs), and what it cannot.
+to the new one (its indexes, CHECKs and UNIQUE constraints), and what it cannot.
 
 A rewriting type change builds a shadow column and swaps the names at its cutover
-(media_db/autogen/expand_contract.py). Whatever depends on the column would stay on the old one, so
-each index is built again on the shadow (CONCURRENTLY, under a temporary name) and each CHECK
-added again over it (NOT VALID, then VALIDATE), before the cutover; the cutover swaps their names
-too, so the live column holds the names the models declare at every step, and the old column's
-copies (named `<name>__old`) go with it at the contract. What no copy can stand for (a primary
-key, a UNIQUE or exclusion constraint, a foreign key either way, a view, a trigger naming the
-column) is refused, named; so is a copy the new type cannot take, which the server is asked
-about at `make revision` on a scratch copy of the table, so that the expand never fails on it.
+(media_db/autogen/expand_contract.py). Whatever depends on the column would stay on the old
+one, so each index (a UNIQUE constraint's too) is built again on the shadow, CONCURRENTLY under
+a temporary name, and each CHECK added again over it (NOT VALID, then VALIDATE), before the
+cutover; the cutover swaps their names (a UNIQUE constraint is made over its new index), so the
+live column holds the names the models declare at every step, and the old column's copies
+(named `<name>__old`) go with it at the contract. What no copy can stand for (a primary key, an
+exclusion constraint, a foreign key either way, a view, a trigger naming the column) is
+refused, named; so is a copy the new type cannot take, which the server is asked about at
+`make revision` on a scratch copy of the table, so that the expand never fails on it.
 """
 
 import re
@@ -17,19 +18,19 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
-from media_db.transitions import identifier, quote
+from media_db.transitions import identifier, literal, quote
 
-INDEX, CHECK = "index", "check"
+INDEX, CHECK, UNIQUE = "index", "check", "unique constraint"
 
 # Every object that depends on the column, besides its table, its default and PostgreSQL 18's
-# NOT NULL constraint: (kind, name, definition). Indexes backing a constraint are the
-# constraint's.
+# NOT NULL constraint: (kind, name, definition, and a UNIQUE constraint's index definition).
+# Indexes backing a constraint are the constraint's.
 DEPENDENTS = text("""
     WITH col AS (
         SELECT a.attrelid AS rel, a.attnum AS num FROM pg_attribute a
         WHERE a.attrelid = to_regclass(:table) AND a.attname = :column
     )
-    SELECT 'index', i.relname::text, pg_get_indexdef(i.oid)
+    SELECT 'index', i.relname::text, pg_get_indexdef(i.oid), ''
     FROM col JOIN pg_index x ON x.indrelid = col.rel JOIN pg_class i ON i.oid = x.indexrelid
     WHERE EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                   AND d.objid = i.oid AND d.refobjid = col.rel AND d.refobjsubid = col.num)
@@ -39,14 +40,15 @@ DEPENDENTS = text("""
     SELECT CASE con.contype WHEN 'c' THEN 'check' WHEN 'p' THEN 'primary key'
                 WHEN 'u' THEN 'unique constraint' WHEN 'f' THEN 'foreign key'
                 WHEN 'x' THEN 'exclusion constraint' ELSE 'constraint' END,
-           con.conname::text, pg_get_constraintdef(con.oid)
+           con.conname::text, pg_get_constraintdef(con.oid),
+           CASE WHEN con.contype = 'u' THEN pg_get_indexdef(con.conindid) ELSE '' END
     FROM col JOIN pg_constraint con
       ON (con.conrelid = col.rel AND col.num = ANY(con.conkey))
       OR (con.confrelid = col.rel AND col.num = ANY(con.confkey))
     WHERE con.contype <> 'n'
     UNION ALL
     SELECT CASE WHEN d.classid = 'pg_rewrite'::regclass THEN 'view' ELSE 'trigger' END,
-           coalesce(r.ev_class::regclass::text, t.tgname::text), ''
+           coalesce(r.ev_class::regclass::text, t.tgname::text), '', ''
     FROM col JOIN pg_depend d ON d.refobjid = col.rel AND d.refobjsubid = col.num
     LEFT JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid
     LEFT JOIN pg_trigger t ON d.classid = 'pg_trigger'::regclass AND t.oid = d.objid
@@ -60,29 +62,33 @@ class Dependent:
     kind: str
     name: str
     definition: str  # pg_get_indexdef / pg_get_constraintdef, as the catalog gives it
+    index: str = ""  # a UNIQUE constraint's index, as pg_get_indexdef gives it
 
     @property
     def carried(self) -> bool:
-        return self.kind in (INDEX, CHECK)
+        return self.kind in (INDEX, CHECK, UNIQUE)
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name}" + (f" ({self.definition})" if self.definition else "")
 
     def over(self, table: str, column: str, new_column: str, name: str) -> str:
-        """The SQL that builds this index or CHECK again over `new_column`, named `name`:
-        an index CONCURRENTLY (IF NOT EXISTS: a re-run finishes), a CHECK NOT VALID."""
-        definition = over_column(self.definition, column, new_column)
-        if self.kind == INDEX:
-            match = INDEX_DEFINITION.fullmatch(definition)
-            assert match is not None, definition
-            unique, method = match["unique"] or "", match["rest"]
+        """The SQL that builds this index, CHECK or UNIQUE constraint's index again over
+        `new_column`, named `name`: an index CONCURRENTLY (IF NOT EXISTS: a re-run finishes),
+        a CHECK NOT VALID. A UNIQUE constraint then takes its index (`takes_name_sql`)."""
+        if self.kind == CHECK:
+            definition = over_column(self.definition, column, new_column)
             return (
-                f"CREATE {unique}INDEX CONCURRENTLY IF NOT EXISTS {quote(name)} "
-                f"ON {quote(table)} {method}"
+                f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(name)} "
+                f"{definition.removesuffix(' NOT VALID')} NOT VALID"
             )
+        match = INDEX_DEFINITION.fullmatch(
+            over_column(self.index or self.definition, column, new_column)
+        )
+        assert match is not None, self.index or self.definition
+        unique, method = match["unique"] or "", match["rest"]
         return (
-            f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(name)} "
-            f"{definition.removesuffix(' NOT VALID')} NOT VALID"
+            f"CREATE {unique}INDEX CONCURRENTLY IF NOT EXISTS {quote(name)} "
+            f"ON {quote(table)} {method}"
         )
 
     def renamed_sql(self, table: str, old: str, new: str) -> str:
@@ -90,10 +96,30 @@ class Dependent:
             return f"ALTER INDEX {quote(old)} RENAME TO {quote(new)}"
         return f"ALTER TABLE {quote(table)} RENAME CONSTRAINT {quote(old)} TO {quote(new)}"
 
+    def takes_name_sql(self, table: str, copy: str, name: str) -> str:
+        """The copy `over` built, named `copy`, becomes this object named `name`: renamed; a
+        UNIQUE constraint made over its index (which takes the name), unless a re-run finds it
+        made already."""
+        if self.kind != UNIQUE:
+            return self.renamed_sql(table, copy, name)
+        options = UNIQUE_OPTIONS.fullmatch(self.definition)
+        assert options is not None, self.definition
+        add = (
+            f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(name)} UNIQUE USING INDEX "
+            f"{quote(copy)}{options['rest']}"
+        )
+        return (
+            "DO $unique$ BEGIN IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = "
+            f"to_regclass({literal(quote(table))}) AND conname = {literal(name)}) THEN "
+            f"{add}; END IF; END $unique$"
+        )
+
 
 INDEX_DEFINITION = re.compile(
     r"CREATE (?P<unique>UNIQUE )?INDEX .+? ON (?:ONLY )?\S+ (?P<rest>USING .+)", re.DOTALL
 )
+# A UNIQUE constraint's definition: what follows its columns (DEFERRABLE, INITIALLY ...).
+UNIQUE_OPTIONS = re.compile(r"UNIQUE (?:NULLS NOT DISTINCT )?\(.*?\)(?P<rest>.*)", re.DOTALL)
 # A string literal, a quoted identifier, or anything else (SQL's own lexical pieces, enough to
 # tell a column's name from the same word inside a literal).
 PIECES = re.compile(r"('(?:[^']|'')*')|(\"(?:[^\"]|\"\")*\")|([^'\"]+)")
@@ -104,9 +130,9 @@ def over_column(sql: str, column: str, new_column: str) -> str:
     `new_column` instead; string literals are left alone."""
     bare = re.compile(rf"(?<![\w$.]){re.escape(column)}(?![\w$])")
     out = []
-    for literal, quoted, other in PIECES.findall(sql):
-        if literal:
-            out.append(literal)
+    for string, quoted, other in PIECES.findall(sql):
+        if string:
+            out.append(string)
         elif quoted:
             out.append(quote(new_column) if quoted == f'"{column}"' else quoted)
         else:
@@ -122,7 +148,7 @@ def mentions(sql: str, column: str) -> bool:
 
 def dependents(connection: Connection, table: str, column: str) -> list[Dependent]:
     rows = connection.execute(DEPENDENTS, {"table": quote(table), "column": column})
-    return [Dependent(kind, name, definition) for kind, name, definition in rows]
+    return [Dependent(*row) for row in rows]
 
 
 def shadow_name(name: str) -> str:

@@ -239,7 +239,7 @@ def marked(metadata: MetaData) -> dict[tuple[str, str], tuple[str, str]]:
 def hidden(metadata: MetaData, table: str, name: str) -> bool:
     """Whether `name` on `table` (a column, a trigger, an index or a constraint) belongs to a
     transition the models still declare: the old column of a rename or a type change, the old
-    column's copies of the table's indexes and CHECKs (media_db/dependents.py), a marked
+    column's copies of the table's indexes and constraints (media_db/dependents.py), a marked
     column's sync trigger. Autogenerate neither drops them nor reports them before the marker
     goes."""
     for (marked_table, column), (kind, value) in marked(metadata).items():

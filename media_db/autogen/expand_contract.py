@@ -1,9 +1,9 @@
 """Expand/contract, as `make revision` writes it (the transitions themselves, and what a deploy
 reads of them, are media_db/transitions.py): the expand of a rename, of a NOT NULL column with a
 backfill (new, or existing and nullable), of a volatile default and of a rewriting type change
-(its indexes and CHECKs carried, media_db/dependents.py), and each one's contract. Each builder
-returns the upgrade's steps and leaves the downgrade's with the `Rewrite` (`undo`,
-`trigger_drops`), which the downgrade's plain column operation is replaced by.
+(its indexes, CHECKs and UNIQUE constraints carried, media_db/dependents.py), and each one's
+contract. Each builder returns the upgrade's steps and leaves the downgrade's with the `Rewrite`
+(`undo`, `trigger_drops`), which the downgrade's plain column operation is replaced by.
 """
 
 from typing import Any
@@ -34,12 +34,14 @@ from media_db.transitions import RENAME, RETYPE, Transition, quote
 
 
 def keep_until_contract(rw: Rewrite, table: str, new: str, old: str) -> None:
-    """A rename's old column keeps its indexes until the contract (the new column's are
-    built beside them, so there is never a window without one): a new index cannot take
-    one's name. A key, a foreign key, a view or a trigger on it cannot follow the rename
-    yet, and is refused."""
+    """A rename's old column keeps its indexes and UNIQUE constraints until the contract (the
+    new column's are built beside them, so there is never a window without one): a new one
+    cannot take one's name. A primary key, a foreign key, a view or a trigger on it cannot
+    follow the rename yet, and is refused."""
     depending = dependents.dependents(rw.connection, table, old)
-    rw.kept_indexes |= {d.name for d in depending if d.kind == dependents.INDEX}
+    rw.kept_indexes |= {
+        d.name for d in depending if d.kind in (dependents.INDEX, dependents.UNIQUE)
+    }
     refused = uncarried(rw, [d for d in depending if not d.carried])
     if refused:
         rw.refusals.append(
@@ -235,7 +237,9 @@ def expand_retype(
     filled = Transition(RETYPE, table, shadow, f"({using})")
     steps += fill(rw, filled, alter.modify_type, not model.nullable, UPGRADE)
     if carry:
-        steps.append(Comment(f"{name}'s indexes and CHECKs, built again over {shadow}."))
+        steps.append(
+            Comment(f"{name}'s indexes, CHECKs and UNIQUE constraints, built again over {shadow}.")
+        )
     for dependent in carry:
         steps += built(
             rw, UPGRADE, dependent, table, name, shadow, dependents.shadow_name(dependent.name)
@@ -252,10 +256,9 @@ def expand_retype(
         transitions.not_null_named_sql(table, name),
     ]
     for dependent in carry:  # the models' names go to the new column's copies
-        kept_copy, copy_ = transitions.kept_name(dependent.name), dependent.name
         cutover += [
-            dependent.renamed_sql(table, dependent.name, kept_copy),
-            dependent.renamed_sql(table, dependents.shadow_name(dependent.name), copy_),
+            dependent.renamed_sql(table, dependent.name, transitions.kept_name(dependent.name)),
+            dependent.takes_name_sql(table, dependents.shadow_name(dependent.name), dependent.name),
         ]
     if (default := forms.default_sql(model)) is not None:
         cutover.append(f"ALTER TABLE {table_} ALTER COLUMN {quote(name)} SET DEFAULT {default}")
@@ -263,7 +266,7 @@ def expand_retype(
     rw.lock(
         UPGRADE,
         f"cutover of {table}.{name}: the names swapped"
-        + (" (its indexes' and CHECKs' too)" if carry else "")
+        + (" (its indexes', CHECKs' and UNIQUE constraints' too)" if carry else "")
         + " and the trigger replaced in one transaction under ACCESS EXCLUSIVE, briefly "
         "(catalog updates)",
     )
@@ -294,7 +297,8 @@ def uncarried(rw: Rewrite, blocking: list[dependents.Dependent]) -> str | None:
         return None
     return (
         f"{'; '.join(map(str, blocking))} depend{'s' if len(blocking) == 1 else ''} on it, "
-        "and make revision carries only indexes and CHECKs from one column to another"
+        "and make revision carries only indexes, CHECKs and UNIQUE constraints from one column "
+        "to another"
     )
 
 
@@ -307,8 +311,8 @@ def built(
     over: str,
     name: str,
 ) -> list[ops.MigrateOperation]:
-    """`dependent` (an index or a CHECK on `column`) built again over the column `over`,
-    named `name`, without blocking writes."""
+    """`dependent` (an index, a CHECK or a UNIQUE constraint's index on `column`) built again
+    over the column `over`, named `name`, without blocking writes."""
     sql = dependent.over(table, column, over, name)
     if dependent.kind == dependents.CHECK:
         rw.lock(
@@ -436,9 +440,12 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
         f"add_column {moving.table}.{old}, with the sync trigger {moving.name}: {SYNC_TRIGGER}",
     )
     undo += fill(rw, back, was["type"], not was["nullable"], DOWNGRADE)
-    for dependent in depending:  # its indexes and CHECKs, as they are now
+    for dependent in depending:  # its indexes, CHECKs and UNIQUE constraints, as they are now
         if dependent.carried:
             undo += built(rw, DOWNGRADE, dependent, moving.table, old, old, dependent.name)
+        if dependent.kind == dependents.UNIQUE:
+            attached = dependent.takes_name_sql(moving.table, dependent.name, dependent.name)
+            undo.append(Statement(attached))
     rw.undo[(moving.table, old)] = undo
     return steps
 

@@ -28,7 +28,7 @@ from media_db.connect import DatabaseUnavailable, open_connection
 from media_db.deploy import pooler, project, storage_parameters
 
 # What an expand/contract in flight may leave on our table that the models do not declare.
-HIDEABLE = ("column", "index", "check_constraint")
+HIDEABLE = ("column", "index", "check_constraint", "unique_constraint")
 AUTOGENERATE_PLUGINS = [
     "alembic.autogenerate.*",
     "alembic.ext.checkconstraint_byname",
@@ -182,7 +182,8 @@ def scoped_to(
             # A rename's or a type change's old column, and the indexes and CHECKs left on it,
             # stay until the models drop the marker: not a drop.
             table = obj.table.name
-            on = [column.name for column in obj.columns] if type_ == "index" else []
+            columns = obj.columns if type_ in ("index", "unique_constraint") else []
+            on = [column.name for column in columns]
             return not any(transitions.hidden(metadata, table, n) for n in [name, *on])
         # Belt and braces for tables reflected by other means (e.g. a foreign key target).
         return not (type_ == "table" and reflected and name not in metadata.tables)

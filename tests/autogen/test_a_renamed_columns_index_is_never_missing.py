@@ -1,14 +1,17 @@
-"""A rename of an indexed column never leaves a window without an index: the expand builds the
-new column's index beside the old one, which serves old readers until the contract drops it
-with the column; the contract's way down builds it again. (A key on the old column cannot follow
-a rename yet: tests/autogen/test_a_type_change_carries_its_index_check_and_comment.py.)
+"""A rename of an indexed or UNIQUE column never leaves a window without its index or its
+uniqueness: the expand builds the new column's beside the old one's, which serve old writers and
+readers until the contract drops them with the column; the contract's way down builds them
+again. (What cannot follow a rename is refused:
+tests/autogen/test_a_type_change_carries_its_index_check_and_comment.py.)
 
-The column is the test's own (`probe_path`).
+The columns are the test's own (`probe_path`, `probe_code`).
 """
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import URL
+from sqlalchemy.exc import IntegrityError
 
 from media_db.deploy import catalog
 from tests import model_edits
@@ -89,6 +92,58 @@ def test_a_new_index_cannot_take_the_name_the_old_column_keeps(
     assert made.returncode != 0
     output = " ".join((made.stdout + made.stderr).split())
     assert (
-        "create_index media_items_probe_path_idx on media_items: an index of that name stays on "
-        "the renamed column's old name until the contract" in output
+        "media_items_probe_path_idx on media_items: an index or UNIQUE constraint of that name "
+        "stays on the renamed column's old name until the contract" in output
     ), output
+
+
+CODE = "probe_code: Mapped[str | None] = mapped_column(Text, unique=True)"
+CODE_RENAMED = (
+    "probe_tag: Mapped[str | None] = "
+    'mapped_column(Text, unique=True, info={"renamed_from": "probe_code"})'
+)
+UNIQUES = (
+    "SELECT coalesce(array_agg(conname::text ORDER BY conname), '{}') FROM pg_constraint "
+    "WHERE conrelid = 'media_items'::regclass AND contype = 'u' AND conname LIKE '%%probe_%%'"
+)
+
+
+def test_a_renamed_unique_column_stays_unique_at_every_step(
+    tmp_path: Path, head_copy: FreshDatabase
+) -> None:
+    project, url = project_copy(tmp_path), head_copy()
+    env, models = environment(url), project / "models" / "media.py"
+    model_edits.existing_column(
+        models,
+        url,
+        "MediaItem",
+        CODE,
+        "ALTER TABLE media_items ADD COLUMN probe_code text "
+        "CONSTRAINT media_items_probe_code_key UNIQUE",
+    )
+    before = snapshot(url)
+    edit(models, (CODE, CODE_RENAMED))
+    ok(["make", "revision", "M=rename probe_code"], env, project)
+    migrate(project, url, "upgrade", "head")
+    assert scalar(url, UNIQUES) == ["media_items_probe_code_key", "media_items_probe_tag_key"]
+    assert_no_drift(ok(["make", "verify"], env, project))
+    execute(
+        url, "INSERT INTO media_items (source_url, source_type, probe_code) VALUES ('a', 'a', 'x')"
+    )
+    with pytest.raises(IntegrityError):  # an old writer's duplicate, through either column
+        execute(
+            url,
+            "INSERT INTO media_items (source_url, source_type, probe_code) VALUES ('b', 'b', 'x')",
+        )
+    expanded = snapshot(url)
+    migrate(project, url, "downgrade", "-1")
+    assert catalog.differences(before, snapshot(url), set(before)) == []
+    migrate(project, url, "upgrade", "head")
+
+    edit(models, (CODE_RENAMED, CODE_RENAMED.replace(', info={"renamed_from": "probe_code"}', "")))
+    ok(["make", "revision", "M=contract probe_tag"], env, project)
+    migrate(project, url, "upgrade", "head")
+    assert scalar(url, UNIQUES) == ["media_items_probe_tag_key"]
+    assert_no_drift(ok(["make", "verify"], env, project))
+    migrate(project, url, "downgrade", "-1")
+    assert catalog.differences(expanded, snapshot(url), set(expanded)) == []

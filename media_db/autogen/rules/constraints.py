@@ -28,11 +28,7 @@ def create_index(
 ) -> list[ops.MigrateOperation]:
     name = str(create.index_name)
     if direction == UPGRADE and name in rw.kept_indexes:
-        rw.refusals.append(
-            f"create_index {name} on {create.table_name}: an index of that name stays on "
-            "the renamed column's old name until the contract. Name the new one otherwise "
-            "(the naming convention's <table>_<column>_idx does)"
-        )
+        rw.refusals.append(taken(name, create.table_name))
         return [create]
     rw.lock(
         direction,
@@ -60,6 +56,9 @@ def add_unique(
     rw: Rewrite, add: ops.CreateUniqueConstraintOp, direction: str
 ) -> list[ops.MigrateOperation]:
     table, name = add.table_name, str(add.constraint_name)
+    if direction == UPGRADE and name in rw.kept_indexes:
+        rw.refusals.append(taken(name, table))
+        return [add]
     rw.waive(direction, "ban-drop-constraint")
     rw.lock(
         direction,
@@ -113,3 +112,12 @@ def drop_constraint(
     also = " (and on the referenced table)" if drop.constraint_type == "foreignkey" else ""
     rw.lock(direction, f"drop_constraint {name} on {drop.table_name}: {CATALOG_ONLY}{also}")
     return [drop]
+
+
+def taken(name: str, table: str) -> str:
+    """Why a new index or UNIQUE constraint cannot take `name` during a rename's expand."""
+    return (
+        f"{name} on {table}: an index or UNIQUE constraint of that name stays on the renamed "
+        "column's old name until the contract. Name the new one otherwise (the naming "
+        "convention's <table>_<column>_idx or _key does)"
+    )
