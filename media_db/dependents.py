@@ -20,7 +20,11 @@ from sqlalchemy import Connection, text
 
 from media_db.transitions import identifier, literal, quote
 
-INDEX, CHECK, UNIQUE = "index", "check", "unique constraint"
+INDEX, CHECK, UNIQUE, FOREIGN_KEY = "index", "check", "unique constraint", "foreign key"
+# What a type change builds again over the new column; what a rename leaves on the old column
+# until the contract drops it with the column (and its way down builds again).
+RETYPE_CARRIES = (INDEX, CHECK, UNIQUE)
+RENAME_KEEPS = (INDEX, CHECK, UNIQUE, FOREIGN_KEY)
 
 # Every object that depends on the column, besides its table, its default and PostgreSQL 18's
 # NOT NULL constraint: (kind, name, definition, and a UNIQUE constraint's index definition).
@@ -37,9 +41,11 @@ DEPENDENTS = text("""
       AND NOT EXISTS (SELECT FROM pg_constraint con
                       WHERE con.conindid = i.oid AND con.conrelid = col.rel)
     UNION ALL
-    SELECT CASE con.contype WHEN 'c' THEN 'check' WHEN 'p' THEN 'primary key'
-                WHEN 'u' THEN 'unique constraint' WHEN 'f' THEN 'foreign key'
-                WHEN 'x' THEN 'exclusion constraint' ELSE 'constraint' END,
+    SELECT CASE WHEN con.contype = 'f' AND con.confrelid = col.rel
+                     AND col.num = ANY(con.confkey) THEN 'foreign key referencing it'
+                ELSE CASE con.contype WHEN 'c' THEN 'check' WHEN 'p' THEN 'primary key'
+                     WHEN 'u' THEN 'unique constraint' WHEN 'f' THEN 'foreign key'
+                     WHEN 'x' THEN 'exclusion constraint' ELSE 'constraint' END END,
            con.conname::text, pg_get_constraintdef(con.oid),
            CASE WHEN con.contype = 'u' THEN pg_get_indexdef(con.conindid) ELSE '' END
     FROM col JOIN pg_constraint con
@@ -64,19 +70,17 @@ class Dependent:
     definition: str  # pg_get_indexdef / pg_get_constraintdef, as the catalog gives it
     index: str = ""  # a UNIQUE constraint's index, as pg_get_indexdef gives it
 
-    @property
-    def carried(self) -> bool:
-        return self.kind in (INDEX, CHECK, UNIQUE)
-
     def __str__(self) -> str:
         return f"{self.kind} {self.name}" + (f" ({self.definition})" if self.definition else "")
 
     def over(self, table: str, column: str, new_column: str, name: str) -> str:
-        """The SQL that builds this index, CHECK or UNIQUE constraint's index again over
-        `new_column`, named `name`: an index CONCURRENTLY (IF NOT EXISTS: a re-run finishes),
-        a CHECK NOT VALID. A UNIQUE constraint then takes its index (`takes_name_sql`)."""
-        if self.kind == CHECK:
-            definition = over_column(self.definition, column, new_column)
+        """The SQL that builds this index, CHECK, foreign key or UNIQUE constraint's index again
+        over `new_column`, named `name`: an index CONCURRENTLY (IF NOT EXISTS: a re-run
+        finishes), a constraint NOT VALID. A UNIQUE constraint then takes its index
+        (`takes_name_sql`)."""
+        if self.kind in (CHECK, FOREIGN_KEY):
+            local, references, referenced = self.definition.partition(" REFERENCES ")
+            definition = over_column(local, column, new_column) + references + referenced
             return (
                 f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(name)} "
                 f"{definition.removesuffix(' NOT VALID')} NOT VALID"

@@ -34,15 +34,15 @@ from media_db.transitions import RENAME, RETYPE, Transition, quote
 
 
 def keep_until_contract(rw: Rewrite, table: str, new: str, old: str) -> None:
-    """A rename's old column keeps its indexes and UNIQUE constraints until the contract (the
-    new column's are built beside them, so there is never a window without one): a new one
-    cannot take one's name. A primary key, a foreign key, a view or a trigger on it cannot
-    follow the rename yet, and is refused."""
+    """A rename's old column keeps its indexes, UNIQUE constraints and foreign keys until the
+    contract (the new column's are built beside them, so there is never a window without one):
+    a new index or UNIQUE constraint cannot take one's name. A primary key, a foreign key
+    referencing it, a view or a trigger on it cannot follow the rename yet, and is refused."""
     depending = dependents.dependents(rw.connection, table, old)
     rw.kept_indexes |= {
         d.name for d in depending if d.kind in (dependents.INDEX, dependents.UNIQUE)
     }
-    refused = uncarried(rw, [d for d in depending if not d.carried])
+    refused = uncarried(rw, [d for d in depending if d.kind not in dependents.RENAME_KEEPS])
     if refused:
         rw.refusals.append(
             f"add_column {table}.{new} (renamed from {old}): {refused}. Rename it by "
@@ -184,8 +184,8 @@ def expand_retype(
     found = transitions.marker(model) if model is not None else None
     using = found[1] if found and found[0] == RETYPE else f"CAST({quote(name)} AS {new_type})"
     depending = dependents.dependents(rw.connection, table, name)
-    carry = [dependent for dependent in depending if dependent.carried]
-    refused = uncarried(rw, [d for d in depending if not d.carried]) or (
+    carry = [d for d in depending if d.kind in dependents.RETYPE_CARRIES]
+    refused = uncarried(rw, [d for d in depending if d.kind not in dependents.RETYPE_CARRIES]) or (
         refused_by_new_type(rw.connection, table, name, new_type, carry)
     )
     if model is None:
@@ -311,16 +311,17 @@ def built(
     over: str,
     name: str,
 ) -> list[ops.MigrateOperation]:
-    """`dependent` (an index, a CHECK or a UNIQUE constraint's index on `column`) built again
-    over the column `over`, named `name`, without blocking writes."""
+    """`dependent` (an index, a CHECK, a foreign key or a UNIQUE constraint's index on
+    `column`) built again over the column `over`, named `name`, without blocking writes."""
     sql = dependent.over(table, column, over, name)
-    if dependent.kind == dependents.CHECK:
+    if dependent.kind in (dependents.CHECK, dependents.FOREIGN_KEY):
         rw.lock(
             direction,
-            f"check constraint {name} on {table}: ADD ... NOT VALID takes {CATALOG_ONLY}; "
+            f"{dependent.kind} {name} on {table}: ADD ... NOT VALID takes {CATALOG_ONLY}; "
             f"then {VALIDATED}",
         )
-        return forms.validated(rw, direction, table, name, "check", Statement(sql))
+        type_ = "check" if dependent.kind == dependents.CHECK else "foreignkey"
+        return forms.validated(rw, direction, table, name, type_, Statement(sql))
     rw.lock(direction, f"create_index {name} CONCURRENTLY on {table}: {CONCURRENT}")
     return [
         AutocommitBlock([Statement(transitions.invalid_index_dropped_sql(name)), Statement(sql)])
@@ -411,7 +412,7 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
     old, given = moving.old, moving.back or quote(moving.column)
     was = {column["name"]: column for column in rw.reflected_columns(moving.table)}[old]
     depending = dependents.dependents(rw.connection, moving.table, old)
-    refused = uncarried(rw, [d for d in depending if not d.carried])
+    refused = uncarried(rw, [d for d in depending if d.kind not in dependents.RENAME_KEEPS])
     if refused:
         rw.refusals.append(
             f"contract of {moving.table}.{old}: {refused}; dropping the column would drop "
@@ -441,7 +442,7 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
     )
     undo += fill(rw, back, was["type"], not was["nullable"], DOWNGRADE)
     for dependent in depending:  # its indexes, CHECKs and UNIQUE constraints, as they are now
-        if dependent.carried:
+        if dependent.kind in dependents.RENAME_KEEPS:
             undo += built(rw, DOWNGRADE, dependent, moving.table, old, old, dependent.name)
         if dependent.kind == dependents.UNIQUE:
             attached = dependent.takes_name_sql(moving.table, dependent.name, dependent.name)

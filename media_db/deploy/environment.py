@@ -28,7 +28,13 @@ from media_db.connect import DatabaseUnavailable, open_connection
 from media_db.deploy import pooler, project, storage_parameters
 
 # What an expand/contract in flight may leave on our table that the models do not declare.
-HIDEABLE = ("column", "index", "check_constraint", "unique_constraint")
+HIDEABLE = (
+    "column",
+    "index",
+    "check_constraint",
+    "unique_constraint",
+    "foreign_key_constraint",
+)
 AUTOGENERATE_PLUGINS = [
     "alembic.autogenerate.*",
     "alembic.ext.checkconstraint_byname",
@@ -179,10 +185,10 @@ def scoped_to(
                 return False  # an expand/contract's sync trigger, until its marker goes
             return with_entities and (obj.identity in declared or on_ours)
         if type_ in HIDEABLE and reflected and compare_to is None and name is not None:
-            # A rename's or a type change's old column, and the indexes and CHECKs left on it,
-            # stay until the models drop the marker: not a drop.
+            # A rename's or a type change's old column, and the indexes and constraints left on
+            # it, stay until the models drop the marker: not a drop.
             table = obj.table.name
-            columns = obj.columns if type_ in ("index", "unique_constraint") else []
+            columns = [] if type_ in ("column", "check_constraint") else obj.columns
             on = [column.name for column in columns]
             return not any(transitions.hidden(metadata, table, n) for n in [name, *on])
         # Belt and braces for tables reflected by other means (e.g. a foreign key target).

@@ -1,10 +1,10 @@
-"""A rename of an indexed or UNIQUE column never leaves a window without its index or its
-uniqueness: the expand builds the new column's beside the old one's, which serve old writers and
-readers until the contract drops them with the column; the contract's way down builds them
-again. (What cannot follow a rename is refused:
+"""A rename of an indexed, UNIQUE or referencing column never leaves a window without its index,
+its uniqueness or its foreign key: the expand builds the new column's beside the old one's, which
+serve old writers and readers until the contract drops them with the column; the contract's way
+down builds them again. (What cannot follow a rename is refused:
 tests/autogen/test_a_type_change_carries_its_index_check_and_comment.py.)
 
-The columns are the test's own (`probe_path`, `probe_code`).
+The columns are the test's own (`probe_path`, `probe_code`, `probe_parent`).
 """
 
 from pathlib import Path
@@ -144,6 +144,59 @@ def test_a_renamed_unique_column_stays_unique_at_every_step(
     ok(["make", "revision", "M=contract probe_tag"], env, project)
     migrate(project, url, "upgrade", "head")
     assert scalar(url, UNIQUES) == ["media_items_probe_tag_key"]
+    assert_no_drift(ok(["make", "verify"], env, project))
+    migrate(project, url, "downgrade", "-1")
+    assert catalog.differences(expanded, snapshot(url), set(expanded)) == []
+
+
+PARENT = 'probe_parent: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("media_items.id"))'
+PARENT_RENAMED = (
+    "probe_origin: Mapped[uuid.UUID | None] = "
+    'mapped_column(ForeignKey("media_items.id"), info={"renamed_from": "probe_parent"})'
+)
+KEYS = (
+    "SELECT coalesce(array_agg(conname::text ORDER BY conname), '{}') FROM pg_constraint "
+    "WHERE conrelid = 'media_items'::regclass AND contype = 'f' AND convalidated"
+)
+
+
+def test_a_renamed_columns_foreign_key_holds_at_every_step(
+    tmp_path: Path, head_copy: FreshDatabase
+) -> None:
+    project, url = project_copy(tmp_path), head_copy()
+    env, models = environment(url), project / "models" / "media.py"
+    model_edits.existing_column(
+        models,
+        url,
+        "MediaItem",
+        PARENT,
+        "ALTER TABLE media_items ADD COLUMN probe_parent uuid CONSTRAINT "
+        "media_items_probe_parent_fkey REFERENCES media_items (id)",
+    )
+    before = snapshot(url)
+    edit(models, (PARENT, PARENT_RENAMED))
+    ok(["make", "revision", "M=rename probe_parent"], env, project)
+    migrate(project, url, "upgrade", "head")
+    assert scalar(url, KEYS) == ["media_items_probe_origin_fkey", "media_items_probe_parent_fkey"]
+    assert_no_drift(ok(["make", "verify"], env, project))
+    with pytest.raises(IntegrityError):  # an old writer's dangling reference
+        execute(
+            url,
+            "INSERT INTO media_items (source_url, source_type, probe_parent) "
+            "VALUES ('a', 'a', gen_random_uuid())",
+        )
+    expanded = snapshot(url)
+    migrate(project, url, "downgrade", "-1")
+    assert catalog.differences(before, snapshot(url), set(before)) == []
+    migrate(project, url, "upgrade", "head")
+
+    edit(
+        models,
+        (PARENT_RENAMED, PARENT_RENAMED.replace(', info={"renamed_from": "probe_parent"}', "")),
+    )
+    ok(["make", "revision", "M=contract probe_origin"], env, project)
+    migrate(project, url, "upgrade", "head")
+    assert scalar(url, KEYS) == ["media_items_probe_origin_fkey"]
     assert_no_drift(ok(["make", "verify"], env, project))
     migrate(project, url, "downgrade", "-1")
     assert catalog.differences(expanded, snapshot(url), set(expanded)) == []
