@@ -83,6 +83,10 @@ class Transition:
     old: str | None = None  # the old column (rename, type change), kept until the contract
     revision: str = ""
     back: str | None = None  # SQL over the row giving `old` (None: `column` as is)
+    # A rename's defaults, each column keeping its own (none volatile): a column that holds its
+    # default after an INSERT was not given, so an explicit NULL in the other one stays NULL.
+    default: str | None = None
+    old_default: str | None = None
 
     @property
     def name(self) -> str:
@@ -123,13 +127,23 @@ class Transition:
                 f"IF TG_OP = 'INSERT' OR NEW.{new} IS DISTINCT FROM OLD.{new} THEN "
                 f"NEW.{old} := {over_row(self.back)}; END IF;"
             )
-        # An UPDATE copies the name it changed; an INSERT the name it gave (the old column has
-        # no default during the transition, so a NULL there means "not given").
-        return (
+        # An UPDATE copies the name it changed; an INSERT the name it gave: with defaults, the
+        # one that does not hold its default; without, the old column has none during the
+        # transition, so a NULL there means "not given".
+        updated = (
             f"IF TG_OP = 'UPDATE' AND NEW.{new} IS DISTINCT FROM OLD.{new} THEN "
             f"NEW.{old} := NEW.{new}; "
             f"ELSIF TG_OP = 'UPDATE' AND NEW.{old} IS DISTINCT FROM OLD.{old} THEN "
             f"NEW.{new} := NEW.{old}; "
+        )
+        if self.default is not None and self.old_default is not None:
+            return updated + (
+                f"ELSIF TG_OP = 'INSERT' AND NEW.{new} IS DISTINCT FROM ({self.default}) THEN "
+                f"NEW.{old} := NEW.{new}; "
+                f"ELSIF TG_OP = 'INSERT' AND NEW.{old} IS DISTINCT FROM ({self.old_default}) "
+                f"THEN NEW.{new} := NEW.{old}; END IF;"
+            )
+        return updated + (
             f"ELSIF TG_OP = 'INSERT' AND NEW.{old} IS NULL THEN NEW.{old} := NEW.{new}; "
             f"ELSE NEW.{new} := NEW.{old}; END IF;"
         )

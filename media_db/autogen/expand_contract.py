@@ -62,16 +62,31 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
             f"{sql_type(new.type)}: rename first, then change the type in another revision"
         )
         return [add]
-    moving = Transition(RENAME, table, new.name, quote(old), old, rw.revision)
+    old_default, new_default = was["default"], forms.default_sql(new)
+    # Defaults the trigger can compare with (none volatile) stay on both columns; otherwise
+    # the old one's would hide what a writer of the new name gave, and goes for the transition.
+    shared = (
+        old_default is not None
+        and new_default is not None
+        and not rw.volatile_functions(f"{old_default} {new_default}")
+    )
+    moving = Transition(
+        RENAME,
+        table,
+        new.name,
+        quote(old),
+        old,
+        rw.revision,
+        default=new_default if shared else None,
+        old_default=old_default if shared else None,
+    )
     steps: list[ops.MigrateOperation] = [
         Comment(
             f"Expand: {old} is renamed to {new.name}. Writers of either name keep working: "
             f"the trigger {moving.name} copies every write to the other column."
         )
     ]
-    old_default = was["default"]
-    if old_default is not None:
-        # A default on the old name would hide what a writer of the new name gave.
+    if old_default is not None and not shared:
         steps.append(
             Statement(f"ALTER TABLE {quote(table)} ALTER COLUMN {quote(old)} DROP DEFAULT")
         )
@@ -84,7 +99,7 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
                 f"ALTER TABLE {quote(table)} ALTER COLUMN {quote(old)} SET DEFAULT {old_default}"
             )
         ]
-        if old_default is not None
+        if old_default is not None and not shared
         else []
     )
     rw.undo[(table, new.name)] = [
@@ -425,7 +440,8 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
         ),
         *lossless_drop(rw, moving, old, given, UPGRADE),
     ]
-    # The way down: the old column back, kept in step again, backfilled.
+    # The way down: the old column back (with its default, if it kept one: new rows only, no
+    # rewrite), kept in step again, backfilled.
     back = Transition(moving.kind, moving.table, old, given)
     undo: list[ops.MigrateOperation] = [
         Comment(f"{old} comes back, kept in step with {moving.column} again, backfilled."),
@@ -434,8 +450,15 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
             Column(old, was["type"], nullable=True, comment=was.get("comment")),
             if_not_exists=True,
         ),
-        *(Statement(sql) for sql in moving.create_sql()),
     ]
+    if was["default"] is not None:
+        undo.append(
+            Statement(
+                f"ALTER TABLE {quote(moving.table)} ALTER COLUMN {quote(old)} "
+                f"SET DEFAULT {was['default']}"
+            )
+        )
+    undo += [Statement(sql) for sql in moving.create_sql()]
     rw.lock(
         DOWNGRADE,
         f"add_column {moving.table}.{old}, with the sync trigger {moving.name}: {SYNC_TRIGGER}",
