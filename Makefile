@@ -45,6 +45,7 @@ TAKES.status := JSON
 TAKES.history := VERBOSE
 TAKES.restore := BACKUP
 TAKES.test := PYTEST_ARGS
+TAKES.test-failover := PYTEST_ARGS
 TAKES.test-docker := PYTEST_ARGS PG
 TAKES.test-image := PG
 TAKES.test-matrix := MAJORS
@@ -83,7 +84,7 @@ switch = [[ -z $$$(1) || $$$(1) == 1 ]] || { printf '%s=%q: use %s=1 (or leave i
   $(1) "$$$(1)" $(1) >&2; exit 2; }
 
 .PHONY: help install upgrade downgrade current history status adopt verify sql revision records erd \
-        db-check test test-image test-docker test-matrix \
+        db-check test test-failover test-image test-docker test-matrix \
         bench bench-upgrade bench-prune lint lint-sql db-start db-stop db-url psql prune restore
 
 help: ## List the targets
@@ -148,6 +149,9 @@ DURATIONS := --durations=15 --durations-min=1
 
 test: install ## Run the test suite on real PostgreSQL (see docs/testing.md: which server it uses)
 	pytest $(DURATIONS) $$PYTEST_ARGS
+
+test-failover: install ## The failover tests: workers through a pg_auto_failover primary failover
+	pytest $(DURATIONS) -m failover $$PYTEST_ARGS
 
 test-image: ## Make a Docker engine available and build the local PostgreSQL test image (PG=13|15|17)
 	scripts/test-image.sh  # reads PG from the environment

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the production components the suite starts by itself (tests/topologies.py), from the
-# Debian mirror this machine's apt already uses: PgBouncer (pgbouncer), and Debian's PostgreSQL
-# server for the primary and its streaming standby (pg_basebackup) when none is installed.
+# Debian mirror this machine's apt already uses: PgBouncer (pgbouncer), Debian's PostgreSQL
+# server for the primary and its streaming standby (pg_basebackup) when none is installed, and
+# pg_auto_failover for that server's major (postgresql-<major>-auto-failover: pg_autoctl).
 # Idempotent: what is there is kept. Installing never starts a service (policy-rc.d).
 set -Eeuo pipefail
 trap 'echo "test-components: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
@@ -9,6 +10,10 @@ trap 'echo "test-components: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
 need=()
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
 compgen -G '/usr/lib/postgresql/*/bin/pg_basebackup' >/dev/null || need+=(postgresql)
+# pg_autoctl comes built for one major: the Debian server's (the newest, as the tests pick it),
+# else the default one's that installing `postgresql` brings.
+major=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
+command -v pg_autoctl >/dev/null || need+=("postgresql-${major:-15}-auto-failover")
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
   echo "test-components: need ${need[*]} from Debian: apt-get install ${need[*]} (as root)" >&2

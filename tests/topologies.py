@@ -9,6 +9,7 @@ in a temporary folder and is stopped when the context ends, on failure too.
 
 import contextlib
 import fcntl
+import json
 import os
 import pwd
 import shutil
@@ -314,3 +315,122 @@ def _accepts(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass(frozen=True)
+class Formation:
+    """A pg_auto_failover formation: a monitor and two nodes in one folder, each run by its own
+    `pg_autoctl ... --run` (the nodes' keepers restart their PostgreSQL and follow the monitor's
+    orders, as in production)."""
+
+    folder: Path
+    monitor_port: int
+    node_ports: tuple[int, int]
+
+    def autoctl(self, *args: str) -> str:
+        return _run(_autoctl(self.folder, *args))
+
+    def uri(self, database: str = "postgres") -> str:
+        """The multi-host URL the formation hands out (`pg_autoctl show uri`), for `database`:
+        `postgres://postgres@h1:p1,h2:p2/db?target_session_attrs=read-write&sslmode=prefer`."""
+        shown = self.autoctl("show", "uri", "--pgdata", str(self.monitor), "--formation", "default")
+        # As an application takes it: with its user (the nodes trust local connections).
+        uri = shown.strip().replace("://", f"://{SYSTEM_USER}@", 1)
+        return uri.replace("/postgres?", f"/{database}?", 1)
+
+    @property
+    def monitor(self) -> Path:
+        return self.folder / "monitor"
+
+    def node(self, port: int) -> Path:
+        return self.folder / f"node_{port}"
+
+    def states(self) -> dict[int, tuple[str, str]]:
+        """{node port: (reported state, assigned state)}, as the monitor has them."""
+        shown = json.loads(self.autoctl("show", "state", "--pgdata", str(self.monitor), "--json"))
+        return {
+            int(node["nodeport"]): (node["current_group_state"], node["assigned_group_state"])
+            for node in shown
+        }
+
+    def primary_port(self) -> int:
+        [port] = [p for p, (reported, _) in self.states().items() if reported == "primary"]
+        return port
+
+    def settled(self) -> bool:
+        """A primary and a secondary, each where the monitor wants it."""
+        states = self.states()
+        wanted = {("primary", "primary"), ("secondary", "secondary")}
+        return len(states) == 2 and set(states.values()) == wanted
+
+    def wait_until_settled(self) -> None:
+        deadline = time.monotonic() + START_SECONDS
+        while not self.settled():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the formation did not settle: {self.states()}")
+            time.sleep(0.2)
+
+
+def _autoctl(folder: Path, *args: str) -> list[str]:
+    # Its configuration and state live under XDG folders of the formation's own; it finds
+    # pg_ctl on PATH.
+    environment = [
+        f"XDG_CONFIG_HOME={folder / 'config'}",
+        f"XDG_DATA_HOME={folder / 'data'}",
+        f"PATH={debian_bin()}:/usr/bin:/bin",
+    ]
+    return ["env", *environment, "pg_autoctl", *args]
+
+
+@contextlib.contextmanager
+def formation() -> Iterator[Formation]:
+    """A monitor and two nodes of pg_auto_failover (Debian's postgresql-<major>-auto-failover,
+    scripts/test-components.sh), settled as a primary and a secondary; stopped and removed
+    when the context ends."""
+    if shutil.which("pg_autoctl") is None:
+        raise MissingComponent(
+            "pg_autoctl is not installed: the failover tests need pg_auto_failover "
+            "(scripts/test-components.sh installs postgresql-<major>-auto-failover)"
+        )
+    folder = _folder("media-db-failover-")
+    made = Formation(folder, free_port(), (free_port(), free_port()))
+    common = ["--hostname", "127.0.0.1", "--auth", "trust", "--no-ssl", "--run"]
+    monitor = f"postgres://autoctl_node@127.0.0.1:{made.monitor_port}/pg_auto_failover"
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(what: list[str], log: str) -> None:
+        with (folder / log).open("wb") as output:
+            command = _as_system_user(_autoctl(folder, "create", *what, *common))
+            processes.append(subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT))
+
+    try:
+        for name in ("config", "data"):
+            (folder / name).mkdir()
+            _owned(folder / name)
+        monitor_at = ["--pgdata", str(made.monitor), "--pgport", str(made.monitor_port)]
+        start(["monitor", *monitor_at], "m.log")
+        _wait_for_port(made.monitor_port, processes[-1], folder / "m.log")
+        for port in made.node_ports:
+            pgdata = ["--pgdata", str(made.node(port)), "--pgport", str(port)]
+            start(["postgres", *pgdata, "--monitor", monitor], f"{port}.log")
+            _wait_for_port(port, processes[-1], folder / f"{port}.log")
+        made.wait_until_settled()
+        yield made
+    finally:
+        for process in reversed(processes):
+            process.terminate()  # pg_autoctl stops its PostgreSQL on SIGTERM
+        for process in processes:
+            try:
+                process.wait(timeout=START_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while not _accepts(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"pg_autoctl did not start on {port}: {log.read_text()[-2000:]}")
+        time.sleep(0.1)

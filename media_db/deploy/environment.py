@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Literal
 
+import psycopg
 from alembic.autogenerate.api import AutogenContext
 from alembic.config import Config
 from alembic.ddl.postgresql import PostgresqlImpl
@@ -68,12 +69,17 @@ def migration_connection(
         try:
             yield connection
         finally:
-            # After the server went away there is no session left to reset.
+            # After the server went away (a failover, a restart) there is no session left to
+            # reset, and the error already on its way says what happened.
             if not connection.invalidated:
-                if connection.in_transaction():
-                    connection.rollback()
-                connection.exec_driver_sql("RESET lock_timeout; RESET statement_timeout")
-                connection.commit()
+                try:
+                    if connection.in_transaction():
+                        connection.rollback()
+                    connection.exec_driver_sql("RESET lock_timeout; RESET statement_timeout")
+                    connection.commit()
+                except DBAPIError as error:
+                    if not isinstance(error.orig, psycopg.OperationalError):
+                        raise
 
 
 def connect() -> Connection:
