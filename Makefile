@@ -33,7 +33,7 @@ MAJORS ?=
 # the shell never parses them, and `$(value ...)` keeps make from expanding $(...) inside them.
 # So does every other variable given on the command line, read by a target or not: make would
 # expand it to export it (`make upgrade FOO='$(shell ...)'` would run the command).
-USER_VALUES := REV RANGE M PYTEST_ARGS SIZE PG MAJORS JSON VERBOSE BACKUP PYTHON
+USER_VALUES := REV RANGE M ONTO PYTEST_ARGS SIZE PG MAJORS JSON VERBOSE BACKUP PYTHON
 COMMAND_LINE := $(strip $(foreach name,$(.VARIABLES),$(if $(filter command line,$(origin $(name))),$(name))))
 # The values each target reads (PYTHON: every target, through install). A value given on the
 # command line that no goal reads, in lower case, or naming one of the Makefile's own is refused
@@ -44,6 +44,7 @@ TAKES.revision := M
 TAKES.status := JSON
 TAKES.history := VERBOSE
 TAKES.restore := BACKUP
+TAKES.rebase := ONTO
 TAKES.test := PYTEST_ARGS
 TAKES.test-failover := PYTEST_ARGS
 TAKES.test-docker := PYTEST_ARGS PG
@@ -83,7 +84,7 @@ bad_revision = { printf '%s=%q is not a revision: use an id (e.g. 0004), base, h
 switch = [[ -z $$$(1) || $$$(1) == 1 ]] || { printf '%s=%q: use %s=1 (or leave it out)\n' \
   $(1) "$$$(1)" $(1) >&2; exit 2; }
 
-.PHONY: help install upgrade downgrade current history status adopt verify sql revision records erd \
+.PHONY: help install upgrade downgrade current history status adopt verify sql revision rebase records erd \
         db-check test test-failover test-image test-docker test-matrix \
         bench bench-upgrade bench-prune lint lint-sql db-start db-stop db-url psql prune restore
 
@@ -134,6 +135,9 @@ sql: install ## Print as SQL what is pending on the configured database (none: b
 revision: install ## Autogenerate a lock-safe revision; regenerate records and the ERD (M="…")
 	@[ -n "$$M" ] || { echo 'usage: make revision M="what the revision does"' >&2; exit 2; }
 	$(WITH_DB) alembic revision --autogenerate -m "$$M"  # its post-write hooks: records, diagram
+
+rebase: install ## Put this branch's revisions on top of ONTO's head (main): renumbered, records and ERD rewritten
+	python -m media_db.dev.rebase "$$ONTO"
 
 records: install ## Write media_db/records.py (the repositories' records) from the models
 	python -m media_db.dev.gen_records

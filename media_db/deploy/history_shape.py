@@ -26,14 +26,15 @@ def problems(script: ScriptDirectory) -> list[str]:
         if len(names) > 1:
             found.append(
                 f"revision {revision} is in {len(names)} files ({', '.join(names)}), and Alembic "
-                "loads only one: give the later branch's revision the next free id (its file "
-                "name, `revision` and the `down_revision` of any revision above it)"
+                "loads only one: on the later branch, with the other merged in, `make rebase` "
+                "gives its revisions the next free ids"
             )
     heads = sorted(script.get_heads())
     if len(heads) > 1:
         found.append(
-            f"{len(heads)} heads ({', '.join(heads)}): two branches each added a revision; put "
-            "one branch's revisions on top of the other's (set `down_revision`), or join them "
-            f'with `.venv/bin/alembic merge -m "merge" {" ".join(heads)}`'
+            f"{len(heads)} heads ({', '.join(heads)}): two branches each added a revision; on "
+            "the later branch, with the other merged in, `make rebase` puts its revisions on "
+            "top of the other's (or join them with "
+            f'`.venv/bin/alembic merge -m "merge" {" ".join(heads)}`)'
         )
     return found
