@@ -89,6 +89,7 @@ VACUUM = text("""
 @dataclass
 class Status:
     server_major: int = 0
+    in_recovery: bool = False  # a standby: read-only, a deploy cannot run here
     current: list[str] = field(default_factory=list)
     head: list[str] = field(default_factory=list)
     pending: list[dict[str, str]] = field(default_factory=list)
@@ -158,6 +159,9 @@ def check_server_and_revisions(
     status.server_major = int(version[0])
     if status.server_major < project.OLDEST_MAJOR:
         status.attention.append(f"server {status.server_major} is older than we support")
+    status.in_recovery = bool(connection.exec_driver_sql("SELECT pg_is_in_recovery()").scalar())
+    if status.in_recovery:
+        status.attention.append("connected to a standby")
     status.current = sorted(project.current_heads(connection))
     status.head = sorted(script.get_heads())
     status.history_problems = history_shape.problems(script)
@@ -352,7 +356,14 @@ def render(status: Status) -> str:
     mark = {True: "! ", False: "  "}
     at = ", ".join(status.current) or "base (no revision applied)"
     lines = [
-        f"PostgreSQL {status.server_major}",
+        f"PostgreSQL {status.server_major}"
+        + (
+            "\n! A standby (in recovery): read-only, a deploy cannot run here. Point "
+            "DIRECT_DATABASE_URL (or DATABASE_URL) at the primary, or give every host with "
+            "?target_session_attrs=read-write."
+            if status.in_recovery
+            else ""
+        ),
         f"{mark[bool(status.pending)]}Revision: {at}; head {', '.join(status.head)}"
         + ("" if status.pending else " (up to date)"),
     ]

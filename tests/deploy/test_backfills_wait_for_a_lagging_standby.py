@@ -152,13 +152,21 @@ def test_a_standby_that_stays_behind_stops_the_backfill_in_one_line_and_a_rerun_
     assert scalar(url, NULL_STATUSES) == 0
 
 
-def test_make_status_lists_the_standby_and_its_lag(replicated: topologies.Replicated) -> None:
+def test_make_status_lists_the_standby_and_says_when_it_is_on_one(
+    replicated: topologies.Replicated,
+) -> None:
     url = primary_database(replicated.primary)
     caught_up(replicated.primary)
 
     shown = run(["python", "-m", "media_db.deploy.status"], environment(url))
 
     assert "Standby standby1 (127.0.0.1, streaming): replay" in shown.stdout, shown.stdout
+    assert "A standby (in recovery)" not in shown.stdout
+
+    on_the_standby = replicated.standby.url(str(url.database))
+    shown = run(["python", "-m", "media_db.deploy.status"], environment(on_the_standby))
+    assert shown.returncode == 1, shown.stdout + shown.stderr
+    assert "! A standby (in recovery): read-only, a deploy cannot run here." in shown.stdout
 
 
 def test_backfill_batch_and_pause_set_the_pace_without_a_standby(migrated: URL) -> None:

@@ -7,7 +7,9 @@ tests/topologies.py) is survived, through the multi-host URL the formation hands
   went (at most the jobs the workers held); once with `pg_autoctl perform failover`, once with
   kill -9 of the primary's postmaster;
 - a migration cut half-way through a batched backfill finishes when run again, on the new
-  primary, with nothing left behind.
+  primary, with nothing left behind;
+- the API: a call during the failover fails with DatabaseUnavailable (nothing else), and the
+  next call after it succeeds on the same pool.
 
 Marked `failover`: `make test-failover` runs them (CI does, after `make test`)."""
 
@@ -24,7 +26,18 @@ import pytest
 from alembic import command
 from sqlalchemy import URL, create_engine, pool
 
-from media_db import Database, JobQueue, JobRecord, NewJob, PoolSize, run_worker, settings
+from media_db import (
+    Database,
+    DatabaseUnavailable,
+    JobQueue,
+    JobRecord,
+    MediaRepository,
+    NewJob,
+    NewMedia,
+    PoolSize,
+    run_worker,
+    settings,
+)
 from media_db.deploy.project import VERSION_TABLE
 from tests import topologies
 from tests.helpers import HEAD, alembic_config, environment, job_counts, run, start
@@ -65,6 +78,19 @@ def failover(formation: topologies.Formation) -> None:
 def kill_the_primary(formation: topologies.Formation) -> None:
     pidfile = formation.node(formation.primary_port()) / "postmaster.pid"
     os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)
+
+
+def over(formation: topologies.Formation) -> None:
+    """Wait for the failover's end: the monitor settled, and a primary taking writes."""
+    formation.wait_until_settled()
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while True:
+        try:
+            with psycopg.connect(formation.uri(), connect_timeout=5):
+                return
+        except psycopg.OperationalError:
+            assert time.monotonic() < deadline, "no primary took writes after the failover"
+            time.sleep(0.1)
 
 
 def scalar(url: URL, sql: str) -> object:
@@ -125,7 +151,17 @@ def test_workers_complete_every_job_once_through_a_failover(
     again = sum(count - 1 for count in runs.values())
     # Only jobs held when the primary went can run twice: their completion may not have
     # reached the new primary.
-    assert again <= WORKERS * (CONCURRENCY + BATCH), again
+    held = WORKERS * (CONCURRENCY + BATCH)
+    assert again <= held, again
+    # Each job's attempts, as the new primary has them: one, or two for those held.
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        attempts: dict[int, int] = dict(
+            connection.exec_driver_sql(
+                "SELECT attempts, count(*) FROM processing_jobs GROUP BY attempts"
+            ).all()
+        )
+    assert set(attempts) <= {1, 2}, attempts
+    assert attempts.get(2, 0) <= held, attempts
 
 
 NULL_JOBS = 30_000  # six batches of 0003's backfill
@@ -162,3 +198,38 @@ def test_a_migration_cut_by_a_failover_finishes_when_run_again_on_the_new_primar
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert scalar(url, "SELECT count(*) FROM processing_jobs WHERE status IS NULL") == 0
     assert scalar(url, f"SELECT version_num FROM {VERSION_TABLE}") == HEAD
+
+
+@pytest.mark.parametrize(
+    "fault", [failover, kill_the_primary], ids=["perform failover", "kill -9 of the primary"]
+)
+def test_api_calls_fail_in_one_error_during_a_failover_and_succeed_after_it(
+    formation: topologies.Formation, fault: Callable[[topologies.Formation], None]
+) -> None:
+    url = migrated_database(formation)
+    failures: list[BaseException] = []
+
+    async def scenario() -> None:
+        async with await Database.connect(url, PoolSize(2, 10)) as db:
+            media = MediaRepository(db)
+            item = await media.create(NewMedia(source_url="s3://a", source_type="upload"))
+            done = asyncio.Event()
+
+            async def calls() -> None:
+                while not done.is_set():
+                    try:
+                        await media.get(item.id)
+                    except Exception as error:  # what a caller would meet, whatever it is
+                        failures.append(error)
+                    await asyncio.sleep(0.02)
+
+            caller = asyncio.create_task(calls())
+            await asyncio.to_thread(fault, formation)
+            await asyncio.to_thread(over, formation)
+            done.set()
+            await caller
+            # After it: the next call succeeds, on the same pool, with no restart.
+            assert await media.get(item.id) == item
+
+    asyncio.run(scenario())
+    assert all(isinstance(error, DatabaseUnavailable) for error in failures), failures
