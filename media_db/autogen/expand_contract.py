@@ -50,6 +50,16 @@ def keep_until_contract(rw: Rewrite, table: str, new: str, old: str) -> None:
         )
 
 
+def goes_with_its_column(rw: Rewrite, table: str, column: str) -> None:
+    """When `column` is the old column of a transition in flight, what depends on it goes with
+    it at the contract: autogenerate's separate drops of those (and their re-creation on the
+    way down) are not written."""
+    if any((moving.table, moving.old) == (table, column) for moving in rw.in_flight.values()):
+        rw.gone_with_columns |= {
+            d.name for d in dependents.dependents(rw.connection, table, column)
+        }
+
+
 def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.MigrateOperation]:
     table, new = add.table_name, add.column
     where = f"add_column {table}.{new.name} (renamed from {old})"
@@ -330,12 +340,13 @@ def built(
     `column`) built again over the column `over`, named `name`, without blocking writes."""
     sql = dependent.over(table, column, over, name)
     if dependent.kind in (dependents.CHECK, dependents.FOREIGN_KEY):
+        check = dependent.kind == dependents.CHECK
         rw.lock(
             direction,
-            f"{dependent.kind} {name} on {table}: ADD ... NOT VALID takes {CATALOG_ONLY}; "
-            f"then {VALIDATED}",
+            f"{'check constraint' if check else 'foreign key'} {name} on {table}: ADD ... NOT "
+            f"VALID takes {CATALOG_ONLY}; then {VALIDATED}",
         )
-        type_ = "check" if dependent.kind == dependents.CHECK else "foreignkey"
+        type_ = "check" if check else "foreignkey"
         return forms.validated(rw, direction, table, name, type_, Statement(sql))
     rw.lock(direction, f"create_index {name} CONCURRENTLY on {table}: {CONCURRENT}")
     return [

@@ -61,6 +61,8 @@ def operations(
     if direction == UPGRADE:
         for operation in operations:
             for step in getattr(operation, "ops", []):
+                if isinstance(step, ops.DropColumnOp):
+                    expand_contract.goes_with_its_column(rw, step.table_name, step.column_name)
                 if not isinstance(step, ops.AddColumnOp):
                     continue
                 found = transitions.marker(step.column)

@@ -40,6 +40,10 @@ class Rewrite:
         # Indexes on a renamed column's old name: they serve its readers until the contract,
         # which drops them with the column (autogenerate does not see them: environment.py).
         self.kept_indexes: set[str] = set()
+        # Indexes and constraints on a contract's old column: they go with the column, and its
+        # way down builds them again (expand_contract.contract_old_column); autogenerate's own
+        # drop and create of them are left out.
+        self.gone_with_columns: set[str] = set()
 
     @functools.cached_property
     def in_flight(self) -> dict[str, Transition]:

@@ -167,8 +167,11 @@ def test_workers_complete_every_job_once_through_a_failover(
 NULL_JOBS = 30_000  # six batches of 0003's backfill
 
 
+@pytest.mark.parametrize(
+    "fault", [failover, kill_the_primary], ids=["perform failover", "kill -9 of the primary"]
+)
 def test_a_migration_cut_by_a_failover_finishes_when_run_again_on_the_new_primary(
-    formation: topologies.Formation,
+    formation: topologies.Formation, fault: Callable[[topologies.Formation], None]
 ) -> None:
     with psycopg.connect(formation.uri(), autocommit=True) as admin:
         admin.execute("CREATE DATABASE media_failover")
@@ -189,8 +192,9 @@ def test_a_migration_cut_by_a_failover_finishes_when_run_again_on_the_new_primar
         assert cut.poll() is None, cut.communicate()
         assert time.monotonic() < deadline, "0003's first batch never committed"
         time.sleep(0.1)
-    failover(formation)
+    fault(formation)
     out, err = cut.communicate(timeout=DEADLINE_SECONDS)
+    over(formation)
     if cut.returncode != 0:  # cut: one line saying so, then the same command again
         assert "Traceback" not in out + err, out + err
         assert "upgrade 0002 -> 0003 failed" in out + err, out + err
@@ -198,6 +202,8 @@ def test_a_migration_cut_by_a_failover_finishes_when_run_again_on_the_new_primar
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert scalar(url, "SELECT count(*) FROM processing_jobs WHERE status IS NULL") == 0
     assert scalar(url, f"SELECT version_num FROM {VERSION_TABLE}") == HEAD
+    verified = run(["python", "-m", "media_db.deploy.verify"], env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from media_db.autogen.ops import AutocommitBlock, Comment, Statement
 from media_db.autogen.rules import (
     rewrites,
 )
-from media_db.autogen.state import UPGRADE, Rewrite
+from media_db.autogen.state import DOWNGRADE, UPGRADE, Rewrite
 
 
 @rewrites(ops.CreateIndexOp)
@@ -30,6 +30,8 @@ def create_index(
     if direction == UPGRADE and name in rw.kept_indexes:
         rw.refusals.append(taken(name, create.table_name))
         return [create]
+    if direction == DOWNGRADE and name in rw.gone_with_columns:
+        return []  # the contract's way down builds it again with its column
     rw.lock(
         direction,
         f"create_index {create.index_name} CONCURRENTLY on {create.table_name}: {CONCURRENT} "
@@ -40,6 +42,8 @@ def create_index(
 
 @rewrites(ops.DropIndexOp)
 def drop_index(rw: Rewrite, drop: ops.DropIndexOp, direction: str) -> list[ops.MigrateOperation]:
+    if direction == UPGRADE and str(drop.index_name) in rw.gone_with_columns:
+        return []  # dropped with its column, by the contract
     rw.lock(
         direction,
         f"drop_index {drop.index_name} CONCURRENTLY: SHARE UPDATE EXCLUSIVE, reads and "
@@ -59,6 +63,8 @@ def add_unique(
     if direction == UPGRADE and name in rw.kept_indexes:
         rw.refusals.append(taken(name, table))
         return [add]
+    if direction == DOWNGRADE and name in rw.gone_with_columns:
+        return []  # the contract's way down makes it again with its column
     rw.waive(direction, "ban-drop-constraint")
     rw.lock(
         direction,
@@ -82,6 +88,8 @@ def add_check(
     rw: Rewrite, add: ops.CreateCheckConstraintOp, direction: str
 ) -> list[ops.MigrateOperation]:
     table, name = add.table_name, str(add.constraint_name)
+    if direction == DOWNGRADE and name in rw.gone_with_columns:
+        return []  # the contract's way down adds it again with its column
     rw.lock(
         direction,
         f"check constraint {name} on {table}: ADD ... NOT VALID takes {CATALOG_ONLY}; "
@@ -95,6 +103,8 @@ def add_foreign_key(
     rw: Rewrite, add: ops.CreateForeignKeyOp, direction: str
 ) -> list[ops.MigrateOperation]:
     table, name = add.source_table, str(add.constraint_name)
+    if direction == DOWNGRADE and name in rw.gone_with_columns:
+        return []  # the contract's way down adds it again with its column
     rw.lock(
         direction,
         f"foreign key {name} on {table}: ADD ... NOT VALID takes SHARE ROW EXCLUSIVE on "
@@ -108,6 +118,8 @@ def drop_constraint(
     rw: Rewrite, drop: ops.DropConstraintOp, direction: str
 ) -> list[ops.MigrateOperation]:
     name = str(drop.constraint_name)
+    if direction == UPGRADE and name in rw.gone_with_columns:
+        return []  # dropped with its column, by the contract
     rw.waive(direction, "ban-drop-constraint")
     also = " (and on the referenced table)" if drop.constraint_type == "foreignkey" else ""
     rw.lock(direction, f"drop_constraint {name} on {drop.table_name}: {CATALOG_ONLY}{also}")
