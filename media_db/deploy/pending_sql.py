@@ -9,6 +9,7 @@ is printed as asked, database or not.
 import sys
 
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 
 from media_db import settings
 from media_db.connect import open_connection
@@ -54,7 +55,30 @@ def main(argv: list[str]) -> int:
             print(f"-- Nothing pending: {where} is at head ({at}).")
             return 0
         print(f"-- Pending on {where}, now at {at}: {span}.")
-    print(project.offline_sql("upgrade", span or "head"), end="")
+        return printed(span)
+    return printed(span or "head", asked=span is not None)
+
+
+def printed(span: str, asked: bool = False) -> int:
+    """The upgrade of `span` as SQL; a span Alembic cannot walk, or one that holds no upgrade
+    (`asked`: given by the user), refused in one line."""
+    try:
+        sql = project.offline_sql("upgrade", span)
+    except CommandError as error:
+        message = " ".join(str(error).split()).split(": `make history`")[0]
+        print(
+            f"make sql: RANGE={span}: {message}. `make history` lists the revisions.",
+            file=sys.stderr,
+        )
+        return 2
+    if asked and "Running upgrade" not in sql:
+        print(
+            f"make sql: RANGE={span} holds no upgrade: give the lower revision first "
+            "(e.g. RANGE=0001:head).",
+            file=sys.stderr,
+        )
+        return 2
+    print(sql, end="")
     return 0
 
 

@@ -68,3 +68,17 @@ def test_an_unreachable_database_prints_no_sql_and_says_how_to_get_it() -> None:
     assert "RANGE=base:head prints the whole history with no database" in done.stderr
     assert "s3cret" not in done.stdout + done.stderr
     assert str(EXIT_UNAVAILABLE) in done.stderr  # make names the tool's exit status
+
+
+def test_a_span_alembic_cannot_walk_is_refused_in_one_line() -> None:
+    for span, says in [
+        ("9999:head", "Can't locate revision identified by '9999'"),
+        ("0010:-1", "Relative revision -1 didn't produce 1 migrations"),
+        ("0011:0010", "holds no upgrade: give the lower revision first"),
+    ]:
+        done = run(["make", "sql", f"RANGE={span}"], environment())
+        assert done.returncode != 0, span
+        assert f"make sql: RANGE={span}" in done.stderr, done.stderr
+        assert says in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+        assert "Running upgrade" not in done.stdout
