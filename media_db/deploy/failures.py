@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, PendingRollbackError, ResourceClosedError
 
 from media_db import settings
-from media_db.deploy import catalog, environment, project
+from media_db.deploy import catalog, environment, options, project
 from media_db.deploy.project import OUR_TABLES
 
 log = logging.getLogger(__name__)
@@ -142,11 +142,20 @@ def _summary(run: LeftBehind, engine: Engine, error: BaseException) -> str:
 
 
 def _alembic() -> str:
-    """Alembic as the user can run it where they are: with make's embedded server, plain
-    `alembic` would find no database configured."""
+    """Alembic as the user can run it where they are, outside make: the checkout's
+    .venv/bin/alembic when there is one (make puts it on PATH, a shell may not); with make's
+    embedded server, plain `alembic` would find no database configured; the deploy options this
+    run took from the environment (a consent among them) go with it, or it would be refused."""
+    venv = project.folder() / ".venv" / "bin" / "alembic"
+    command = [".venv/bin/alembic" if venv.exists() else "alembic"]
     if os.environ.get(settings.EMBEDDED_FALLBACK):
-        return "DATABASE_URL=$(make -s db-url) .venv/bin/alembic"
-    return "alembic"
+        command.insert(0, "DATABASE_URL=$(make -s db-url)")
+    given = [
+        f"{option.environment}={shlex.quote(os.environ[option.environment])}"
+        for option in options.OPTIONS.values()
+        if os.environ.get(option.environment)
+    ]
+    return " ".join([*given, *command])
 
 
 SUMMARY_LOCK_TIMEOUT = "2s"
