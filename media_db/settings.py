@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
+from urllib.parse import quote, urlencode
 
 __all__ = [
     "DatabaseNotConfigured",
@@ -26,6 +27,7 @@ __all__ = [
     "direct_url",
     "has_direct_url",
     "is_configured",
+    "libpq_uri",
     "pooler",
     "redacted",
 ]
@@ -125,6 +127,28 @@ def pooler(environ: Mapping[str, str] = os.environ) -> str | None:
 def redacted(url: URL) -> str:
     """The URL as it may appear in logs and messages: password replaced by ***."""
     return url.render_as_string(hide_password=True)
+
+
+def libpq_uri(url: URL) -> str:
+    """`url` as libpq (psql) reads it, password and all: several hosts back in its own form
+    (`h1:5432,h2:6432` in the authority), not SQLAlchemy's `?host=` list, which psql would
+    take for one host named `h1:5432`."""
+    hosts = url.query.get("host")
+    if not isinstance(hosts, tuple):
+        return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=False)
+    user = quote(url.username or "", safe="")
+    secret = f":{quote(url.password, safe='')}" if url.password is not None else ""
+    rest = [(key, value) for key, value in url.query.items() if key != "host"]
+    query = urlencode(
+        [
+            (key, item)
+            for key, value in rest
+            for item in (value if isinstance(value, tuple) else (value,))
+        ]
+    )
+    at = f"{user}{secret}@" if user or secret else ""
+    database = quote(url.database or "", safe="")
+    return f"postgresql://{at}{','.join(hosts)}/{database}" + (f"?{query}" if query else "")
 
 
 def _from_database_url(raw: str, name: str = "DATABASE_URL") -> URL:

@@ -100,7 +100,7 @@ def main(argv: list[str]) -> None:
             print(error, file=sys.stderr)
             raise SystemExit(EXIT_UNAVAILABLE) from None
         if verb == "url":
-            print(url.render_as_string(hide_password=False))
+            print(settings.libpq_uri(url))
         else:
             _psql(url)
     elif verb == "status":

@@ -3,6 +3,7 @@ never built by string formatting, never falling back silently."""
 
 import asyncio
 import socket
+import subprocess
 from urllib.parse import quote
 
 import pytest
@@ -14,6 +15,7 @@ from media_db.settings import (
     database_url,
     direct_url,
     is_configured,
+    libpq_uri,
     pooler,
     redacted,
 )
@@ -207,3 +209,26 @@ def test_the_pool_reaches_the_first_host_that_answers(server: DatabaseServer) ->
             return int(row["one"]) if row else 0
 
     assert asyncio.run(reached()) == 1
+
+
+def test_a_multi_host_url_is_given_back_in_libpqs_own_form_which_psql_takes(
+    server: DatabaseServer,
+) -> None:
+    """What `make db-url` prints: psql would read SQLAlchemy's `?host=h1:5432&host=...` as one
+    host named `h1:5432`."""
+    admin = server.admin_url
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        dead = unused.getsockname()[1]
+    password = quote(admin.password or "", safe="")
+    login = f"{admin.username}:{password}@" if admin.password else f"{admin.username}@"
+    raw = (
+        f"postgresql://{login}127.0.0.1:{dead},{admin.host}:{admin.port}"
+        f"/{admin.database}?target_session_attrs=read-write"
+    )
+    given_back = libpq_uri(database_url({"DATABASE_URL": raw}))
+    assert given_back == raw
+    psql = subprocess.run(
+        ["psql", given_back, "-Atc", "SELECT 1"], capture_output=True, text=True, check=False
+    )
+    assert (psql.returncode, psql.stdout.strip()) == (0, "1"), psql.stderr
