@@ -446,8 +446,13 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
         )
     steps: list[ops.MigrateOperation] = [
         Comment(
-            f"Contract: {old} ({moving.kind} of {moving.column} by "
-            f"{moving.revision or 'the expand'}) goes, with its sync trigger."
+            f"Contract: {old} ("
+            + (
+                f"renamed to {moving.column}"
+                if moving.kind == RENAME
+                else f"{moving.column}'s old type"
+            )
+            + f", by {moving.revision or 'the expand'}) goes, with its sync trigger."
         ),
         *lossless_drop(rw, moving, old, given, UPGRADE),
     ]
