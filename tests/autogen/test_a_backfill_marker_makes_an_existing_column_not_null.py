@@ -10,12 +10,13 @@ from pathlib import Path
 
 from sqlalchemy import URL
 
-from media_db.deploy import catalog
 from tests import model_edits
 from tests.autogen.test_autogenerate_writes_lock_safe_revisions import snapshot
 from tests.autogen.test_expand_contract_keeps_every_writer import (
     CONTRACT_REVISION,
     assert_no_drift,
+    catalog_is,
+    down_to,
     execute,
     migrate,
     ok,
@@ -83,7 +84,7 @@ def test_existing_column_is_filled_then_not_null_while_old_inserts_continue(
     expanded = snapshot(url)
 
     migrate(project, url, "downgrade", "-1")  # NOT NULL and the trigger go; the values stay
-    assert catalog.differences(before, snapshot(url), set(before)) == []
+    catalog_is(url, before)
     migrate(project, url, "upgrade", "head")
 
     edit(models, (MARKED, CONTRACTED))
@@ -93,5 +94,4 @@ def test_existing_column_is_filled_then_not_null_while_old_inserts_continue(
     )
     migrate(project, url, "upgrade", "head")
     assert_no_drift(ok(["make", "verify"], env, project))
-    migrate(project, url, "downgrade", "-1")
-    assert catalog.differences(expanded, snapshot(url), set(expanded)) == []
+    down_to(project, url, expanded)

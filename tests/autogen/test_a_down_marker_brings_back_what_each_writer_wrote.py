@@ -8,11 +8,11 @@ The column is the test's own (`probe_note`).
 
 from pathlib import Path
 
-from media_db.deploy import catalog
 from tests import model_edits
 from tests.autogen.test_autogenerate_writes_lock_safe_revisions import snapshot
 from tests.autogen.test_expand_contract_keeps_every_writer import (
     assert_no_drift,
+    catalog_is,
     execute,
     migrate,
     ok,
@@ -67,7 +67,7 @@ def test_rollback_and_contract_keep_each_writers_text(
     )
 
     migrate(project, url, "downgrade", "-1")  # the guard passes: nothing the text column lacks
-    assert catalog.differences(before, snapshot(url), set(before)) == []
+    catalog_is(url, before)
     assert scalar(url, QUOTED) == 0  # `late 3`, never `"late 3"`
     assert scalar(url, "SELECT count(*) FROM media_items WHERE probe_note LIKE 'late %%'") == (
         writer.written

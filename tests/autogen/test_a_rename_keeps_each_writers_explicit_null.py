@@ -10,17 +10,17 @@ from pathlib import Path
 
 from sqlalchemy import URL, create_engine, pool, text
 
-from media_db.deploy import catalog
-from tests import model_edits
 from tests.autogen.test_autogenerate_writes_lock_safe_revisions import snapshot
 from tests.autogen.test_expand_contract_keeps_every_writer import (
     assert_no_drift,
+    catalog_is,
     execute,
     migrate,
     ok,
+    probe_project,
 )
 from tests.conftest import FreshDatabase
-from tests.helpers import edit, environment, project_copy
+from tests.helpers import edit
 
 STATE = 'probe_state: Mapped[str | None] = mapped_column(Text, server_default="new")'
 RENAMED = (
@@ -48,12 +48,9 @@ def written(url: URL, columns: str) -> dict[str, tuple[object, ...]]:
 def test_each_writer_gets_what_it_wrote_by_either_name(
     tmp_path: Path, head_copy: FreshDatabase
 ) -> None:
-    project, url = project_copy(tmp_path), head_copy()
-    env, models = environment(url), project / "models" / "media.py"
-    model_edits.existing_column(
-        models,
-        url,
-        "MediaItem",
+    project, url, env, models = probe_project(
+        tmp_path,
+        head_copy,
         STATE,
         "ALTER TABLE media_items ADD COLUMN probe_state text DEFAULT 'new'",
     )
@@ -76,7 +73,7 @@ def test_each_writer_gets_what_it_wrote_by_either_name(
     }
 
     migrate(project, url, "downgrade", "-1")  # the old column as each writer left it
-    assert catalog.differences(before, snapshot(url), set(before)) == []
+    catalog_is(url, before)
     assert written(url, "probe_state") == {
         writer: both[:1] for writer, (_, _, both) in WRITES.items()
     }
@@ -88,4 +85,4 @@ def test_each_writer_gets_what_it_wrote_by_either_name(
     migrate(project, url, "upgrade", "head")
     assert_no_drift(ok(["make", "verify"], env, project))
     migrate(project, url, "downgrade", "-1")  # probe_state back, with its default
-    assert catalog.differences(expanded, snapshot(url), set(expanded)) == []
+    catalog_is(url, expanded)

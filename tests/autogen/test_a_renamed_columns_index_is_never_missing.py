@@ -13,15 +13,16 @@ import pytest
 from sqlalchemy import URL
 from sqlalchemy.exc import IntegrityError
 
-from media_db.deploy import catalog
 from tests import model_edits
 from tests.autogen.test_autogenerate_writes_lock_safe_revisions import snapshot
 from tests.autogen.test_expand_contract_keeps_every_writer import (
     RENAMED,
     assert_no_drift,
+    down_to,
     execute,
     migrate,
     ok,
+    probe_project,
     revision_text,
     scalar,
 )
@@ -63,8 +64,7 @@ def test_the_new_index_is_built_before_the_old_one_goes(
     assert indexes(url) == {"media_items_probe_path_idx", "media_items_probe_file_idx"}
     assert_no_drift(ok(["make", "verify"], env, project))
     expanded = snapshot(url)
-    migrate(project, url, "downgrade", "-1")
-    assert catalog.differences(before, snapshot(url), set(before)) == []
+    down_to(project, url, before)
     migrate(project, url, "upgrade", "head")
 
     edit(models, (RENAMED, RENAMED.replace(', info={"renamed_from": "probe_path"}', "")))
@@ -72,10 +72,8 @@ def test_the_new_index_is_built_before_the_old_one_goes(
     migrate(project, url, "upgrade", "head")
     assert indexes(url) == {"media_items_probe_file_idx"}
     assert_no_drift(ok(["make", "verify"], env, project))
-    migrate(project, url, "downgrade", "-1")
-    assert catalog.differences(expanded, snapshot(url), set(expanded)) == []
-    migrate(project, url, "downgrade", "-1")
-    assert catalog.differences(before, snapshot(url), set(before)) == []
+    down_to(project, url, expanded)
+    down_to(project, url, before)
 
 
 def test_a_new_index_cannot_take_the_name_the_old_column_keeps(
@@ -111,12 +109,9 @@ UNIQUES = (
 def test_a_renamed_unique_column_stays_unique_at_every_step(
     tmp_path: Path, head_copy: FreshDatabase
 ) -> None:
-    project, url = project_copy(tmp_path), head_copy()
-    env, models = environment(url), project / "models" / "media.py"
-    model_edits.existing_column(
-        models,
-        url,
-        "MediaItem",
+    project, url, env, models = probe_project(
+        tmp_path,
+        head_copy,
         CODE,
         "ALTER TABLE media_items ADD COLUMN probe_code text "
         "CONSTRAINT media_items_probe_code_key UNIQUE",
@@ -136,8 +131,7 @@ def test_a_renamed_unique_column_stays_unique_at_every_step(
             "INSERT INTO media_items (source_url, source_type, probe_code) VALUES ('b', 'b', 'x')",
         )
     expanded = snapshot(url)
-    migrate(project, url, "downgrade", "-1")
-    assert catalog.differences(before, snapshot(url), set(before)) == []
+    down_to(project, url, before)
     migrate(project, url, "upgrade", "head")
 
     edit(models, (CODE_RENAMED, CODE_RENAMED.replace(', info={"renamed_from": "probe_code"}', "")))
@@ -145,8 +139,7 @@ def test_a_renamed_unique_column_stays_unique_at_every_step(
     migrate(project, url, "upgrade", "head")
     assert scalar(url, UNIQUES) == ["media_items_probe_tag_key"]
     assert_no_drift(ok(["make", "verify"], env, project))
-    migrate(project, url, "downgrade", "-1")
-    assert catalog.differences(expanded, snapshot(url), set(expanded)) == []
+    down_to(project, url, expanded)
 
 
 PARENT = 'probe_parent: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("media_items.id"))'
@@ -163,12 +156,9 @@ KEYS = (
 def test_a_renamed_columns_foreign_key_holds_at_every_step(
     tmp_path: Path, head_copy: FreshDatabase
 ) -> None:
-    project, url = project_copy(tmp_path), head_copy()
-    env, models = environment(url), project / "models" / "media.py"
-    model_edits.existing_column(
-        models,
-        url,
-        "MediaItem",
+    project, url, env, models = probe_project(
+        tmp_path,
+        head_copy,
         PARENT,
         "ALTER TABLE media_items ADD COLUMN probe_parent uuid CONSTRAINT "
         "media_items_probe_parent_fkey REFERENCES media_items (id)",
@@ -186,8 +176,7 @@ def test_a_renamed_columns_foreign_key_holds_at_every_step(
             "VALUES ('a', 'a', gen_random_uuid())",
         )
     expanded = snapshot(url)
-    migrate(project, url, "downgrade", "-1")
-    assert catalog.differences(before, snapshot(url), set(before)) == []
+    down_to(project, url, before)
     migrate(project, url, "upgrade", "head")
 
     edit(
@@ -198,5 +187,4 @@ def test_a_renamed_columns_foreign_key_holds_at_every_step(
     migrate(project, url, "upgrade", "head")
     assert scalar(url, KEYS) == ["media_items_probe_origin_fkey"]
     assert_no_drift(ok(["make", "verify"], env, project))
-    migrate(project, url, "downgrade", "-1")
-    assert catalog.differences(expanded, snapshot(url), set(expanded)) == []
+    down_to(project, url, expanded)

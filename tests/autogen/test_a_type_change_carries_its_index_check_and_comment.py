@@ -15,15 +15,17 @@ import pytest
 from sqlalchemy import URL
 from sqlalchemy.exc import IntegrityError
 
-from media_db.deploy import catalog
 from media_db.pool import conninfo
 from tests import model_edits
 from tests.autogen.test_autogenerate_writes_lock_safe_revisions import snapshot
 from tests.autogen.test_expand_contract_keeps_every_writer import (
     assert_no_drift,
+    catalog_is,
+    down_to,
     execute,
     migrate,
     ok,
+    probe_project,
     revision_text,
     scalar,
     writing,
@@ -129,10 +131,9 @@ def test_widening_carries_the_check_index_and_comment_and_round_trips(
     assert "retype media_items.probe_size" in verified
     expanded = snapshot(url)
 
-    migrate(project, url, "downgrade", "-1")
-    assert catalog.differences(before, snapshot(url), set(before)) == []
+    down_to(project, url, before)
     migrate(project, url, "upgrade", "head")
-    assert catalog.differences(expanded, snapshot(url), set(expanded)) == []
+    catalog_is(url, expanded)
 
     edit(models, (WIDENED, CONTRACTED))
     ok(["make", "revision", "M=contract probe_size"], env, project)
@@ -141,10 +142,8 @@ def test_widening_carries_the_check_index_and_comment_and_round_trips(
     assert_no_drift(ok(["make", "verify"], env, project))
 
     with writing(url, inserts):
-        migrate(project, url, "downgrade", "-1")
-    assert catalog.differences(expanded, snapshot(url), set(expanded)) == []
-    migrate(project, url, "downgrade", "-1")
-    assert catalog.differences(before, snapshot(url), set(before)) == []
+        down_to(project, url, expanded)
+    down_to(project, url, before)
 
 
 SERIAL = "probe_serial: Mapped[int | None] = mapped_column(unique=True)"
@@ -164,12 +163,9 @@ UNIQUES = """
 def test_widening_carries_a_unique_constraint_through_its_index_and_round_trips(
     tmp_path: Path, head_copy: FreshDatabase
 ) -> None:
-    project, url = project_copy(tmp_path), head_copy()
-    env, models = environment(url), project / "models" / "media.py"
-    model_edits.existing_column(
-        models,
-        url,
-        "MediaItem",
+    project, url, env, models = probe_project(
+        tmp_path,
+        head_copy,
         SERIAL,
         f"ALTER TABLE media_items ADD COLUMN probe_serial integer CONSTRAINT {UNIQUE_KEY} UNIQUE",
     )
@@ -206,18 +202,15 @@ def test_widening_carries_a_unique_constraint_through_its_index_and_round_trips(
         )
     assert_no_drift(ok(["make", "verify"], env, project))
     expanded = snapshot(url)
-    migrate(project, url, "downgrade", "-1")
-    assert catalog.differences(before, snapshot(url), set(before)) == []
+    down_to(project, url, before)
     migrate(project, url, "upgrade", "head")
 
     edit(models, (SERIAL_WIDENED, SERIAL.replace("unique=True", "BigInteger, unique=True")))
     ok(["make", "revision", "M=contract probe_serial"], env, project)
     migrate(project, url, "upgrade", "head")
     assert_no_drift(ok(["make", "verify"], env, project))
-    migrate(project, url, "downgrade", "-1")
-    assert catalog.differences(expanded, snapshot(url), set(expanded)) == []
-    migrate(project, url, "downgrade", "-1")
-    assert catalog.differences(before, snapshot(url), set(before)) == []
+    down_to(project, url, expanded)
+    down_to(project, url, before)
 
 
 CODE = "probe_code: Mapped[str | None] = mapped_column(String(20), unique=True)"

@@ -125,6 +125,28 @@ def migrate(project: Path, url: URL, step: str, target: str, *x: str) -> None:
         getattr(command, step)(config_for(project, connection, *x), target)
 
 
+def probe_project(
+    tmp_path: Path, head_copy: FreshDatabase, source: str, *ddl: str
+) -> tuple[Path, URL, dict[str, str], Path]:
+    """A project copy and a database at head, with a column of the test's own on MediaItem
+    (`source` in the model, `ddl` run): the project, the URL, its environment, the models."""
+    project, url = project_copy(tmp_path), head_copy()
+    models = project / "models" / "media.py"
+    model_edits.existing_column(models, url, "MediaItem", source, "".join(ddl))
+    return project, url, environment(url), models
+
+
+def catalog_is(url: URL, expected: catalog.Catalog) -> None:
+    """Our tables' catalog is `expected` (a snapshot taken earlier), object by object."""
+    assert catalog.differences(expected, snapshot(url), set(expected)) == []
+
+
+def down_to(project: Path, url: URL, expected: catalog.Catalog) -> None:
+    """One revision down, which must leave the catalog it came from."""
+    migrate(project, url, "downgrade", "-1")
+    catalog_is(url, expected)
+
+
 def revision_text(project: Path, revision: str) -> str:
     """The revision's source, each SQL text ruff or the renderer cut in pieces joined again."""
     [path] = (project / "alembic" / "versions").glob(f"*_{revision}_*.py")
@@ -462,12 +484,9 @@ OUT_OF_STEP = (
 def test_type_change_expands_with_a_cutover_then_contracts(
     tmp_path: Path, head_copy: FreshDatabase
 ) -> None:
-    project, url = project_copy(tmp_path), head_copy()
-    env, models = environment(url), project / "models" / "media.py"
-    model_edits.existing_column(
-        models,
-        url,
-        "MediaItem",
+    project, url, env, models = probe_project(
+        tmp_path,
+        head_copy,
         PROBE_TYPE,
         "ALTER TABLE media_items ADD COLUMN probe_type varchar(100)",
     )
@@ -566,12 +585,9 @@ def test_a_type_change_that_changes_its_default_is_written_and_round_trips(
     """text DEFAULT '0' to integer DEFAULT 0: Alembic's comparison of the two defaults asks
     the server `'0' = 0`, which it cannot answer; `make revision` writes the expand (the default
     moves with the column) instead of crashing."""
-    project, url = project_copy(tmp_path), head_copy()
-    env, models = environment(url), project / "models" / "media.py"
-    model_edits.existing_column(
-        models,
-        url,
-        "MediaItem",
+    project, url, env, models = probe_project(
+        tmp_path,
+        head_copy,
         COUNT_AS_TEXT,
         "ALTER TABLE media_items ADD COLUMN probe_count text DEFAULT '0'",
     )
@@ -624,12 +640,9 @@ def test_a_not_null_type_change_leaves_the_names_a_fresh_database_has(
     """integer to bigint on a NOT NULL column: PostgreSQL 18 names NOT NULL constraints, and a
     column rename keeps the name; after the cutover and after the contract each column's
     constraint has the name its own name gives (none on 15), and `make verify` sees no drift."""
-    project, url = project_copy(tmp_path), head_copy()
-    env, models = environment(url), project / "models" / "media.py"
-    model_edits.existing_column(
-        models,
-        url,
-        "MediaItem",
+    project, url, env, models = probe_project(
+        tmp_path,
+        head_copy,
         TOTAL,
         "ALTER TABLE media_items ADD COLUMN probe_total integer NOT NULL DEFAULT 0",
     )
