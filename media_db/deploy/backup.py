@@ -54,6 +54,23 @@ COLUMNS = text("""
 """)
 
 
+DEFAULT_OF = text("""
+    SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+    JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+    WHERE d.adrelid = to_regclass(:t) AND a.attname = :c
+""")
+
+
+def lost_values(connection: Connection, quote: Any, table: str, column: str) -> str:
+    """SQL over the table's rows: those whose `column` a drop loses, which an upgrade adding it
+    again would not give back. Without a default: any value. With one: any row not holding it,
+    an explicit NULL among them (the column comes back holding the default everywhere)."""
+    default = connection.scalar(DEFAULT_OF, {"t": quote(table), "c": column})
+    if default is None:
+        return f"{quote(column)} IS NOT NULL"
+    return f"{quote(column)} IS DISTINCT FROM ({default})"
+
+
 class RestoreRefused(RuntimeError):
     """The backup cannot be restored as things are; nothing was written."""
 
@@ -107,7 +124,7 @@ class Run:
             [*key, column] if column else list(connection.scalars(COLUMNS, {"t": quote(table)}))
         )
         name = f"{table}.{column}.csv" if column else f"{table}.csv"
-        where = f" WHERE {quote(column)} IS NOT NULL" if column else ""
+        where = f" WHERE {lost_values(connection, quote, table, column)}" if column else ""
         listed = ", ".join(quote(c) for c in columns)
         rows, digest = _copy_out(
             connection,

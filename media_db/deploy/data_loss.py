@@ -26,7 +26,7 @@ from sqlalchemy import Connection, text
 
 from media_db import transitions
 from media_db.deploy import lock_order
-from media_db.deploy.backup import BackupUnusable, Run
+from media_db.deploy.backup import BackupUnusable, Run, lost_values
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,9 @@ def _refuse_if_holding(operations: Operations, table: str, column: str | None) -
     bind = operations.get_bind()
     if bind.scalar(text("SELECT to_regclass(:t)"), {"t": quoted}) is None:
         return  # nothing to protect; the drop itself says what is wrong
+    if column:
+        quote = context.dialect.identifier_preparer.quote
+        probe = f"SELECT 1 FROM {quoted} WHERE {lost_values(bind, quote, table, column)}"
     # Every lock the step's drops need, at once: the drops then wait for nothing more.
     lock_order.acquire(bind, _step_locks(context, bind, table), "ACCESS EXCLUSIVE")
     if consent and backup is None:
@@ -209,7 +212,8 @@ def _values_held(connection: Connection, name: str) -> str | None:
     )
     if not exists:
         return None
-    where = f' WHERE "{column}" IS NOT NULL' if column else ""
+    quote = connection.dialect.identifier_preparer.quote
+    where = f" WHERE {lost_values(connection, quote, table, column)}" if column else ""
     found = int(
         connection.scalar(
             text(f'SELECT count(*) FROM (SELECT FROM "{table}"{where} LIMIT {SHOWN_UP_TO + 1}) s')

@@ -1,6 +1,6 @@
 """A drop the operator consented to first writes the rows (values) it destroys to a backup,
-under the drop's own lock, and the printed command puts every one of them back; opting out
-(`-x backup=skip`) writes nothing."""
+under the drop's own lock, and the printed command puts every one of them back (an explicit
+NULL beside a default included); opting out (`-x backup=skip`) writes nothing."""
 
 import json
 import re
@@ -9,8 +9,9 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import URL, Connection, Engine, create_engine, inspect, pool, text
 
+from tests.conftest import FreshDatabase
 from tests.deploy.test_dropped_data_is_never_lost_unasked import config_for, with_thumbnail
-from tests.helpers import OURS, alembic_config, environment, run
+from tests.helpers import HEAD, NEXT_REVISION, OURS, alembic_config, environment, project_copy, run
 
 __all__ = ["with_thumbnail"]  # the fixture, shared with the test of refusals
 
@@ -135,3 +136,69 @@ def test_backup_skip_writes_nothing(with_thumbnail: tuple[Path, URL], tmp_path: 
         x = ("allow-data-loss=true", f"backup-dir={backups}", "backup=skip")
         command.downgrade(config_for(project, connection, *x), "-1")
     assert not backups.exists()
+
+
+CAPTION_REVISION = f'''"""Add media_items.probe_caption, with a default.
+
+Why: a test revision. Locks: catalog only.
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{NEXT_REVISION}"
+down_revision = "{HEAD}"
+branch_labels = depends_on = None
+drops_columns = ("media_items.probe_caption",)
+
+
+def upgrade() -> None:
+    op.add_column("media_items", sa.Column("probe_caption", sa.Text(), server_default="untitled"))
+
+
+def downgrade() -> None:
+    op.drop_column("media_items", "probe_caption")
+'''
+
+
+CAPTIONS = text("SELECT source_url, probe_caption FROM media_items")
+
+
+def test_an_explicit_null_beside_a_default_is_backed_up_and_comes_back_null(
+    tmp_path: Path, fresh_database: FreshDatabase
+) -> None:
+    """Adding the column again fills every row with its default: a NULL written on purpose is a
+    value that drop loses too, and one that holds the default loses nothing."""
+    project, url, backups = project_copy(tmp_path), fresh_database(), tmp_path / "backups"
+    (project / "alembic" / "versions" / f"2026_11_26_{NEXT_REVISION}_caption.py").write_text(
+        CAPTION_REVISION
+    )
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        command.upgrade(config_for(project, connection), "head")
+        connection.execute(
+            text(
+                "INSERT INTO media_items (source_url, source_type, probe_caption) "
+                "VALUES ('given', 't', 'x'), ('null', 't', NULL)"
+            )
+        )
+        connection.execute(
+            text("INSERT INTO media_items (source_url, source_type) VALUES ('d', 't')")
+        )
+        connection.commit()
+        before = sorted(
+            connection.execute(text("SELECT source_url, probe_caption FROM media_items")).all()
+        )
+        x = ("allow-data-loss=true", f"backup-dir={backups}")
+        command.downgrade(config_for(project, connection, *x), "-1")
+        directory = backup_directory(backups)
+        assert (directory / "media_items.probe_caption.csv").read_text().count("\n") == 3
+        command.upgrade(config_for(project, connection), "head")
+        done = run(
+            ["python", "-m", "media_db.deploy.backup", "restore", str(directory)], environment(url)
+        )
+        assert done.returncode == 0, done.stderr
+        connection.rollback()
+        after = sorted(
+            connection.execute(text("SELECT source_url, probe_caption FROM media_items")).all()
+        )
+    assert after == before == [("d", "untitled"), ("given", "x"), ("null", None)]
