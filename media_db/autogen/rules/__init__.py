@@ -1,7 +1,7 @@
 """The rewrite rules: one function per kind of operation, registered with `@rewrites` for its
 exact type (as Alembic's `Rewriter.rewrites`), and the small forms they share.
 
-Each rule takes the revision's `Rewrite` (media_db/autogen/rewriter.py: its connection, its
+Each rule takes the revision's `Rewrite` (media_db/autogen/state.py: its connection, its
 models, what the file must declare), the operation and the direction, and returns what is
 written in its place:
 
