@@ -1,5 +1,6 @@
 """The rewrite rules: one function per kind of operation, registered with `@rewrites` for its
-exact type (as Alembic's `Rewriter.rewrites`), and the small forms they share.
+exact type (as Alembic's `Rewriter.rewrites`). The lock-safe forms they share are
+media_db/autogen/forms.py.
 
 Each rule takes the revision's `Rewrite` (media_db/autogen/state.py: its connection, its
 models, what the file must declare), the operation and the direction, and returns what is
