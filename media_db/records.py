@@ -2,7 +2,8 @@
 the transaction ended (no session, no lazy loading under asyncio).
 
 Generated from the models by `make records` (media_db/dev/gen_records.py; `make revision` runs it):
-do not edit. Field names are the column names, in table order; statuses are the models' enums.
+do not edit. Field names are the columns' keys (their names, unless a rename kept the name the code
+uses as the key), in table order; statuses are the models' enums.
 The inputs (NewMedia) are generated the same way: a rename or a new column reaches them at once.
 tests/runtime/test_records_match_models.py fails when this file is stale.
 """

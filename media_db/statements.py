@@ -4,6 +4,7 @@ model reaches every SELECT and RETURNING list (through its record, see media_db/
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import fields
 from decimal import Decimal
 from typing import Any
@@ -103,6 +104,14 @@ def constant(value: str) -> ColumnElement[Any]:
         dialect=DIALECT, compile_kwargs={"literal_binds": True}
     )
     return literal_column(str(rendered))
+
+
+def copy_from_stdin(table: Table, keys: Sequence[str]) -> str:
+    """COPY into `table` of the columns with these keys, by their names (a rename that kept the
+    key the code uses changes the name only)."""
+    quote = DIALECT.identifier_preparer.quote
+    names = ", ".join(quote(table.c[key].name) for key in keys)
+    return f"COPY {quote(table.name)} ({names}) FROM STDIN"
 
 
 def index(table: Table, name: str) -> Index:

@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Column, Connection, MetaData, text
+from sqlalchemy import Column, Connection, MetaData, Table, text
 from sqlalchemy.dialects import postgresql
 
 RENAMED_FROM, BACKFILL, USING = "renamed_from", "backfill", "using"
@@ -234,6 +234,13 @@ def in_flight(connection: Connection) -> list[Transition]:
     ]
 
 
+def column_named(table: Table | None, name: str) -> Column[Any] | None:
+    """The models' column called `name` in the database. Not `table.c[name]`: that is keyed by
+    the column's key, which a rename may keep (the name the data layer's code uses)."""
+    found = [column for column in table.columns if column.name == name] if table is not None else []
+    return found[0] if found else None
+
+
 def marker(column: Column[Any]) -> tuple[str, str] | None:
     """(kind, value) of the transition the column's info declares, or None."""
     found = [(kind, column.info[key]) for key, kind in MARKERS.items() if key in column.info]
@@ -253,7 +260,8 @@ def marked(metadata: MetaData) -> dict[tuple[str, str], tuple[str, str]]:
 def hidden(metadata: MetaData, table: str, name: str) -> bool:
     """Whether `name` on `table` (a column, a trigger, an index or a constraint) belongs to a
     transition the models still declare: the old column of a rename or a type change, the old
-    column's copies of the table's indexes and constraints (media_db/dependents.py), a marked
+    column's copies of the table's indexes and constraints (`<name>__old`: a type change's,
+    media_db/dependents.py, and a rename's indexes, rules.constraints), a marked
     column's sync trigger. Autogenerate neither drops them nor reports them before the marker
     goes."""
     for (marked_table, column), (kind, value) in marked(metadata).items():
@@ -263,7 +271,7 @@ def hidden(metadata: MetaData, table: str, name: str) -> bool:
         if name in (sync_name(table, column), old):
             return True
         copies = {kept_name(other) for other in _object_names(metadata, table)}
-        if kind == RETYPE and name in copies:
+        if name in copies:
             return True
     return False
 

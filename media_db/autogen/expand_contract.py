@@ -36,11 +36,13 @@ from media_db.transitions import RENAME, RETYPE, Transition, quote
 def keep_until_contract(rw: Rewrite, table: str, new: str, old: str) -> None:
     """A rename's old column keeps its indexes, UNIQUE constraints and foreign keys until the
     contract (the new column's are built beside them, so there is never a window without one):
-    a new index or UNIQUE constraint cannot take one's name. A primary key, a foreign key
-    referencing it, a view or a trigger on it cannot follow the rename yet, and is refused."""
+    an index the models move to the new column swaps names with the old one's
+    (rules.constraints.renamed_columns_index); a UNIQUE constraint cannot take one's name. A
+    primary key, a foreign key referencing it, a view or a trigger on it cannot follow the
+    rename yet, and is refused."""
     depending = dependents.dependents(rw.connection, table, old)
     rw.kept_indexes |= {
-        d.name for d in depending if d.kind in (dependents.INDEX, dependents.UNIQUE)
+        d.name: d for d in depending if d.kind in (dependents.INDEX, dependents.UNIQUE)
     }
     refused = uncarried(rw, [d for d in depending if d.kind not in dependents.RENAME_KEEPS])
     if refused:
@@ -205,7 +207,7 @@ def expand_retype(
     (renamed) in step until the contract."""
     table, name = alter.table_name, alter.column_name
     where = f"alter_column {table}.{name} type {old_type} to {new_type}"
-    model = rw.metadata.tables[table].c[name] if table in rw.metadata.tables else None
+    model = transitions.column_named(rw.metadata.tables.get(table), name)
     found = transitions.marker(model) if model is not None else None
     using = found[1] if found and found[0] == RETYPE else f"CAST({quote(name)} AS {new_type})"
     depending = dependents.dependents(rw.connection, table, name)

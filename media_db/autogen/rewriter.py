@@ -42,6 +42,7 @@ from media_db.autogen.rules import (
     table_of,
 )
 from media_db.autogen.state import DOWNGRADE, UPGRADE, Rewrite
+from media_db.dev import gen_records
 from media_db.models.migration_history import SURVIVES_DOWNGRADE
 from media_db.transitions import RENAME
 
@@ -147,7 +148,19 @@ def rewrite(
     assert script.downgrade_ops is not None
     script.upgrade_ops.ops = operations(state, script.upgrade_ops.ops, UPGRADE)
     script.downgrade_ops.ops = operations(state, script.downgrade_ops.ops, DOWNGRADE)
+    if script.upgrade_ops.ops and (broken := _data_layer_breaks()):
+        state.refusals.append(broken)
     return state.template_args()
+
+
+def _data_layer_breaks() -> str | None:
+    """Whether the records regenerated from these models would break the data layer's import:
+    the post-write hook would refuse them only once the revision is written."""
+    try:
+        records = gen_records.render()
+    except gen_records.UntypedColumn:
+        return None  # the hook says so, in its own words
+    return gen_records.data_layer_breaks(records)
 
 
 # --- helpers --------------------------------------------------------------------------------------

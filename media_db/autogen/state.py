@@ -14,6 +14,7 @@ from sqlalchemy import Connection, MetaData, inspect, text
 
 from media_db import transitions
 from media_db.autogen.locks import WAIVERS, declarations, locks_paragraph
+from media_db.dependents import Dependent
 from media_db.transitions import Transition
 
 UPGRADE, DOWNGRADE = "upgrade", "downgrade"
@@ -39,7 +40,7 @@ class Rewrite:
         self.trigger_drops: dict[str, list[ops.MigrateOperation]] = {}
         # Indexes on a renamed column's old name: they serve its readers until the contract,
         # which drops them with the column (autogenerate does not see them: environment.py).
-        self.kept_indexes: set[str] = set()
+        self.kept_indexes: dict[str, Dependent] = {}
         # Indexes and constraints on a contract's old column: they go with the column, and its
         # way down builds them again (expand_contract.contract_old_column); autogenerate's own
         # drop and create of them are left out.
@@ -85,8 +86,7 @@ class Rewrite:
 
     def marker(self, table: str, column: str) -> tuple[str, str] | None:
         """The transition the models' column declares (transitions.MARKERS), if any."""
-        declared = self.metadata.tables.get(table)
-        found = declared.c.get(column) if declared is not None else None
+        found = transitions.column_named(self.metadata.tables.get(table), column)
         return transitions.marker(found) if found is not None else None
 
     def template_args(self) -> dict[str, str]:

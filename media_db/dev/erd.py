@@ -6,8 +6,9 @@ writes, so the diagram cannot go stale.
 
 import re
 import sys
+from typing import Any
 
-from sqlalchemy import Identity, MetaData, Table
+from sqlalchemy import Column, Identity, MetaData
 from sqlalchemy.dialects import postgresql
 
 from media_db.dev import REPO_ROOT
@@ -28,7 +29,7 @@ def render(metadata: MetaData = Base.metadata) -> str:
     lines = [HEADER.rstrip("\n")]
     for table in metadata.sorted_tables:
         lines.append(f"    {table.name} {{")
-        lines += [f"        {_column(table, column.name)}" for column in table.columns]
+        lines += [f"        {_column(column)}" for column in table.columns]
         lines.append("    }")
     for table in metadata.sorted_tables:
         for key in sorted(table.foreign_keys, key=lambda fk: fk.parent.name):
@@ -41,8 +42,7 @@ def render(metadata: MetaData = Base.metadata) -> str:
     return "\n".join([*lines, "```", ""])
 
 
-def _column(table: Table, name: str) -> str:
-    column = table.c[name]
+def _column(column: Column[Any]) -> str:
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     sql_type = column.type.compile(dialect=dialect).lower()
     kind = re.sub(r"[^a-z0-9]+", "_", sql_type).strip("_")  # Mermaid types are single words
@@ -55,7 +55,7 @@ def _column(table: Table, name: str) -> str:
         notes.append(f"default {default.replace(chr(34), chr(39))}")
     key_part = f" {', '.join(keys)}" if keys else ""
     note_part = f' "{"; ".join(notes)}"' if notes else ""
-    return f"{kind} {name}{key_part}{note_part}"
+    return f"{kind} {column.name}{key_part}{note_part}"
 
 
 def main() -> int:

@@ -6,10 +6,14 @@ Generated rather than built at run time so that mypy sees every field with its t
 this writes.
 """
 
+import re
+import subprocess
 import sys
+import tempfile
 import types
 import typing
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, inspect
@@ -17,6 +21,7 @@ from sqlalchemy.orm import Mapped
 
 from media_db.dev import REPO_ROOT
 from media_db.models import AnalysisResult, Base, MediaItem, ProcessingJob
+from media_db.transitions import RENAMED_FROM
 
 MODELS = Base.__module__.rpartition(".")[0]  # the package the records import from
 RECORDS_FILE = REPO_ROOT / "media_db" / "records.py"
@@ -33,7 +38,8 @@ HEADER = '''"""What the repositories return: frozen, fully loaded rows, safe to 
 the transaction ended (no session, no lazy loading under asyncio).
 
 Generated from the models by `make records` (media_db/dev/gen_records.py; `make revision` runs it):
-do not edit. Field names are the column names, in table order; statuses are the models' enums.
+do not edit. Field names are the columns' keys (their names, unless a rename kept the name the code
+uses as the key), in table order; statuses are the models' enums.
 The inputs (NewMedia) are generated the same way: a rename or a new column reaches them at once.
 tests/runtime/test_records_match_models.py fails when this file is stale.
 """
@@ -45,7 +51,7 @@ class UntypedColumn(Exception):
 
 
 def fields_of(model: type[Base]) -> list[tuple[str, Any]]:
-    """(column name, Python type) of each column, in table order: the model's `Mapped[...]`
+    """(column key, Python type) of each column, in table order: the model's `Mapped[...]`
     annotation, else (a column without one: `Table.append_column`, a bare `Column`) the type
     the column type stands for."""
     annotations = typing.get_type_hints(model)
@@ -57,7 +63,7 @@ def fields_of(model: type[Base]) -> list[tuple[str, Any]]:
             (python_type,) = typing.get_args(annotation)  # Mapped[T] -> T
         else:
             python_type = _python_type(model, column)
-        found.append((column.name, python_type))
+        found.append((column.key, python_type))
     return found
 
 
@@ -161,8 +167,8 @@ def _input_block(
         "the\n    database does not set. A field left None takes the column's server default "
         '(or NULL)."""',
         "",
-        *(f"    {c.name}: {_type_name(k, imports, plain)}" for c, k in required),
-        *(f"    {c.name}: {_type_name(_optional(k), imports, plain)} = None" for c, k in optional),
+        *(f"    {c.key}: {_type_name(k, imports, plain)}" for c, k in required),
+        *(f"    {c.key}: {_type_name(_optional(k), imports, plain)} = None" for c, k in optional),
     ]
     return "\n".join(lines)
 
@@ -205,11 +211,70 @@ def _converted(value: str, kind: Any) -> str:
     return f"{enum.__name__}({value})"
 
 
+# What every API call and worker imports, with the records given (sys.argv[1]) in place of the
+# committed ones: a column its code names must still be there.
+DATA_LAYER = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("media_db.records", sys.argv[1])
+records = importlib.util.module_from_spec(spec)
+sys.modules["media_db.records"] = records
+spec.loader.exec_module(records)
+import media_db.repositories, media_db.worker
+"""
+FAILED_AT = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
+
+
+def data_layer_breaks(records: str) -> str | None:
+    """Why the data layer, with these records, would no longer import (None: it would), in a
+    fresh process: this one has the models, and maybe the repositories, loaded already."""
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "records.py").write_text(records)
+        done = subprocess.run(
+            [sys.executable, "-c", DATA_LAYER, str(Path(folder) / "records.py")],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if done.returncode == 0:
+        return None
+    lines = done.stderr.strip().splitlines()
+    where = [
+        f"{Path(m['file']).relative_to(REPO_ROOT)}:{m['line']}"
+        for m in FAILED_AT.finditer(done.stderr)
+        if Path(m["file"]).is_relative_to(REPO_ROOT)
+    ]
+    error = lines[-1] if lines else f"exit code {done.returncode}"
+    missing = re.fullmatch(r"(?:AttributeError|KeyError): '?([\w$]+)'?", error)
+    place = f" ({where[-1]})" if where else ""
+    if missing is None:
+        return f"the data layer no longer imports with these models: {error}{place}"
+    key = missing[1]
+    renamed = [
+        (table.name, column)
+        for table in Base.metadata.tables.values()
+        for column in table.columns
+        if column.info.get(RENAMED_FROM) == key
+    ]
+    if not renamed:
+        return f"the data layer names a column {key!r} the models no longer have{place}"
+    table, column = renamed[0]
+    return (
+        f"{table}.{key} is named by the data layer{place}: rename the column but keep the "
+        f"name its code uses as the column's key: {key}: Mapped[...] = "
+        f'mapped_column("{column.name}", ..., key="{key}", info={{"{RENAMED_FROM}": "{key}"}}) '
+        "(docs/schema-changes.md)"
+    )
+
+
 def main() -> int:
     try:
         records = render()
     except UntypedColumn as error:
         print(f"make records: {error}", file=sys.stderr)
+        return 2
+    if (broken := data_layer_breaks(records)) is not None:
+        print(f"make records: {broken}. {RECORDS_FILE.name} is unchanged.", file=sys.stderr)
         return 2
     RECORDS_FILE.write_text(records)
     print(f"wrote {RECORDS_FILE.name} from the models")

@@ -74,6 +74,7 @@ from media_db.statements import (
     bounds,
     compiled,
     constant,
+    copy_from_stdin,
     index,
     max_length,
     record_columns,
@@ -186,7 +187,7 @@ _ENQUEUED = {
 ENQUEUE = compiled(insert(JOBS).values(**_ENQUEUED).returning(*COLUMNS))
 # What every NewJob gives: COPY writes these, the server fills in the rest with its defaults.
 COPIED = ENQUEUE_COLUMNS[:3]
-COPY_JOBS = f"COPY {JOBS.name} ({', '.join(COPIED)}) FROM STDIN"
+COPY_JOBS = copy_from_stdin(JOBS, COPIED)
 _BATCH = (
     func.unnest(
         *(bindparam(f"{name}s", type_=ARRAY(JOBS.c[name].type)) for name in ENQUEUE_COLUMNS)

@@ -29,7 +29,14 @@ from media_db.models import MediaItem
 from media_db.pool import Database
 from media_db.records import MediaRecord, NewMedia
 from media_db.repositories.common import MAX_PAGE, fetch_all, fetch_one
-from media_db.statements import bounds, compiled, max_length, record_columns, table_of
+from media_db.statements import (
+    bounds,
+    compiled,
+    copy_from_stdin,
+    max_length,
+    record_columns,
+    table_of,
+)
 
 MEDIA = table_of(MediaItem)
 COLUMNS = record_columns(MEDIA, MediaRecord)
@@ -135,7 +142,7 @@ MERGE_METADATA = compiled(
     .returning(*COLUMNS)
 )
 DELETE = compiled(delete(MEDIA).where(MEDIA.c.id == bindparam("id")))
-COPY_MEDIA = f"COPY {MEDIA.name} ({', '.join(NEW_MEDIA_COLUMNS)}) FROM STDIN"
+COPY_MEDIA = copy_from_stdin(MEDIA, NEW_MEDIA_COLUMNS)
 # The server default of every NewMedia column that has one, as text, named by the column.
 COPY_DEFAULTS = compiled(
     select(

@@ -1,7 +1,8 @@
 """A rename of an indexed, UNIQUE or referencing column never leaves a window without its index,
 its uniqueness or its foreign key: the expand builds the new column's beside the old one's, which
 serve old writers and readers until the contract drops them with the column; the contract's way
-down builds them again. (What cannot follow a rename is refused:
+down builds them again. An index that keeps its name moves to the new column at the expand.
+(What cannot follow a rename is refused:
 tests/autogen/test_a_type_change_carries_its_index_check_and_comment.py.)
 
 The columns are the test's own (`probe_path`, `probe_code`, `probe_parent`).
@@ -27,7 +28,7 @@ from tests.autogen.test_expand_contract_keeps_every_writer import (
     scalar,
 )
 from tests.conftest import FreshDatabase
-from tests.helpers import NEXT_REVISION, edit, environment, project_copy, run
+from tests.helpers import NEXT_REVISION, edit, environment, project_copy
 
 OLD_INDEX = 'Index("media_items_probe_path_idx", "probe_path")'
 NEW_INDEX = 'Index("media_items_probe_file_idx", "probe_file")'
@@ -76,23 +77,52 @@ def test_the_new_index_is_built_before_the_old_one_goes(
     down_to(project, url, before)
 
 
-def test_a_new_index_cannot_take_the_name_the_old_column_keeps(
+def indexed_columns(url: URL) -> dict[str, str]:
+    """{index: its definition's column list} of the probe indexes."""
+    return dict(
+        scalar(
+            url,
+            "SELECT coalesce(jsonb_object_agg(i.relname, "
+            "substring(pg_get_indexdef(i.oid) from '\\((.*)\\)')), '{}') FROM pg_index x "
+            "JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = 'media_items'::regclass "
+            "AND x.indisvalid AND i.relname LIKE 'media_items_probe_%'",
+        )
+    )
+
+
+def test_an_index_keeping_its_name_moves_to_the_new_column_with_it(
     tmp_path: Path, head_copy: FreshDatabase
 ) -> None:
+    """The models keep the index's name and point it at the new column: the expand builds it
+    there under a temporary name and swaps the names, the old column's waiting as `__old` until
+    the contract; each step's way down gives back the catalog it came from."""
     project, url = project_copy(tmp_path), head_copy()
-    models = project / "models" / "media.py"
+    env, models = environment(url), project / "models" / "media.py"
     model_edits.existing_probe_path(models, url)
     model_edits.add_table_arg(models, "MediaItem", OLD_INDEX)
     execute(url, "CREATE INDEX media_items_probe_path_idx ON media_items (probe_path)")
+    before = snapshot(url)
     same_name = 'Index("media_items_probe_path_idx", "probe_file")'
     edit(models, (model_edits.PROBE_PATH_LINE, RENAMED), (OLD_INDEX, same_name))
-    made = run(["make", "revision", "M=rename probe_path"], environment(url), cwd=project)
-    assert made.returncode != 0
-    output = " ".join((made.stdout + made.stderr).split())
-    assert (
-        "media_items_probe_path_idx on media_items: an index or UNIQUE constraint of that name "
-        "stays on the renamed column's old name until the contract" in output
-    ), output
+
+    ok(["make", "revision", "M=rename probe_path"], env, project)
+    migrate(project, url, "upgrade", "head")
+    assert indexed_columns(url) == {
+        "media_items_probe_path_idx": "probe_file",
+        "media_items_probe_path_idx__old": "probe_path",
+    }
+    assert_no_drift(ok(["make", "verify"], env, project))
+    expanded = snapshot(url)
+    down_to(project, url, before)
+    migrate(project, url, "upgrade", "head")
+
+    edit(models, (RENAMED, RENAMED.replace(', info={"renamed_from": "probe_path"}', "")))
+    ok(["make", "revision", "M=contract probe_file"], env, project)
+    migrate(project, url, "upgrade", "head")
+    assert indexed_columns(url) == {"media_items_probe_path_idx": "probe_file"}
+    assert_no_drift(ok(["make", "verify"], env, project))
+    down_to(project, url, expanded)
+    down_to(project, url, before)
 
 
 CODE = "probe_code: Mapped[str | None] = mapped_column(Text, unique=True)"

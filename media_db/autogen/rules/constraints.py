@@ -8,6 +8,7 @@ import copy
 from alembic.operations import ops
 from sqlalchemy.sql.elements import conv
 
+from media_db import dependents, transitions
 from media_db.autogen import forms
 from media_db.autogen.locks import (
     CATALOG_ONLY,
@@ -27,6 +28,8 @@ def create_index(
     rw: Rewrite, create: ops.CreateIndexOp, direction: str
 ) -> list[ops.MigrateOperation]:
     name = str(create.index_name)
+    if name in rw.kept_indexes and rw.kept_indexes[name].kind == dependents.INDEX:
+        return renamed_columns_index(rw, create, direction)
     if direction == UPGRADE and name in rw.kept_indexes:
         rw.refusals.append(taken(name, create.table_name))
         return [create]
@@ -44,6 +47,8 @@ def create_index(
 def drop_index(rw: Rewrite, drop: ops.DropIndexOp, direction: str) -> list[ops.MigrateOperation]:
     if direction == UPGRADE and str(drop.index_name) in rw.gone_with_columns:
         return []  # dropped with its column, by the contract
+    if direction == UPGRADE and str(drop.index_name) in rw.kept_indexes:
+        return []  # kept on the renamed column's old name (renamed_columns_index)
     rw.lock(
         direction,
         f"drop_index {drop.index_name} CONCURRENTLY: SHARE UPDATE EXCLUSIVE, reads and "
@@ -126,10 +131,44 @@ def drop_constraint(
     return [drop]
 
 
+def renamed_columns_index(
+    rw: Rewrite, create: ops.CreateIndexOp, direction: str
+) -> list[ops.MigrateOperation]:
+    """An index the models move from a renamed column's old name to its new one, keeping its
+    name: built CONCURRENTLY beside the old one under a temporary name, then the two swap names
+    in one catalog step, so there is never a window without it. The old column's keeps serving
+    old readers as `<name>__old` until the contract drops it with its column. The way down
+    drops the new column's and gives the old one its name back."""
+    table, name = create.table_name, str(create.index_name)
+    index, old = rw.quote(name), rw.quote(transitions.kept_name(name))
+    if direction == DOWNGRADE:
+        rw.lock(
+            direction, f"alter index {transitions.kept_name(name)} rename to {name}: {CATALOG_ONLY}"
+        )
+        return [Statement(f"ALTER INDEX IF EXISTS {old} RENAME TO {index}")]
+    shadow = dependents.shadow_name(name)
+    build = copy.copy(create)
+    build.index_name = conv(shadow)
+    rw.lock(
+        direction,
+        f"create_index {name} on {table}: built CONCURRENTLY as {shadow} under {CONCURRENT}; "
+        f"then it takes the name, the old column's becoming {transitions.kept_name(name)}: "
+        f"{CATALOG_ONLY}",
+    )
+    swap = (
+        f"DO $swap$ BEGIN IF to_regclass({transitions.literal(old)}) IS NULL THEN "
+        f"ALTER INDEX {index} RENAME TO {old}; "
+        f"ALTER INDEX {rw.quote(shadow)} RENAME TO {index}; "
+        # A re-run after the swap built the shadow again: it is not needed.
+        f"ELSE DROP INDEX IF EXISTS {rw.quote(shadow)}; END IF; END $swap$"
+    )
+    return [AutocommitBlock([forms.concurrent(build)]), Statement(swap)]
+
+
 def taken(name: str, table: str) -> str:
-    """Why a new index or UNIQUE constraint cannot take `name` during a rename's expand."""
+    """Why a new UNIQUE constraint cannot take `name` during a rename's expand."""
     return (
-        f"{name} on {table}: an index or UNIQUE constraint of that name stays on the renamed "
-        "column's old name until the contract. Name the new one otherwise (the naming "
-        "convention's <table>_<column>_idx or _key does)"
+        f"{name} on {table}: a UNIQUE constraint of that name stays on the renamed column's "
+        "old name until the contract. Name the new one otherwise (the naming convention's "
+        "<table>_<column>_key does)"
     )
