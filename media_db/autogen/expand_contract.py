@@ -105,6 +105,11 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
     steps += added_for_fill(rw, moving, add, forms.default_sql(new))
     rw.lock(UPGRADE, f"{where}, with the sync trigger {moving.name}: {SYNC_TRIGGER}")
     steps += fill(rw, moving, new.type, not new.nullable, UPGRADE)
+    checks = [
+        d for d in dependents.dependents(rw.connection, table, old) if d.kind == dependents.CHECK
+    ]
+    for check in checks:
+        steps += carried_check(rw, check, table, old, new.name)
     restore = (
         [
             Statement(
@@ -117,9 +122,39 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
     rw.undo[(table, new.name)] = [
         Comment(f"{old} holds every value (the trigger copied each write): nothing is lost."),
         *lossless_drop(rw, moving, new.name, moving.source, DOWNGRADE),
+        # The new column's CHECKs went with it: the old ones take their names back.
+        *(Statement(d.renamed_sql(table, transitions.kept_name(d.name), d.name)) for d in checks),
         *restore,
     ]
     return steps
+
+
+def carried_check(
+    rw: Rewrite, check: dependents.Dependent, table: str, old: str, new: str
+) -> list[ops.MigrateOperation]:
+    """A CHECK on a renamed column's old name, added again over the new one (NOT VALID, then
+    VALIDATE, once the backfill is done) and given its name, the old column's keeping it as
+    `<name>__old` until the contract drops it with its column. A re-run after the swap drops
+    the copy it made again."""
+    shadow, kept = dependents.shadow_name(check.name), transitions.kept_name(check.name)
+    table_ = quote(table)
+    swap = (
+        "DO $swap$ BEGIN IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = "
+        f"to_regclass({transitions.literal(table_)}) AND conname = {transitions.literal(kept)}) "
+        f"THEN {check.renamed_sql(table, check.name, kept)}; "
+        f"{check.renamed_sql(table, shadow, check.name)}; "
+        f"ELSE ALTER TABLE {table_} DROP CONSTRAINT IF EXISTS {quote(shadow)}; END IF; END $swap$"
+    )
+    rw.lock(
+        UPGRADE,
+        f"check constraint {check.name}: renamed to {kept}, its copy over {new} taking the "
+        f"name: {CATALOG_ONLY}",
+    )
+    return [
+        Comment(f"{check.name} over {new}; {old}'s stays as {kept} until the contract."),
+        *built(rw, UPGRADE, check, table, old, new, shadow),
+        Statement(swap),
+    ]
 
 
 def expand_backfill(

@@ -218,3 +218,53 @@ def test_a_renamed_columns_foreign_key_holds_at_every_step(
     assert scalar(url, KEYS) == ["media_items_probe_origin_fkey"]
     assert_no_drift(ok(["make", "verify"], env, project))
     down_to(project, url, expanded)
+
+
+WIDTH = "    width: Mapped[int | None]\n"
+WIDTH_RENAMED = (
+    '    width: Mapped[int | None] = mapped_column("pixel_width", key="width", '
+    'info={"renamed_from": "width"})\n'
+)
+WIDTH_CHECK = (
+    'CheckConstraint("width > 0", name="width")',
+    'CheckConstraint("pixel_width > 0", name="width")',
+)
+CHECKS = (
+    "SELECT coalesce(jsonb_object_agg(conname, pg_get_constraintdef(oid)), '{}') "
+    "FROM pg_constraint WHERE conrelid = 'media_items'::regclass AND conname LIKE '%%width%%'"
+)
+
+
+@pytest.mark.parametrize("column", ["width", "pixel_width"])
+def test_a_renamed_columns_check_holds_at_every_step(
+    tmp_path: Path, head_copy: FreshDatabase, column: str
+) -> None:
+    """Our own `media_items.width` and its CHECK (width > 0): the expand adds the CHECK over the
+    new column and gives it the name, the old column's waiting as `__old`; a writer of either
+    name is held to it; the contract drops the old one with its column."""
+    project, url = project_copy(tmp_path), head_copy()
+    env, models = environment(url), project / "models" / "media.py"
+    before = snapshot(url)
+    edit(models, (WIDTH, WIDTH_RENAMED), WIDTH_CHECK)
+    ok(["make", "revision", "M=rename width"], env, project)
+    migrate(project, url, "upgrade", "head")
+    assert scalar(url, CHECKS) == {
+        "media_items_width_check": "CHECK ((pixel_width > 0))",
+        "media_items_width_check__old": "CHECK ((width > 0))",
+    }
+    assert_no_drift(ok(["make", "verify"], env, project))
+    with pytest.raises(IntegrityError):
+        execute(
+            url,
+            f"INSERT INTO media_items (source_url, source_type, {column}) VALUES ('a', 'a', 0)",
+        )
+    expanded = snapshot(url)
+    down_to(project, url, before)
+    migrate(project, url, "upgrade", "head")
+
+    edit(models, (', info={"renamed_from": "width"}', ""))
+    ok(["make", "revision", "M=contract pixel_width"], env, project)
+    migrate(project, url, "upgrade", "head")
+    assert scalar(url, CHECKS) == {"media_items_width_check": "CHECK ((pixel_width > 0))"}
+    assert_no_drift(ok(["make", "verify"], env, project))
+    down_to(project, url, expanded)
