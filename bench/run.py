@@ -189,7 +189,7 @@ def as_records(build: Callable[[Any], Any]) -> Callable[[Any], Callable[[Any], A
 
 async def single_insert(db: Database, raw: psycopg.AsyncConnection[Row], size: Size) -> Row:
     media = MediaRepository(db)
-    insert = media_statements._insert(("source_url", "source_type"))
+    insert = media_statements.NEW_MEDIA.insert(("source_url", "source_type"))
 
     async def by_hand() -> None:
         cursor = raw.cursor(row_factory=as_records(MediaRecord.from_row))

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     )
     from media_db.models import AnalysisStatus, JobStatus
     from media_db.pool import Database, PoolSize
-    from media_db.records import AnalysisRecord, JobRecord, MediaRecord, NewMedia
+    from media_db.records import AnalysisRecord, JobRecord, MediaRecord, NewAnalysis, NewMedia
     from media_db.repositories import AnalysisRepository, JobQueue, MediaRepository
     from media_db.repositories.jobs import NewJob
     from media_db.repositories.media import MediaPage
@@ -48,6 +48,7 @@ _WHERE = {
     "MediaPage": "media_db.repositories.media",
     "MediaRecord": "media_db.records",
     "MediaRepository": "media_db.repositories",
+    "NewAnalysis": "media_db.records",
     "NewJob": "media_db.repositories.jobs",
     "NewMedia": "media_db.records",
     "NotFound": "media_db.errors",
@@ -71,6 +72,7 @@ __all__ = [
     "MediaPage",
     "MediaRecord",
     "MediaRepository",
+    "NewAnalysis",
     "NewJob",
     "NewMedia",
     "NotFound",

@@ -4,7 +4,8 @@ the transaction ended (no session, no lazy loading under asyncio).
 Generated from the models by `make records` (media_db/dev/gen_records.py; `make revision` runs it):
 do not edit. Field names are the columns' keys (their names, unless a rename kept the name the code
 uses as the key), in table order; statuses are the models' enums.
-The inputs (NewMedia) are generated the same way: a rename or a new column reaches them at once.
+The inputs (NewMedia, NewAnalysis) are generated the same way: a rename or a new column reaches
+them at once.
 tests/runtime/test_records_match_models.py fails when this file is stale.
 """
 
@@ -113,8 +114,9 @@ class JobRecord:
 
 @dataclass(frozen=True, slots=True)
 class NewMedia:
-    """What a caller writes to `media_items` (models.MediaItem): every column the
-    database does not set. A field left None takes the column's server default (or NULL)."""
+    """What a caller writes to `media_items` (models.MediaItem): every column neither
+    the database nor the repository sets. A field left None takes the column's server
+    default (or NULL)."""
 
     source_url: str
     source_type: str
@@ -125,3 +127,14 @@ class NewMedia:
     width: int | None = None
     height: int | None = None
     metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewAnalysis:
+    """What a caller writes to `analysis_results` (models.AnalysisResult): every column neither
+    the database nor the repository sets. A field left None takes the column's server
+    default (or NULL)."""
+
+    analysis_type: str
+    provider: str
+    media_item_id: uuid.UUID | None = None

@@ -22,6 +22,9 @@ NOW = text("now()")
 # A column only the database writes (its key, its timestamps): the data layer's write side
 # (media_db.records.NewMedia, generated) leaves it out. Every other column a caller may set.
 SET_BY_SERVER = {"set_by": "server"}
+# A column the repository's own methods write (an analysis's outcome, a job's state): no input
+# (media_db.records.NewAnalysis) sets it.
+SET_BY_REPOSITORY = {"set_by": "repository"}
 # A job fails for good at its fifth failed attempt: with the worker's default backoff (10 s
 # doubling, jittered) that spans about five minutes of a provider's outage or rate limit.
 DEFAULT_MAX_ATTEMPTS = 5
@@ -84,21 +87,26 @@ class MediaItem(Base):
 class AnalysisResult(Base):
     __tablename__ = "analysis_results"
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=NEW_UUID)
+    id: Mapped[uuid.UUID] = mapped_column(
+        primary_key=True, server_default=NEW_UUID, info=SET_BY_SERVER
+    )
     media_item_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("media_items.id", ondelete="CASCADE")
     )
     analysis_type: Mapped[str] = mapped_column(String(50))
     provider: Mapped[str] = mapped_column(String(50))
     status: Mapped[AnalysisStatus] = mapped_column(
-        StatusColumn(AnalysisStatus, 20), server_default=text(f"'{AnalysisStatus.PENDING}'")
+        StatusColumn(AnalysisStatus, 20),
+        server_default=text(f"'{AnalysisStatus.PENDING}'"),
+        info=SET_BY_REPOSITORY,
     )
-    result_data: Mapped[dict[str, Any] | None]
-    error_message: Mapped[str | None] = mapped_column(Text)
-    token_usage: Mapped[int | None]
-    processing_time_ms: Mapped[int | None]
-    created_at: Mapped[datetime | None] = mapped_column(server_default=NOW)
-    completed_at: Mapped[datetime | None]
+    # The outcome, written by AnalysisRepository.complete / fail.
+    result_data: Mapped[dict[str, Any] | None] = mapped_column(info=SET_BY_REPOSITORY)
+    error_message: Mapped[str | None] = mapped_column(Text, info=SET_BY_REPOSITORY)
+    token_usage: Mapped[int | None] = mapped_column(info=SET_BY_REPOSITORY)
+    processing_time_ms: Mapped[int | None] = mapped_column(info=SET_BY_REPOSITORY)
+    created_at: Mapped[datetime | None] = mapped_column(server_default=NOW, info=SET_BY_SERVER)
+    completed_at: Mapped[datetime | None] = mapped_column(info=SET_BY_REPOSITORY)
 
     media_item: Mapped[MediaItem | None] = relationship(
         back_populates="analysis_results", lazy="raise"

@@ -32,15 +32,17 @@ RECORDS: dict[str, type[Base]] = {
     "JobRecord": ProcessingJob,
 }
 # Input name -> model: what a caller writes, a field per column the database does not set.
-INPUTS: dict[str, type[Base]] = {"NewMedia": MediaItem}
-SET_BY_SERVER = ("set_by", "server")
+INPUTS: dict[str, type[Base]] = {"NewMedia": MediaItem, "NewAnalysis": AnalysisResult}
+# Columns no input sets: the database's (keys, timestamps), the repository's own (a status).
+NOT_AN_INPUT = {("set_by", "server"), ("set_by", "repository")}
 HEADER = '''"""What the repositories return: frozen, fully loaded rows, safe to pass around after
 the transaction ended (no session, no lazy loading under asyncio).
 
 Generated from the models by `make records` (media_db/dev/gen_records.py; `make revision` runs it):
 do not edit. Field names are the columns' keys (their names, unless a rename kept the name the code
 uses as the key), in table order; statuses are the models' enums.
-The inputs (NewMedia) are generated the same way: a rename or a new column reaches them at once.
+The inputs (NewMedia, NewAnalysis) are generated the same way: a rename or a new column reaches
+them at once.
 tests/runtime/test_records_match_models.py fails when this file is stale.
 """
 '''
@@ -153,7 +155,7 @@ def _input_block(
     settable = [
         (column, kind)
         for column, kind in ((table.c[n], k) for n, k in fields_of(model))
-        if SET_BY_SERVER not in column.info.items()
+        if not NOT_AN_INPUT & set(column.info.items())
     ]
     required = [(c, k) for c, k in settable if not c.nullable and c.server_default is None]
     optional = [(c, k) for c, k in settable if (c, k) not in required]
@@ -164,8 +166,8 @@ def _input_block(
         "@dataclass(frozen=True, slots=True)",
         f"class {name}:",
         f'    """What a caller writes to `{table.name}` (models.{model.__name__}): every column '
-        "the\n    database does not set. A field left None takes the column's server default "
-        '(or NULL)."""',
+        "neither\n    the database nor the repository sets. A field left None takes the column's "
+        'server\n    default (or NULL)."""',
         "",
         *(f"    {c.key}: {_type_name(k, imports, plain)}" for c, k in required),
         *(f"    {c.key}: {_type_name(_optional(k), imports, plain)} = None" for c, k in optional),

@@ -12,17 +12,16 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
-    insert,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
 
 from media_db import validation
-from media_db.errors import InvalidTransition, NotFound
+from media_db.errors import InvalidInput, InvalidTransition, NotFound
 from media_db.models import AnalysisResult, AnalysisStatus
 from media_db.pool import Database
-from media_db.records import AnalysisRecord
+from media_db.records import AnalysisRecord, NewAnalysis
 from media_db.repositories.common import (
     Progress,
     delete_in_batches,
@@ -30,12 +29,12 @@ from media_db.repositories.common import (
     fetch_one,
     media_item_must_exist,
 )
+from media_db.repositories.inputs import Inputs
 from media_db.repositories.jobs import PRUNE_BATCH
 from media_db.statements import (
     bounds,
     compiled,
     constant,
-    max_length,
     record_columns,
     table_of,
 )
@@ -48,16 +47,8 @@ OF_ITEM = RESULTS.c.media_item_id == bindparam("media_item_id")
 TOKEN_USAGE = bounds(RESULTS.c.token_usage)
 PROCESSING_TIME_MS = bounds(RESULTS.c.processing_time_ms)
 
-START = compiled(
-    insert(RESULTS)
-    .values(
-        media_item_id=bindparam("media_item_id"),
-        analysis_type=bindparam("analysis_type"),
-        provider=bindparam("provider"),
-        status=constant(AnalysisStatus.PROCESSING),
-    )
-    .returning(*COLUMNS)
-)
+# NewAnalysis is generated from the model (media_db/records.py), and so is every check of it.
+NEW_ANALYSIS = Inputs(RESULTS, NewAnalysis, COLUMNS)
 
 
 def _finish(**assignments: Any) -> str:
@@ -104,20 +95,22 @@ class AnalysisRepository:
         self.db = database
 
     async def start(
-        self, media_item_id: uuid.UUID | str, analysis_type: str, provider: str
+        self,
+        analysis: NewAnalysis | uuid.UUID | str,
+        analysis_type: str | None = None,
+        provider: str | None = None,
     ) -> AnalysisRecord:
-        """Records that an analysis is under way (status `processing`)."""
-        values = {
-            "media_item_id": validation.as_uuid("media_item_id", media_item_id),
-            "analysis_type": validation.required_text(
-                "analysis_type", analysis_type, max_length(RESULTS.c.analysis_type)
-            ),
-            "provider": validation.required_text(
-                "provider", provider, max_length(RESULTS.c.provider)
-            ),
-        }
+        """Records that an analysis of a media item is under way (status `processing`):
+        `start(NewAnalysis(...))`, any column a caller may set, or the short form
+        `start(media_item_id, analysis_type, provider)`."""
+        if not isinstance(analysis, NewAnalysis):
+            analysis = NewAnalysis(analysis_type, provider, media_item_id=analysis)  # type: ignore[arg-type]
+        values = NEW_ANALYSIS.checked(analysis)
+        if values.get("media_item_id") is None:
+            raise InvalidInput("media_item_id", "is required: an analysis is of a media item")
+        insert = NEW_ANALYSIS.insert(tuple(values), status=constant(AnalysisStatus.PROCESSING))
         with media_item_must_exist():
-            row = await fetch_one(self.db, START, values, AnalysisRecord.from_row)
+            row = await fetch_one(self.db, insert, values, AnalysisRecord.from_row)
         assert row is not None
         return row
 

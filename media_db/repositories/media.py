@@ -1,15 +1,12 @@
 """Media items: create (one or in bulk), read, page newest-first, merge metadata, delete."""
 
-import functools
-import typing
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import MISSING, dataclass, fields
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    Column,
     Integer,
     String,
     Text,
@@ -17,22 +14,20 @@ from sqlalchemy import (
     cast,
     delete,
     func,
-    insert,
     literal_column,
     select,
 )
 from sqlalchemy import update as update_
 
 from media_db import validation
-from media_db.errors import InvalidInput, NotFound
+from media_db.errors import NotFound
 from media_db.models import MediaItem
 from media_db.pool import Database
 from media_db.records import MediaRecord, NewMedia
 from media_db.repositories.common import MAX_PAGE, fetch_all, fetch_one
+from media_db.repositories.inputs import Inputs
 from media_db.statements import (
-    bounds,
     compiled,
-    copy_from_stdin,
     max_length,
     record_columns,
     table_of,
@@ -43,66 +38,9 @@ COLUMNS = record_columns(MEDIA, MediaRecord)
 PAGE = validation.between(1, MAX_PAGE)
 
 
-# NewMedia is generated from the model (media_db/records.py), and so is every check below: a
-# column renamed, added or made NOT NULL reaches the write side with no hand edit.
-Check = Callable[[str, Any], Any]
-
-
-def _check_of(column: Column[Any], annotation: Any) -> Check:
-    """How a value for `column` is checked (InvalidInput naming the field), from its Python
-    type as NewMedia declares it (the model's: JSONB is a dict there) and its column type."""
-    kinds = [k for k in typing.get_args(annotation) if k is not type(None)] or [annotation]
-    python_type = typing.get_origin(kinds[0]) or kinds[0]
-    if python_type is str:
-        limit = max_length(column)
-        return lambda name, value: validation.required_text(name, value, limit)
-    if python_type in (int, float):
-        limits = bounds(column)
-        return lambda name, value: validation.number(name, value, limits)
-    if python_type is dict:
-        return validation.jsonb
-    if python_type is uuid.UUID:
-        return validation.as_uuid
-    return lambda name, value: validation.of_type(name, value, python_type)
-
-
-# (field, its check, whether None leaves the column to its server default, whether it is
-# required: the generator gave it no default) for each NewMedia field, in field order.
-_FIELDS = [
-    (
-        field.name,
-        _check_of(MEDIA.c[field.name], typing.get_type_hints(NewMedia)[field.name]),
-        MEDIA.c[field.name].server_default is not None,
-        field.default is MISSING,
-    )
-    for field in fields(NewMedia)
-]
-NEW_MEDIA_COLUMNS = [name for name, *_ in _FIELDS]
-
-
-def checked(item: NewMedia) -> dict[str, Any]:
-    """Column values after every check (raises InvalidInput naming the field). A None is left
-    out where the column has a server default, so that the default applies."""
-    values: dict[str, Any] = {}
-    for name, check, defaulted, required in _FIELDS:
-        value = getattr(item, name)
-        if value is None:
-            if required:
-                raise InvalidInput(name, "is required")
-            if defaulted:
-                continue
-            values[name] = None
-        else:
-            values[name] = check(name, value)
-    return values
-
-
-@functools.cache
-def _insert(columns: tuple[str, ...]) -> str:
-    """INSERT for exactly these columns (the rest take their server defaults); compiled once
-    per column set."""
-    values: dict[Any, Any] = {MEDIA.c[name]: bindparam(name) for name in columns}
-    return compiled(insert(MEDIA).values(values).returning(*COLUMNS))
+# NewMedia is generated from the model (media_db/records.py), and so is every check of it.
+NEW_MEDIA = Inputs(MEDIA, NewMedia, COLUMNS)
+checked = NEW_MEDIA.checked
 
 
 NEWEST_FIRST = (MEDIA.c.created_at.desc(), MEDIA.c.id.desc())
@@ -142,14 +80,14 @@ MERGE_METADATA = compiled(
     .returning(*COLUMNS)
 )
 DELETE = compiled(delete(MEDIA).where(MEDIA.c.id == bindparam("id")))
-COPY_MEDIA = copy_from_stdin(MEDIA, NEW_MEDIA_COLUMNS)
+COPY_MEDIA = NEW_MEDIA.copy
 # The server default of every NewMedia column that has one, as text, named by the column.
 COPY_DEFAULTS = compiled(
     select(
         literal_column("NULL").label("none"),  # a SELECT with no default left still has a column
         *(
             cast(MEDIA.c[name].server_default.arg, Text).label(name)  # type: ignore[union-attr]
-            for name, _, defaulted, _ in _FIELDS
+            for name, _, defaulted, _ in NEW_MEDIA.fields
             if defaulted
         ),
     )
@@ -169,7 +107,9 @@ class MediaRepository:
 
     async def create(self, item: NewMedia) -> MediaRecord:
         values = checked(item)
-        row = await fetch_one(self.db, _insert(tuple(values)), values, MediaRecord.from_row)
+        row = await fetch_one(
+            self.db, NEW_MEDIA.insert(tuple(values)), values, MediaRecord.from_row
+        )
         assert row is not None  # INSERT ... RETURNING always returns the row
         return row
 
@@ -190,7 +130,7 @@ class MediaRepository:
             async with cursor.copy(COPY_MEDIA) as copy:
                 for row in validation.each_checked(items, checked):
                     await copy.write_row(
-                        [row[name] if name in row else defaults[name] for name in NEW_MEDIA_COLUMNS]
+                        [row[name] if name in row else defaults[name] for name in NEW_MEDIA.columns]
                     )
                     written += 1
         return written

@@ -23,7 +23,7 @@ from sqlalchemy import (
     text,
 )
 
-from media_db import NewMedia
+from media_db import NewAnalysis, NewMedia
 from media_db.errors import InvalidInput, NotFound
 from media_db.models import MediaItem
 from media_db.pool import Database
@@ -71,6 +71,16 @@ CASES: list[tuple[str, str, Call]] = [
         "malformed id",
         "media_item_id",
         lambda db: AnalysisRepository(db).start("zz", "transcript", "openai"),
+    ),
+    (
+        "no media item",
+        "media_item_id",
+        lambda db: AnalysisRepository(db).start(NewAnalysis("transcript", "openai")),
+    ),
+    (
+        "no provider",
+        "provider",
+        lambda db: AnalysisRepository(db).start(uuid.uuid4(), "transcript"),
     ),
     ("unknown status", "status", lambda db: JobQueue(db).by_status("done")),
     (

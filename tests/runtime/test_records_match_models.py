@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import URL, create_engine, pool, text
 
-from media_db import JobQueue, NewJob, NewMedia
+from media_db import JobQueue, NewAnalysis, NewJob, NewMedia
 from media_db.dev.gen_records import RECORDS, RECORDS_FILE, render
-from media_db.models import MediaItem
+from media_db.models import AnalysisResult, MediaItem
 from media_db.pool import Database
 from media_db.repositories import jobs
 from media_db.statements import table_of
@@ -34,18 +34,21 @@ def test_record_fields_are_the_table_columns(record: str) -> None:
 
     kind = getattr(media_db.records, record)
     table = table_of(RECORDS[record])
-    assert [field.name for field in fields(kind)] == [column.name for column in table.columns]
+    assert [field.name for field in fields(kind)] == [column.key for column in table.columns]
 
 
-def test_new_media_names_every_column_the_server_does_not_set() -> None:
-    table = table_of(MediaItem)
-    settable = [c.name for c in table.columns if c.info.get("set_by") != "server"]
-    assert [field.name for field in fields(NewMedia)] == sorted(
+@pytest.mark.parametrize(("kind", "model"), [(NewMedia, MediaItem), (NewAnalysis, AnalysisResult)])
+def test_an_input_names_every_column_neither_the_server_nor_the_repository_sets(
+    kind: type, model: type
+) -> None:
+    table = table_of(model)
+    settable = [c.key for c in table.columns if c.info.get("set_by") is None]
+    assert [field.name for field in fields(kind)] == sorted(
         settable,
-        key=lambda name: table.c[name].nullable or table.c[name].server_default is not None,
-    ), "NewMedia: the required columns first, then the rest, each in table order"
-    required = {c.name for c in table.columns if not c.nullable and c.server_default is None}
-    assert required - {"id"} <= set(settable), "a required column is set by the server"
+        key=lambda key: table.c[key].nullable or table.c[key].server_default is not None,
+    ), f"{kind.__name__}: the required columns first, then the rest, each in table order"
+    required = {c.key for c in table.columns if not c.nullable and c.server_default is None}
+    assert required - {"id"} <= set(settable), "a required column is set by someone else"
 
 
 WRITE_SIDE_FOLLOWS = """
@@ -63,6 +66,12 @@ for bad in (None, 2**40, "3"):
         assert error.field == "probe_count", error
     else:
         raise AssertionError(f"probe_count={bad!r} was taken")
+from media_db import NewAnalysis
+from media_db.repositories.analysis import NEW_ANALYSIS
+
+analysis = NEW_ANALYSIS.checked(NewAnalysis("caption", "p", probe_model="m"))
+assert analysis["probe_model"] == "m", analysis
+assert "probe_model" in NEW_ANALYSIS.insert(tuple(analysis)), "the INSERT names the new column"
 try:
     NewMedia("u", "t")
 except TypeError as error:
@@ -75,9 +84,10 @@ else:
 def test_the_write_side_follows_a_rename_a_new_column_and_a_required_one(
     tmp_path: Path,
 ) -> None:
-    """`make records` (which `make revision` runs) regenerates NewMedia: a rename in flight is
-    written by its new name, a new column can be set, a NOT NULL column with no default is
-    required and checked from its type; `import media_db` holds throughout."""
+    """`make records` (which `make revision` runs) regenerates NewMedia and NewAnalysis: a
+    rename in flight is written by its new name, a new column can be set, a NOT NULL column
+    with no default is required and checked from its type; `import media_db` holds
+    throughout."""
     project = project_copy(tmp_path)
     models = project / "models" / "media.py"
     model_edits.add_column(
@@ -86,6 +96,9 @@ def test_the_write_side_follows_a_rename_a_new_column_and_a_required_one(
         'probe_file: Mapped[str | None] = mapped_column(Text, info={"renamed_from": "probe_path"})',
     )
     model_edits.add_column(models, "MediaItem", "probe_count: Mapped[int]")
+    model_edits.add_column(
+        models, "AnalysisResult", "probe_model: Mapped[str | None] = mapped_column(Text)"
+    )
 
     made = run(["make", "-C", str(project), "records"], environment())
     assert made.returncode == 0, made.stdout + made.stderr

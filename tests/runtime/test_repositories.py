@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import URL, create_engine, pool, text
 
-from media_db import NewMedia
+from media_db import NewAnalysis, NewMedia
 from media_db.errors import InvalidTransition, NotFound
 from media_db.models import AnalysisStatus, JobStatus
 from media_db.pool import Database
@@ -67,6 +67,10 @@ def test_awkward_json_round_trips_through_every_write_path(migrated: URL) -> Non
             started = await analyses.start(made.id, "transcript", "openai")
             done = await analyses.complete(started.id, AWKWARD_JSON)
             assert done.result_data == AWKWARD_JSON
+            # The input's form: every column a caller may set, generated from the model.
+            again = await analyses.start(NewAnalysis("labels", "google", media_item_id=made.id))
+            assert (again.analysis_type, again.provider) == ("labels", "google")
+            assert again.status == AnalysisStatus.PROCESSING
 
     asyncio.run(scenario())
 
