@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
-from media_db.transitions import identifier, literal, quote
+from media_db.transitions import literal, quote
 
 INDEX, CHECK, UNIQUE, FOREIGN_KEY = "index", "check", "unique constraint", "foreign key"
+PRIMARY_KEY = "primary key"
 # What a type change builds again over the new column; what a rename leaves on the old column
 # until the contract drops it with the column (and its way down builds again).
 RETYPE_CARRIES = (INDEX, CHECK, UNIQUE)
@@ -144,6 +145,12 @@ def over_column(sql: str, column: str, new_column: str) -> str:
     return "".join(out)
 
 
+def on_column(definition: str, column: str) -> bool:
+    """Whether an index or constraint `definition` (as the catalog printed it) names `column` of
+    its own table: a foreign key's referenced columns are another table's."""
+    return mentions(definition.partition(" REFERENCES ")[0], column)
+
+
 def mentions(sql: str, column: str) -> bool:
     """Whether `sql` (a definition the catalog printed) names `column`."""
     marker = "\x00"  # in no SQL text the catalog prints
@@ -153,8 +160,3 @@ def mentions(sql: str, column: str) -> bool:
 def dependents(connection: Connection, table: str, column: str) -> list[Dependent]:
     rows = connection.execute(DEPENDENTS, {"table": quote(table), "column": column})
     return [Dependent(*row) for row in rows]
-
-
-def shadow_name(name: str) -> str:
-    """A carried object's name on the shadow column, before the cutover."""
-    return identifier(f"{name}__new")

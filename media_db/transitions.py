@@ -57,6 +57,11 @@ def sync_name(table: str, column: str) -> str:
     return identifier(f"{table}_{column}_sync")
 
 
+def shadow_name(name: str) -> str:
+    """A carried object's name over the new column, before it takes `name`."""
+    return identifier(f"{name}__new")
+
+
 def kept_name(column: str) -> str:
     """What a type change's old column is called from its cutover to its contract."""
     return identifier(f"{column}__old")
@@ -272,6 +277,9 @@ def hidden(metadata: MetaData, table: str, name: str) -> bool:
             return True
         copies = {kept_name(other) for other in _object_names(metadata, table)}
         if name in copies:
+            return True
+        # A renamed primary key's unique index over the new column, until the contract.
+        if kind == RENAME and name == shadow_name(str(metadata.tables[table].primary_key.name)):
             return True
     return False
 

@@ -38,18 +38,35 @@ def keep_until_contract(rw: Rewrite, table: str, new: str, old: str) -> None:
     contract (the new column's are built beside them, so there is never a window without one):
     an index the models move to the new column swaps names with the old one's
     (rules.constraints.renamed_columns_index); a UNIQUE constraint cannot take one's name. A
-    primary key, a foreign key referencing it, a view or a trigger on it cannot follow the
-    rename yet, and is refused."""
+    primary key the models move to the new column follows it (moves_primary_key); a foreign
+    key referencing it, a view or a trigger on it cannot follow the rename yet, and is
+    refused."""
     depending = dependents.dependents(rw.connection, table, old)
     rw.kept_indexes |= {
         d.name: d for d in depending if d.kind in (dependents.INDEX, dependents.UNIQUE)
     }
-    refused = uncarried(rw, [d for d in depending if d.kind not in dependents.RENAME_KEEPS])
-    if refused:
+    blocking = [
+        d
+        for d in depending
+        if d.kind not in dependents.RENAME_KEEPS and not moves_primary_key(rw, d, table, new)
+    ]
+    if refused := uncarried(rw, blocking):
         rw.refusals.append(
             f"add_column {table}.{new} (renamed from {old}): {refused}. Rename it by "
             "hand, or move them to a column of their own first"
         )
+
+
+def moves_primary_key(rw: Rewrite, dependent: dependents.Dependent, table: str, new: str) -> bool:
+    """Whether `dependent` is the table's primary key, on the old column alone, and the models
+    put it on `new` alone: it follows the rename (expand_rename, contract_old_column)."""
+    declared = rw.metadata.tables.get(table)
+    return (
+        dependent.kind == dependents.PRIMARY_KEY
+        and declared is not None
+        and [column.name for column in declared.primary_key.columns] == [new]
+        and dependent.definition.count(",") == 0
+    )
 
 
 def goes_with_its_column(rw: Rewrite, table: str, column: str) -> None:
@@ -57,8 +74,12 @@ def goes_with_its_column(rw: Rewrite, table: str, column: str) -> None:
     it at the contract: autogenerate's separate drops of those (and their re-creation on the
     way down) are not written."""
     if any((moving.table, moving.old) == (table, column) for moving in rw.in_flight.values()):
+        depending = dependents.dependents(rw.connection, table, column)
+        rw.gone_with_columns |= {d.name for d in depending}
+        # A renamed primary key's unique index becomes the key (contract_old_column), and the
+        # way down builds it again.
         rw.gone_with_columns |= {
-            d.name for d in dependents.dependents(rw.connection, table, column)
+            transitions.shadow_name(d.name) for d in depending if d.kind == dependents.PRIMARY_KEY
         }
 
 
@@ -110,6 +131,9 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
     ]
     for check in checks:
         steps += carried_check(rw, check, table, old, new.name)
+    for key in dependents.dependents(rw.connection, table, old):
+        if moves_primary_key(rw, key, table, new.name):
+            steps += primary_key_index(rw, UPGRADE, table, new.name, key.name)
     restore = (
         [
             Statement(
@@ -129,6 +153,39 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
     return steps
 
 
+def primary_key_index(
+    rw: Rewrite, direction: str, table: str, column: str, key: str
+) -> list[ops.MigrateOperation]:
+    """The unique index over `column` that becomes the primary key `key` at the contract
+    (ADD CONSTRAINT ... PRIMARY KEY USING INDEX: a catalog update, no scan); until then the old
+    column keeps the key. Named `<key>__new`; an INVALID leftover of a failed build first goes."""
+    index = transitions.shadow_name(key)
+    rw.lock(direction, f"create_index {index} (UNIQUE) CONCURRENTLY on {table}: {CONCURRENT}")
+    return [
+        Comment(f"{column}'s unique index: the primary key {key} at the contract."),
+        AutocommitBlock(
+            [
+                Statement(transitions.invalid_index_dropped_sql(index)),
+                Statement(
+                    f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(index)} "
+                    f"ON {quote(table)} ({quote(column)})"
+                ),
+            ]
+        ),
+    ]
+
+
+def primary_key_swap_sql(table: str, key: str, column: str) -> list[str]:
+    """The primary key `key` made over `column`'s unique index (primary_key_index), which takes
+    its name; dropping the column that held it (or the key itself) came first, in the same
+    transaction."""
+    return [
+        f"ALTER TABLE {quote(table)} DROP CONSTRAINT IF EXISTS {quote(key)}",
+        f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(key)} PRIMARY KEY USING INDEX "
+        f"{quote(transitions.shadow_name(key))}",
+    ]
+
+
 def carried_check(
     rw: Rewrite, check: dependents.Dependent, table: str, old: str, new: str
 ) -> list[ops.MigrateOperation]:
@@ -136,7 +193,7 @@ def carried_check(
     VALIDATE, once the backfill is done) and given its name, the old column's keeping it as
     `<name>__old` until the contract drops it with its column. A re-run after the swap drops
     the copy it made again."""
-    shadow, kept = dependents.shadow_name(check.name), transitions.kept_name(check.name)
+    shadow, kept = transitions.shadow_name(check.name), transitions.kept_name(check.name)
     table_ = quote(table)
     swap = (
         "DO $swap$ BEGIN IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = "
@@ -304,7 +361,7 @@ def expand_retype(
         )
     for dependent in carry:
         steps += built(
-            rw, UPGRADE, dependent, table, name, shadow, dependents.shadow_name(dependent.name)
+            rw, UPGRADE, dependent, table, name, shadow, transitions.shadow_name(dependent.name)
         )
     table_ = quote(table)
     cutover = [f"LOCK TABLE {table_} IN ACCESS EXCLUSIVE MODE"]
@@ -320,7 +377,9 @@ def expand_retype(
     for dependent in carry:  # the models' names go to the new column's copies
         cutover += [
             dependent.renamed_sql(table, dependent.name, transitions.kept_name(dependent.name)),
-            dependent.takes_name_sql(table, dependents.shadow_name(dependent.name), dependent.name),
+            dependent.takes_name_sql(
+                table, transitions.shadow_name(dependent.name), dependent.name
+            ),
         ]
     if (default := forms.default_sql(model)) is not None:
         cutover.append(f"ALTER TABLE {table_} ALTER COLUMN {quote(name)} SET DEFAULT {default}")
@@ -412,11 +471,17 @@ def added_for_fill(
 
 
 def fill(
-    rw: Rewrite, moving: Transition, type_: Any, not_null: bool, direction: str
+    rw: Rewrite,
+    moving: Transition,
+    type_: Any,
+    not_null: bool,
+    direction: str,
+    key: str | None = None,
 ) -> list[ops.MigrateOperation]:
-    """`moving.column` backfilled from `moving.source` in committed batches, then NOT NULL
-    through a validated CHECK if it must be."""
-    key = rw.key(moving.table)
+    """`moving.column` backfilled from `moving.source` in committed batches (chosen by `key`,
+    by default the table's one-column primary key as it is now), then NOT NULL through a
+    validated CHECK if it must be."""
+    key = key or rw.key(moving.table)
     if key is None:
         rw.refusals.append(f"{moving.table}: a batched backfill needs a one-column primary key")
         return []
@@ -475,8 +540,9 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
     old, given = moving.old, moving.back or quote(moving.column)
     was = {column["name"]: column for column in rw.reflected_columns(moving.table)}[old]
     depending = dependents.dependents(rw.connection, moving.table, old)
-    refused = uncarried(rw, [d for d in depending if d.kind not in dependents.RENAME_KEEPS])
-    if refused:
+    keys = [d for d in depending if moves_primary_key(rw, d, moving.table, moving.column)]
+    blocking = [d for d in depending if d.kind not in dependents.RENAME_KEEPS and d not in keys]
+    if refused := uncarried(rw, blocking):
         rw.refusals.append(
             f"contract of {moving.table}.{old}: {refused}; dropping the column would drop "
             "them. Move them to the new column first, in a revision of their own"
@@ -493,6 +559,9 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
         ),
         *lossless_drop(rw, moving, old, given, UPGRADE),
     ]
+    for key in keys:  # the old column took the primary key with it: its index takes over
+        rw.lock(UPGRADE, f"primary key {key.name} over {moving.column}: {CATALOG_ONLY}")
+        steps += map(Statement, primary_key_swap_sql(moving.table, key.name, moving.column))
     # The way down: the old column back (with its default, if it kept one: new rows only, no
     # rewrite), kept in step again, backfilled.
     back = Transition(moving.kind, moving.table, old, given)
@@ -516,7 +585,14 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
         DOWNGRADE,
         f"add_column {moving.table}.{old}, with the sync trigger {moving.name}: {SYNC_TRIGGER}",
     )
-    undo += fill(rw, back, was["type"], not was["nullable"], DOWNGRADE)
+    # Batches by the key as it will be then: on the new column, if it moved there.
+    by = moving.column if keys else None
+    undo += fill(rw, back, was["type"], not was["nullable"], DOWNGRADE, key=by)
+    for key in keys:  # the key back on the old column, the new one's index built again
+        undo += primary_key_index(rw, DOWNGRADE, moving.table, old, key.name)
+        rw.lock(DOWNGRADE, f"primary key {key.name} over {old}: {CATALOG_ONLY}")
+        undo += map(Statement, primary_key_swap_sql(moving.table, key.name, old))
+        undo += primary_key_index(rw, DOWNGRADE, moving.table, moving.column, key.name)
     for dependent in depending:  # its indexes, CHECKs and UNIQUE constraints, as they are now
         if dependent.kind in dependents.RENAME_KEEPS:
             undo += built(rw, DOWNGRADE, dependent, moving.table, old, old, dependent.name)
@@ -566,7 +642,7 @@ def refused_by_new_type(
         )
         try:
             for dependent in carried:
-                sql = dependent.over(probe, column, column, dependents.shadow_name(dependent.name))
+                sql = dependent.over(probe, column, column, transitions.shadow_name(dependent.name))
                 with connection.begin_nested():
                     connection.exec_driver_sql(sql.replace(" CONCURRENTLY", ""))
         except DBAPIError as error:

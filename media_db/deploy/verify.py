@@ -42,9 +42,10 @@ def drift_from(connection: Connection, build: Callable[[Connection], object]) ->
                 # Its indexes and constraints (PostgreSQL 18's NOT NULL among them) go with it.
                 for objects in (left.constraints, left.indexes):
                     for name in [
-                        n for n, d in objects.items() if dependents.mentions(d, moving.old)
+                        n for n, d in objects.items() if dependents.on_column(d, moving.old)
                     ]:
                         del objects[name]
+                _primary_key_stand_in(left, moving)
         live_functions = catalog.functions(connection, schema)
         connection.execute(text(f"CREATE SCHEMA {SCRATCH_SCHEMA}"))
         connection.execute(text(f"SET LOCAL search_path TO {SCRATCH_SCHEMA}"))
@@ -56,6 +57,18 @@ def drift_from(connection: Connection, build: Callable[[Connection], object]) ->
     return catalog.differences(
         expected, live, set(Base.metadata.tables)
     ) + catalog.function_differences(expected_functions, live_functions)
+
+
+def _primary_key_stand_in(left: catalog.Table, moving: transitions.Transition) -> None:
+    """A renamed primary key stays on the old column until the contract: its unique index over
+    the new column (expand_contract.primary_key_index) stands for it."""
+    key = str(Base.metadata.tables[moving.table].primary_key.name)
+    stand_in = transitions.shadow_name(key)
+    if moving.kind != transitions.RENAME or stand_in not in left.indexes:
+        return
+    index = left.indexes.pop(stand_in)
+    left.constraints[key] = f"PRIMARY KEY ({transitions.quote(moving.column)})"
+    left.indexes[key] = index.replace(transitions.quote(stand_in), transitions.quote(key), 1)
 
 
 def schema_drift(connection: Connection) -> list[str]:

@@ -146,7 +146,7 @@ def renamed_columns_index(
             direction, f"alter index {transitions.kept_name(name)} rename to {name}: {CATALOG_ONLY}"
         )
         return [Statement(f"ALTER INDEX IF EXISTS {old} RENAME TO {index}")]
-    shadow = dependents.shadow_name(name)
+    shadow = transitions.shadow_name(name)
     build = copy.copy(create)
     build.index_name = conv(shadow)
     rw.lock(
