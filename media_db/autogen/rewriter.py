@@ -26,10 +26,14 @@ hand. This module keeps the walk, the dispatch and the bookkeeping.
 """
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 from alembic.operations import ops
 from sqlalchemy import Column, Connection, ForeignKeyConstraint, MetaData
 
+import media_db
 from media_db import transitions
 from media_db.autogen import expand_contract
 from media_db.autogen.locks import GUARDED_DROP
@@ -42,7 +46,6 @@ from media_db.autogen.rules import (
     table_of,
 )
 from media_db.autogen.state import DOWNGRADE, UPGRADE, Rewrite
-from media_db.dev import gen_records
 from media_db.models.migration_history import SURVIVES_DOWNGRADE
 from media_db.transitions import RENAME
 
@@ -154,13 +157,22 @@ def rewrite(
 
 
 def _data_layer_breaks() -> str | None:
-    """Whether the records regenerated from these models would break the data layer's import:
-    the post-write hook would refuse them only once the revision is written."""
-    try:
-        records = gen_records.render()
-    except gen_records.UntypedColumn:
-        return None  # the hook says so, in its own words
-    return gen_records.data_layer_breaks(records)
+    """Whether the records regenerated from these models would break the data layer's import
+    (`make records --check`, in its own process: developers' code, which autogenerate does not
+    import); the post-write hook would refuse them only once the revision is written."""
+    done = subprocess.run(
+        [sys.executable, "-m", "media_db.dev.gen_records", "--check"],
+        cwd=Path(media_db.__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode == 0:
+        return None
+    said = done.stderr.strip().splitlines()
+    return (
+        said[-1].removeprefix("make records: ") if said else f"make records: exit {done.returncode}"
+    )
 
 
 # --- helpers --------------------------------------------------------------------------------------

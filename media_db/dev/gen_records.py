@@ -269,19 +269,23 @@ def data_layer_breaks(records: str) -> str | None:
     )
 
 
-def main() -> int:
+def main(check: bool = False) -> int:
+    """Write the records; `check`: only say, in one line, why they could not be written."""
     try:
         records = render()
     except UntypedColumn as error:
         print(f"make records: {error}", file=sys.stderr)
         return 2
     if (broken := data_layer_breaks(records)) is not None:
-        print(f"make records: {broken}. {RECORDS_FILE.name} is unchanged.", file=sys.stderr)
+        unchanged = "" if check else f"; {RECORDS_FILE.name} is unchanged"
+        print(f"make records: {broken}{unchanged}.", file=sys.stderr)
         return 2
+    if check:
+        return 0
     RECORDS_FILE.write_text(records)
     print(f"wrote {RECORDS_FILE.name} from the models")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(check="--check" in sys.argv[1:]))

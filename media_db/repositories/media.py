@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Column,
     Integer,
     String,
     Text,
@@ -28,6 +29,7 @@ from media_db.repositories.common import MAX_PAGE, fetch_all, fetch_one
 from media_db.repositories.inputs import Inputs
 from media_db.statements import (
     compiled,
+    constant,
     max_length,
     record_columns,
     table_of,
@@ -81,12 +83,21 @@ MERGE_METADATA = compiled(
 )
 DELETE = compiled(delete(MEDIA).where(MEDIA.c.id == bindparam("id")))
 COPY_MEDIA = NEW_MEDIA.copy
+
+
+def _default_of(column: Column[Any]) -> Any:
+    """The column's server default as SQL: a plain string (`server_default="new"`) is a quoted
+    literal, not a value bound at run time (compiled statements carry none)."""
+    arg = column.server_default.arg  # type: ignore[union-attr]
+    return constant(arg) if isinstance(arg, str) else arg
+
+
 # The server default of every NewMedia column that has one, as text, named by the column.
 COPY_DEFAULTS = compiled(
     select(
         literal_column("NULL").label("none"),  # a SELECT with no default left still has a column
         *(
-            cast(MEDIA.c[name].server_default.arg, Text).label(name)  # type: ignore[union-attr]
+            cast(_default_of(MEDIA.c[name]), Text).label(name)
             for name, _, defaulted, _ in NEW_MEDIA.fields
             if defaulted
         ),
