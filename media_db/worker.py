@@ -9,7 +9,9 @@ leases its jobs for `lease`; while a handler runs the worker renews the lease (e
 it), so a slow but live handler is never run twice. A handler that returns completes its job;
 one that raises, or runs past `handler_timeout`, puts it back `queued`, due after a jittered
 exponential backoff from `retry_backoff`, until its attempts reach `max_attempts`: then the
-job is `failed` (the dead letter) with the error kept. A round's completions and its next
+job is `failed` (the dead letter) with the error kept. Each failed attempt stores its traceback
+(`error_traceback`, the last 8 KB) and logs one WARNING naming the job, the attempt and the
+error. A round's completions and its next
 claim are one statement (JobQueue.complete_and_claim: one round trip, one commit), and outcomes
 are written only while the lease holds: a worker that lost a lease (a long outage) writes
 nothing for that job and stops its handler.
@@ -33,6 +35,7 @@ their leases run out.
 import asyncio
 import logging
 import math
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -54,6 +57,17 @@ Handler = Callable[[JobRecord], Awaitable[object]]
 DEFAULT_RETRY_BACKOFF = timedelta(seconds=10)
 RELISTEN_AFTER_SECONDS = 30.0  # a lost LISTEN connection is tried again this often
 HAND_BACK_WAIT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A failed attempt: its one-line error and its traceback."""
+
+    error: str
+    traceback: str
+
+
+Outcome = _Failure | None  # None: the handler returned
 
 
 @dataclass
@@ -114,7 +128,7 @@ class _Worker:
     handler_timeout: timedelta | None
     max_outage: float | None
     stats: WorkerStats = field(default_factory=WorkerStats)
-    running: dict["asyncio.Task[str | None]", JobRecord] = field(default_factory=dict)
+    running: dict["asyncio.Task[Outcome]", JobRecord] = field(default_factory=dict)
     in_flight: "asyncio.Future[Any] | None" = None  # the round being written, see _unstoppable
     stopping: bool = False
     woken: asyncio.Event = field(default_factory=asyncio.Event)
@@ -170,15 +184,16 @@ class _Worker:
         self.in_flight = asyncio.ensure_future(round_)
         return await asyncio.shield(self.in_flight)
 
-    async def _handle(self, job: JobRecord) -> str | None:
+    async def _handle(self, job: JobRecord) -> Outcome:
         """None when the handler returned, else the failure to record."""
         timeout = self.handler_timeout.total_seconds() if self.handler_timeout else None
         try:
             await asyncio.wait_for(self.handler(job), timeout)
-        except TimeoutError:
-            return f"TimeoutError: the handler ran longer than handler_timeout ({timeout:g} s)"
+        except TimeoutError as error:
+            message = f"TimeoutError: the handler ran longer than handler_timeout ({timeout:g} s)"
+            return _Failure(message, _traceback(error))
         except Exception as error:
-            return f"{type(error).__name__}: {error}"
+            return _Failure(f"{type(error).__name__}: {error}", _traceback(error))
         return None
 
     async def _wait(self, seconds: float, listen: bool) -> None:
@@ -200,7 +215,7 @@ class _Worker:
         return await (operation() if once else ride_out(self.db, operation, self.max_outage))
 
     async def _settle(
-        self, done: list["asyncio.Task[str | None]"], claim: int = 0, once: bool = False
+        self, done: list["asyncio.Task[Outcome]"], claim: int = 0, once: bool = False
     ) -> list[JobRecord]:
         """Writes the outcomes of finished handlers and claims up to `claim` more jobs, whose
         handlers start at once. The completions and the claim are one statement (the round's
@@ -208,14 +223,16 @@ class _Worker:
         `running` once written: if the worker gives up meanwhile, it hands them back with the
         rest."""
         outcomes = [(self.running[task], task.result()) for task in done]
-        completed = [job for job, error in outcomes if error is None]
-        failures = [(job, error) for job, error in outcomes if error is not None]
+        completed = [job for job, outcome in outcomes if outcome is None]
+        failed = [(job, outcome) for job, outcome in outcomes if isinstance(outcome, _Failure)]
+        failures = [(job, failure.error, failure.traceback) for job, failure in failed]
         rows = await self._db(lambda: self.queue.fail_held(failures, self.retry_backoff), once)
         for row in rows:
             if row.status == "failed":
                 self.stats.failed += 1
             else:
                 self.stats.retried += 1
+        _log_failures(failed, {row.id: row for row in rows})
         if claim:
             self.woken.clear()  # a job inserted from now on wakes the next wait
             written, claimed = await self._db(
@@ -327,3 +344,28 @@ class _Worker:
         except DatabaseUnavailable:
             return False
         return True
+
+
+def _traceback(error: BaseException) -> str:
+    return "".join(traceback.format_exception(error))
+
+
+def _log_failures(failed: list[tuple[JobRecord, _Failure]], written: dict[Any, JobRecord]) -> None:
+    """One WARNING per failed attempt: the job, the attempt, what became of it, the error."""
+    for job, failure in failed:
+        row = written.get(job.id)
+        if row is None:
+            outcome = "not written (its lease was lost)"
+        elif row.status == "failed":
+            outcome = f"failed for good (make jobs ID={job.id} shows its traceback)"
+        else:
+            outcome = "queued again"
+        log.warning(
+            "worker: job %s (%s) attempt %d of %d failed, %s: %s",
+            job.id,
+            job.workflow_type,
+            job.attempts,
+            job.max_attempts,
+            outcome,
+            " ".join(failure.error.split()),
+        )

@@ -60,6 +60,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 from media_db import validation
 from media_db.errors import InvalidInput, InvalidTransition, NotFound
 from media_db.models import JobStatus, ProcessingJob
+from media_db.models.media import TRACEBACK_LIMIT
 from media_db.pool import Database
 from media_db.records import JobRecord
 from media_db.repositories.common import (
@@ -242,9 +243,10 @@ _FAILED_HELD = (
         IDS,
         TOKENS,
         bindparam("errors", type_=ARRAY(Text)),
+        bindparam("tracebacks", type_=ARRAY(Text)),
         bindparam("delays", type_=ARRAY(Interval)),
     )
-    .table_valued("id", "token", "error", "delay")
+    .table_valued("id", "token", "error", "traceback", "delay")
     .render_derived()
     .alias("attempt")
 )
@@ -256,6 +258,7 @@ FAIL_HELD = compiled(
         completed_at=case((SPENT, func.now()), else_=null()),
         run_at=case((SPENT, JOBS.c.run_at), else_=func.now() + _FAILED_HELD.c.delay),
         error_message=_FAILED_HELD.c.error,
+        error_traceback=_FAILED_HELD.c.traceback,
         **NO_LEASE,
     )
     .where(
@@ -335,17 +338,32 @@ REQUEUE_STUCK = compiled(
     )
     .returning(JOBS.c.id)
 )
+FAILED = JOBS.c.status == constant(JobStatus.FAILED)
+# Retried by hand: due now, its attempts reset; its last error and traceback are kept.
+_REQUEUED = {
+    "status": constant(JobStatus.QUEUED),
+    "attempts": literal_column("0"),
+    "run_at": func.now(),
+    "started_at": null(),
+    "completed_at": null(),
+    **NO_LEASE,
+}
 RETRY = compiled(
+    update(JOBS).values(**_REQUEUED).where(JOBS.c.id == any_(IDS), FAILED).returning(JOBS.c.id)
+)
+# The failed jobs of one workflow type, a batch at a time (rows another session holds are
+# skipped, to be taken by the next batch or the next run).
+_FAILED_OF_TYPE = (
+    select(JOBS.c.id)
+    .where(FAILED, JOBS.c.workflow_type == bindparam("workflow_type"))
+    .limit(bindparam("batch", type_=Integer))
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+RETRY_WORKFLOW = compiled(
     update(JOBS)
-    .values(
-        status=constant(JobStatus.QUEUED),
-        attempts=literal_column("0"),
-        run_at=func.now(),
-        started_at=null(),
-        completed_at=null(),
-        **NO_LEASE,
-    )
-    .where(JOBS.c.id == any_(IDS), JOBS.c.status == constant(JobStatus.FAILED))
+    .values(**_REQUEUED)
+    .where(JOBS.c.id == any_(func.array(_FAILED_OF_TYPE)))
     .returning(JOBS.c.id)
 )
 _PRUNABLE = (
@@ -370,12 +388,20 @@ HAS_WORK = {
     )
     for by in (False, True)
 }
-BY_STATUS = compiled(
-    select(*COLUMNS)
-    .where(JOBS.c.status == bindparam("status", type_=String))
-    .order_by(*CLAIM_ORDER)
-    .limit(bindparam("limit", type_=Integer))
-)
+# [by workflow type?] -> SQL
+BY_STATUS = {
+    by: compiled(
+        select(*COLUMNS)
+        .where(
+            JOBS.c.status == bindparam("status", type_=String),
+            *([JOBS.c.workflow_type == bindparam("workflow_type")] if by else []),
+        )
+        .order_by(*CLAIM_ORDER)
+        .limit(bindparam("limit", type_=Integer))
+    )
+    for by in (False, True)
+}
+BY_ID = compiled(select(*COLUMNS).where(JOBS.c.id == bindparam("id")))
 COUNTS = compiled(select(JOBS.c.status, func.count()).group_by(JOBS.c.status))
 MOVE = compiled(
     update(JOBS)
@@ -423,6 +449,17 @@ class NewJob:
             self.run_at,
             self.max_attempts,
         )
+
+
+def traceback_text(value: str | None) -> str | None:
+    """A traceback as stored: its last TRACEBACK_LIMIT characters (the end is where the error
+    was raised), marked when cut; NUL and surrogates replaced, as in every error text."""
+    if value is None or not value.strip():
+        return None
+    if len(value) > TRACEBACK_LIMIT:
+        marker = "[... cut: the last {} of {:,} characters follow]\n"
+        value = marker.format(TRACEBACK_LIMIT, len(value)) + value[-TRACEBACK_LIMIT:]
+    return validation.error_text("traceback", value)
 
 
 def backoff(attempt: int, base: timedelta) -> timedelta:
@@ -537,18 +574,25 @@ class JobQueue:
         return await fetch_all(self.db, COMPLETE_HELD, self._held(jobs), JobRecord.from_row)
 
     async def fail_held(
-        self, failures: Sequence[tuple[JobRecord, str]], retry_backoff: timedelta
+        self,
+        failures: Sequence[tuple[JobRecord, str] | tuple[JobRecord, str, str | None]],
+        retry_backoff: timedelta,
     ) -> list[JobRecord]:
         """Each listed job still held goes back `queued`, due after a jittered exponential
-        backoff, or, when its attempts are spent, becomes `failed` with its error kept."""
+        backoff, or, when its attempts are spent, becomes `failed` with its error kept. A
+        failure is (job, error) or (job, error, traceback): the traceback is stored in
+        `error_traceback`, its last TRACEBACK_LIMIT characters (None: NULL)."""
         if not failures:
             return []
         validation.positive_duration("retry_backoff", retry_backoff)
-        held = self._held([job for job, _ in failures])
+        held = self._held([failure[0] for failure in failures])
         params = {
             **held,
-            "errors": [validation.error_text("error", error) for _, error in failures],
-            "delays": [backoff(job.attempts, retry_backoff) for job, _ in failures],
+            "errors": [validation.error_text("error", failure[1]) for failure in failures],
+            "tracebacks": [
+                traceback_text(failure[2]) if len(failure) == 3 else None for failure in failures
+            ],
+            "delays": [backoff(failure[0].attempts, retry_backoff) for failure in failures],
         }
         return await fetch_all(self.db, FAIL_HELD, params, JobRecord.from_row)
 
@@ -571,6 +615,22 @@ class JobQueue:
         if not keys:
             return []
         return await fetch_all(self.db, RETRY, {"ids": keys}, _first)
+
+    async def retry_workflow(
+        self, workflow_type: str, batch: int = MAX_BATCH, progress: Progress | None = None
+    ) -> int:
+        """Puts every failed job of `workflow_type` back in the queue, as `retry` does, `batch`
+        at a time, each batch its own short transaction. Returns how many went back."""
+        params = {
+            **self._workflow(workflow_type),
+            "batch": validation.whole_number("batch", batch, BATCH),
+        }
+        total = 0
+        while requeued := await fetch_all(self.db, RETRY_WORKFLOW, params, _first):
+            total += len(requeued)
+            if progress is not None:
+                progress(total)
+        return total
 
     async def prune(
         self, older_than: timedelta, batch: int = PRUNE_BATCH, progress: Progress | None = None
@@ -635,11 +695,26 @@ class JobQueue:
         params = {"older_than": validation.positive_duration("older_than", older_than)}
         return await fetch_all(self.db, REQUEUE_STUCK, params, _first)
 
-    async def by_status(self, status: JobStatus | str, limit: int = 100) -> list[JobRecord]:
-        """Jobs in one status, in claim order."""
+    async def by_status(
+        self, status: JobStatus | str, limit: int = 100, workflow_type: str | None = None
+    ) -> list[JobRecord]:
+        """Jobs in one status (of one workflow type, if given), in claim order."""
         wanted = validation.as_status(JobStatus, "status", status)
-        params = {"status": wanted, "limit": validation.whole_number("limit", limit, PAGE)}
-        return await fetch_all(self.db, BY_STATUS, params, JobRecord.from_row)
+        params = {
+            **self._workflow(workflow_type),
+            "status": wanted,
+            "limit": validation.whole_number("limit", limit, PAGE),
+        }
+        statement = BY_STATUS["workflow_type" in params]
+        return await fetch_all(self.db, statement, params, JobRecord.from_row)
+
+    async def get(self, job_id: uuid.UUID | str) -> JobRecord:
+        """One job by id (NotFound if there is none)."""
+        key = validation.as_uuid("job_id", job_id)
+        row = await fetch_one(self.db, BY_ID, {"id": key}, JobRecord.from_row)
+        if row is None:
+            raise NotFound(f"job {key} does not exist")
+        return row
 
     async def counts(self) -> dict[JobStatus, int]:
         """Jobs per status, every status present (zero when none)."""
