@@ -11,10 +11,12 @@ one that raises, or runs past `handler_timeout`, puts it back `queued`, due afte
 exponential backoff from `retry_backoff`, until its attempts reach `max_attempts`: then the
 job is `failed` (the dead letter) with the error kept. Each failed attempt stores its traceback
 (`error_traceback`, the last 8 KB) and logs one WARNING naming the job, the attempt and the
-error. A round's completions and its next
-claim are one statement (JobQueue.complete_and_claim: one round trip, one commit), and outcomes
-are written only while the lease holds: a worker that lost a lease (a long outage) writes
-nothing for that job and stops its handler.
+error. A handler that raises `RetryAfter(seconds)` (a provider's 429) snoozes its job: back to
+`queued`, due in that many seconds, the attempt not spent, counted in `snoozes`; past the job's
+`max_snoozes` (default 100) the snooze counts as a failed attempt. A round's completions and
+its next claim are one statement (JobQueue.complete_and_claim: one round trip, one commit), and
+outcomes are written only while the lease holds: a worker that lost a lease (a long outage)
+writes nothing for that job and stops its handler.
 
 Idle workers wake at once when any writer (n8n's raw SQL too) inserts a job: the table's
 trigger notifies `media_analysis_jobs` and a dedicated connection LISTENs to it. Polling every
@@ -44,7 +46,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from media_db import validation
-from media_db.errors import DatabaseUnavailable
+from media_db.errors import DatabaseUnavailable, InvalidInput
 from media_db.models.triggers import JOBS_CHANNEL
 from media_db.outages import duration, one_line, ride_out
 from media_db.pool import Database, conninfo
@@ -57,6 +59,37 @@ Handler = Callable[[JobRecord], Awaitable[object]]
 DEFAULT_RETRY_BACKOFF = timedelta(seconds=10)
 RELISTEN_AFTER_SECONDS = 30.0  # a lost LISTEN connection is tried again this often
 HAND_BACK_WAIT_SECONDS = 5.0
+# The longest snooze: a longer wait is a schedule (enqueue with run_at), not a rate limit.
+MAX_SNOOZE = timedelta(days=30)
+
+
+class RetryAfter(Exception):
+    """Raised by a handler: run this job again in `seconds` (a number, or a timedelta), its
+    attempt not spent, e.g. on a provider's 429 with its Retry-After. The job goes back to
+    `queued` with `run_at = now + seconds` and its `snoozes` counted; once `snoozes` reached
+    `max_snoozes`, the next snooze counts as a failed attempt. Not a MediaDbError: it is no
+    error of the data layer's. Seconds must be finite, 0 or more, and at most 30 days
+    (InvalidInput otherwise, raised where RetryAfter is built)."""
+
+    def __init__(self, seconds: float | timedelta) -> None:
+        self.delay = _snooze_delay(seconds)
+        super().__init__(f"retry after {self.delay.total_seconds():g} s")
+
+
+def _snooze_delay(seconds: object) -> timedelta:
+    wanted = f"a number of seconds from 0 to {MAX_SNOOZE.total_seconds():g} (30 days)"
+    if isinstance(seconds, timedelta):
+        amount = seconds.total_seconds()
+    elif isinstance(seconds, int | float) and not isinstance(seconds, bool):
+        try:
+            amount = float(seconds)
+        except OverflowError:
+            amount = math.inf
+    else:
+        raise InvalidInput("RetryAfter", f"seconds must be {wanted}, got {seconds!r}")
+    if not math.isfinite(amount) or not 0 <= amount <= MAX_SNOOZE.total_seconds():
+        raise InvalidInput("RetryAfter", f"seconds must be {wanted}, got {seconds!r}")
+    return timedelta(seconds=amount)
 
 
 @dataclass(frozen=True)
@@ -67,7 +100,15 @@ class _Failure:
     traceback: str
 
 
-Outcome = _Failure | None  # None: the handler returned
+@dataclass(frozen=True)
+class _Snooze:
+    """The handler raised RetryAfter."""
+
+    delay: timedelta
+    traceback: str
+
+
+Outcome = _Failure | _Snooze | None  # None: the handler returned
 
 
 @dataclass
@@ -75,6 +116,7 @@ class WorkerStats:
     completed: int = 0
     failed: int = 0  # for good: attempts spent (the dead letters)
     retried: int = 0  # attempts that failed and were queued again
+    snoozed: int = 0  # jobs put back by RetryAfter, their attempt not spent
     # Leases that ran out while the handler ran, or before its outcome was written (a long
     # outage): the job may run elsewhere, and its outcome here was not written.
     lost: int = 0
@@ -189,6 +231,8 @@ class _Worker:
         timeout = self.handler_timeout.total_seconds() if self.handler_timeout else None
         try:
             await asyncio.wait_for(self.handler(job), timeout)
+        except RetryAfter as snooze:
+            return _Snooze(snooze.delay, _traceback(snooze))
         except TimeoutError as error:
             message = f"TimeoutError: the handler ran longer than handler_timeout ({timeout:g} s)"
             return _Failure(message, _traceback(error))
@@ -224,8 +268,20 @@ class _Worker:
         rest."""
         outcomes = [(self.running[task], task.result()) for task in done]
         completed = [job for job, outcome in outcomes if outcome is None]
+        snoozed = [(job, outcome) for job, outcome in outcomes if isinstance(outcome, _Snooze)]
+        # Past max_snoozes, a snooze is a failed attempt.
+        snoozes = [(job, snooze.delay) for job, snooze in snoozed if job.snoozes < job.max_snoozes]
         failed = [(job, outcome) for job, outcome in outcomes if isinstance(outcome, _Failure)]
+        failed += [
+            (job, _Failure(_too_many_snoozes(job), snooze.traceback))
+            for job, snooze in snoozed
+            if job.snoozes >= job.max_snoozes
+        ]
         failures = [(job, failure.error, failure.traceback) for job, failure in failed]
+        snoozed_rows = (
+            await self._db(lambda: self.queue.snooze_held(snoozes), once) if snoozes else []
+        )
+        self.stats.snoozed += len(snoozed_rows)
         rows = await self._db(lambda: self.queue.fail_held(failures, self.retry_backoff), once)
         for row in rows:
             if row.status == "failed":
@@ -255,7 +311,12 @@ class _Worker:
                 task.cancel()  # before it starts: the hand-back releases its job
             self.running[task] = job
         # Only the lease's holder writes (the token decides): the rest lost theirs meanwhile.
-        unwritten = {job.id for job, _ in outcomes} - written - {row.id for row in rows}
+        unwritten = (
+            {job.id for job, _ in outcomes}
+            - written
+            - {row.id for row in rows}
+            - {row.id for row in snoozed_rows}
+        )
         if unwritten:
             log.warning(
                 "worker: %d jobs finished after their lease was lost (another worker may run "
@@ -344,6 +405,13 @@ class _Worker:
         except DatabaseUnavailable:
             return False
         return True
+
+
+def _too_many_snoozes(job: JobRecord) -> str:
+    return (
+        f"RetryAfter: snoozed {job.snoozes} times, its max_snoozes ({job.max_snoozes}); this "
+        "snooze counts as a failed attempt (raise max_snoozes for a longer throttle)"
+    )
 
 
 def _traceback(error: BaseException) -> str:

@@ -92,6 +92,7 @@ CLAIM_ORDER = list(CLAIM_INDEX.expressions)
 WORKFLOW_TYPE_LENGTH = max_length(JOBS.c.workflow_type)
 PRIORITY = bounds(JOBS.c.priority)
 MAX_ATTEMPTS = bounds(JOBS.c.max_attempts)
+MAX_SNOOZES = bounds(JOBS.c.max_snoozes)
 MAX_BATCH = 1000
 PRUNE_BATCH = 10_000  # rows per DELETE: each batch holds its row locks only while it runs
 FINISHED = (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED)
@@ -109,6 +110,7 @@ def _server_default(column: Any) -> Any:
 
 DEFAULT_PRIORITY = int(str(_server_default(JOBS.c.priority).text))
 DEFAULT_MAX_ATTEMPTS = int(str(_server_default(JOBS.c.max_attempts).text))
+DEFAULT_MAX_SNOOZES = int(str(_server_default(JOBS.c.max_snoozes).text))
 LEASE = bindparam("lease", type_=Interval)
 RUNNING = JOBS.c.status == constant(JobStatus.RUNNING)
 
@@ -176,11 +178,19 @@ def claim_many_sql(n: int, by_workflow: bool) -> str:
 CLAIM_ONE = {by: compiled(_claim_update(1, by)) for by in (False, True)}
 IDS = bindparam("ids", type_=ARRAY(UUID))
 TOKENS = bindparam("tokens", type_=ARRAY(UUID))
-ENQUEUE_COLUMNS = ("workflow_type", "priority", "media_item_id", "run_at", "max_attempts")
+ENQUEUE_COLUMNS = (
+    "workflow_type",
+    "priority",
+    "media_item_id",
+    "run_at",
+    "max_attempts",
+    "max_snoozes",
+)
 # A value left out (None) is the column's own server default, read from the model.
+DEFAULTED = ("run_at", "max_attempts", "max_snoozes")
 _ENQUEUED = {
     name: func.coalesce(bindparam(name, type_=JOBS.c[name].type), _server_default(JOBS.c[name]))
-    if name in ("run_at", "max_attempts")
+    if name in DEFAULTED
     else bindparam(name, type_=JOBS.c[name].type)
     for name in ENQUEUE_COLUMNS
 }
@@ -202,7 +212,7 @@ ENQUEUE_MANY = compiled(
         select(
             *(
                 func.coalesce(_BATCH.c[name], _server_default(JOBS.c[name]))
-                if name in ("run_at", "max_attempts")
+                if name in DEFAULTED
                 else _BATCH.c[name]
                 for name in ENQUEUE_COLUMNS
             )
@@ -296,6 +306,23 @@ _HANDED_BACK = {
     "attempts": func.greatest(JOBS.c.attempts - literal_column("1"), literal_column("0")),
     **NO_LEASE,
 }
+# A snooze (the handler raised RetryAfter): handed back, due after its delay, counted.
+_SNOOZED = (
+    func.unnest(IDS, TOKENS, bindparam("delays", type_=ARRAY(Interval)))
+    .table_valued("id", "token", "delay")
+    .render_derived()
+    .alias("snooze")
+)
+SNOOZE_HELD = compiled(
+    update(JOBS)
+    .values(
+        **_HANDED_BACK,
+        run_at=func.now() + _SNOOZED.c.delay,
+        snoozes=JOBS.c.snoozes + literal_column("1"),
+    )
+    .where(JOBS.c.id == _SNOOZED.c.id, JOBS.c.lease_token == _SNOOZED.c.token, STILL_RUNNING)
+    .returning(*COLUMNS)
+)
 RELEASE = compiled(
     update(JOBS)
     .values(**_HANDED_BACK)
@@ -422,21 +449,26 @@ STATUS_OF = compiled(select(JOBS.c.status).where(JOBS.c.id == bindparam("id")))
 
 @dataclass(frozen=True)
 class NewJob:
-    """A job for `enqueue_many`. `run_at` and `max_attempts` left None take the database's
-    defaults (now; models.media.DEFAULT_MAX_ATTEMPTS)."""
+    """A job for `enqueue_many`. `run_at`, `max_attempts` and `max_snoozes` left None take the
+    database's defaults (now; models.media.DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_SNOOZES)."""
 
     workflow_type: str
     priority: int = DEFAULT_PRIORITY
     media_item_id: uuid.UUID | str | None = None
     run_at: datetime | None = None
     max_attempts: int | None = None
+    max_snoozes: int | None = None
 
-    def checked(self) -> tuple[str, int, uuid.UUID | None, datetime | None, int | None]:
+    def checked(
+        self,
+    ) -> tuple[str, int, uuid.UUID | None, datetime | None, int | None, int | None]:
         """Column values in ENQUEUE_COLUMNS order (raises InvalidInput naming the field)."""
         validation.required_text("workflow_type", self.workflow_type, WORKFLOW_TYPE_LENGTH)
         priority = validation.whole_number("priority", self.priority, PRIORITY)
         if self.max_attempts is not None:
             validation.whole_number("max_attempts", self.max_attempts, MAX_ATTEMPTS)
+        if self.max_snoozes is not None:
+            validation.whole_number("max_snoozes", self.max_snoozes, MAX_SNOOZES)
         if self.run_at is not None and (
             not isinstance(self.run_at, datetime) or self.run_at.tzinfo is None
         ):
@@ -448,6 +480,7 @@ class NewJob:
             None if item is None else validation.as_uuid("media_item_id", item),
             self.run_at,
             self.max_attempts,
+            self.max_snoozes,
         )
 
 
@@ -460,6 +493,12 @@ def traceback_text(value: str | None) -> str | None:
         marker = "[... cut: the last {} of {:,} characters follow]\n"
         value = marker.format(TRACEBACK_LIMIT, len(value)) + value[-TRACEBACK_LIMIT:]
     return validation.error_text("traceback", value)
+
+
+def _snooze_delay(delay: object) -> timedelta:
+    if not isinstance(delay, timedelta) or delay < timedelta(0):
+        raise InvalidInput("delay", f"must be a timedelta of 0 or more, got {delay!r}")
+    return delay
 
 
 def backoff(attempt: int, base: timedelta) -> timedelta:
@@ -483,10 +522,19 @@ class JobQueue:
         *,
         run_at: datetime | None = None,
         max_attempts: int | None = None,
+        max_snoozes: int | None = None,
     ) -> JobRecord:
         """A new queued job, never claimed before `run_at` (default: now), failed for good
-        after `max_attempts` failed attempts (default: the column's, 5)."""
-        checked = NewJob(workflow_type, priority, media_item_id, run_at, max_attempts).checked()
+        after `max_attempts` failed attempts (default: the column's, 5); its handler may
+        snooze it (RetryAfter) `max_snoozes` times (default: the column's, 100)."""
+        checked = NewJob(
+            workflow_type,
+            priority,
+            media_item_id,
+            run_at=run_at,
+            max_attempts=max_attempts,
+            max_snoozes=max_snoozes,
+        ).checked()
         values = dict(zip(ENQUEUE_COLUMNS, checked, strict=True))
         with media_item_must_exist():
             row = await fetch_one(self.db, ENQUEUE, values, JobRecord.from_row)
@@ -495,13 +543,14 @@ class JobQueue:
 
     async def enqueue_many(self, jobs: Iterable[NewJob]) -> int:
         """Bulk path: every job is checked first, then all go in one statement (COPY when none
-        sets run_at or max_attempts): all are written or none. Returns the number written."""
+        sets run_at, max_attempts or max_snoozes): all are written or none. Returns the number
+        written."""
         rows = list(validation.each_checked(jobs, NewJob.checked))
         if not rows:
             return 0
         with media_item_must_exist():
             async with self.db.connection() as connection:
-                if all(row[len(COPIED) :] == (None, None) for row in rows):
+                if all(value is None for row in rows for value in row[len(COPIED) :]):
                     async with connection.cursor() as cursor, cursor.copy(COPY_JOBS) as copy:
                         for row in rows:
                             await copy.write_row(row[: len(COPIED)])
@@ -595,6 +644,19 @@ class JobQueue:
             "delays": [backoff(failure[0].attempts, retry_backoff) for failure in failures],
         }
         return await fetch_all(self.db, FAIL_HELD, params, JobRecord.from_row)
+
+    async def snooze_held(self, snoozes: Sequence[tuple[JobRecord, timedelta]]) -> list[JobRecord]:
+        """Each listed job still held goes back `queued`, due after its delay, its attempt given
+        back and `snoozes` counted (a handler's RetryAfter). Whether a job may still snooze
+        (`snoozes < max_snoozes`) is the caller's to decide (the worker fails the attempt past
+        it). Returns the jobs snoozed."""
+        if not snoozes:
+            return []
+        params = {
+            **self._held([job for job, _ in snoozes]),
+            "delays": [_snooze_delay(delay) for _, delay in snoozes],
+        }
+        return await fetch_all(self.db, SNOOZE_HELD, params, JobRecord.from_row)
 
     async def release_held(self, jobs: Sequence[JobRecord]) -> list[uuid.UUID]:
         """Hands back unfinished jobs this holder still holds (a worker stopping): queued
