@@ -21,14 +21,16 @@ them once their attempts are spent. A failed attempt waits `run_at = now() + bac
 the next; the last one leaves the job `failed` (the dead letter) with its error.
 """
 
+import contextlib
 import functools
 import random
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 from sqlalchemy import (
     ColumnElement,
     DefaultClause,
@@ -44,7 +46,6 @@ from sqlalchemy import (
     delete,
     exists,
     func,
-    insert,
     literal_column,
     null,
     or_,
@@ -52,7 +53,7 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
 from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.selectable import CTE
 from sqlalchemy.sql.util import ClauseAdapter
@@ -90,6 +91,10 @@ QUEUED: ColumnElement[bool] = CLAIM_INDEX.dialect_options["postgresql"]["where"]
 CLAIMABLE = and_(QUEUED, JOBS.c.run_at <= func.now())
 CLAIM_ORDER = list(CLAIM_INDEX.expressions)
 WORKFLOW_TYPE_LENGTH = max_length(JOBS.c.workflow_type)
+DEDUPE_KEY_LENGTH = max_length(JOBS.c.dedupe_key)
+# One live job per dedupe key: the partial unique index, its predicate read from the model.
+DEDUPE_INDEX = index(JOBS, "idx_processing_jobs_dedupe_key")
+LIVE_KEY: ColumnElement[bool] = DEDUPE_INDEX.dialect_options["postgresql"]["where"]
 PRIORITY = bounds(JOBS.c.priority)
 MAX_ATTEMPTS = bounds(JOBS.c.max_attempts)
 MAX_SNOOZES = bounds(JOBS.c.max_snoozes)
@@ -185,6 +190,7 @@ ENQUEUE_COLUMNS = (
     "run_at",
     "max_attempts",
     "max_snoozes",
+    "dedupe_key",
 )
 # A value left out (None) is the column's own server default, read from the model.
 DEFAULTED = ("run_at", "max_attempts", "max_snoozes")
@@ -194,7 +200,18 @@ _ENQUEUED = {
     else bindparam(name, type_=JOBS.c[name].type)
     for name in ENQUEUE_COLUMNS
 }
-ENQUEUE = compiled(insert(JOBS).values(**_ENQUEUED).returning(*COLUMNS))
+# A key that is live conflicts with the index and nothing is written: the speculative insert
+# checks the index first, so no row (not even a dead one) is left behind.
+_DEDUPED: dict[str, Any] = {"index_elements": [JOBS.c.dedupe_key], "index_where": LIVE_KEY}
+ENQUEUE = compiled(
+    insert(JOBS).values(**_ENQUEUED).on_conflict_do_nothing(**_DEDUPED).returning(*COLUMNS)
+)
+LIVE_BY_KEY = compiled(
+    select(*COLUMNS).where(JOBS.c.dedupe_key == bindparam("dedupe_key"), LIVE_KEY)
+)
+# How many times enqueue looks for the live job holding a key it could not insert, and inserts
+# again if that job finished meanwhile: each miss needs the job to finish between two statements.
+DEDUPE_TRIES = 10
 # What every NewJob gives: COPY writes these, the server fills in the rest with its defaults.
 COPIED = ENQUEUE_COLUMNS[:3]
 COPY_JOBS = f"COPY {JOBS.name} ({', '.join(COPIED)}) FROM STDIN"
@@ -207,7 +224,8 @@ _BATCH = (
     .alias("batch")
 )
 ENQUEUE_MANY = compiled(
-    insert(JOBS).from_select(
+    insert(JOBS)
+    .from_select(
         list(ENQUEUE_COLUMNS),
         select(
             *(
@@ -218,6 +236,7 @@ ENQUEUE_MANY = compiled(
             )
         ),
     )
+    .on_conflict_do_nothing(**_DEDUPED)
 )
 _HELD = func.unnest(IDS, TOKENS).table_valued("id", "token").render_derived().alias("held")
 HELD_BY_US = (JOBS.c.id == _HELD.c.id, JOBS.c.lease_token == _HELD.c.token, STILL_RUNNING)
@@ -375,14 +394,43 @@ _REQUEUED = {
     "completed_at": null(),
     **NO_LEASE,
 }
+_OTHER = JOBS.alias("other")
+
+
+def _free_key(same_set: Any) -> ColumnElement[bool]:
+    """A failed job goes back only if its dedupe key is free: no live job holds it, and no other
+    job of the same retry (`same_set`, on `_OTHER`) with that key comes first (the lowest id)."""
+    return or_(
+        JOBS.c.dedupe_key.is_(None),
+        ~exists().where(
+            _OTHER.c.dedupe_key == JOBS.c.dedupe_key,
+            or_(
+                _OTHER.c.status.in_([constant(JobStatus.QUEUED), constant(JobStatus.RUNNING)]),
+                and_(
+                    _OTHER.c.status == constant(JobStatus.FAILED),
+                    _OTHER.c.id < JOBS.c.id,
+                    same_set,
+                ),
+            ),
+        ),
+    )
+
+
 RETRY = compiled(
-    update(JOBS).values(**_REQUEUED).where(JOBS.c.id == any_(IDS), FAILED).returning(JOBS.c.id)
+    update(JOBS)
+    .values(**_REQUEUED)
+    .where(JOBS.c.id == any_(IDS), FAILED, _free_key(_OTHER.c.id == any_(IDS)))
+    .returning(JOBS.c.id)
 )
 # The failed jobs of one workflow type, a batch at a time (rows another session holds are
 # skipped, to be taken by the next batch or the next run).
 _FAILED_OF_TYPE = (
     select(JOBS.c.id)
-    .where(FAILED, JOBS.c.workflow_type == bindparam("workflow_type"))
+    .where(
+        FAILED,
+        JOBS.c.workflow_type == bindparam("workflow_type"),
+        _free_key(_OTHER.c.workflow_type == JOBS.c.workflow_type),
+    )
     .limit(bindparam("batch", type_=Integer))
     .with_for_update(skip_locked=True)
     .scalar_subquery()
@@ -458,10 +506,12 @@ class NewJob:
     run_at: datetime | None = None
     max_attempts: int | None = None
     max_snoozes: int | None = None
+    # At most one live (queued or running) job per key: a job whose key is live is not written.
+    dedupe_key: str | None = None
 
     def checked(
         self,
-    ) -> tuple[str, int, uuid.UUID | None, datetime | None, int | None, int | None]:
+    ) -> tuple[str, int, uuid.UUID | None, datetime | None, int | None, int | None, str | None]:
         """Column values in ENQUEUE_COLUMNS order (raises InvalidInput naming the field)."""
         validation.required_text("workflow_type", self.workflow_type, WORKFLOW_TYPE_LENGTH)
         priority = validation.whole_number("priority", self.priority, PRIORITY)
@@ -469,6 +519,8 @@ class NewJob:
             validation.whole_number("max_attempts", self.max_attempts, MAX_ATTEMPTS)
         if self.max_snoozes is not None:
             validation.whole_number("max_snoozes", self.max_snoozes, MAX_SNOOZES)
+        if self.dedupe_key is not None:
+            validation.required_text("dedupe_key", self.dedupe_key, DEDUPE_KEY_LENGTH)
         if self.run_at is not None and (
             not isinstance(self.run_at, datetime) or self.run_at.tzinfo is None
         ):
@@ -481,6 +533,7 @@ class NewJob:
             self.run_at,
             self.max_attempts,
             self.max_snoozes,
+            self.dedupe_key,
         )
 
 
@@ -523,10 +576,13 @@ class JobQueue:
         run_at: datetime | None = None,
         max_attempts: int | None = None,
         max_snoozes: int | None = None,
+        dedupe_key: str | None = None,
     ) -> JobRecord:
         """A new queued job, never claimed before `run_at` (default: now), failed for good
         after `max_attempts` failed attempts (default: the column's, 5); its handler may
-        snooze it (RetryAfter) `max_snoozes` times (default: the column's, 100)."""
+        snooze it (RetryAfter) `max_snoozes` times (default: the column's, 100). With a
+        `dedupe_key` that a live (queued or running) job holds, nothing is written and that
+        job is returned; once it finished, the key is free again."""
         checked = NewJob(
             workflow_type,
             priority,
@@ -534,17 +590,27 @@ class JobQueue:
             run_at=run_at,
             max_attempts=max_attempts,
             max_snoozes=max_snoozes,
+            dedupe_key=dedupe_key,
         ).checked()
         values = dict(zip(ENQUEUE_COLUMNS, checked, strict=True))
-        with media_item_must_exist():
-            row = await fetch_one(self.db, ENQUEUE, values, JobRecord.from_row)
-        assert row is not None  # INSERT ... RETURNING always returns the row
-        return row
+        for _ in range(DEDUPE_TRIES):
+            with media_item_must_exist():
+                row = await fetch_one(self.db, ENQUEUE, values, JobRecord.from_row)
+            if row is None:  # its key is live: the job holding it, read in a new snapshot
+                key = {"dedupe_key": dedupe_key}
+                row = await fetch_one(self.db, LIVE_BY_KEY, key, JobRecord.from_row)
+            if row is not None:
+                return row
+        raise InvalidTransition(
+            f"dedupe_key {dedupe_key!r}: its live job finished {DEDUPE_TRIES} times while this "
+            "enqueue looked for it; enqueue it again"
+        )
 
     async def enqueue_many(self, jobs: Iterable[NewJob]) -> int:
         """Bulk path: every job is checked first, then all go in one statement (COPY when none
-        sets run_at, max_attempts or max_snoozes): all are written or none. Returns the number
-        written."""
+        sets run_at, max_attempts, max_snoozes or dedupe_key): all are written or none, but
+        for a job whose dedupe_key is live (or taken by an earlier job of the batch), which is
+        left out. Returns the number written."""
         rows = list(validation.each_checked(jobs, NewJob.checked))
         if not rows:
             return 0
@@ -672,11 +738,13 @@ class JobQueue:
 
     async def retry(self, job_ids: Iterable[uuid.UUID | str]) -> list[uuid.UUID]:
         """Puts failed jobs back in the queue by hand, due now, with their attempts reset.
-        Returns the ids requeued (a listed job that is not `failed` is left as it is)."""
+        Returns the ids requeued (a listed job that is not `failed`, or whose dedupe_key a live
+        job holds, is left as it is)."""
         keys = self._ids(job_ids)
         if not keys:
             return []
-        return await fetch_all(self.db, RETRY, {"ids": keys}, _first)
+        with _key_taken_meanwhile():
+            return await fetch_all(self.db, RETRY, {"ids": keys}, _first)
 
     async def retry_workflow(
         self, workflow_type: str, batch: int = MAX_BATCH, progress: Progress | None = None
@@ -688,11 +756,15 @@ class JobQueue:
             "batch": validation.whole_number("batch", batch, BATCH),
         }
         total = 0
-        while requeued := await fetch_all(self.db, RETRY_WORKFLOW, params, _first):
+        while requeued := await self._retry_batch(params):
             total += len(requeued)
             if progress is not None:
                 progress(total)
         return total
+
+    async def _retry_batch(self, params: Mapping[str, Any]) -> list[uuid.UUID]:
+        with _key_taken_meanwhile():
+            return await fetch_all(self.db, RETRY_WORKFLOW, params, _first)
 
     async def prune(
         self, older_than: timedelta, batch: int = PRUNE_BATCH, progress: Progress | None = None
@@ -822,6 +894,19 @@ class JobQueue:
             raise NotFound(f"job {key} does not exist")
         wanted = " or ".join(allowed)
         raise InvalidTransition(f"job {key} is {found}, not {wanted}: cannot mark it {to}")
+
+
+@contextlib.contextmanager
+def _key_taken_meanwhile() -> Iterator[None]:
+    """A retry skips jobs whose dedupe key is live; one enqueued between its check and its
+    write is refused by the index, and the retry with it (nothing written)."""
+    try:
+        yield
+    except psycopg.errors.UniqueViolation:
+        raise InvalidTransition(
+            "retry: a job with the same dedupe_key was enqueued meanwhile; nothing was "
+            "requeued: run the retry again (it skips jobs whose key is live)"
+        ) from None
 
 
 def _first(row: Sequence[Any]) -> Any:
