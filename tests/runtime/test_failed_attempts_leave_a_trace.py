@@ -1,8 +1,9 @@
 """A failed attempt leaves a trace: its traceback is stored in `error_traceback` (its last
 TRACEBACK_LIMIT characters, the end where the error was raised), the worker logs one WARNING
 per failed attempt naming the job, the attempt and the error, `make jobs` lists failed jobs with
-their last error (ID=: one job with its traceback) and `make retry` puts them back by id or by
-workflow type, refusing in one line when given neither or a malformed id."""
+their last error (ID=: one job with its traceback; `make status` points at it) and `make retry`
+puts them back by id or by workflow type, refusing in one line when given neither or a
+malformed id."""
 
 import asyncio
 import logging
@@ -149,6 +150,9 @@ def test_make_jobs_lists_failed_jobs_and_shows_one_with_its_traceback(migrated: 
 
     none = run(["make", "-s", "jobs", "STATUS=running"], env)
     assert none.stdout.strip() == "No running jobs."
+
+    status = run(["make", "-s", "status"], env)
+    assert "2 failed in the last hour (make jobs lists failed jobs" in status.stdout
 
 
 def test_make_retry_requeues_failed_jobs_by_id_or_by_workflow_type(migrated: URL) -> None:
