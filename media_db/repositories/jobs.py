@@ -313,6 +313,7 @@ FAIL_MANY = compiled(
         status=constant(JobStatus.FAILED),
         completed_at=func.now(),
         error_message=_FAILURES.c.error,
+        error_traceback=null(),  # an operator's message, no traceback
         **NO_LEASE,
     )
     .where(JOBS.c.id == _FAILURES.c.id, STILL_RUNNING)
@@ -367,6 +368,8 @@ RESCUE = compiled(
             (SPENT, literal_column("'lease expired: its worker stopped answering'")),
             else_=JOBS.c.error_message,
         ),
+        # The traceback goes with the error it explains: this one has none.
+        error_traceback=case((SPENT, null()), else_=JOBS.c.error_traceback),
         started_at=null(),
         **NO_LEASE,
     )
@@ -484,6 +487,10 @@ MOVE = compiled(
         status=bindparam("to", type_=String),
         completed_at=func.now(),
         error_message=func.coalesce(bindparam("error", type_=Text), JOBS.c.error_message),
+        # A new error (an operator's `fail`) has no traceback; the last one stays otherwise.
+        error_traceback=case(
+            (bindparam("error", type_=Text).is_(None), JOBS.c.error_traceback), else_=null()
+        ),
         **NO_LEASE,
     )
     .where(

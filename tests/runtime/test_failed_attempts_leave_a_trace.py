@@ -203,3 +203,35 @@ def test_make_jobs_refuses_an_unknown_status_naming_the_statuses(migrated: URL) 
     assert re.search(
         r"STATUS='dead' is not a job status: use one of queued, .*cancelled", result.stderr
     )
+
+
+def test_the_traceback_goes_with_the_error_it_explains(migrated: URL) -> None:
+    """An error written without a traceback (an operator's `fail`, a lease that ran out on the
+    last attempt) leaves none of an earlier attempt's beside it."""
+
+    async def scenario() -> tuple[JobRecord, JobRecord]:
+        async with await connected(migrated) as db:
+            queue = JobQueue(db)
+            ids = {}
+            for workflow in ("by-hand", "expired"):
+                ids[workflow] = (await queue.enqueue(workflow, max_attempts=2)).id
+                first = await queue.claim(workflow)
+                assert first is not None
+                [back] = await queue.fail_held([(first, "boom", "Traceback ...")], FAST)
+                assert back.error_traceback == "Traceback ..."
+            # One is failed by hand while running.
+            while (await queue.claim("by-hand")) is None:
+                await asyncio.sleep(0.01)  # its backoff (20 ms)
+            by_hand = await queue.fail(ids["by-hand"], "given up by hand")
+            # The other's last attempt's lease runs out.
+            while (await queue.claim("expired", lease=timedelta(milliseconds=1))) is None:
+                await asyncio.sleep(0.01)
+            while not await queue.rescue_expired():
+                await asyncio.sleep(0.01)
+            return by_hand, await queue.get(ids["expired"])
+
+    by_hand, expired = asyncio.run(scenario())
+    assert (by_hand.error_message, by_hand.error_traceback) == ("given up by hand", None)
+    assert expired.status == "failed"
+    assert expired.error_message == "lease expired: its worker stopped answering"
+    assert expired.error_traceback is None
