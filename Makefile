@@ -33,7 +33,7 @@ MAJORS ?=
 # the shell never parses them, and `$(value ...)` keeps make from expanding $(...) inside them.
 # So does every other variable given on the command line, read by a target or not: make would
 # expand it to export it (`make upgrade FOO='$(shell ...)'` would run the command).
-USER_VALUES := REV RANGE M ONTO PYTEST_ARGS SIZE PG MAJORS JSON VERBOSE BACKUP PYTHON
+USER_VALUES := REV RANGE M ONTO PYTEST_ARGS SIZE PG MAJORS JSON VERBOSE BACKUP STATUS ID WORKFLOW PYTHON
 COMMAND_LINE := $(strip $(foreach name,$(.VARIABLES),$(if $(filter command line,$(origin $(name))),$(name))))
 # The values each target reads (PYTHON: every target, through install). A value given on the
 # command line that no goal reads, in lower case, or naming one of the Makefile's own is refused
@@ -44,6 +44,8 @@ TAKES.revision := M
 TAKES.status := JSON
 TAKES.history := VERBOSE
 TAKES.restore := BACKUP
+TAKES.jobs := STATUS WORKFLOW ID
+TAKES.retry := ID WORKFLOW
 TAKES.rebase := ONTO
 TAKES.test := PYTEST_ARGS
 TAKES.test-failover := PYTEST_ARGS
@@ -86,7 +88,7 @@ switch = [[ -z $$$(1) || $$$(1) == 1 ]] || { printf '%s=%q: use %s=1 (or leave i
 
 .PHONY: help install upgrade downgrade current history status adopt verify sql revision rebase records erd \
         db-check test test-failover test-image test-docker test-matrix \
-        bench bench-upgrade bench-prune lint lint-sql db-start db-stop db-url psql prune restore
+        bench bench-upgrade bench-prune lint lint-sql db-start db-stop db-url psql prune restore jobs retry
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -197,6 +199,12 @@ psql: install ## Open psql on the database (the embedded one if none is set)
 
 prune: install ## Delete finished jobs past their retention in batches (MEDIA_DB_PRUNE_JOBS_AFTER=7d)
 	$(WITH_DB) python -m media_db.deploy.prune
+
+jobs: install ## List jobs with their last error (STATUS=failed by default, WORKFLOW=…); ID=<id>: one job and its traceback
+	@$(WITH_DB) python -m media_db.deploy.jobs list --status "$$STATUS" --workflow "$$WORKFLOW" --id "$$ID"
+
+retry: install ## Requeue failed jobs, due now, attempts reset: ID=<id>[,<id>…] or WORKFLOW=<workflow type>
+	@$(WITH_DB) python -m media_db.deploy.jobs retry --id "$$ID" --workflow "$$WORKFLOW"
 
 restore: install ## Put back what a consented drop backed up (BACKUP=<directory it printed>)
 	$(WITH_DB) python -m media_db.deploy.backup restore "$${BACKUP:?usage: make restore BACKUP=<directory>}"

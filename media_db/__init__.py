@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from media_db.repositories import AnalysisRepository, JobQueue, MediaRepository
     from media_db.repositories.jobs import NewJob
     from media_db.repositories.media import MediaPage
-    from media_db.worker import WorkerStats, run_worker
+    from media_db.worker import RetryAfter, WorkerStats, run_worker
 
 _WHERE = {
     "AnalysisRecord": "media_db.records",
@@ -53,6 +53,7 @@ _WHERE = {
     "NewMedia": "media_db.records",
     "NotFound": "media_db.errors",
     "PoolSize": "media_db.pool",
+    "RetryAfter": "media_db.worker",
     "WorkerStats": "media_db.worker",
     "run_worker": "media_db.worker",
 }
@@ -77,6 +78,7 @@ __all__ = [
     "NewMedia",
     "NotFound",
     "PoolSize",
+    "RetryAfter",
     "WorkerStats",
     "run_worker",
 ]

@@ -91,6 +91,10 @@ class JobRecord:
     run_at: datetime
     locked_until: datetime | None
     lease_token: uuid.UUID | None
+    error_traceback: str | None
+    snoozes: int
+    max_snoozes: int
+    dedupe_key: str | None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Self:
@@ -109,6 +113,10 @@ class JobRecord:
             row[11],
             row[12],
             row[13],
+            row[14],
+            row[15],
+            row[16],
+            row[17],
         )
 
 

@@ -9,10 +9,14 @@ leases its jobs for `lease`; while a handler runs the worker renews the lease (e
 it), so a slow but live handler is never run twice. A handler that returns completes its job;
 one that raises, or runs past `handler_timeout`, puts it back `queued`, due after a jittered
 exponential backoff from `retry_backoff`, until its attempts reach `max_attempts`: then the
-job is `failed` (the dead letter) with the error kept. A round's completions and its next
-claim are one statement (JobQueue.complete_and_claim: one round trip, one commit), and outcomes
-are written only while the lease holds: a worker that lost a lease (a long outage) writes
-nothing for that job and stops its handler.
+job is `failed` (the dead letter) with the error kept. Each failed attempt stores its traceback
+(`error_traceback`, the last 8 KB) and logs one WARNING naming the job, the attempt and the
+error. A handler that raises `RetryAfter(seconds)` (a provider's 429) snoozes its job: back to
+`queued`, due in that many seconds, the attempt not spent, counted in `snoozes`; past the job's
+`max_snoozes` (default 100) the snooze counts as a failed attempt. A round's completions and
+its next claim are one statement (JobQueue.complete_and_claim: one round trip, one commit), and
+outcomes are written only while the lease holds: a worker that lost a lease (a long outage)
+writes nothing for that job and stops its handler.
 
 Idle workers wake at once when any writer (n8n's raw SQL too) inserts a job: the table's
 trigger notifies `media_analysis_jobs` and a dedicated connection LISTENs to it. Polling every
@@ -33,6 +37,7 @@ their leases run out.
 import asyncio
 import logging
 import math
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -41,7 +46,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from media_db import validation
-from media_db.errors import DatabaseUnavailable
+from media_db.errors import DatabaseUnavailable, InvalidInput
 from media_db.models.triggers import JOBS_CHANNEL
 from media_db.outages import duration, one_line, ride_out
 from media_db.pool import Database, conninfo
@@ -54,6 +59,56 @@ Handler = Callable[[JobRecord], Awaitable[object]]
 DEFAULT_RETRY_BACKOFF = timedelta(seconds=10)
 RELISTEN_AFTER_SECONDS = 30.0  # a lost LISTEN connection is tried again this often
 HAND_BACK_WAIT_SECONDS = 5.0
+# The longest snooze: a longer wait is a schedule (enqueue with run_at), not a rate limit.
+MAX_SNOOZE = timedelta(days=30)
+
+
+class RetryAfter(Exception):
+    """Raised by a handler: run this job again in `seconds` (a number, or a timedelta), its
+    attempt not spent, e.g. on a provider's 429 with its Retry-After. The job goes back to
+    `queued` with `run_at = now + seconds` and its `snoozes` counted; once `snoozes` reached
+    `max_snoozes`, the next snooze counts as a failed attempt. Not a MediaDbError: it is no
+    error of the data layer's. Seconds must be finite, 0 or more, and at most 30 days
+    (InvalidInput otherwise, raised where RetryAfter is built)."""
+
+    def __init__(self, seconds: float | timedelta) -> None:
+        self.delay = _snooze_delay(seconds)
+        super().__init__(f"retry after {self.delay.total_seconds():g} s")
+
+
+def _snooze_delay(seconds: object) -> timedelta:
+    wanted = f"a number of seconds from 0 to {MAX_SNOOZE.total_seconds():g} (30 days)"
+    if isinstance(seconds, timedelta):
+        amount = seconds.total_seconds()
+    elif isinstance(seconds, int | float) and not isinstance(seconds, bool):
+        try:
+            amount = float(seconds)
+        except OverflowError:
+            amount = math.inf
+    else:
+        raise InvalidInput("RetryAfter", f"seconds must be {wanted}, got {seconds!r}")
+    if not math.isfinite(amount) or not 0 <= amount <= MAX_SNOOZE.total_seconds():
+        raise InvalidInput("RetryAfter", f"seconds must be {wanted}, got {seconds!r}")
+    return timedelta(seconds=amount)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A failed attempt: its one-line error and its traceback."""
+
+    error: str
+    traceback: str
+
+
+@dataclass(frozen=True)
+class _Snooze:
+    """The handler raised RetryAfter."""
+
+    delay: timedelta
+    traceback: str
+
+
+Outcome = _Failure | _Snooze | None  # None: the handler returned
 
 
 @dataclass
@@ -61,6 +116,7 @@ class WorkerStats:
     completed: int = 0
     failed: int = 0  # for good: attempts spent (the dead letters)
     retried: int = 0  # attempts that failed and were queued again
+    snoozed: int = 0  # jobs put back by RetryAfter, their attempt not spent
     # Leases that ran out while the handler ran, or before its outcome was written (a long
     # outage): the job may run elsewhere, and its outcome here was not written.
     lost: int = 0
@@ -114,7 +170,7 @@ class _Worker:
     handler_timeout: timedelta | None
     max_outage: float | None
     stats: WorkerStats = field(default_factory=WorkerStats)
-    running: dict["asyncio.Task[str | None]", JobRecord] = field(default_factory=dict)
+    running: dict["asyncio.Task[Outcome]", JobRecord] = field(default_factory=dict)
     in_flight: "asyncio.Future[Any] | None" = None  # the round being written, see _unstoppable
     stopping: bool = False
     woken: asyncio.Event = field(default_factory=asyncio.Event)
@@ -170,15 +226,18 @@ class _Worker:
         self.in_flight = asyncio.ensure_future(round_)
         return await asyncio.shield(self.in_flight)
 
-    async def _handle(self, job: JobRecord) -> str | None:
+    async def _handle(self, job: JobRecord) -> Outcome:
         """None when the handler returned, else the failure to record."""
         timeout = self.handler_timeout.total_seconds() if self.handler_timeout else None
         try:
             await asyncio.wait_for(self.handler(job), timeout)
-        except TimeoutError:
-            return f"TimeoutError: the handler ran longer than handler_timeout ({timeout:g} s)"
+        except RetryAfter as snooze:
+            return _Snooze(snooze.delay, _traceback(snooze))
+        except TimeoutError as error:
+            message = f"TimeoutError: the handler ran longer than handler_timeout ({timeout:g} s)"
+            return _Failure(message, _traceback(error))
         except Exception as error:
-            return f"{type(error).__name__}: {error}"
+            return _Failure(f"{type(error).__name__}: {error}", _traceback(error))
         return None
 
     async def _wait(self, seconds: float, listen: bool) -> None:
@@ -200,7 +259,7 @@ class _Worker:
         return await (operation() if once else ride_out(self.db, operation, self.max_outage))
 
     async def _settle(
-        self, done: list["asyncio.Task[str | None]"], claim: int = 0, once: bool = False
+        self, done: list["asyncio.Task[Outcome]"], claim: int = 0, once: bool = False
     ) -> list[JobRecord]:
         """Writes the outcomes of finished handlers and claims up to `claim` more jobs, whose
         handlers start at once. The completions and the claim are one statement (the round's
@@ -208,14 +267,28 @@ class _Worker:
         `running` once written: if the worker gives up meanwhile, it hands them back with the
         rest."""
         outcomes = [(self.running[task], task.result()) for task in done]
-        completed = [job for job, error in outcomes if error is None]
-        failures = [(job, error) for job, error in outcomes if error is not None]
+        completed = [job for job, outcome in outcomes if outcome is None]
+        snoozed = [(job, outcome) for job, outcome in outcomes if isinstance(outcome, _Snooze)]
+        # Past max_snoozes, a snooze is a failed attempt.
+        snoozes = [(job, snooze.delay) for job, snooze in snoozed if job.snoozes < job.max_snoozes]
+        failed = [(job, outcome) for job, outcome in outcomes if isinstance(outcome, _Failure)]
+        failed += [
+            (job, _Failure(_too_many_snoozes(job), snooze.traceback))
+            for job, snooze in snoozed
+            if job.snoozes >= job.max_snoozes
+        ]
+        failures = [(job, failure.error, failure.traceback) for job, failure in failed]
+        snoozed_rows = (
+            await self._db(lambda: self.queue.snooze_held(snoozes), once) if snoozes else []
+        )
+        self.stats.snoozed += len(snoozed_rows)
         rows = await self._db(lambda: self.queue.fail_held(failures, self.retry_backoff), once)
         for row in rows:
             if row.status == "failed":
                 self.stats.failed += 1
             else:
                 self.stats.retried += 1
+        _log_failures(failed, {row.id: row for row in rows})
         if claim:
             self.woken.clear()  # a job inserted from now on wakes the next wait
             written, claimed = await self._db(
@@ -238,7 +311,12 @@ class _Worker:
                 task.cancel()  # before it starts: the hand-back releases its job
             self.running[task] = job
         # Only the lease's holder writes (the token decides): the rest lost theirs meanwhile.
-        unwritten = {job.id for job, _ in outcomes} - written - {row.id for row in rows}
+        unwritten = (
+            {job.id for job, _ in outcomes}
+            - written
+            - {row.id for row in rows}
+            - {row.id for row in snoozed_rows}
+        )
         if unwritten:
             log.warning(
                 "worker: %d jobs finished after their lease was lost (another worker may run "
@@ -327,3 +405,35 @@ class _Worker:
         except DatabaseUnavailable:
             return False
         return True
+
+
+def _too_many_snoozes(job: JobRecord) -> str:
+    return (
+        f"RetryAfter: snoozed {job.snoozes} times, its max_snoozes ({job.max_snoozes}); this "
+        "snooze counts as a failed attempt (raise max_snoozes for a longer throttle)"
+    )
+
+
+def _traceback(error: BaseException) -> str:
+    return "".join(traceback.format_exception(error))
+
+
+def _log_failures(failed: list[tuple[JobRecord, _Failure]], written: dict[Any, JobRecord]) -> None:
+    """One WARNING per failed attempt: the job, the attempt, what became of it, the error."""
+    for job, failure in failed:
+        row = written.get(job.id)
+        if row is None:
+            outcome = "not written (its lease was lost)"
+        elif row.status == "failed":
+            outcome = f"failed for good (make jobs ID={job.id} shows its traceback)"
+        else:
+            outcome = "queued again"
+        log.warning(
+            "worker: job %s (%s) attempt %d of %d failed, %s: %s",
+            job.id,
+            job.workflow_type,
+            job.attempts,
+            job.max_attempts,
+            outcome,
+            " ".join(failure.error.split()),
+        )

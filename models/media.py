@@ -28,6 +28,12 @@ SET_BY_REPOSITORY = {"set_by": "repository"}
 # A job fails for good at its fifth failed attempt: with the worker's default backoff (10 s
 # doubling, jittered) that spans about five minutes of a provider's outage or rate limit.
 DEFAULT_MAX_ATTEMPTS = 5
+# A handler may snooze its job (RetryAfter: a provider's 429) this many times before the next
+# snooze counts as a failed attempt: at a minute each, over an hour and a half of throttling.
+DEFAULT_MAX_SNOOZES = 100
+# What a job says of the last way it failed, each kept short: the last 8 KB (characters) of
+# the traceback, its end being where the error was raised.
+TRACEBACK_LIMIT = 8192
 
 
 def one_of(enum: type[StrEnum]) -> str:
@@ -150,6 +156,16 @@ class ProcessingJob(Base):
     # The lease of a running job: its holder's token, valid until locked_until (NULL: none).
     locked_until: Mapped[datetime | None]
     lease_token: Mapped[uuid.UUID | None]
+    # The traceback of the last failed attempt, its last TRACEBACK_LIMIT characters (NULL: no
+    # attempt failed); error_message keeps its one line.
+    error_traceback: Mapped[str | None] = mapped_column(Text)
+    # Snoozes (a handler raised RetryAfter): the job went back to the queue, its attempt given
+    # back. Past max_snoozes, the next one counts as a failed attempt.
+    snoozes: Mapped[int] = mapped_column(server_default=text("0"))
+    max_snoozes: Mapped[int] = mapped_column(server_default=text(str(DEFAULT_MAX_SNOOZES)))
+    # At most one live (queued or running) job per key: idx_processing_jobs_dedupe_key. NULL:
+    # no deduplication.
+    dedupe_key: Mapped[str | None] = mapped_column(String(200))
 
     media_item: Mapped[MediaItem | None] = relationship(
         back_populates="processing_jobs", lazy="raise"
@@ -186,10 +202,20 @@ class ProcessingJob(Base):
         ),
         # ON DELETE CASCADE from media_items finds a media item's jobs through this.
         Index("idx_processing_jobs_media_item_id", "media_item_id"),
+        # Dedupe: one live job per key. An INSERT ... ON CONFLICT DO NOTHING of a key that is
+        # live writes nothing; once the job finished, the key is free again.
+        Index(
+            "idx_processing_jobs_dedupe_key",
+            "dedupe_key",
+            unique=True,
+            postgresql_where=text("dedupe_key IS NOT NULL AND status IN ('queued', 'running')"),
+        ),
         CheckConstraint(one_of(JobStatus), name="status"),
         CheckConstraint("priority >= 0", name="priority"),
         CheckConstraint("attempts >= 0", name="attempts"),
         CheckConstraint("max_attempts >= 1", name="max_attempts"),
+        CheckConstraint("snoozes >= 0", name="snoozes"),
+        CheckConstraint("max_snoozes >= 0", name="max_snoozes"),
         # Every claim leaves a dead entry in the claim index until VACUUM: start autovacuum at
         # about 1 % dead rows (plus 1,000), not the default 20 %, which on 1M jobs let 200k
         # pile up (measured: bench/queue_health.py).

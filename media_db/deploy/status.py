@@ -450,6 +450,11 @@ def render(status: Status) -> str:
         lines.append(
             f"    {waiting}; {queue['past_lease']:,} past their lease; "
             f"{queue['failed_last_hour']:,} failed in the last hour"
+            + (
+                " (make jobs lists failed jobs, make retry puts them back)"
+                if queue["failed_last_hour"]
+                else ""
+            )
         )
     if not status.standbys:
         lines.append("  Standbys: none streaming from this server")

@@ -21,14 +21,16 @@ them once their attempts are spent. A failed attempt waits `run_at = now() + bac
 the next; the last one leaves the job `failed` (the dead letter) with its error.
 """
 
+import contextlib
 import functools
 import random
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 from sqlalchemy import (
     ColumnElement,
     DefaultClause,
@@ -44,7 +46,6 @@ from sqlalchemy import (
     delete,
     exists,
     func,
-    insert,
     literal_column,
     null,
     or_,
@@ -52,7 +53,7 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
 from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.selectable import CTE
 from sqlalchemy.sql.util import ClauseAdapter
@@ -60,6 +61,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 from media_db import validation
 from media_db.errors import InvalidInput, InvalidTransition, NotFound
 from media_db.models import JobStatus, ProcessingJob
+from media_db.models.media import TRACEBACK_LIMIT
 from media_db.pool import Database
 from media_db.records import JobRecord
 from media_db.repositories.common import (
@@ -90,8 +92,13 @@ QUEUED: ColumnElement[bool] = CLAIM_INDEX.dialect_options["postgresql"]["where"]
 CLAIMABLE = and_(QUEUED, JOBS.c.run_at <= func.now())
 CLAIM_ORDER = list(CLAIM_INDEX.expressions)
 WORKFLOW_TYPE_LENGTH = max_length(JOBS.c.workflow_type)
+DEDUPE_KEY_LENGTH = max_length(JOBS.c.dedupe_key)
+# One live job per dedupe key: the partial unique index, its predicate read from the model.
+DEDUPE_INDEX = index(JOBS, "idx_processing_jobs_dedupe_key")
+LIVE_KEY: ColumnElement[bool] = DEDUPE_INDEX.dialect_options["postgresql"]["where"]
 PRIORITY = bounds(JOBS.c.priority)
 MAX_ATTEMPTS = bounds(JOBS.c.max_attempts)
+MAX_SNOOZES = bounds(JOBS.c.max_snoozes)
 MAX_BATCH = 1000
 PRUNE_BATCH = 10_000  # rows per DELETE: each batch holds its row locks only while it runs
 FINISHED = (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED)
@@ -109,6 +116,7 @@ def _server_default(column: Any) -> Any:
 
 DEFAULT_PRIORITY = int(str(_server_default(JOBS.c.priority).text))
 DEFAULT_MAX_ATTEMPTS = int(str(_server_default(JOBS.c.max_attempts).text))
+DEFAULT_MAX_SNOOZES = int(str(_server_default(JOBS.c.max_snoozes).text))
 LEASE = bindparam("lease", type_=Interval)
 RUNNING = JOBS.c.status == constant(JobStatus.RUNNING)
 
@@ -176,15 +184,35 @@ def claim_many_sql(n: int, by_workflow: bool) -> str:
 CLAIM_ONE = {by: compiled(_claim_update(1, by)) for by in (False, True)}
 IDS = bindparam("ids", type_=ARRAY(UUID))
 TOKENS = bindparam("tokens", type_=ARRAY(UUID))
-ENQUEUE_COLUMNS = ("workflow_type", "priority", "media_item_id", "run_at", "max_attempts")
+ENQUEUE_COLUMNS = (
+    "workflow_type",
+    "priority",
+    "media_item_id",
+    "run_at",
+    "max_attempts",
+    "max_snoozes",
+    "dedupe_key",
+)
 # A value left out (None) is the column's own server default, read from the model.
+DEFAULTED = ("run_at", "max_attempts", "max_snoozes")
 _ENQUEUED = {
     name: func.coalesce(bindparam(name, type_=JOBS.c[name].type), _server_default(JOBS.c[name]))
-    if name in ("run_at", "max_attempts")
+    if name in DEFAULTED
     else bindparam(name, type_=JOBS.c[name].type)
     for name in ENQUEUE_COLUMNS
 }
-ENQUEUE = compiled(insert(JOBS).values(**_ENQUEUED).returning(*COLUMNS))
+# A key that is live conflicts with the index and nothing is written: the speculative insert
+# checks the index first, so no row (not even a dead one) is left behind.
+_DEDUPED: dict[str, Any] = {"index_elements": [JOBS.c.dedupe_key], "index_where": LIVE_KEY}
+ENQUEUE = compiled(
+    insert(JOBS).values(**_ENQUEUED).on_conflict_do_nothing(**_DEDUPED).returning(*COLUMNS)
+)
+LIVE_BY_KEY = compiled(
+    select(*COLUMNS).where(JOBS.c.dedupe_key == bindparam("dedupe_key"), LIVE_KEY)
+)
+# How many times enqueue looks for the live job holding a key it could not insert, and inserts
+# again if that job finished meanwhile: each miss needs the job to finish between two statements.
+DEDUPE_TRIES = 10
 # What every NewJob gives: COPY writes these, the server fills in the rest with its defaults.
 COPIED = ENQUEUE_COLUMNS[:3]
 COPY_JOBS = copy_from_stdin(JOBS, COPIED)
@@ -197,17 +225,19 @@ _BATCH = (
     .alias("batch")
 )
 ENQUEUE_MANY = compiled(
-    insert(JOBS).from_select(
+    insert(JOBS)
+    .from_select(
         list(ENQUEUE_COLUMNS),
         select(
             *(
                 func.coalesce(_BATCH.c[name], _server_default(JOBS.c[name]))
-                if name in ("run_at", "max_attempts")
+                if name in DEFAULTED
                 else _BATCH.c[name]
                 for name in ENQUEUE_COLUMNS
             )
         ),
     )
+    .on_conflict_do_nothing(**_DEDUPED)
 )
 _HELD = func.unnest(IDS, TOKENS).table_valued("id", "token").render_derived().alias("held")
 HELD_BY_US = (JOBS.c.id == _HELD.c.id, JOBS.c.lease_token == _HELD.c.token, STILL_RUNNING)
@@ -243,9 +273,10 @@ _FAILED_HELD = (
         IDS,
         TOKENS,
         bindparam("errors", type_=ARRAY(Text)),
+        bindparam("tracebacks", type_=ARRAY(Text)),
         bindparam("delays", type_=ARRAY(Interval)),
     )
-    .table_valued("id", "token", "error", "delay")
+    .table_valued("id", "token", "error", "traceback", "delay")
     .render_derived()
     .alias("attempt")
 )
@@ -257,6 +288,7 @@ FAIL_HELD = compiled(
         completed_at=case((SPENT, func.now()), else_=null()),
         run_at=case((SPENT, JOBS.c.run_at), else_=func.now() + _FAILED_HELD.c.delay),
         error_message=_FAILED_HELD.c.error,
+        error_traceback=_FAILED_HELD.c.traceback,
         **NO_LEASE,
     )
     .where(
@@ -282,6 +314,7 @@ FAIL_MANY = compiled(
         status=constant(JobStatus.FAILED),
         completed_at=func.now(),
         error_message=_FAILURES.c.error,
+        error_traceback=null(),  # an operator's message, no traceback
         **NO_LEASE,
     )
     .where(JOBS.c.id == _FAILURES.c.id, STILL_RUNNING)
@@ -294,6 +327,23 @@ _HANDED_BACK = {
     "attempts": func.greatest(JOBS.c.attempts - literal_column("1"), literal_column("0")),
     **NO_LEASE,
 }
+# A snooze (the handler raised RetryAfter): handed back, due after its delay, counted.
+_SNOOZED = (
+    func.unnest(IDS, TOKENS, bindparam("delays", type_=ARRAY(Interval)))
+    .table_valued("id", "token", "delay")
+    .render_derived()
+    .alias("snooze")
+)
+SNOOZE_HELD = compiled(
+    update(JOBS)
+    .values(
+        **_HANDED_BACK,
+        run_at=func.now() + _SNOOZED.c.delay,
+        snoozes=JOBS.c.snoozes + literal_column("1"),
+    )
+    .where(JOBS.c.id == _SNOOZED.c.id, JOBS.c.lease_token == _SNOOZED.c.token, STILL_RUNNING)
+    .returning(*COLUMNS)
+)
 RELEASE = compiled(
     update(JOBS)
     .values(**_HANDED_BACK)
@@ -319,6 +369,8 @@ RESCUE = compiled(
             (SPENT, literal_column("'lease expired: its worker stopped answering'")),
             else_=JOBS.c.error_message,
         ),
+        # The traceback goes with the error it explains: this one has none.
+        error_traceback=case((SPENT, null()), else_=JOBS.c.error_traceback),
         started_at=null(),
         **NO_LEASE,
     )
@@ -336,17 +388,61 @@ REQUEUE_STUCK = compiled(
     )
     .returning(JOBS.c.id)
 )
+FAILED = JOBS.c.status == constant(JobStatus.FAILED)
+# Retried by hand: due now, its attempts reset; its last error and traceback are kept.
+_REQUEUED = {
+    "status": constant(JobStatus.QUEUED),
+    "attempts": literal_column("0"),
+    "run_at": func.now(),
+    "started_at": null(),
+    "completed_at": null(),
+    **NO_LEASE,
+}
+_OTHER = JOBS.alias("other")
+
+
+def _free_key(same_set: Any) -> ColumnElement[bool]:
+    """A failed job goes back only if its dedupe key is free: no live job holds it, and no other
+    job of the same retry (`same_set`, on `_OTHER`) with that key comes first (the lowest id)."""
+    return or_(
+        JOBS.c.dedupe_key.is_(None),
+        ~exists().where(
+            _OTHER.c.dedupe_key == JOBS.c.dedupe_key,
+            or_(
+                _OTHER.c.status.in_([constant(JobStatus.QUEUED), constant(JobStatus.RUNNING)]),
+                and_(
+                    _OTHER.c.status == constant(JobStatus.FAILED),
+                    _OTHER.c.id < JOBS.c.id,
+                    same_set,
+                ),
+            ),
+        ),
+    )
+
+
 RETRY = compiled(
     update(JOBS)
-    .values(
-        status=constant(JobStatus.QUEUED),
-        attempts=literal_column("0"),
-        run_at=func.now(),
-        started_at=null(),
-        completed_at=null(),
-        **NO_LEASE,
+    .values(**_REQUEUED)
+    .where(JOBS.c.id == any_(IDS), FAILED, _free_key(_OTHER.c.id == any_(IDS)))
+    .returning(JOBS.c.id)
+)
+# The failed jobs of one workflow type, a batch at a time (rows another session holds are
+# skipped, to be taken by the next batch or the next run).
+_FAILED_OF_TYPE = (
+    select(JOBS.c.id)
+    .where(
+        FAILED,
+        JOBS.c.workflow_type == bindparam("workflow_type"),
+        _free_key(_OTHER.c.workflow_type == JOBS.c.workflow_type),
     )
-    .where(JOBS.c.id == any_(IDS), JOBS.c.status == constant(JobStatus.FAILED))
+    .limit(bindparam("batch", type_=Integer))
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+RETRY_WORKFLOW = compiled(
+    update(JOBS)
+    .values(**_REQUEUED)
+    .where(JOBS.c.id == any_(func.array(_FAILED_OF_TYPE)))
     .returning(JOBS.c.id)
 )
 _PRUNABLE = (
@@ -371,12 +467,20 @@ HAS_WORK = {
     )
     for by in (False, True)
 }
-BY_STATUS = compiled(
-    select(*COLUMNS)
-    .where(JOBS.c.status == bindparam("status", type_=String))
-    .order_by(*CLAIM_ORDER)
-    .limit(bindparam("limit", type_=Integer))
-)
+# [by workflow type?] -> SQL
+BY_STATUS = {
+    by: compiled(
+        select(*COLUMNS)
+        .where(
+            JOBS.c.status == bindparam("status", type_=String),
+            *([JOBS.c.workflow_type == bindparam("workflow_type")] if by else []),
+        )
+        .order_by(*CLAIM_ORDER)
+        .limit(bindparam("limit", type_=Integer))
+    )
+    for by in (False, True)
+}
+BY_ID = compiled(select(*COLUMNS).where(JOBS.c.id == bindparam("id")))
 COUNTS = compiled(select(JOBS.c.status, func.count()).group_by(JOBS.c.status))
 MOVE = compiled(
     update(JOBS)
@@ -384,6 +488,10 @@ MOVE = compiled(
         status=bindparam("to", type_=String),
         completed_at=func.now(),
         error_message=func.coalesce(bindparam("error", type_=Text), JOBS.c.error_message),
+        # A new error (an operator's `fail`) has no traceback; the last one stays otherwise.
+        error_traceback=case(
+            (bindparam("error", type_=Text).is_(None), JOBS.c.error_traceback), else_=null()
+        ),
         **NO_LEASE,
     )
     .where(
@@ -397,21 +505,30 @@ STATUS_OF = compiled(select(JOBS.c.status).where(JOBS.c.id == bindparam("id")))
 
 @dataclass(frozen=True)
 class NewJob:
-    """A job for `enqueue_many`. `run_at` and `max_attempts` left None take the database's
-    defaults (now; models.media.DEFAULT_MAX_ATTEMPTS)."""
+    """A job for `enqueue_many`. `run_at`, `max_attempts` and `max_snoozes` left None take the
+    database's defaults (now; models.media.DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_SNOOZES)."""
 
     workflow_type: str
     priority: int = DEFAULT_PRIORITY
     media_item_id: uuid.UUID | str | None = None
     run_at: datetime | None = None
     max_attempts: int | None = None
+    max_snoozes: int | None = None
+    # At most one live (queued or running) job per key: a job whose key is live is not written.
+    dedupe_key: str | None = None
 
-    def checked(self) -> tuple[str, int, uuid.UUID | None, datetime | None, int | None]:
+    def checked(
+        self,
+    ) -> tuple[str, int, uuid.UUID | None, datetime | None, int | None, int | None, str | None]:
         """Column values in ENQUEUE_COLUMNS order (raises InvalidInput naming the field)."""
         validation.required_text("workflow_type", self.workflow_type, WORKFLOW_TYPE_LENGTH)
         priority = validation.whole_number("priority", self.priority, PRIORITY)
         if self.max_attempts is not None:
             validation.whole_number("max_attempts", self.max_attempts, MAX_ATTEMPTS)
+        if self.max_snoozes is not None:
+            validation.whole_number("max_snoozes", self.max_snoozes, MAX_SNOOZES)
+        if self.dedupe_key is not None:
+            validation.required_text("dedupe_key", self.dedupe_key, DEDUPE_KEY_LENGTH)
         if self.run_at is not None and (
             not isinstance(self.run_at, datetime) or self.run_at.tzinfo is None
         ):
@@ -423,7 +540,26 @@ class NewJob:
             None if item is None else validation.as_uuid("media_item_id", item),
             self.run_at,
             self.max_attempts,
+            self.max_snoozes,
+            self.dedupe_key,
         )
+
+
+def traceback_text(value: str | None) -> str | None:
+    """A traceback as stored: its last TRACEBACK_LIMIT characters (the end is where the error
+    was raised), marked when cut; NUL and surrogates replaced, as in every error text."""
+    if value is None or not value.strip():
+        return None
+    if len(value) > TRACEBACK_LIMIT:
+        marker = "[... cut: the last {} of {:,} characters follow]\n"
+        value = marker.format(TRACEBACK_LIMIT, len(value)) + value[-TRACEBACK_LIMIT:]
+    return validation.error_text("traceback", value)
+
+
+def _snooze_delay(delay: object) -> timedelta:
+    if not isinstance(delay, timedelta) or delay < timedelta(0):
+        raise InvalidInput("delay", f"must be a timedelta of 0 or more, got {delay!r}")
+    return delay
 
 
 def backoff(attempt: int, base: timedelta) -> timedelta:
@@ -447,25 +583,48 @@ class JobQueue:
         *,
         run_at: datetime | None = None,
         max_attempts: int | None = None,
+        max_snoozes: int | None = None,
+        dedupe_key: str | None = None,
     ) -> JobRecord:
         """A new queued job, never claimed before `run_at` (default: now), failed for good
-        after `max_attempts` failed attempts (default: the column's, 5)."""
-        checked = NewJob(workflow_type, priority, media_item_id, run_at, max_attempts).checked()
+        after `max_attempts` failed attempts (default: the column's, 5); its handler may
+        snooze it (RetryAfter) `max_snoozes` times (default: the column's, 100). With a
+        `dedupe_key` that a live (queued or running) job holds, nothing is written and that
+        job is returned; once it finished, the key is free again."""
+        checked = NewJob(
+            workflow_type,
+            priority,
+            media_item_id,
+            run_at=run_at,
+            max_attempts=max_attempts,
+            max_snoozes=max_snoozes,
+            dedupe_key=dedupe_key,
+        ).checked()
         values = dict(zip(ENQUEUE_COLUMNS, checked, strict=True))
-        with media_item_must_exist():
-            row = await fetch_one(self.db, ENQUEUE, values, JobRecord.from_row)
-        assert row is not None  # INSERT ... RETURNING always returns the row
-        return row
+        for _ in range(DEDUPE_TRIES):
+            with media_item_must_exist():
+                row = await fetch_one(self.db, ENQUEUE, values, JobRecord.from_row)
+            if row is None:  # its key is live: the job holding it, read in a new snapshot
+                key = {"dedupe_key": dedupe_key}
+                row = await fetch_one(self.db, LIVE_BY_KEY, key, JobRecord.from_row)
+            if row is not None:
+                return row
+        raise InvalidTransition(
+            f"dedupe_key {dedupe_key!r}: its live job finished {DEDUPE_TRIES} times while this "
+            "enqueue looked for it; enqueue it again"
+        )
 
     async def enqueue_many(self, jobs: Iterable[NewJob]) -> int:
         """Bulk path: every job is checked first, then all go in one statement (COPY when none
-        sets run_at or max_attempts): all are written or none. Returns the number written."""
+        sets run_at, max_attempts, max_snoozes or dedupe_key): all are written or none, but
+        for a job whose dedupe_key is live (or taken by an earlier job of the batch), which is
+        left out. Returns the number written."""
         rows = list(validation.each_checked(jobs, NewJob.checked))
         if not rows:
             return 0
         with media_item_must_exist():
             async with self.db.connection() as connection:
-                if all(row[len(COPIED) :] == (None, None) for row in rows):
+                if all(value is None for row in rows for value in row[len(COPIED) :]):
                     async with connection.cursor() as cursor, cursor.copy(COPY_JOBS) as copy:
                         for row in rows:
                             await copy.write_row(row[: len(COPIED)])
@@ -538,20 +697,40 @@ class JobQueue:
         return await fetch_all(self.db, COMPLETE_HELD, self._held(jobs), JobRecord.from_row)
 
     async def fail_held(
-        self, failures: Sequence[tuple[JobRecord, str]], retry_backoff: timedelta
+        self,
+        failures: Sequence[tuple[JobRecord, str] | tuple[JobRecord, str, str | None]],
+        retry_backoff: timedelta,
     ) -> list[JobRecord]:
         """Each listed job still held goes back `queued`, due after a jittered exponential
-        backoff, or, when its attempts are spent, becomes `failed` with its error kept."""
+        backoff, or, when its attempts are spent, becomes `failed` with its error kept. A
+        failure is (job, error) or (job, error, traceback): the traceback is stored in
+        `error_traceback`, its last TRACEBACK_LIMIT characters (None: NULL)."""
         if not failures:
             return []
         validation.positive_duration("retry_backoff", retry_backoff)
-        held = self._held([job for job, _ in failures])
+        held = self._held([failure[0] for failure in failures])
         params = {
             **held,
-            "errors": [validation.error_text("error", error) for _, error in failures],
-            "delays": [backoff(job.attempts, retry_backoff) for job, _ in failures],
+            "errors": [validation.error_text("error", failure[1]) for failure in failures],
+            "tracebacks": [
+                traceback_text(failure[2]) if len(failure) == 3 else None for failure in failures
+            ],
+            "delays": [backoff(failure[0].attempts, retry_backoff) for failure in failures],
         }
         return await fetch_all(self.db, FAIL_HELD, params, JobRecord.from_row)
+
+    async def snooze_held(self, snoozes: Sequence[tuple[JobRecord, timedelta]]) -> list[JobRecord]:
+        """Each listed job still held goes back `queued`, due after its delay, its attempt given
+        back and `snoozes` counted (a handler's RetryAfter). Whether a job may still snooze
+        (`snoozes < max_snoozes`) is the caller's to decide (the worker fails the attempt past
+        it). Returns the jobs snoozed."""
+        if not snoozes:
+            return []
+        params = {
+            **self._held([job for job, _ in snoozes]),
+            "delays": [_snooze_delay(delay) for _, delay in snoozes],
+        }
+        return await fetch_all(self.db, SNOOZE_HELD, params, JobRecord.from_row)
 
     async def release_held(self, jobs: Sequence[JobRecord]) -> list[uuid.UUID]:
         """Hands back unfinished jobs this holder still holds (a worker stopping): queued
@@ -567,11 +746,33 @@ class JobQueue:
 
     async def retry(self, job_ids: Iterable[uuid.UUID | str]) -> list[uuid.UUID]:
         """Puts failed jobs back in the queue by hand, due now, with their attempts reset.
-        Returns the ids requeued (a listed job that is not `failed` is left as it is)."""
+        Returns the ids requeued (a listed job that is not `failed`, or whose dedupe_key a live
+        job holds, is left as it is)."""
         keys = self._ids(job_ids)
         if not keys:
             return []
-        return await fetch_all(self.db, RETRY, {"ids": keys}, _first)
+        with _key_taken_meanwhile():
+            return await fetch_all(self.db, RETRY, {"ids": keys}, _first)
+
+    async def retry_workflow(
+        self, workflow_type: str, batch: int = MAX_BATCH, progress: Progress | None = None
+    ) -> int:
+        """Puts every failed job of `workflow_type` back in the queue, as `retry` does, `batch`
+        at a time, each batch its own short transaction. Returns how many went back."""
+        params = {
+            **self._workflow(workflow_type),
+            "batch": validation.whole_number("batch", batch, BATCH),
+        }
+        total = 0
+        while requeued := await self._retry_batch(params):
+            total += len(requeued)
+            if progress is not None:
+                progress(total)
+        return total
+
+    async def _retry_batch(self, params: Mapping[str, Any]) -> list[uuid.UUID]:
+        with _key_taken_meanwhile():
+            return await fetch_all(self.db, RETRY_WORKFLOW, params, _first)
 
     async def prune(
         self, older_than: timedelta, batch: int = PRUNE_BATCH, progress: Progress | None = None
@@ -636,11 +837,26 @@ class JobQueue:
         params = {"older_than": validation.positive_duration("older_than", older_than)}
         return await fetch_all(self.db, REQUEUE_STUCK, params, _first)
 
-    async def by_status(self, status: JobStatus | str, limit: int = 100) -> list[JobRecord]:
-        """Jobs in one status, in claim order."""
+    async def by_status(
+        self, status: JobStatus | str, limit: int = 100, workflow_type: str | None = None
+    ) -> list[JobRecord]:
+        """Jobs in one status (of one workflow type, if given), in claim order."""
         wanted = validation.as_status(JobStatus, "status", status)
-        params = {"status": wanted, "limit": validation.whole_number("limit", limit, PAGE)}
-        return await fetch_all(self.db, BY_STATUS, params, JobRecord.from_row)
+        params = {
+            **self._workflow(workflow_type),
+            "status": wanted,
+            "limit": validation.whole_number("limit", limit, PAGE),
+        }
+        statement = BY_STATUS["workflow_type" in params]
+        return await fetch_all(self.db, statement, params, JobRecord.from_row)
+
+    async def get(self, job_id: uuid.UUID | str) -> JobRecord:
+        """One job by id (NotFound if there is none)."""
+        key = validation.as_uuid("job_id", job_id)
+        row = await fetch_one(self.db, BY_ID, {"id": key}, JobRecord.from_row)
+        if row is None:
+            raise NotFound(f"job {key} does not exist")
+        return row
 
     async def counts(self) -> dict[JobStatus, int]:
         """Jobs per status, every status present (zero when none)."""
@@ -686,6 +902,19 @@ class JobQueue:
             raise NotFound(f"job {key} does not exist")
         wanted = " or ".join(allowed)
         raise InvalidTransition(f"job {key} is {found}, not {wanted}: cannot mark it {to}")
+
+
+@contextlib.contextmanager
+def _key_taken_meanwhile() -> Iterator[None]:
+    """A retry skips jobs whose dedupe key is live; one enqueued between its check and its
+    write is refused by the index, and the retry with it (nothing written)."""
+    try:
+        yield
+    except psycopg.errors.UniqueViolation:
+        raise InvalidTransition(
+            "retry: a job with the same dedupe_key was enqueued meanwhile; nothing was "
+            "requeued: run the retry again (it skips jobs whose key is live)"
+        ) from None
 
 
 def _first(row: Sequence[Any]) -> Any:

@@ -40,6 +40,8 @@ def payloads(marker: Path) -> list[str]:
         ("downgrade", "REV", "is not a revision"),
         ("sql", "RANGE", "is not a revision"),
         ("revision", "M", "no difference between the models and the database"),
+        ("retry", "ID", "is not a job id"),
+        ("jobs", "STATUS", "is not a job status"),
     ],
 )
 def test_nothing_in_a_make_variable_is_run(
