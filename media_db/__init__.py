@@ -26,9 +26,15 @@ if TYPE_CHECKING:
     )
     from media_db.models import AnalysisStatus, JobStatus
     from media_db.pool import Database, PoolSize
-    from media_db.records import AnalysisRecord, JobRecord, MediaRecord, NewAnalysis, NewMedia
+    from media_db.records import (
+        AnalysisRecord,
+        JobRecord,
+        MediaRecord,
+        NewAnalysis,
+        NewJob,
+        NewMedia,
+    )
     from media_db.repositories import AnalysisRepository, JobQueue, MediaRepository
-    from media_db.repositories.jobs import NewJob
     from media_db.repositories.media import MediaPage
     from media_db.worker import RetryAfter, WorkerStats, run_worker
 
@@ -49,7 +55,7 @@ _WHERE = {
     "MediaRecord": "media_db.records",
     "MediaRepository": "media_db.repositories",
     "NewAnalysis": "media_db.records",
-    "NewJob": "media_db.repositories.jobs",
+    "NewJob": "media_db.records",
     "NewMedia": "media_db.records",
     "NotFound": "media_db.errors",
     "PoolSize": "media_db.pool",

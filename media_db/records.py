@@ -4,14 +4,14 @@ the transaction ended (no session, no lazy loading under asyncio).
 Generated from the models by `make records` (media_db/dev/gen_records.py; `make revision` runs it):
 do not edit. Field names are the columns' keys (their names, unless a rename kept the name the code
 uses as the key), in table order; statuses are the models' enums.
-The inputs (NewMedia, NewAnalysis) are generated the same way: a rename or a new column reaches
-them at once.
+The inputs (NewMedia, NewAnalysis, NewJob) are generated the same way: a rename or a new column
+reaches them at once; their optional fields are keyword-only, so a new column shifts no argument.
 tests/runtime/test_records_match_models.py fails when this file is stale.
 """
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime
 from typing import Any, Self
 
@@ -128,6 +128,7 @@ class NewMedia:
 
     source_url: str
     source_type: str
+    _: KW_ONLY
     local_path: str | None = None
     file_size: int | None = None
     mime_type: str | None = None
@@ -145,4 +146,21 @@ class NewAnalysis:
 
     analysis_type: str
     provider: str
-    media_item_id: uuid.UUID | None = None
+    _: KW_ONLY
+    media_item_id: uuid.UUID | str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What a caller writes to `processing_jobs` (models.ProcessingJob): every column neither
+    the database nor the repository sets. A field left None takes the column's server
+    default (or NULL)."""
+
+    workflow_type: str
+    _: KW_ONLY
+    media_item_id: uuid.UUID | str | None = None
+    priority: int | None = None
+    max_attempts: int | None = None
+    run_at: datetime | None = None
+    max_snoozes: int | None = None
+    dedupe_key: str | None = None

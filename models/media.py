@@ -23,7 +23,7 @@ NOW = text("now()")
 # (media_db.records.NewMedia, generated) leaves it out. Every other column a caller may set.
 SET_BY_SERVER = {"set_by": "server"}
 # A column the repository's own methods write (an analysis's outcome, a job's state): no input
-# (media_db.records.NewAnalysis) sets it.
+# (media_db.records.NewAnalysis, NewJob) sets it.
 SET_BY_REPOSITORY = {"set_by": "repository"}
 # A job fails for good at its fifth failed attempt: with the worker's default backoff (10 s
 # doubling, jittered) that spans about five minutes of a provider's outage or rate limit.
@@ -133,35 +133,39 @@ class AnalysisResult(Base):
 class ProcessingJob(Base):
     __tablename__ = "processing_jobs"
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=NEW_UUID)
+    id: Mapped[uuid.UUID] = mapped_column(
+        primary_key=True, server_default=NEW_UUID, info=SET_BY_SERVER
+    )
     media_item_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("media_items.id", ondelete="CASCADE")
     )
     workflow_type: Mapped[str] = mapped_column(String(50))
     status: Mapped[JobStatus] = mapped_column(
-        StatusColumn(JobStatus, 20), server_default=text(f"'{JobStatus.QUEUED}'")
+        StatusColumn(JobStatus, 20),
+        server_default=text(f"'{JobStatus.QUEUED}'"),
+        info=SET_BY_REPOSITORY,
     )
     # NOT NULL: a NULL priority would sort first in the claim (DESC puts NULLs first).
     priority: Mapped[int] = mapped_column(server_default=text("5"))
-    error_message: Mapped[str | None] = mapped_column(Text)
-    started_at: Mapped[datetime | None]
-    completed_at: Mapped[datetime | None]
-    created_at: Mapped[datetime | None] = mapped_column(server_default=NOW)
+    error_message: Mapped[str | None] = mapped_column(Text, info=SET_BY_REPOSITORY)
+    started_at: Mapped[datetime | None] = mapped_column(info=SET_BY_REPOSITORY)
+    completed_at: Mapped[datetime | None] = mapped_column(info=SET_BY_REPOSITORY)
+    created_at: Mapped[datetime | None] = mapped_column(server_default=NOW, info=SET_BY_SERVER)
     # Retries: a handler that raises puts its job back until `attempts` (counted at each
     # claim) reaches `max_attempts`; then it is `failed`, the dead letter, its error kept.
-    attempts: Mapped[int] = mapped_column(server_default=text("0"))
+    attempts: Mapped[int] = mapped_column(server_default=text("0"), info=SET_BY_REPOSITORY)
     max_attempts: Mapped[int] = mapped_column(server_default=text(str(DEFAULT_MAX_ATTEMPTS)))
     # A job is never claimed before run_at: schedules, and the backoff between attempts.
     run_at: Mapped[datetime] = mapped_column(server_default=NOW)
     # The lease of a running job: its holder's token, valid until locked_until (NULL: none).
-    locked_until: Mapped[datetime | None]
-    lease_token: Mapped[uuid.UUID | None]
+    locked_until: Mapped[datetime | None] = mapped_column(info=SET_BY_REPOSITORY)
+    lease_token: Mapped[uuid.UUID | None] = mapped_column(info=SET_BY_REPOSITORY)
     # The traceback of the last failed attempt, its last TRACEBACK_LIMIT characters (NULL: no
     # attempt failed); error_message keeps its one line.
-    error_traceback: Mapped[str | None] = mapped_column(Text)
+    error_traceback: Mapped[str | None] = mapped_column(Text, info=SET_BY_REPOSITORY)
     # Snoozes (a handler raised RetryAfter): the job went back to the queue, its attempt given
     # back. Past max_snoozes, the next one counts as a failed attempt.
-    snoozes: Mapped[int] = mapped_column(server_default=text("0"))
+    snoozes: Mapped[int] = mapped_column(server_default=text("0"), info=SET_BY_REPOSITORY)
     max_snoozes: Mapped[int] = mapped_column(server_default=text(str(DEFAULT_MAX_SNOOZES)))
     # At most one live (queued or running) job per key: idx_processing_jobs_dedupe_key. NULL:
     # no deduplication.

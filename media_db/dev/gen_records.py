@@ -12,6 +12,7 @@ import sys
 import tempfile
 import types
 import typing
+import uuid
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,11 @@ RECORDS: dict[str, type[Base]] = {
     "JobRecord": ProcessingJob,
 }
 # Input name -> model: what a caller writes, a field per column the database does not set.
-INPUTS: dict[str, type[Base]] = {"NewMedia": MediaItem, "NewAnalysis": AnalysisResult}
+INPUTS: dict[str, type[Base]] = {
+    "NewMedia": MediaItem,
+    "NewAnalysis": AnalysisResult,
+    "NewJob": ProcessingJob,
+}
 # Columns no input sets: the database's (keys, timestamps), the repository's own (a status).
 NOT_AN_INPUT = {("set_by", "server"), ("set_by", "repository")}
 HEADER = '''"""What the repositories return: frozen, fully loaded rows, safe to pass around after
@@ -41,8 +46,8 @@ the transaction ended (no session, no lazy loading under asyncio).
 Generated from the models by `make records` (media_db/dev/gen_records.py; `make revision` runs it):
 do not edit. Field names are the columns' keys (their names, unless a rename kept the name the code
 uses as the key), in table order; statuses are the models' enums.
-The inputs (NewMedia, NewAnalysis) are generated the same way: a rename or a new column reaches
-them at once.
+The inputs (NewMedia, NewAnalysis, NewJob) are generated the same way: a rename or a new column
+reaches them at once; their optional fields are keyword-only, so a new column shifts no argument.
 tests/runtime/test_records_match_models.py fails when this file is stale.
 """
 '''
@@ -136,6 +141,8 @@ def render() -> str:
         blocks.append("\n".join(lines))
     for name, model in INPUTS.items():
         blocks.append(_input_block(name, model, imports, plain_imports))
+    if INPUTS:
+        imports["dataclasses"].add("KW_ONLY")
     stdlib = [f"import {module}" for module in sorted(plain_imports)]
     stdlib += [
         f"from {module} import {', '.join(sorted(names))}"
@@ -150,7 +157,8 @@ def _input_block(
     name: str, model: type[Base], imports: dict[str, set[str]], plain: set[str]
 ) -> str:
     """A frozen dataclass of the columns a caller may set: the required ones (NOT NULL, no
-    server default) first, then the rest defaulting to None (the server default, or NULL)."""
+    server default) first, then the rest defaulting to None (the server default, or NULL),
+    keyword-only: a column added in the middle of the table shifts no caller's argument."""
     table = Base.metadata.tables[model.__tablename__]
     settable = [
         (column, kind)
@@ -169,14 +177,26 @@ def _input_block(
         "neither\n    the database nor the repository sets. A field left None takes the column's "
         'server\n    default (or NULL)."""',
         "",
-        *(f"    {c.key}: {_type_name(k, imports, plain)}" for c, k in required),
-        *(f"    {c.key}: {_type_name(_optional(k), imports, plain)} = None" for c, k in optional),
+        *(f"    {c.key}: {_type_name(_as_given(k), imports, plain)}" for c, k in required),
+        *(["    _: KW_ONLY"] if optional else []),
+        *(
+            f"    {c.key}: {_type_name(_optional(_as_given(k)), imports, plain)} = None"
+            for c, k in optional
+        ),
     ]
     return "\n".join(lines)
 
 
 def _optional(kind: Any) -> Any:
     return kind if type(None) in typing.get_args(kind) else kind | None
+
+
+def _as_given(kind: Any) -> Any:
+    """An input's type: an id may be given as its text too (checked, then parsed)."""
+    kinds = typing.get_args(kind) or (kind,)
+    if uuid.UUID not in kinds:
+        return kind
+    return uuid.UUID | str | None if type(None) in kinds else uuid.UUID | str
 
 
 def _type_name(kind: Any, imports: dict[str, set[str]], plain: set[str]) -> str:

@@ -8,6 +8,7 @@ import typing
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, fields
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, ColumnElement, Table, bindparam, insert
@@ -34,7 +35,16 @@ def _check_of(column: Column[Any], annotation: Any) -> Check:
         return validation.jsonb
     if python_type is uuid.UUID:
         return validation.as_uuid
+    if python_type is datetime:
+        return _aware
     return lambda name, value: validation.of_type(name, value, python_type)
+
+
+def _aware(name: str, value: Any) -> datetime:
+    """A timestamp is an instant: a naive datetime would be read in the session's time zone."""
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidInput(name, f"must be a timezone-aware datetime, got {value!r}")
+    return value
 
 
 class Inputs:
@@ -56,6 +66,17 @@ class Inputs:
         ]
         self.columns = [name for name, *_ in self.fields]
         self.copy = copy_from_stdin(table, self.columns)
+
+    def row(self, item: Any) -> tuple[Any, ...]:
+        """Every field's value after its check, in field order, None where left out (for
+        statements that give each column its server default themselves)."""
+        values = []
+        for name, check, _, required in self.fields:
+            value = getattr(item, name)
+            if value is None and required:
+                raise InvalidInput(name, "is required")
+            values.append(None if value is None else check(name, value))
+        return tuple(values)
 
     def checked(self, item: Any) -> dict[str, Any]:
         """Column values after every check (raises InvalidInput naming the field). A None is

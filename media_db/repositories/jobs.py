@@ -26,7 +26,6 @@ import functools
 import random
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -63,7 +62,7 @@ from media_db.errors import InvalidInput, InvalidTransition, NotFound
 from media_db.models import JobStatus, ProcessingJob
 from media_db.models.media import TRACEBACK_LIMIT
 from media_db.pool import Database
-from media_db.records import JobRecord
+from media_db.records import JobRecord, NewJob
 from media_db.repositories.common import (
     MAX_PAGE,
     Progress,
@@ -72,6 +71,7 @@ from media_db.repositories.common import (
     fetch_one,
     media_item_must_exist,
 )
+from media_db.repositories.inputs import Inputs
 from media_db.statements import (
     bounds,
     compiled,
@@ -184,17 +184,11 @@ def claim_many_sql(n: int, by_workflow: bool) -> str:
 CLAIM_ONE = {by: compiled(_claim_update(1, by)) for by in (False, True)}
 IDS = bindparam("ids", type_=ARRAY(UUID))
 TOKENS = bindparam("tokens", type_=ARRAY(UUID))
-ENQUEUE_COLUMNS = (
-    "workflow_type",
-    "priority",
-    "media_item_id",
-    "run_at",
-    "max_attempts",
-    "max_snoozes",
-    "dedupe_key",
-)
+# NewJob is generated from the model (media_db/records.py), and so is every check of it.
+NEW_JOB = Inputs(JOBS, NewJob, COLUMNS)
+ENQUEUE_COLUMNS = tuple(NEW_JOB.columns)
 # A value left out (None) is the column's own server default, read from the model.
-DEFAULTED = ("run_at", "max_attempts", "max_snoozes")
+DEFAULTED = tuple(name for name in ENQUEUE_COLUMNS if JOBS.c[name].server_default is not None)
 _ENQUEUED = {
     name: func.coalesce(bindparam(name, type_=JOBS.c[name].type), _server_default(JOBS.c[name]))
     if name in DEFAULTED
@@ -213,9 +207,9 @@ LIVE_BY_KEY = compiled(
 # How many times enqueue looks for the live job holding a key it could not insert, and inserts
 # again if that job finished meanwhile: each miss needs the job to finish between two statements.
 DEDUPE_TRIES = 10
-# What every NewJob gives: COPY writes these, the server fills in the rest with its defaults.
-COPIED = ENQUEUE_COLUMNS[:3]
-COPY_JOBS = copy_from_stdin(JOBS, COPIED)
+# COPY cannot say DEFAULT nor ON CONFLICT: it writes a batch that leaves each defaulted column
+# out in every job or in none, and sets no dedupe_key.
+ALWAYS_COPIED = tuple(n for n in ENQUEUE_COLUMNS if n not in DEFAULTED and n != "dedupe_key")
 _BATCH = (
     func.unnest(
         *(bindparam(f"{name}s", type_=ARRAY(JOBS.c[name].type)) for name in ENQUEUE_COLUMNS)
@@ -503,46 +497,16 @@ MOVE = compiled(
 STATUS_OF = compiled(select(JOBS.c.status).where(JOBS.c.id == bindparam("id")))
 
 
-@dataclass(frozen=True)
-class NewJob:
-    """A job for `enqueue_many`. `run_at`, `max_attempts` and `max_snoozes` left None take the
-    database's defaults (now; models.media.DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_SNOOZES)."""
-
-    workflow_type: str
-    priority: int = DEFAULT_PRIORITY
-    media_item_id: uuid.UUID | str | None = None
-    run_at: datetime | None = None
-    max_attempts: int | None = None
-    max_snoozes: int | None = None
-    # At most one live (queued or running) job per key: a job whose key is live is not written.
-    dedupe_key: str | None = None
-
-    def checked(
-        self,
-    ) -> tuple[str, int, uuid.UUID | None, datetime | None, int | None, int | None, str | None]:
-        """Column values in ENQUEUE_COLUMNS order (raises InvalidInput naming the field)."""
-        validation.required_text("workflow_type", self.workflow_type, WORKFLOW_TYPE_LENGTH)
-        priority = validation.whole_number("priority", self.priority, PRIORITY)
-        if self.max_attempts is not None:
-            validation.whole_number("max_attempts", self.max_attempts, MAX_ATTEMPTS)
-        if self.max_snoozes is not None:
-            validation.whole_number("max_snoozes", self.max_snoozes, MAX_SNOOZES)
-        if self.dedupe_key is not None:
-            validation.required_text("dedupe_key", self.dedupe_key, DEDUPE_KEY_LENGTH)
-        if self.run_at is not None and (
-            not isinstance(self.run_at, datetime) or self.run_at.tzinfo is None
-        ):
-            raise InvalidInput("run_at", f"must be a timezone-aware datetime, got {self.run_at!r}")
-        item = self.media_item_id
-        return (
-            self.workflow_type,
-            priority,
-            None if item is None else validation.as_uuid("media_item_id", item),
-            self.run_at,
-            self.max_attempts,
-            self.max_snoozes,
-            self.dedupe_key,
-        )
+def _copied(rows: list[tuple[Any, ...]]) -> tuple[str, ...] | None:
+    """The columns COPY writes for these jobs, or None when it cannot write them: a defaulted
+    column some give and some leave out, or a dedupe_key (its conflict needs the INSERT)."""
+    given = {name for i, name in enumerate(ENQUEUE_COLUMNS) if any(r[i] is not None for r in rows)}
+    left_out = {name for i, name in enumerate(ENQUEUE_COLUMNS) if any(r[i] is None for r in rows)}
+    if "dedupe_key" in given or given & left_out & set(DEFAULTED):
+        return None
+    return tuple(
+        n for n in ENQUEUE_COLUMNS if n in ALWAYS_COPIED or (n in given and n in DEFAULTED)
+    )
 
 
 def traceback_text(value: str | None) -> str | None:
@@ -577,8 +541,8 @@ class JobQueue:
 
     async def enqueue(
         self,
-        workflow_type: str,
-        priority: int = DEFAULT_PRIORITY,
+        workflow_type: str | NewJob,
+        priority: int | None = None,
         media_item_id: uuid.UUID | str | None = None,
         *,
         run_at: datetime | None = None,
@@ -586,21 +550,25 @@ class JobQueue:
         max_snoozes: int | None = None,
         dedupe_key: str | None = None,
     ) -> JobRecord:
-        """A new queued job, never claimed before `run_at` (default: now), failed for good
+        """A new queued job (a NewJob, every column a caller may set, or its usual fields as
+        arguments), never claimed before `run_at` (default: now), failed for good
         after `max_attempts` failed attempts (default: the column's, 5); its handler may
         snooze it (RetryAfter) `max_snoozes` times (default: the column's, 100). With a
         `dedupe_key` that a live (queued or running) job holds, nothing is written and that
         job is returned; once it finished, the key is free again."""
-        checked = NewJob(
-            workflow_type,
-            priority,
-            media_item_id,
-            run_at=run_at,
-            max_attempts=max_attempts,
-            max_snoozes=max_snoozes,
-            dedupe_key=dedupe_key,
-        ).checked()
-        values = dict(zip(ENQUEUE_COLUMNS, checked, strict=True))
+        job = workflow_type
+        if not isinstance(job, NewJob):
+            job = NewJob(
+                job,
+                priority=priority,
+                media_item_id=media_item_id,
+                run_at=run_at,
+                max_attempts=max_attempts,
+                max_snoozes=max_snoozes,
+                dedupe_key=dedupe_key,
+            )
+        values = dict(zip(ENQUEUE_COLUMNS, NEW_JOB.row(job), strict=True))
+        dedupe_key = values["dedupe_key"]
         for _ in range(DEDUPE_TRIES):
             with media_item_must_exist():
                 row = await fetch_one(self.db, ENQUEUE, values, JobRecord.from_row)
@@ -619,15 +587,18 @@ class JobQueue:
         sets run_at, max_attempts, max_snoozes or dedupe_key): all are written or none, but
         for a job whose dedupe_key is live (or taken by an earlier job of the batch), which is
         left out. Returns the number written."""
-        rows = list(validation.each_checked(jobs, NewJob.checked))
+        rows = list(validation.each_checked(jobs, NEW_JOB.row))
         if not rows:
             return 0
+        copied = _copied(rows)
         with media_item_must_exist():
             async with self.db.connection() as connection:
-                if all(value is None for row in rows for value in row[len(COPIED) :]):
-                    async with connection.cursor() as cursor, cursor.copy(COPY_JOBS) as copy:
+                if copied is not None:
+                    at = [ENQUEUE_COLUMNS.index(name) for name in copied]
+                    statement = copy_from_stdin(JOBS, copied)
+                    async with connection.cursor() as cursor, cursor.copy(statement) as copy:
                         for row in rows:
-                            await copy.write_row(row[: len(COPIED)])
+                            await copy.write_row([row[i] for i in at])
                     return len(rows)
                 by_column = zip(ENQUEUE_COLUMNS, zip(*rows, strict=True), strict=True)
                 columns = {f"{name}s": list(values) for name, values in by_column}

@@ -23,12 +23,11 @@ from sqlalchemy import (
     text,
 )
 
-from media_db import NewAnalysis, NewMedia
+from media_db import NewAnalysis, NewJob, NewMedia
 from media_db.errors import InvalidInput, NotFound
 from media_db.models import MediaItem
 from media_db.pool import Database
 from media_db.repositories import AnalysisRepository, JobQueue, MediaRepository
-from media_db.repositories.jobs import NewJob
 from media_db.statements import bounds, table_of
 from media_db.validation import Bounds
 
@@ -134,7 +133,6 @@ CASES: list[tuple[str, str, Call]] = [
     ("bool", "width", lambda db: create(db, width=True)),
     ("double range", "duration_seconds", lambda db: create(db, duration_seconds=10**400)),
     ("int range", "priority", lambda db: JobQueue(db).enqueue("transcode", priority=2**31)),
-    ("NOT NULL", "priority", lambda db: JobQueue(db).enqueue("transcode", priority=None)),  # type: ignore[arg-type]
     ("int range", "token_usage", lambda db: complete(db, token_usage=2**40)),
     ("fractional", "processing_time_ms", lambda db: complete(db, processing_time_ms=2.5)),
     # Page sizes.
@@ -240,7 +238,9 @@ def test_bulk_insert_with_one_bad_item_writes_none(migrated: URL) -> None:
             with pytest.raises(InvalidInput, match=r"^width: .*\(item 1000 of the batch\)$"):
                 await media.create_many([*good, NewMedia("u", "s3", width=-3)])
             with pytest.raises(InvalidInput, match=r"^priority: .*\(item 2 of the batch\)$"):
-                await JobQueue(db).enqueue_many([NewJob("a"), NewJob("b"), NewJob("c", -1)])
+                await JobQueue(db).enqueue_many(
+                    [NewJob("a"), NewJob("b"), NewJob("c", priority=-1)]
+                )
             # Just past the model's limit (the type's, or a user's CHECK narrowing it).
             largest = bounds(table_of(MediaItem).c.file_size).high
             assert isinstance(largest, int)
@@ -250,7 +250,9 @@ def test_bulk_insert_with_one_bad_item_writes_none(migrated: URL) -> None:
             jobs = [NewJob("transcode") for _ in range(1000)]
             missing = uuid.uuid4()
             with pytest.raises(NotFound, match=f"^media_item_id: media item {missing} "):
-                await JobQueue(db).enqueue_many([*jobs, NewJob("transcode", 5, missing)])
+                await JobQueue(db).enqueue_many(
+                    [*jobs, NewJob("transcode", priority=5, media_item_id=missing)]
+                )
 
     asyncio.run(scenario())
     assert row_counts(migrated) == (0, 0, 0)

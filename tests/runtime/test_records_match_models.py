@@ -72,6 +72,13 @@ from media_db.repositories.analysis import NEW_ANALYSIS
 analysis = NEW_ANALYSIS.checked(NewAnalysis("caption", "p", probe_model="m"))
 assert analysis["probe_model"] == "m", analysis
 assert "probe_model" in NEW_ANALYSIS.insert(tuple(analysis)), "the INSERT names the new column"
+
+from media_db import NewJob
+from media_db.repositories import jobs
+
+job = dict(zip(jobs.ENQUEUE_COLUMNS, jobs.NEW_JOB.row(NewJob("t", probe_region="eu"))))
+assert job["probe_region"] == "eu", job
+assert "probe_region" in jobs.ENQUEUE and "probe_region" in jobs.ENQUEUE_MANY
 try:
     NewMedia("u", "t")
 except TypeError as error:
@@ -84,10 +91,10 @@ else:
 def test_the_write_side_follows_a_rename_a_new_column_and_a_required_one(
     tmp_path: Path,
 ) -> None:
-    """`make records` (which `make revision` runs) regenerates NewMedia and NewAnalysis: a
-    rename in flight is written by its new name, a new column can be set, a NOT NULL column
-    with no default is required and checked from its type; `import media_db` holds
-    throughout."""
+    """`make records` (which `make revision` runs) regenerates the inputs (NewMedia,
+    NewAnalysis, NewJob): a rename in flight is written by its new name, a new column can be
+    set, a NOT NULL column with no default is required and checked from its type; `import
+    media_db` holds throughout."""
     project = project_copy(tmp_path)
     models = project / "models" / "media.py"
     model_edits.add_column(
@@ -98,6 +105,9 @@ def test_the_write_side_follows_a_rename_a_new_column_and_a_required_one(
     model_edits.add_column(models, "MediaItem", "probe_count: Mapped[int]")
     model_edits.add_column(
         models, "AnalysisResult", "probe_model: Mapped[str | None] = mapped_column(Text)"
+    )
+    model_edits.add_column(
+        models, "ProcessingJob", "probe_region: Mapped[str | None] = mapped_column(Text)"
     )
 
     made = run(["make", "-C", str(project), "records"], environment())
