@@ -21,7 +21,7 @@ from types import ModuleType
 
 from alembic.script import ScriptDirectory
 
-from media_db.deploy import landed, project
+from media_db.deploy import landed, project, squashed
 from media_db.dev import REPO_ROOT
 
 OUT = REPO_ROOT / ".local" / "sql"
@@ -58,6 +58,8 @@ def main() -> int:
             "upgrade": f"{previous}:{revision.revision}" if previous else revision.revision,
             "downgrade": f"{revision.revision}:{previous or 'base'}",
         }
+        if squashed.replaces(revision):  # a baseline has no downgrade: it refuses
+            del spans["downgrade"]
         for direction, span in spans.items():
             path = OUT / f"{revision.revision}_{direction}.sql"
             path.write_text(project.offline_sql(direction, span))
