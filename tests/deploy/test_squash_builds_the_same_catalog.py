@@ -107,6 +107,16 @@ def test_alembic_loads_the_baseline_in_place_of_what_it_replaced(
     )
 
 
+def test_the_baseline_passes_the_linters(squashed_project: Squashed) -> None:
+    """ruff as `make lint` runs it, and squawk (`make lint-sql`), which skips its downgrade."""
+    project, baseline = squashed_project.project, str(squashed_project.baseline)
+    for command in (["ruff", "check", baseline], ["ruff", "format", "--check", baseline]):
+        done = run(command, environment(), cwd=project)
+        assert done.returncode == 0, done.stdout + done.stderr
+    done = run(["make", "lint-sql"], environment(), cwd=project)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_the_baseline_builds_the_catalog_the_chain_built(
     squashed_project: Squashed, fresh_database: FreshDatabase
 ) -> None:
