@@ -64,16 +64,21 @@ def refuse_going_below(steps: Sequence[Any]) -> None:
             raise CommandError(below_baseline(step.revision))
 
 
+def replaced_by(revision: str, script: ScriptDirectory) -> Script | None:
+    """The baseline that replaced `revision` (no longer loaded), if one did."""
+    for found in script.walk_revisions():
+        if revision in replaces(found) and revision != found.revision:
+            return found
+    return None
+
+
 def refuse_replaced_current(current: Sequence[str], script: ScriptDirectory) -> None:
     """A database still at a revision a baseline replaced (it was not past UPTO when the
     history was squashed) is told how to get past it, rather than Alembic's "Can't locate"."""
-    for baseline in script.walk_revisions():
-        if replaces(baseline):
-            missing = [rev for rev in current if rev in replaces(baseline)[:-1]]
-            if missing:
-                raise CommandError(
-                    f"The database is at {', '.join(missing)}, which the baseline "
-                    f"{baseline.revision} replaced (`make squash`): upgrade it to "
-                    f"{baseline.revision} from a checkout before the squash, then run this "
-                    "again. Nothing was changed."
-                )
+    for revision in current:
+        if (baseline := replaced_by(revision, script)) is not None:
+            raise CommandError(
+                f"The database is at {revision}, which the baseline {baseline.revision} "
+                f"replaced (`make squash`): upgrade it to {baseline.revision} from a checkout "
+                "before the squash, then run this again. Nothing was changed."
+            )

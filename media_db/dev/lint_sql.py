@@ -38,9 +38,11 @@ PROJECT_STANCE = {
 
 def waived(module: ModuleType, revision: str, direction: str) -> dict[str, str]:
     """Every rule not applied to this revision's SQL in this direction, with why."""
+    # landed.py speaks of the revisions a baseline replaced, not of the baseline with that id.
+    replaced = bool(getattr(module, "replaces", ()))
     return {
         **PROJECT_STANCE,
-        **landed.LINT_WAIVERS.get(f"{revision}_{direction}", {}),
+        **({} if replaced else landed.LINT_WAIVERS.get(f"{revision}_{direction}", {})),
         **getattr(module, "lint_waivers", {}).get(direction, {}),
     }
 
