@@ -1,10 +1,11 @@
 """`make squash UPTO=<id>` (in a copy of the project) replaces base..UPTO by one baseline: a
 database built from the baseline and the later revisions has the catalog the whole chain builds
 (at UPTO, NOT VALID CHECKs included, and at head, where `make verify` passes) and records the
-baseline in its migration history; a database the old chain took past UPTO upgrades to head
-with the squashed project, no stamp, and its checksums, archived ones included, still verify
-(a changed archived file is flagged); a downgrade below the baseline is refused in one line
-before any step runs."""
+baseline in its migration history; comments, a % and colons in the SQL come through; a
+database the old chain took past UPTO upgrades to head with the squashed project, no stamp, and
+its checksums, archived ones included, still verify (a changed archived file is flagged); a
+downgrade below the baseline, a database still below UPTO, and `make adopt` (0001 is gone) are
+refused in one line, changing nothing."""
 
 import json
 import re
@@ -20,8 +21,10 @@ from media_db.deploy import catalog, history, history_shape, squashed
 from media_db.deploy.project import VERSION_TABLE
 from media_db.dev.squash import pg_dump
 from tests.conftest import FreshDatabase
+from tests.deploy.test_adopt_plan_built_database import plan_built
 from tests.helpers import (
     HEAD,
+    NEXT_REVISION,
     OUR_REVISIONS,
     REPO_ROOT,
     edit,
@@ -199,3 +202,82 @@ def test_a_downgrade_below_the_baseline_is_refused_in_one_line(
     assert f"REV={upto} is as low as this history goes" in line
     assert "Traceback" not in output
     assert version(url) == [HEAD]  # not one step was taken, the revisions above included
+
+
+def test_a_database_below_upto_and_make_adopt_are_refused_in_one_line(
+    squashed_project: Squashed, fresh_database: FreshDatabase
+) -> None:
+    project, upto = squashed_project.project, squashed_project.upto
+    below = OUR_REVISIONS[OUR_REVISIONS.index(upto) - 1]
+    url = fresh_database()
+    alembic(REPO_ROOT, url, "upgrade", below)  # not past UPTO when the history was squashed
+
+    done = run(["make", "upgrade"], environment(url), cwd=project)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert f"FAILED: The database is at {below}, which the baseline {upto} replaced" in output, (
+        output
+    )
+    assert "Traceback" not in output
+    assert version(url) == [below]
+
+    by_hand = fresh_database()
+    plan_built(by_hand)
+    done = run(["make", "adopt"], environment(by_hand), cwd=project)
+    assert done.returncode != 0
+    assert f"revision 0001 is no longer loaded: the baseline {upto} replaced it" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+# Raw: `\:name` is how text() (op.execute) takes a colon that is no bind parameter.
+COMMENTED = r'''"""Comments our tables, with a % and colons in the SQL.
+
+Why: a test of `make squash`.
+
+Revision ID: {revision}
+Revises: {down}
+Create Date: 2026-12-07
+"""
+
+from alembic import op
+
+revision: str = "{revision}"
+down_revision: str | None = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute(
+        "COMMENT ON TABLE media_items IS 'one row per file: 100% of them, ratio 1:2, \:name'"
+    )
+    op.execute("COMMENT ON COLUMN processing_jobs.priority IS 'higher first'")
+
+
+def downgrade() -> None:
+    op.execute("COMMENT ON TABLE media_items IS NULL")
+    op.execute("COMMENT ON COLUMN processing_jobs.priority IS NULL")
+'''
+
+
+def test_comments_a_percent_and_colons_come_through_the_baseline(
+    tmp_path: Path, server: DatabaseServer, fresh_database: FreshDatabase
+) -> None:
+    """UPTO=head here: the chain is ours and a revision that comments two objects."""
+    for name in ("chain", "squashed"):
+        (tmp_path / name).mkdir()
+    chain, squashed_copy = (project_copy(tmp_path / name) for name in ("chain", "squashed"))
+    for project in (chain, squashed_copy):
+        path = project / "alembic" / "versions" / f"2026_12_07_{NEXT_REVISION}_comments.py"
+        path.write_text(COMMENTED.format(revision=NEXT_REVISION, down=HEAD))
+    squash = ["make", "squash", f"UPTO={NEXT_REVISION}"]
+    done = run(squash, environment(server.admin_url), cwd=squashed_copy)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    built, original = fresh_database(), fresh_database()
+    alembic(squashed_copy, built, "upgrade", "head")
+    alembic(chain, original, "upgrade", "head")
+    assert_same_schema(built, original)
+    with create_engine(built, poolclass=pool.NullPool).connect() as connection:
+        comment = connection.scalar(text("SELECT obj_description('media_items'::regclass)"))
+    assert comment == "one row per file: 100% of them, ratio 1:2, :name"
