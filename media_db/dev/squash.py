@@ -28,6 +28,7 @@ from alembic import command
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import URL, create_engine, pool
+from sqlalchemy.exc import DBAPIError
 
 from media_db import settings
 from media_db.deploy import history_shape, project, squashed
@@ -321,10 +322,18 @@ def main(argv: list[str]) -> int:
     script = ScriptDirectory.from_config(project.alembic_config())
     chain = chain_to(script, upto)
     server = settings.direct_url()
-    print(
-        f"Applying base..{chain[-1].revision} to a scratch database on {settings.redacted(server)}"
-    )
-    statements = schema_at(server, chain[-1].revision)
+    where = settings.redacted(server)
+    print(f"Applying base..{chain[-1].revision} to a scratch database on {where}")
+    try:
+        statements = schema_at(server, chain[-1].revision)
+    except CommandError as error:  # a revision of the chain failed: Alembic's one line
+        raise Refused(f"applying base..{chain[-1].revision} failed: {error}") from None
+    except DBAPIError as error:
+        cause = " ".join(str(error.orig or error).split())
+        raise Refused(
+            f"the scratch database on {where} failed: {cause} (its role needs CREATEDB, or "
+            "point DATABASE_URL at a server where it has it)"
+        ) from None
     target = write_baseline(chain, statements, squashed.archive_folder())
     print(
         f"Wrote {target.relative_to(project.folder())}: {len(statements)} statements, replacing "
