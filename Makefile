@@ -33,7 +33,8 @@ MAJORS ?=
 # the shell never parses them, and `$(value ...)` keeps make from expanding $(...) inside them.
 # So does every other variable given on the command line, read by a target or not: make would
 # expand it to export it (`make upgrade FOO='$(shell ...)'` would run the command).
-USER_VALUES := REV RANGE M ONTO PYTEST_ARGS SIZE PG MAJORS JSON VERBOSE BACKUP STATUS ID WORKFLOW PYTHON
+USER_VALUES := REV RANGE M ONTO UPTO PYTEST_ARGS SIZE PG MAJORS JSON VERBOSE BACKUP STATUS ID WORKFLOW \
+  PYTHON
 COMMAND_LINE := $(strip $(foreach name,$(.VARIABLES),$(if $(filter command line,$(origin $(name))),$(name))))
 # The values each target reads (PYTHON: every target, through install). A value given on the
 # command line that no goal reads, in lower case, or naming one of the Makefile's own is refused
@@ -47,6 +48,7 @@ TAKES.restore := BACKUP
 TAKES.jobs := STATUS WORKFLOW ID
 TAKES.retry := ID WORKFLOW
 TAKES.rebase := ONTO
+TAKES.squash := UPTO
 TAKES.test := PYTEST_ARGS
 TAKES.test-failover := PYTEST_ARGS
 TAKES.test-docker := PYTEST_ARGS PG
@@ -86,7 +88,8 @@ bad_revision = { printf '%s=%q is not a revision: use an id (e.g. 0004), base, h
 switch = [[ -z $$$(1) || $$$(1) == 1 ]] || { printf '%s=%q: use %s=1 (or leave it out)\n' \
   $(1) "$$$(1)" $(1) >&2; exit 2; }
 
-.PHONY: help install upgrade downgrade current history status adopt verify sql revision rebase records erd \
+.PHONY: help install upgrade downgrade current history status adopt verify sql revision rebase squash \
+        records erd \
         db-check test test-failover test-image test-docker test-matrix \
         bench bench-upgrade bench-prune lint lint-sql db-start db-stop db-url psql prune restore jobs retry
 
@@ -140,6 +143,11 @@ revision: install ## Autogenerate a lock-safe revision; regenerate records and t
 
 rebase: install ## Put this branch's revisions on top of ONTO's head (main): renumbered, records and ERD rewritten
 	python -m media_db.dev.rebase "$$ONTO"
+
+# UPTO is one revision's id: base, head or a relative step would name no fixed point in history.
+squash: install ## Replace the revisions up to UPTO=<id> by one baseline built from their schema; archive them
+	@[[ $$UPTO =~ ^[0-9a-f]{4,40}$$ ]] || { printf 'UPTO=%q is not a revision id: use one (e.g. UPTO=0005; `make history` lists them)\n' "$$UPTO" >&2; exit 2; }
+	$(WITH_DB) python -m media_db.dev.squash "$$UPTO"
 
 records: install ## Write media_db/records.py (the repositories' records) from the models
 	python -m media_db.dev.gen_records

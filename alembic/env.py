@@ -18,6 +18,7 @@ from media_db.deploy import (
     progress,
     project,
     retries,
+    squashed,
     throttle,
 )
 from media_db.models import ENTITIES, SCHEMA, Base
@@ -69,7 +70,10 @@ def run_online() -> None:
         command = environment.running_command(context.get_context())
         changing = command in environment.CHANGING_COMMANDS
         if changing:
-            left_behind.prepare(context.get_context(), command)
+            # Before anything plans from the revision the database is at.
+            migration = context.get_context()
+            squashed.refuse_replaced_current(migration.get_current_heads(), context.script)
+            left_behind.prepare(migration, command)
         # Only commands that change the database queue for the lock; `current` and `check`
         # read. The plan is computed after the lock, from the revision the database is at then.
         with (
@@ -82,6 +86,7 @@ def run_online() -> None:
         ):
             if command in ("upgrade", "downgrade"):
                 steps = environment.planned_steps(context.get_context())
+                squashed.refuse_going_below(steps)
                 data_loss.refuse_data_loss(
                     connection,
                     steps,

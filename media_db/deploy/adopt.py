@@ -11,10 +11,11 @@ import re
 import sys
 
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
 from media_db.connect import open_connection
-from media_db.deploy import project
+from media_db.deploy import project, squashed
 from media_db.deploy.verify import drift_from
 from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
 from media_db.models import Base
@@ -44,6 +45,12 @@ def adopt(connection: Connection) -> tuple[bool, list[str]]:
     connection.rollback()
     if not present:
         return False, ["none of our tables exist: `make upgrade` builds the schema"]
+    script = ScriptDirectory.from_config(project.alembic_config())
+    if (baseline := squashed.replaced_by(BASELINE, script)) is not None:
+        return False, [
+            f"revision {BASELINE} is no longer loaded: the baseline {baseline.revision} replaced "
+            "it (`make squash`); adopt from a checkout before the squash, then `make upgrade`"
+        ]
     sql = baseline_sql()
     differences = drift_from(connection, lambda scratch: scratch.exec_driver_sql(sql))
     if differences:

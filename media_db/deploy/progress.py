@@ -28,7 +28,7 @@ from alembic.runtime.migration import MigrationInfo
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, text
 
-from media_db.deploy import landed
+from media_db.deploy import landed, squashed
 from media_db.deploy.project import OUR_TABLES
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,10 @@ def declared_backfills(script: ScriptDirectory, info: MigrationInfo | None) -> d
 
 def backfills_of(script: ScriptDirectory, rev: str) -> dict[str, str]:
     """{table: SQL condition of a row the revision's upgrade still has to backfill}."""
-    module = script.get_revision(rev).module if script.get_revision(rev) else None
+    found = script.get_revision(rev)
+    if found is not None and squashed.replaces(found):
+        return {}  # a baseline only creates: landed.py speaks of the revision it replaced
+    module = found.module if found is not None else None
     return dict(getattr(module, "backfills", None) or landed.BACKFILLS.get(rev, {}))
 
 

@@ -41,6 +41,7 @@ from media_db.deploy import (
     preconditions,
     project,
     sessions,
+    squashed,
     throttle,
     verify,
 )
@@ -202,13 +203,20 @@ def check_pending_demands(connection: Connection, script: ScriptDirectory, statu
 def check_checksums(
     connection: Connection, script: ScriptDirectory, applied: list[str], status: Status
 ) -> None:
-    """Applied revisions whose file changed since, or that the history has no checksum for."""
+    """Applied revisions whose file changed since, or that the history has no checksum for.
+    After `make squash`, a revision a baseline replaced is checked against its archived file:
+    the baseline's own id against either file (a database ran one or the other)."""
     recorded = history.applied_checksums(connection) if history.table_exists(connection) else {}
+    archived = squashed.archived_checksums()
+    # Replaced revisions applied here before the squash (a database built since has no row).
+    for rev in sorted(set(archived) - set(applied)):
+        if recorded.get(rev) is not None and recorded[rev] not in archived[rev]:
+            status.changed_since_applied.append(rev)
     for rev in reversed(applied):
         file = script.get_revision(rev)
         if recorded.get(rev) is None or file is None:
             status.without_checksum.append(rev)
-        elif recorded[rev] != history.checksum(file.path):
+        elif recorded[rev] not in {history.checksum(file.path), *archived.get(rev, ())}:
             status.changed_since_applied.append(rev)
     if status.changed_since_applied:
         status.attention.append(f"changed since applied: {', '.join(status.changed_since_applied)}")

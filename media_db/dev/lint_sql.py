@@ -21,7 +21,7 @@ from types import ModuleType
 
 from alembic.script import ScriptDirectory
 
-from media_db.deploy import landed, project
+from media_db.deploy import landed, project, squashed
 from media_db.dev import REPO_ROOT
 
 OUT = REPO_ROOT / ".local" / "sql"
@@ -38,9 +38,11 @@ PROJECT_STANCE = {
 
 def waived(module: ModuleType, revision: str, direction: str) -> dict[str, str]:
     """Every rule not applied to this revision's SQL in this direction, with why."""
+    # landed.py speaks of the revisions a baseline replaced, not of the baseline with that id.
+    replaced = bool(getattr(module, "replaces", ()))
     return {
         **PROJECT_STANCE,
-        **landed.LINT_WAIVERS.get(f"{revision}_{direction}", {}),
+        **({} if replaced else landed.LINT_WAIVERS.get(f"{revision}_{direction}", {})),
         **getattr(module, "lint_waivers", {}).get(direction, {}),
     }
 
@@ -58,6 +60,8 @@ def main() -> int:
             "upgrade": f"{previous}:{revision.revision}" if previous else revision.revision,
             "downgrade": f"{revision.revision}:{previous or 'base'}",
         }
+        if squashed.replaces(revision):  # a baseline has no downgrade: it refuses
+            del spans["downgrade"]
         for direction, span in spans.items():
             path = OUT / f"{revision.revision}_{direction}.sql"
             path.write_text(project.offline_sql(direction, span))
