@@ -21,7 +21,7 @@ from sqlalchemy import Connection, text
 from media_db.transitions import literal, quote
 
 INDEX, CHECK, UNIQUE, FOREIGN_KEY = "index", "check", "unique constraint", "foreign key"
-PRIMARY_KEY = "primary key"
+PRIMARY_KEY, REFERENCING = "primary key", "foreign key referencing it"
 # What a type change builds again over the new column; what a rename leaves on the old column
 # until the contract drops it with the column (and its way down builds again).
 RETYPE_CARRIES = (INDEX, CHECK, UNIQUE)
@@ -160,3 +160,49 @@ def mentions(sql: str, column: str) -> bool:
 def dependents(connection: Connection, table: str, column: str) -> list[Dependent]:
     rows = connection.execute(DEPENDENTS, {"table": quote(table), "column": column})
     return [Dependent(*row) for row in rows]
+
+
+# The foreign keys of other tables (and of this one) that reference `column` of `table`.
+REFERENCES = text("""
+    SELECT c.relname::text, con.conname::text, pg_get_constraintdef(con.oid)
+    FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid
+    JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = ANY(con.confkey)
+    WHERE con.contype = 'f' AND con.confrelid = to_regclass(:table) AND a.attname = :column
+    ORDER BY 1, 2
+""")
+REFERENCED = re.compile(r"(?P<table>.+?)\((?P<columns>[^)]*)\)(?P<rest>.*)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A foreign key on `table` referencing the column being renamed."""
+
+    table: str
+    name: str
+    definition: str  # pg_get_constraintdef
+
+    def to(self, column: str, new_column: str, name: str) -> str:
+        """This foreign key again, referencing `new_column` instead of `column`, named `name`,
+        NOT VALID (VALIDATE follows, alone)."""
+        local, _, referenced = self.definition.partition(" REFERENCES ")
+        match = REFERENCED.fullmatch(referenced)
+        assert match is not None, self.definition
+        columns = over_column(match["columns"], column, new_column)
+        rest = match["rest"].removesuffix(" NOT VALID")
+        return (
+            f"ALTER TABLE {quote(self.table)} ADD CONSTRAINT {quote(name)} {local} "
+            f"REFERENCES {match['table']}({columns}){rest} NOT VALID"
+        )
+
+    def dropped_sql(self, name: str | None = None) -> str:
+        return (
+            f"ALTER TABLE {quote(self.table)} DROP CONSTRAINT IF EXISTS {quote(name or self.name)}"
+        )
+
+    def renamed_sql(self, old: str, new: str) -> str:
+        return f"ALTER TABLE {quote(self.table)} RENAME CONSTRAINT {quote(old)} TO {quote(new)}"
+
+
+def references(connection: Connection, table: str, column: str) -> list[Reference]:
+    rows = connection.execute(REFERENCES, {"table": quote(table), "column": column})
+    return [Reference(*row) for row in rows]

@@ -45,11 +45,18 @@ def keep_until_contract(rw: Rewrite, table: str, new: str, old: str) -> None:
     rw.kept_indexes |= {
         d.name: d for d in depending if d.kind in (dependents.INDEX, dependents.UNIQUE)
     }
+    keys = [d for d in depending if moves_primary_key(rw, d, table, new)]
     blocking = [
         d
         for d in depending
-        if d.kind not in dependents.RENAME_KEEPS and not moves_primary_key(rw, d, table, new)
+        if d.kind not in dependents.RENAME_KEEPS
+        and d not in keys
+        and not (keys and d.kind == dependents.REFERENCING)  # they follow the key
     ]
+    if keys:
+        references = dependents.references(rw.connection, table, old)
+        rw.moving_references |= {r.name for r in references}
+        rw.moving_references |= {transitions.shadow_name(r.name) for r in references}
     if refused := uncarried(rw, blocking):
         rw.refusals.append(
             f"add_column {table}.{new} (renamed from {old}): {refused}. Rename it by "
@@ -81,6 +88,9 @@ def goes_with_its_column(rw: Rewrite, table: str, column: str) -> None:
         rw.gone_with_columns |= {
             transitions.shadow_name(d.name) for d in depending if d.kind == dependents.PRIMARY_KEY
         }
+        # The foreign keys referencing it, and their copies over the new name, follow the key.
+        referencing = [d.name for d in depending if d.kind == dependents.REFERENCING]
+        rw.moving_references |= {*referencing, *map(transitions.shadow_name, referencing)}
 
 
 def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.MigrateOperation]:
@@ -131,9 +141,14 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
     ]
     for check in checks:
         steps += carried_check(rw, check, table, old, new.name)
+    references: list[dependents.Reference] = []
     for key in dependents.dependents(rw.connection, table, old):
         if moves_primary_key(rw, key, table, new.name):
             steps += primary_key_index(rw, UPGRADE, table, new.name, key.name)
+            references = dependents.references(rw.connection, table, old)
+    for reference in references:  # each foreign key, again over the new name
+        name = transitions.shadow_name(reference.name)
+        steps += referenced_again(rw, UPGRADE, reference, old, new.name, name)
     restore = (
         [
             Statement(
@@ -145,6 +160,8 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
     )
     rw.undo[(table, new.name)] = [
         Comment(f"{old} holds every value (the trigger copied each write): nothing is lost."),
+        # The foreign keys over the new name first: they hold its unique index.
+        *(Statement(r.dropped_sql(transitions.shadow_name(r.name))) for r in references),
         *lossless_drop(rw, moving, new.name, moving.source, DOWNGRADE),
         # The new column's CHECKs went with it: the old ones take their names back.
         *(Statement(d.renamed_sql(table, transitions.kept_name(d.name), d.name)) for d in checks),
@@ -173,6 +190,25 @@ def primary_key_index(
             ]
         ),
     ]
+
+
+def referenced_again(
+    rw: Rewrite,
+    direction: str,
+    reference: dependents.Reference,
+    column: str,
+    new_column: str,
+    name: str,
+) -> list[ops.MigrateOperation]:
+    """`reference` (a foreign key on another table) again, referencing `new_column`, named
+    `name`: NOT VALID, then VALIDATE alone."""
+    rw.lock(
+        direction,
+        f"foreign key {name} on {reference.table}: ADD ... NOT VALID takes SHARE ROW EXCLUSIVE "
+        f"on both tables, briefly (a catalog update); then {VALIDATED}",
+    )
+    add = Statement(reference.to(column, new_column, name))
+    return forms.validated(rw, direction, reference.table, name, "foreignkey", add)
 
 
 def primary_key_swap_sql(table: str, key: str, column: str) -> list[str]:
@@ -510,10 +546,16 @@ def fill(
 
 
 def lossless_drop(
-    rw: Rewrite, moving: Transition, dropped: str, kept: str, direction: str
+    rw: Rewrite,
+    moving: Transition,
+    dropped: str,
+    kept: str,
+    direction: str,
+    before: list[str] | None = None,
 ) -> list[ops.MigrateOperation]:
     """Drop `dropped` and the sync trigger, no consent asked: the guard refuses, under the
-    drop's lock, if `dropped` holds a value that `kept` does not give back."""
+    drop's lock, if `dropped` holds a value that `kept` does not give back. `before`: SQL run
+    under the same lock just before the column goes."""
     rw.lock(
         direction,
         f"drop {moving.table}.{dropped} and the sync trigger {moving.name}: {GUARD_SCAN}",
@@ -530,6 +572,7 @@ def lossless_drop(
             )
         ),
         *(Statement(sql) for sql in moving.drop_sql()),
+        *(Statement(sql) for sql in before or []),
         Statement(f"ALTER TABLE {quote(moving.table)} DROP COLUMN {quote(dropped)}"),
     ]
 
@@ -541,7 +584,16 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
     was = {column["name"]: column for column in rw.reflected_columns(moving.table)}[old]
     depending = dependents.dependents(rw.connection, moving.table, old)
     keys = [d for d in depending if moves_primary_key(rw, d, moving.table, moving.column)]
-    blocking = [d for d in depending if d.kind not in dependents.RENAME_KEEPS and d not in keys]
+    references = dependents.references(rw.connection, moving.table, old) if keys else []
+    rw.moving_references |= {r.name for r in references}
+    rw.moving_references |= {transitions.shadow_name(r.name) for r in references}
+    blocking = [
+        d
+        for d in depending
+        if d.kind not in dependents.RENAME_KEEPS
+        and d not in keys
+        and not (keys and d.kind == dependents.REFERENCING)
+    ]
     if refused := uncarried(rw, blocking):
         rw.refusals.append(
             f"contract of {moving.table}.{old}: {refused}; dropping the column would drop "
@@ -557,11 +609,21 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
             )
             + f", by {moving.revision or 'the expand'}) goes, with its sync trigger."
         ),
-        *lossless_drop(rw, moving, old, given, UPGRADE),
+        *lossless_drop(
+            rw,
+            moving,
+            old,
+            given,
+            UPGRADE,
+            # The foreign keys referencing the old column hold its key: they go first.
+            before=[r.dropped_sql() for r in references],
+        ),
     ]
     for key in keys:  # the old column took the primary key with it: its index takes over
         rw.lock(UPGRADE, f"primary key {key.name} over {moving.column}: {CATALOG_ONLY}")
         steps += map(Statement, primary_key_swap_sql(moving.table, key.name, moving.column))
+    # The foreign keys over the new name take their names.
+    steps += (Statement(r.renamed_sql(transitions.shadow_name(r.name), r.name)) for r in references)
     # The way down: the old column back (with its default, if it kept one: new rows only, no
     # rewrite), kept in step again, backfilled.
     back = Transition(moving.kind, moving.table, old, given)
@@ -591,8 +653,16 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
     for key in keys:  # the key back on the old column, the new one's index built again
         undo += primary_key_index(rw, DOWNGRADE, moving.table, old, key.name)
         rw.lock(DOWNGRADE, f"primary key {key.name} over {old}: {CATALOG_ONLY}")
+        # Its foreign keys hold the key's index: they go, and come back over the old name in
+        # the same transaction (NOT VALID: enforced for every new row at once).
+        undo += [Statement(r.dropped_sql()) for r in references]
         undo += map(Statement, primary_key_swap_sql(moving.table, key.name, old))
+        for reference in references:
+            undo += referenced_again(rw, DOWNGRADE, reference, old, old, reference.name)
         undo += primary_key_index(rw, DOWNGRADE, moving.table, moving.column, key.name)
+        for reference in references:
+            name = transitions.shadow_name(reference.name)
+            undo += referenced_again(rw, DOWNGRADE, reference, old, moving.column, name)
     for dependent in depending:  # its indexes, CHECKs and UNIQUE constraints, as they are now
         if dependent.kind in dependents.RENAME_KEEPS:
             undo += built(rw, DOWNGRADE, dependent, moving.table, old, old, dependent.name)

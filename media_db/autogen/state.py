@@ -45,6 +45,10 @@ class Rewrite:
         # way down builds them again (expand_contract.contract_old_column); autogenerate's own
         # drop and create of them are left out.
         self.gone_with_columns: set[str] = set()
+        # Foreign keys referencing a renamed key, and their copies over its new name: the rename
+        # writes their steps itself (expand_contract.referenced_again), so autogenerate's own
+        # drop and add of them, either way, are left out.
+        self.moving_references: set[str] = set()
 
     @functools.cached_property
     def in_flight(self) -> dict[str, Transition]:

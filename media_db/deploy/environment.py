@@ -190,6 +190,12 @@ def scoped_to(
             if on_ours and transitions.hidden(metadata, table, obj.signature):
                 return False  # an expand/contract's sync trigger, until its marker goes
             return with_entities and (obj.identity in declared or on_ours)
+        if type_ == "foreign_key_constraint" and reflected:
+            # A foreign key referencing a renamed key's old name stays until the contract (its
+            # copy over the new name stands for the model's meanwhile).
+            referred = [e.target_fullname.split(".")[-2:] for e in obj.elements]
+            if any(transitions.hidden(metadata, t, c) for t, c in referred):
+                return False
         if type_ in HIDEABLE and reflected and compare_to is None and name is not None:
             # A rename's or a type change's old column, and the indexes and constraints left on
             # it, stay until the models drop the marker: not a drop.

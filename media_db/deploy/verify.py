@@ -46,6 +46,7 @@ def drift_from(connection: Connection, build: Callable[[Connection], object]) ->
                     ]:
                         del objects[name]
                 _primary_key_stand_in(left, moving)
+                _references_stand_in(live, moving)
         live_functions = catalog.functions(connection, schema)
         connection.execute(text(f"CREATE SCHEMA {SCRATCH_SCHEMA}"))
         connection.execute(text(f"SET LOCAL search_path TO {SCRATCH_SCHEMA}"))
@@ -69,6 +70,21 @@ def _primary_key_stand_in(left: catalog.Table, moving: transitions.Transition) -
     index = left.indexes.pop(stand_in)
     left.constraints[key] = f"PRIMARY KEY ({transitions.quote(moving.column)})"
     left.indexes[key] = index.replace(transitions.quote(stand_in), transitions.quote(key), 1)
+
+
+def _references_stand_in(live: catalog.Catalog, moving: transitions.Transition) -> None:
+    """The foreign keys referencing a renamed key keep referencing its old name until the
+    contract; their copies over the new name (`<name>__new`) stand for them."""
+    if moving.kind != transitions.RENAME:
+        return
+    referencing = f" REFERENCES {transitions.quote(moving.table)}("
+    for table in live.values():
+        for name, definition in list(table.constraints.items()):
+            if referencing not in definition or not name.endswith("__new"):
+                continue
+            original = name.removesuffix("__new")
+            if original in table.constraints and transitions.shadow_name(original) == name:
+                table.constraints[original] = table.constraints.pop(name)
 
 
 def schema_drift(connection: Connection) -> list[str]:

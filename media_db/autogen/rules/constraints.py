@@ -110,6 +110,8 @@ def add_foreign_key(
     table, name = add.source_table, str(add.constraint_name)
     if direction == DOWNGRADE and name in rw.gone_with_columns:
         return []  # the contract's way down adds it again with its column
+    if name in rw.moving_references:
+        return []  # it follows a renamed key: the rename's own steps
     rw.lock(
         direction,
         f"foreign key {name} on {table}: ADD ... NOT VALID takes SHARE ROW EXCLUSIVE on "
@@ -125,6 +127,8 @@ def drop_constraint(
     name = str(drop.constraint_name)
     if direction == UPGRADE and name in rw.gone_with_columns:
         return []  # dropped with its column, by the contract
+    if name in rw.moving_references:
+        return []  # it follows a renamed key: the rename's own steps
     rw.waive(direction, "ban-drop-constraint")
     also = " (and on the referenced table)" if drop.constraint_type == "foreignkey" else ""
     rw.lock(direction, f"drop_constraint {name} on {drop.table_name}: {CATALOG_ONLY}{also}")

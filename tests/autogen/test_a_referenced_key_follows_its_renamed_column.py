@@ -1,0 +1,144 @@
+"""Renaming the key other tables reference (`media_items.id`, which `analysis_results` and
+`processing_jobs` point at with ON DELETE CASCADE): the expand builds the new column's unique
+index and, beside each foreign key, one referencing the new column (NOT VALID, then VALIDATE);
+the contract drops the old foreign keys with the old column, makes the index the primary key and
+gives the new foreign keys their names, in one transaction. At every step a child row must name
+an existing item by either name, a delete cascades, and the API works; each way down gives back
+the catalog it came from."""
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import URL
+from sqlalchemy.exc import IntegrityError
+
+from tests.autogen.test_autogenerate_writes_lock_safe_revisions import snapshot
+from tests.autogen.test_expand_contract_keeps_every_writer import (
+    assert_no_drift,
+    down_to,
+    execute,
+    migrate,
+    ok,
+    scalar,
+)
+from tests.conftest import FreshDatabase
+from tests.helpers import edit, environment, project_copy, run
+
+DECLARED = """    id: Mapped[uuid.UUID] = mapped_column(
+        primary_key=True, server_default=NEW_UUID, info=SET_BY_SERVER
+    )
+    source_url"""
+RENAMED = DECLARED.replace(
+    "        primary_key=True, server_default=NEW_UUID, info=SET_BY_SERVER\n",
+    '        "item_id",\n        primary_key=True,\n        server_default=NEW_UUID,\n'
+    '        key="id",\n        info={**SET_BY_SERVER, "renamed_from": "id"},\n',
+)
+CONTRACTED = RENAMED.replace('info={**SET_BY_SERVER, "renamed_from": "id"}', "info=SET_BY_SERVER")
+FOREIGN_KEYS = (
+    "SELECT coalesce(jsonb_object_agg(conname, pg_get_constraintdef(oid)), '{}') "
+    "FROM pg_constraint WHERE contype = 'f' AND confrelid = 'media_items'::regclass"
+)
+API = """
+import asyncio, sys
+from media_db import AnalysisRepository, JobQueue, MediaRepository, NewMedia, NotFound, settings
+from media_db.pool import Database
+
+async def main() -> None:
+    async with await Database.connect(settings.database_url({"DATABASE_URL": sys.argv[1]})) as db:
+        media = MediaRepository(db)
+        item = await media.create(NewMedia("s3://api", "upload"))
+        assert (await media.get(item.id)) == item
+        started = await AnalysisRepository(db).start(item.id, "caption", "api")
+        job = await JobQueue(db).enqueue("transcode", media_item_id=item.id)
+        try:
+            await AnalysisRepository(db).start(sys.argv[2], "caption", "api")
+        except NotFound:
+            pass
+        else:
+            raise AssertionError("an analysis of a missing item was written")
+        await media.delete(item.id)
+        assert await AnalysisRepository(db).for_media_item(item.id) == []
+        try:
+            await JobQueue(db).get(job.id)
+        except NotFound:
+            pass
+        else:
+            raise AssertionError("the job outlived its item")
+
+asyncio.run(main())
+"""
+
+
+def children_follow(project: Path, url: URL, names: tuple[str, ...]) -> None:
+    """Raw writers naming the item by each name, a child of a missing item refused, a delete
+    cascading; then the API."""
+    for name in names:
+        item = scalar(
+            url,
+            f"INSERT INTO media_items ({name}, source_url, source_type) "
+            f"VALUES (gen_random_uuid(), 'r', 'r') RETURNING {name}",
+        )
+        execute(
+            url,
+            "INSERT INTO analysis_results (media_item_id, analysis_type, provider) "
+            f"VALUES ('{item}', 'caption', 'raw')",
+        )
+        execute(
+            url,
+            f"INSERT INTO processing_jobs (media_item_id, workflow_type) VALUES ('{item}', 'raw')",
+        )
+        execute(url, f"DELETE FROM media_items WHERE {name} = '{item}'")
+        assert (
+            scalar(url, f"SELECT count(*) FROM processing_jobs WHERE media_item_id = '{item}'") == 0
+        )
+    with pytest.raises(IntegrityError):
+        execute(
+            url,
+            "INSERT INTO analysis_results (media_item_id, analysis_type, provider) "
+            "VALUES (gen_random_uuid(), 'caption', 'raw')",
+        )
+    missing = "00000000-0000-0000-0000-000000000000"
+    plain = url.render_as_string(hide_password=False)
+    probe = run(["python", "-c", API, plain, missing], environment(), cwd=project)
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+
+
+def test_a_renamed_referenced_key_keeps_every_reference_at_every_step(
+    tmp_path: Path, head_copy: FreshDatabase
+) -> None:
+    project, url = project_copy(tmp_path), head_copy()
+    env, models = environment(url), project / "models" / "media.py"
+    before = snapshot(url)
+
+    edit(models, (DECLARED, RENAMED))
+    ok(["make", "revision", "M=rename media_items.id"], env, project)
+    migrate(project, url, "upgrade", "head")
+    assert scalar(url, FOREIGN_KEYS) == {
+        "analysis_results_media_item_id_fkey": "FOREIGN KEY (media_item_id) REFERENCES "
+        "media_items(id) ON DELETE CASCADE",
+        "analysis_results_media_item_id_fkey__new": "FOREIGN KEY (media_item_id) REFERENCES "
+        "media_items(item_id) ON DELETE CASCADE",
+        "processing_jobs_media_item_id_fkey": "FOREIGN KEY (media_item_id) REFERENCES "
+        "media_items(id) ON DELETE CASCADE",
+        "processing_jobs_media_item_id_fkey__new": "FOREIGN KEY (media_item_id) REFERENCES "
+        "media_items(item_id) ON DELETE CASCADE",
+    }
+    assert_no_drift(ok(["make", "verify"], env, project))
+    children_follow(project, url, ("id", "item_id"))
+    expanded = snapshot(url)
+    down_to(project, url, before)
+    migrate(project, url, "upgrade", "head")
+
+    edit(models, (RENAMED, CONTRACTED))
+    ok(["make", "revision", "M=contract item_id"], env, project)
+    migrate(project, url, "upgrade", "head")
+    assert scalar(url, FOREIGN_KEYS) == {
+        "analysis_results_media_item_id_fkey": "FOREIGN KEY (media_item_id) REFERENCES "
+        "media_items(item_id) ON DELETE CASCADE",
+        "processing_jobs_media_item_id_fkey": "FOREIGN KEY (media_item_id) REFERENCES "
+        "media_items(item_id) ON DELETE CASCADE",
+    }
+    assert_no_drift(ok(["make", "verify"], env, project))
+    children_follow(project, url, ("item_id",))
+    down_to(project, url, expanded)
+    down_to(project, url, before)
