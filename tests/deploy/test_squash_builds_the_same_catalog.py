@@ -281,3 +281,40 @@ def test_comments_a_percent_and_colons_come_through_the_baseline(
     with create_engine(built, poolclass=pool.NullPool).connect() as connection:
         comment = connection.scalar(text("SELECT obj_description('media_items'::regclass)"))
     assert comment == "one row per file: 100% of them, ratio 1:2, :name"
+
+
+LOCAL_PATH = "    local_path: Mapped[str | None] = mapped_column(Text)\n"
+LOCAL_FILE = (
+    "    local_file: Mapped[str | None] = "
+    'mapped_column(Text, info={"renamed_from": "local_path"})\n'
+)
+
+
+def test_a_squash_in_the_middle_of_an_expand_contract_keeps_it_going(
+    tmp_path: Path, fresh_database: FreshDatabase
+) -> None:
+    """The baseline is squashed up to a rename's expand: a database deployed at the expand (its
+    sync trigger in place) and a new one built from the baseline have the same catalog, the
+    transition in flight included, and both take the contract written after the squash."""
+    project = project_copy(tmp_path)
+    models = project / "models" / "media.py"
+    deployed, built = fresh_database(), fresh_database()
+    alembic(project, deployed, "upgrade", "head")
+    edit(models, (LOCAL_PATH, LOCAL_FILE))
+    made = run(["make", "revision", "M=rename local_path"], environment(deployed), cwd=project)
+    assert made.returncode == 0, made.stdout + made.stderr
+    alembic(project, deployed, "upgrade", "head")  # deployed, the expand in flight
+
+    squash = run(["make", "squash", f"UPTO={NEXT_REVISION}"], environment(deployed), cwd=project)
+    assert squash.returncode == 0, squash.stdout + squash.stderr
+    alembic(project, built, "upgrade", "head")
+    assert_same_schema(built, deployed)
+
+    edit(models, (LOCAL_FILE, LOCAL_FILE.replace(', info={"renamed_from": "local_path"}', "")))
+    made = run(["make", "revision", "M=contract local_file"], environment(deployed), cwd=project)
+    assert made.returncode == 0, made.stdout + made.stderr
+    for url in (deployed, built):
+        alembic(project, url, "upgrade", "head")
+        verify = run(["make", "verify"], environment(url), cwd=project)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert_same_schema(built, deployed)
