@@ -165,6 +165,11 @@ def check_server_and_revisions(
         status.attention.append("connected to a standby")
     status.current = sorted(project.current_heads(connection))
     status.head = sorted(script.get_heads())
+    try:  # a database left below a squash's baseline has no place in this history
+        squashed.refuse_replaced_current(status.current, script)
+    except CommandError as error:
+        status.attention.append(str(error))
+        return []
     status.history_problems = history_shape.problems(script)
     if status.history_problems:
         status.attention.append("the revision history is not one line")
@@ -372,8 +377,8 @@ def render(status: Status) -> str:
             if status.in_recovery
             else ""
         ),
-        f"{mark[bool(status.pending)]}Revision: {at}; head {', '.join(status.head)}"
-        + ("" if status.pending else " (up to date)"),
+        f"{mark[status.current != status.head]}Revision: {at}; head {', '.join(status.head)}"
+        + (" (up to date)" if status.current == status.head else ""),
     ]
     for problem in status.history_problems:
         lines += textwrap.wrap(

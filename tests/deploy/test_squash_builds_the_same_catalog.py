@@ -220,6 +220,12 @@ def test_a_database_below_upto_and_make_adopt_are_refused_in_one_line(
     )
     assert "Traceback" not in output
     assert version(url) == [below]
+    done = run(["make", "status"], environment(url), cwd=project)
+    said = done.stdout + done.stderr
+    assert done.returncode != 0, said
+    assert f"The database is at {below}, which the baseline {upto} replaced" in said, said
+    assert "up to date" not in said, said
+    assert "Traceback" not in said, said
 
     by_hand = fresh_database()
     plan_built(by_hand)
