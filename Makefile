@@ -33,8 +33,7 @@ MAJORS ?=
 # the shell never parses them, and `$(value ...)` keeps make from expanding $(...) inside them.
 # So does every other variable given on the command line, read by a target or not: make would
 # expand it to export it (`make upgrade FOO='$(shell ...)'` would run the command).
-USER_VALUES := REV RANGE M ONTO UPTO PYTEST_ARGS SIZE PG MAJORS JSON VERBOSE BACKUP STATUS ID WORKFLOW \
-  PYTHON
+USER_VALUES := REV RANGE M ONTO UPTO PYTEST_ARGS SIZE PG MAJORS JSON VERBOSE BACKUP STATUS ID WORKFLOW PYTHON
 COMMAND_LINE := $(strip $(foreach name,$(.VARIABLES),$(if $(filter command line,$(origin $(name))),$(name))))
 # The values each target reads (PYTHON: every target, through install). A value given on the
 # command line that no goal reads, in lower case, or naming one of the Makefile's own is refused
