@@ -253,3 +253,29 @@ def edit(path: Path, *replacements: tuple[str, str]) -> None:
 
 
 NEXT_REVISION = f"{int(HEAD) + 1:04d}"
+
+
+API_PROBE = """
+import asyncio, sys
+from media_db import *  # noqa: F403 - the probe's body uses the public names
+from media_db import settings
+from media_db.pool import Database
+
+async def main() -> None:
+    url = settings.database_url({{"DATABASE_URL": sys.argv[1]}})
+    async with await Database.connect(url) as db:
+{body}
+
+asyncio.run(main())
+"""
+
+
+def api_works(project: Path, url: URL, body: str, *args: str) -> None:
+    """`body` (statements indented for the probe's `async with ... as db:` block, the public
+    names of `media_db` in scope, `sys.argv[2:]` the `args`) runs against `url` with the
+    project copy's data layer, in a process of its own."""
+    plain = url.render_as_string(hide_password=False)
+    probe = run(
+        ["python", "-c", API_PROBE.format(body=body), plain, *args], environment(), cwd=project
+    )
+    assert probe.returncode == 0, probe.stdout + probe.stderr

@@ -21,7 +21,7 @@ from tests.autogen.test_expand_contract_keeps_every_writer import (
     scalar,
 )
 from tests.conftest import FreshDatabase
-from tests.helpers import edit, environment, project_copy, run
+from tests.helpers import api_works, edit, environment, project_copy
 
 DECLARED = """    id: Mapped[uuid.UUID] = mapped_column(
         primary_key=True, server_default=NEW_UUID, info=SET_BY_SERVER
@@ -30,31 +30,33 @@ DECLARED = """    id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("media_items.id", ondelete="CASCADE")
     )
     analysis_type"""
-RENAMED = DECLARED.replace(
-    "        primary_key=True, server_default=NEW_UUID, info=SET_BY_SERVER\n",
-    '        "result_id",\n        primary_key=True,\n        server_default=NEW_UUID,\n'
-    '        key="id",\n        info={**SET_BY_SERVER, "renamed_from": "id"},\n',
-)
-CONTRACTED = RENAMED.replace('info={**SET_BY_SERVER, "renamed_from": "id"}', "info=SET_BY_SERVER")
+ID_ARGUMENTS = "        primary_key=True, server_default=NEW_UUID, info=SET_BY_SERVER\n"
+MARKED = 'info={**SET_BY_SERVER, "renamed_from": "id"}'
+
+
+def id_renamed(declared: str, name: str) -> tuple[str, str]:
+    """A model's `id` (its declaration, `declared`) renamed `name` in the database, keeping the
+    key the code uses: the expand's declaration, and the contract's (the marker gone)."""
+    renamed = declared.replace(
+        ID_ARGUMENTS,
+        f'        "{name}",\n        primary_key=True,\n        server_default=NEW_UUID,\n'
+        f'        key="id",\n        {MARKED},\n',
+    )
+    return renamed, renamed.replace(MARKED, "info=SET_BY_SERVER")
+
+
+RENAMED, CONTRACTED = id_renamed(DECLARED, "result_id")
 PRIMARY_KEY = (
     "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
     "WHERE conrelid = 'analysis_results'::regclass AND contype = 'p'"
 )
 API = """
-import asyncio, sys
-from media_db import AnalysisRepository, MediaRepository, NewMedia, settings
-from media_db.pool import Database
-
-async def main() -> None:
-    async with await Database.connect(settings.database_url({"DATABASE_URL": sys.argv[1]})) as db:
         item = await MediaRepository(db).create(NewMedia("s3://api", "upload"))
         results = AnalysisRepository(db)
         started = await results.start(item.id, "caption", "api")
         done = await results.complete(started.id, {"ok": True})
         assert done.id == started.id and done.result_data == {"ok": True}, done
         assert [r.id for r in await results.for_media_item(item.id)] == [started.id]
-
-asyncio.run(main())
 """
 
 
@@ -80,9 +82,7 @@ def writes_by_either_name(project: Path, url: URL, columns: tuple[str, ...]) -> 
             f"INSERT INTO analysis_results ({columns[0]}, analysis_type, provider) "
             f"VALUES ('{taken}', 'caption', 'raw')",
         )
-    plain = url.render_as_string(hide_password=False)
-    probe = run(["python", "-c", API, plain], environment(), cwd=project)
-    assert probe.returncode == 0, probe.stdout + probe.stderr
+    api_works(project, url, API)
 
 
 def test_a_renamed_primary_key_column_keeps_the_table_keyed_at_every_step(

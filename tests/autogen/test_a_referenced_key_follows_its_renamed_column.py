@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import URL
 from sqlalchemy.exc import IntegrityError
 
+from tests.autogen.test_a_primary_key_follows_its_renamed_column import id_renamed
 from tests.autogen.test_autogenerate_writes_lock_safe_revisions import snapshot
 from tests.autogen.test_expand_contract_keeps_every_writer import (
     assert_no_drift,
@@ -22,29 +23,18 @@ from tests.autogen.test_expand_contract_keeps_every_writer import (
     scalar,
 )
 from tests.conftest import FreshDatabase
-from tests.helpers import edit, environment, project_copy, run
+from tests.helpers import api_works, edit, environment, project_copy
 
 DECLARED = """    id: Mapped[uuid.UUID] = mapped_column(
         primary_key=True, server_default=NEW_UUID, info=SET_BY_SERVER
     )
     source_url"""
-RENAMED = DECLARED.replace(
-    "        primary_key=True, server_default=NEW_UUID, info=SET_BY_SERVER\n",
-    '        "item_id",\n        primary_key=True,\n        server_default=NEW_UUID,\n'
-    '        key="id",\n        info={**SET_BY_SERVER, "renamed_from": "id"},\n',
-)
-CONTRACTED = RENAMED.replace('info={**SET_BY_SERVER, "renamed_from": "id"}', "info=SET_BY_SERVER")
+RENAMED, CONTRACTED = id_renamed(DECLARED, "item_id")
 FOREIGN_KEYS = (
     "SELECT coalesce(jsonb_object_agg(conname, pg_get_constraintdef(oid)), '{}') "
     "FROM pg_constraint WHERE contype = 'f' AND confrelid = 'media_items'::regclass"
 )
 API = """
-import asyncio, sys
-from media_db import AnalysisRepository, JobQueue, MediaRepository, NewMedia, NotFound, settings
-from media_db.pool import Database
-
-async def main() -> None:
-    async with await Database.connect(settings.database_url({"DATABASE_URL": sys.argv[1]})) as db:
         media = MediaRepository(db)
         item = await media.create(NewMedia("s3://api", "upload"))
         assert (await media.get(item.id)) == item
@@ -64,8 +54,6 @@ async def main() -> None:
             pass
         else:
             raise AssertionError("the job outlived its item")
-
-asyncio.run(main())
 """
 
 
@@ -97,10 +85,7 @@ def children_follow(project: Path, url: URL, names: tuple[str, ...]) -> None:
             "INSERT INTO analysis_results (media_item_id, analysis_type, provider) "
             "VALUES (gen_random_uuid(), 'caption', 'raw')",
         )
-    missing = "00000000-0000-0000-0000-000000000000"
-    plain = url.render_as_string(hide_password=False)
-    probe = run(["python", "-c", API, plain, missing], environment(), cwd=project)
-    assert probe.returncode == 0, probe.stdout + probe.stderr
+    api_works(project, url, API, "00000000-0000-0000-0000-000000000000")
 
 
 def test_a_renamed_referenced_key_keeps_every_reference_at_every_step(
