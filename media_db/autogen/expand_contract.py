@@ -36,8 +36,8 @@ from media_db.transitions import RENAME, RETYPE, Transition, quote
 def keep_until_contract(rw: Rewrite, table: str, new: str, old: str) -> None:
     """A rename's old column keeps its indexes, UNIQUE constraints and foreign keys until the
     contract (the new column's are built beside them, so there is never a window without one):
-    an index the models move to the new column swaps names with the old one's
-    (rules.constraints.renamed_columns_index); a UNIQUE constraint cannot take one's name. A
+    an index or UNIQUE constraint the models move to the new column swaps names with the old
+    one's (rules.constraints.renamed_columns_index, renamed_columns_unique). A
     primary key the models move to the new column follows it (moves_primary_key); a foreign
     key referencing it, a view or a trigger on it cannot follow the rename yet, and is
     refused."""

@@ -172,6 +172,70 @@ def test_a_renamed_unique_column_stays_unique_at_every_step(
     down_to(project, url, expanded)
 
 
+CODE_KEEPING_ITS_NAME = (
+    'probe_tag: Mapped[str | None] = mapped_column(Text, info={"renamed_from": "probe_code"})'
+)
+UNIQUE_BY_NAME = 'UniqueConstraint("probe_tag", name="media_items_probe_code_key")'
+UNIQUE_DEFINITIONS = (
+    "SELECT coalesce(jsonb_object_agg(conname, pg_get_constraintdef(oid)), '{}') "
+    "FROM pg_constraint WHERE conrelid = 'media_items'::regclass AND contype = 'u' "
+    "AND conname LIKE '%%probe_%%'"
+)
+
+
+def test_a_unique_constraint_keeping_its_name_moves_to_the_new_column_with_it(
+    tmp_path: Path, head_copy: FreshDatabase
+) -> None:
+    """The models keep the UNIQUE constraint's name and put it on the new column: its index is
+    built there, the constraint made over it, the old one waiting as `__old`; old writers'
+    duplicates are refused by either; the contract drops the old one with its column."""
+    project, url, env, models = probe_project(
+        tmp_path,
+        head_copy,
+        CODE,
+        "ALTER TABLE media_items ADD COLUMN probe_code text "
+        "CONSTRAINT media_items_probe_code_key UNIQUE",
+    )
+    edit(models, (CODE, CODE.replace(", unique=True", "")))  # the constraint by name, below
+    model_edits.add_import(models, "from sqlalchemy import UniqueConstraint")
+    model_edits.add_table_arg(
+        models, "MediaItem", UNIQUE_BY_NAME.replace("probe_tag", "probe_code")
+    )
+    before = snapshot(url)
+    edit(
+        models,
+        (CODE.replace(", unique=True", ""), CODE_KEEPING_ITS_NAME),
+        (UNIQUE_BY_NAME.replace("probe_tag", "probe_code"), UNIQUE_BY_NAME),
+    )
+    ok(["make", "revision", "M=rename probe_code"], env, project)
+    migrate(project, url, "upgrade", "head")
+    assert scalar(url, UNIQUE_DEFINITIONS) == {
+        "media_items_probe_code_key": "UNIQUE (probe_tag)",
+        "media_items_probe_code_key__old": "UNIQUE (probe_code)",
+    }
+    assert_no_drift(ok(["make", "verify"], env, project))
+    execute(
+        url, "INSERT INTO media_items (source_url, source_type, probe_code) VALUES ('a', 'a', 'x')"
+    )
+    for column in ("probe_code", "probe_tag"):
+        with pytest.raises(IntegrityError):
+            execute(
+                url,
+                f"INSERT INTO media_items (source_url, source_type, {column}) "
+                "VALUES ('b', 'b', 'x')",
+            )
+    expanded = snapshot(url)
+    down_to(project, url, before)
+    migrate(project, url, "upgrade", "head")
+
+    edit(models, (', info={"renamed_from": "probe_code"}', ""))
+    ok(["make", "revision", "M=contract probe_tag"], env, project)
+    migrate(project, url, "upgrade", "head")
+    assert scalar(url, UNIQUE_DEFINITIONS) == {"media_items_probe_code_key": "UNIQUE (probe_tag)"}
+    assert_no_drift(ok(["make", "verify"], env, project))
+    down_to(project, url, expanded)
+
+
 PARENT = 'probe_parent: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("media_items.id"))'
 PARENT_RENAMED = (
     "probe_origin: Mapped[uuid.UUID | None] = "

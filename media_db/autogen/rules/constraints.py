@@ -65,9 +65,8 @@ def add_unique(
     rw: Rewrite, add: ops.CreateUniqueConstraintOp, direction: str
 ) -> list[ops.MigrateOperation]:
     table, name = add.table_name, str(add.constraint_name)
-    if direction == UPGRADE and name in rw.kept_indexes:
-        rw.refusals.append(taken(name, table))
-        return [add]
+    if name in rw.kept_indexes and rw.kept_indexes[name].kind == dependents.UNIQUE:
+        return renamed_columns_unique(rw, add, direction)
     if direction == DOWNGRADE and name in rw.gone_with_columns:
         return []  # the contract's way down makes it again with its column
     rw.waive(direction, "ban-drop-constraint")
@@ -127,6 +126,8 @@ def drop_constraint(
     name = str(drop.constraint_name)
     if direction == UPGRADE and name in rw.gone_with_columns:
         return []  # dropped with its column, by the contract
+    if direction == UPGRADE and name in rw.kept_indexes:
+        return []  # kept on the renamed column's old name (renamed_columns_unique)
     if name in rw.moving_references:
         return []  # it follows a renamed key: the rename's own steps
     rw.waive(direction, "ban-drop-constraint")
@@ -169,10 +170,58 @@ def renamed_columns_index(
     return [AutocommitBlock([forms.concurrent(build)]), Statement(swap)]
 
 
+def renamed_columns_unique(
+    rw: Rewrite, add: ops.CreateUniqueConstraintOp, direction: str
+) -> list[ops.MigrateOperation]:
+    """A UNIQUE constraint the models move from a renamed column's old name to its new one,
+    keeping its name: its index is built CONCURRENTLY beside the old one's under a temporary
+    name, then, in one catalog step, the old constraint becomes `<name>__old` and the index
+    becomes the constraint; the old one serves old writers until the contract drops it with
+    its column. The way down drops the new one and gives the old one its name back."""
+    table, name = add.table_name, str(add.constraint_name)
+    constraint, old = rw.quote(name), rw.quote(transitions.kept_name(name))
+    table_ = rw.quote(table)
+    rw.waive(direction, "ban-drop-constraint")
+    if direction == DOWNGRADE:
+        rw.lock(
+            direction, f"rename constraint {transitions.kept_name(name)} to {name}: {CATALOG_ONLY}"
+        )
+        return [
+            Statement(
+                "DO $unique$ BEGIN IF EXISTS (SELECT FROM pg_constraint WHERE conrelid = "
+                f"to_regclass({transitions.literal(table_)}) AND conname = "
+                f"{transitions.literal(transitions.kept_name(name))}) THEN "
+                f"ALTER TABLE {table_} RENAME CONSTRAINT {old} TO {constraint}; "
+                "END IF; END $unique$"
+            )
+        ]
+    shadow = transitions.shadow_name(name)
+    index = ops.CreateIndexOp(
+        conv(shadow), table, list(add.columns), unique=True, schema=add.schema
+    )
+    rw.lock(
+        direction,
+        f"unique constraint {name} on {table}: its index is built CONCURRENTLY as {shadow} "
+        f"under {CONCURRENT}; then the old one becomes {transitions.kept_name(name)} and the "
+        f"index the constraint: {CATALOG_ONLY}",
+    )
+    swap = (
+        "DO $swap$ BEGIN IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = "
+        f"to_regclass({transitions.literal(table_)}) AND conname = "
+        f"{transitions.literal(transitions.kept_name(name))}) THEN "
+        f"ALTER TABLE {table_} RENAME CONSTRAINT {constraint} TO {old}; "
+        f"ALTER TABLE {table_} ADD CONSTRAINT {constraint} UNIQUE USING INDEX "
+        f"{rw.quote(shadow)}{forms.deferrable(add.kw)}; "
+        # A re-run after the swap built the index again: it is not needed.
+        f"ELSE DROP INDEX IF EXISTS {rw.quote(shadow)}; END IF; END $swap$"
+    )
+    return [AutocommitBlock([forms.concurrent(index)]), Statement(swap)]
+
+
 def taken(name: str, table: str) -> str:
-    """Why a new UNIQUE constraint cannot take `name` during a rename's expand."""
+    """Why an index cannot take the name of a UNIQUE constraint a rename's old column keeps."""
     return (
         f"{name} on {table}: a UNIQUE constraint of that name stays on the renamed column's "
-        "old name until the contract. Name the new one otherwise (the naming convention's "
-        "<table>_<column>_key does)"
+        "old name until the contract, and an index cannot take it over. Name the index "
+        "otherwise (the naming convention's <table>_<column>_idx does)"
     )
