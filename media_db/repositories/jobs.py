@@ -176,7 +176,7 @@ def _in_claim_order(claimed: CTE) -> list[ColumnElement[Any]]:
 def claim_many_sql(n: int, by_workflow: bool) -> str:
     claimed = _claim_update(n, by_workflow).cte("claimed")
     return compiled(
-        select(*(claimed.c[column.name] for column in COLUMNS)).order_by(*_in_claim_order(claimed))
+        select(*(claimed.c[column.key] for column in COLUMNS)).order_by(*_in_claim_order(claimed))
     )
 
 
@@ -256,7 +256,7 @@ def complete_and_claim_sql(n: int, by_workflow: bool) -> str:
     claimed = _claim_update(n, by_workflow).cte("claimed")
     completed = select(func.array_agg(done.c.id).label("completed")).subquery("completed")
     return compiled(
-        select(completed.c.completed, *(claimed.c[column.name] for column in COLUMNS))
+        select(completed.c.completed, *(claimed.c[column.key] for column in COLUMNS))
         .select_from(completed.outerjoin(claimed, true()))
         .order_by(*_in_claim_order(claimed))
     )
