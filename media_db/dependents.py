@@ -80,14 +80,14 @@ class Dependent:
         finishes), a constraint NOT VALID. A UNIQUE constraint then takes its index
         (`takes_name_sql`)."""
         if self.kind in (CHECK, FOREIGN_KEY):
-            local, references, referenced = self.definition.partition(" REFERENCES ")
+            local, references, referenced = rebuildable(self.definition).partition(" REFERENCES ")
             definition = over_column(local, column, new_column) + references + referenced
             return (
                 f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(name)} "
                 f"{definition.removesuffix(' NOT VALID')} NOT VALID"
             )
         match = INDEX_DEFINITION.fullmatch(
-            over_column(self.index or self.definition, column, new_column)
+            over_column(rebuildable(self.index or self.definition), column, new_column)
         )
         assert match is not None, self.index or self.definition
         unique, method = match["unique"] or "", match["rest"]
@@ -128,6 +128,22 @@ UNIQUE_OPTIONS = re.compile(r"UNIQUE (?:NULLS NOT DISTINCT )?\(.*?\)(?P<rest>.*)
 # A string literal, a quoted identifier, or anything else (SQL's own lexical pieces, enough to
 # tell a column's name from the same word inside a literal).
 PIECES = re.compile(r"('(?:[^']|'')*')|(\"(?:[^\"]|\"\")*\")|([^'\"]+)")
+
+
+# `(ARRAY['a'::character varying, ...])::text[]`: string constants of one type, cast as an array.
+ARRAY_CAST = re.compile(
+    r"\(ARRAY\[((?:'(?:[^']|'')*'::([a-z][a-z ]*)(?:, )?)+)\]\)::([a-z][a-z ]*)\[\]"
+)
+
+
+def rebuildable(definition: str) -> str:
+    """`definition` (as the catalog prints it: pg_get_constraintdef, pg_get_indexdef, pg_dump)
+    in a form that builds what it describes again. An IN list's array is printed as
+    `(ARRAY['a'::character varying])::text[]`, which PostgreSQL reads back as
+    `ARRAY[('a'::character varying)::text]` (a cast of an ARRAY[...] is pushed into its
+    elements): a CHECK or partial index that `make verify` would call drift. A cast to the
+    elements' own type in between keeps the array whole, as the IN list built it."""
+    return ARRAY_CAST.sub(r"(ARRAY[\1]::\2[])::\3[]", definition)
 
 
 def over_column(sql: str, column: str, new_column: str) -> str:

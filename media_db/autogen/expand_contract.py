@@ -6,12 +6,14 @@ contract. Each builder returns the upgrade's steps and leaves the downgrade's wi
 (`undo`, `trigger_drops`), which the downgrade's plain column operation is replaced by.
 """
 
+import re
 from typing import Any
 
 from alembic.operations import ops
 from alembic_utils.reversible_op import DropOp, ReplaceOp
-from sqlalchemy import Column, Connection
+from sqlalchemy import CheckConstraint, Column, Connection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateIndex
 
 from media_db import dependents, transitions
 from media_db.autogen import forms
@@ -36,8 +38,8 @@ from media_db.transitions import RENAME, RETYPE, Transition, quote
 def keep_until_contract(rw: Rewrite, table: str, new: str, old: str) -> None:
     """A rename's old column keeps its indexes, UNIQUE constraints and foreign keys until the
     contract (the new column's are built beside them, so there is never a window without one):
-    an index or UNIQUE constraint the models move to the new column swaps names with the old
-    one's (rules.constraints.renamed_columns_index, renamed_columns_unique). A
+    an index or UNIQUE constraint the models keep under its name is carried to the new column,
+    and so is every CHECK (`carried`); autogenerate's own steps for those are left out. A
     primary key the models move to the new column follows it (moves_primary_key); a foreign
     key referencing it, a view or a trigger on it cannot follow the rename yet, and is
     refused."""
@@ -45,6 +47,12 @@ def keep_until_contract(rw: Rewrite, table: str, new: str, old: str) -> None:
     rw.kept_indexes |= {
         d.name: d for d in depending if d.kind in (dependents.INDEX, dependents.UNIQUE)
     }
+    declared = rw.metadata.tables.get(table)
+    names: set[str] = set()
+    if declared is not None:
+        names |= {str(index.name) for index in declared.indexes}
+        names |= {str(constraint.name) for constraint in declared.constraints}
+    rw.carried |= {n for n in rw.kept_indexes if n in names}
     keys = [d for d in depending if moves_primary_key(rw, d, table, new)]
     blocking = [
         d
@@ -136,11 +144,13 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
     steps += added_for_fill(rw, moving, add, forms.default_sql(new))
     rw.lock(UPGRADE, f"{where}, with the sync trigger {moving.name}: {SYNC_TRIGGER}")
     steps += fill(rw, moving, new.type, not new.nullable, UPGRADE)
-    checks = [
-        d for d in dependents.dependents(rw.connection, table, old) if d.kind == dependents.CHECK
+    carry = [
+        d
+        for d in dependents.dependents(rw.connection, table, old)
+        if d.kind == dependents.CHECK or d.name in rw.carried
     ]
-    for check in checks:
-        steps += carried_check(rw, check, table, old, new.name)
+    for dependent in carry:
+        steps += carried(rw, dependent, table, old, new.name)
     references: list[dependents.Reference] = []
     for key in dependents.dependents(rw.connection, table, old):
         if moves_primary_key(rw, key, table, new.name):
@@ -163,8 +173,8 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
         # The foreign keys over the new name first: they hold its unique index.
         *(Statement(r.dropped_sql(transitions.shadow_name(r.name))) for r in references),
         *lossless_drop(rw, moving, new.name, moving.source, DOWNGRADE),
-        # The new column's CHECKs went with it: the old ones take their names back.
-        *(Statement(d.renamed_sql(table, transitions.kept_name(d.name), d.name)) for d in checks),
+        # The new column's copies went with it: the old ones take their names back.
+        *(Statement(d.renamed_sql(table, transitions.kept_name(d.name), d.name)) for d in carry),
         *restore,
     ]
     return steps
@@ -222,32 +232,80 @@ def primary_key_swap_sql(table: str, key: str, column: str) -> list[str]:
     ]
 
 
-def carried_check(
-    rw: Rewrite, check: dependents.Dependent, table: str, old: str, new: str
+def carried(
+    rw: Rewrite, dependent: dependents.Dependent, table: str, old: str, new: str
 ) -> list[ops.MigrateOperation]:
-    """A CHECK on a renamed column's old name, added again over the new one (NOT VALID, then
-    VALIDATE, once the backfill is done) and given its name, the old column's keeping it as
-    `<name>__old` until the contract drops it with its column. A re-run after the swap drops
-    the copy it made again."""
-    shadow, kept = transitions.shadow_name(check.name), transitions.kept_name(check.name)
+    """An index, UNIQUE constraint or CHECK on a renamed column's old name that the models keep
+    under its name: built again over the new one (an index CONCURRENTLY, a CHECK NOT VALID then
+    VALIDATE, after the backfill; every mention of the column moves, a partial index's WHERE
+    included) under a temporary name, then, in one catalog step, the old one becomes
+    `<name>__old` (until the contract drops it with its column) and the copy takes the name. A
+    re-run after the swap drops the copy it made again."""
+    name = dependent.name
+    shadow, kept = transitions.shadow_name(name), transitions.kept_name(name)
     table_ = quote(table)
+    if dependent.kind == dependents.UNIQUE:
+        options = dependents.UNIQUE_OPTIONS.fullmatch(dependent.definition)
+        assert options is not None, dependent.definition
+        takes = (
+            f"ALTER TABLE {table_} ADD CONSTRAINT {quote(name)} UNIQUE USING INDEX "
+            f"{quote(shadow)}{options['rest']}"
+        )
+    else:
+        takes = dependent.renamed_sql(table, shadow, name)
+    leftover = (
+        f"ALTER TABLE {table_} DROP CONSTRAINT IF EXISTS {quote(shadow)}"
+        if dependent.kind == dependents.CHECK
+        else f"DROP INDEX IF EXISTS {quote(shadow)}"
+    )
+    swapped = (
+        f"to_regclass({transitions.literal(quote(kept))}) IS NOT NULL OR EXISTS (SELECT FROM "
+        f"pg_constraint WHERE conrelid = to_regclass({transitions.literal(table_)}) AND "
+        f"conname = {transitions.literal(kept)})"
+    )
     swap = (
-        "DO $swap$ BEGIN IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = "
-        f"to_regclass({transitions.literal(table_)}) AND conname = {transitions.literal(kept)}) "
-        f"THEN {check.renamed_sql(table, check.name, kept)}; "
-        f"{check.renamed_sql(table, shadow, check.name)}; "
-        f"ELSE ALTER TABLE {table_} DROP CONSTRAINT IF EXISTS {quote(shadow)}; END IF; END $swap$"
+        f"DO $swap$ BEGIN IF NOT ({swapped}) THEN "
+        f"{dependent.renamed_sql(table, name, kept)}; {takes}; "
+        f"ELSE {leftover}; END IF; END $swap$"
     )
     rw.lock(
         UPGRADE,
-        f"check constraint {check.name}: renamed to {kept}, its copy over {new} taking the "
-        f"name: {CATALOG_ONLY}",
+        f"{dependent.kind} {name}: renamed to {kept}, its copy over {new} taking the name: "
+        f"{CATALOG_ONLY}",
     )
+    declared = declared_sql(rw, table, dependent, shadow)
     return [
-        Comment(f"{check.name} over {new}; {old}'s stays as {kept} until the contract."),
-        *built(rw, UPGRADE, check, table, old, new, shadow),
+        Comment(f"{name} over {new}; {old}'s stays as {kept} until the contract."),
+        *built(rw, UPGRADE, dependent, table, old, new, shadow, declared),
         Statement(swap),
     ]
+
+
+def declared_sql(rw: Rewrite, table: str, dependent: dependents.Dependent, name: str) -> str | None:
+    """The SQL building `dependent` as the models declare it (same name), named `name`: what a
+    fresh database has, to the letter (PostgreSQL stores an `IN (...)` read back from its own
+    catalog in another form than the one it parsed). None where the models do not declare it."""
+    declared = rw.metadata.tables.get(table)
+    if declared is None:
+        return None
+    dialect = rw.connection.dialect
+    if dependent.kind == dependents.CHECK:
+        checks = [c for c in declared.constraints if c.name == dependent.name]
+        if not checks or not isinstance(checks[0], CheckConstraint):
+            return None
+        condition = checks[0].sqltext.compile(dialect=dialect)
+        return (
+            f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(name)} CHECK ({condition}) NOT VALID"
+        )
+    indexes = [i for i in declared.indexes if i.name == dependent.name]
+    if dependent.kind != dependents.INDEX or not indexes:
+        return None  # a UNIQUE constraint's index: its columns, as the catalog has them
+    created = str(CreateIndex(indexes[0]).compile(dialect=dialect))
+    return re.sub(
+        r"^CREATE (UNIQUE )?INDEX \S+ ON",
+        lambda m: f"CREATE {m[1] or ''}INDEX CONCURRENTLY IF NOT EXISTS {quote(name)} ON",
+        created.strip(),
+    )
 
 
 def expand_backfill(
@@ -467,10 +525,12 @@ def built(
     column: str,
     over: str,
     name: str,
+    sql: str | None = None,
 ) -> list[ops.MigrateOperation]:
     """`dependent` (an index, a CHECK, a foreign key or a UNIQUE constraint's index on
-    `column`) built again over the column `over`, named `name`, without blocking writes."""
-    sql = dependent.over(table, column, over, name)
+    `column`) built again over the column `over`, named `name`, without blocking writes;
+    `sql`: its definition, where the models give it (else the catalog's, moved)."""
+    sql = sql or dependent.over(table, column, over, name)
     if dependent.kind in (dependents.CHECK, dependents.FOREIGN_KEY):
         check = dependent.kind == dependents.CHECK
         rw.lock(

@@ -41,6 +41,9 @@ class Rewrite:
         # Indexes on a renamed column's old name: they serve its readers until the contract,
         # which drops them with the column (autogenerate does not see them: environment.py).
         self.kept_indexes: dict[str, Dependent] = {}
+        # Those the models keep under their names: the expand carries them to the new column
+        # (expand_contract.carried), in place of autogenerate's drop and create, either way.
+        self.carried: set[str] = set()
         # Indexes and constraints on a contract's old column: they go with the column, and its
         # way down builds them again (expand_contract.contract_old_column); autogenerate's own
         # drop and create of them are left out.

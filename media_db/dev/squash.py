@@ -30,7 +30,7 @@ from alembic.util import CommandError
 from sqlalchemy import URL, create_engine, pool
 from sqlalchemy.exc import DBAPIError
 
-from media_db import settings
+from media_db import dependents, settings
 from media_db.deploy import history_shape, project, squashed
 from media_db.dev.embedded import client
 from media_db.dev.rebase import FILE_NAME
@@ -45,10 +45,6 @@ COLUMN_OPTIONS = re.compile(r"^(ALTER TABLE ONLY \S+ ALTER COLUMN \S+ SET )\((.*
 # own (measured: in pg_attribute.attoptions of every table, catalogs included); the server
 # assigns it, no revision does, and a stock server refuses the name.
 SERVER_ASSIGNED_OPTIONS = ("pg_attver=",)
-# `(ARRAY['a'::character varying, ...])::text[]`: string constants of one type, cast as an array.
-ARRAY_CAST = re.compile(
-    r"\(ARRAY\[((?:'(?:[^']|'')*'::([a-z][a-z ]*)(?:, )?)+)\]\)::([a-z][a-z ]*)\[\]"
-)
 
 BASELINE = '''"""Baseline: the schema as revisions {first} to {upto} built it, in one step.
 
@@ -243,22 +239,13 @@ def ours(statements: Iterator[str]) -> list[str]:
     return kept
 
 
-def rebuilding(statement: str) -> str:
-    """`statement` in a form that builds what it describes again. pg_dump prints an IN list's
-    array as `(ARRAY['a'::character varying])::text[]`, which PostgreSQL reads back as
-    `ARRAY[('a'::character varying)::text]` (a cast of an ARRAY[...] is pushed into its
-    elements): a CHECK that `make verify` would call drift. A cast to the elements' own type in
-    between keeps the array whole, as the IN list built it."""
-    return ARRAY_CAST.sub(r"(ARRAY[\1]::\2[])::\3[]", statement)
-
-
 def schema_at(server: URL, revision: str) -> list[str]:
     """The statements that build the schema base..revision built, read from a scratch database,
     and proven on a second one: what they build dumps the same, else nothing is written."""
     with scratch_database(server) as scratch:
         upgrade(scratch, revision)
         built = ours(split(pg_dump(scratch)))
-    statements = [rebuilding(statement) for statement in built]
+    statements = [dependents.rebuildable(statement) for statement in built]
     with scratch_database(server) as scratch:
         # psycopg itself, with no parameters: a % or a colon in the SQL is only text.
         with psycopg.connect(conninfo(scratch)) as connection:

@@ -116,3 +116,80 @@ def test_a_rename_that_drops_the_key_the_code_names_is_refused_in_one_line(
     assert 'key="media_item_id"' in refusal[0], refusal
     assert sorted((project / "alembic" / "versions").glob("*.py")) == versions
     assert (project / "media_db" / "records.py").read_text() == records
+
+
+STATUS = """    status: Mapped[JobStatus] = mapped_column(
+        StatusColumn(JobStatus, 20),
+        server_default=text(f"'{JobStatus.QUEUED}'"),
+        info=SET_BY_REPOSITORY,"""
+STATE = """    status: Mapped[JobStatus] = mapped_column(
+        "state",
+        StatusColumn(JobStatus, 20),
+        server_default=text(f"'{JobStatus.QUEUED}'"),
+        key="status",
+        info={**SET_BY_REPOSITORY, "renamed_from": "status"},"""
+# Every SQL text of ProcessingJob naming the column: its partial indexes' WHEREs and its CHECK.
+STATUS_TEXTS = [
+    ("text(\"status = 'queued'\")", "text(\"state = 'queued'\")"),
+    ("text(\"status = 'running'\")", "text(\"state = 'running'\")"),
+    ("text(\"status IN ('completed',", "text(\"state IN ('completed',"),
+    ("AND status IN ('queued', 'running')", "AND state IN ('queued', 'running')"),
+    (
+        'CheckConstraint(one_of(JobStatus), name="status")',
+        'CheckConstraint(one_of(JobStatus).replace("status", "state"), name="status")',
+    ),
+]
+JOB_INDEXES = (
+    "SELECT coalesce(jsonb_object_agg(c.relname, pg_get_indexdef(c.oid)), '{}') FROM pg_index x "
+    "JOIN pg_class c ON c.oid = x.indexrelid WHERE x.indrelid = 'processing_jobs'::regclass"
+)
+QUEUE = """
+        queue = JobQueue(db)
+        job = await queue.enqueue("transcode", dedupe_key=sys.argv[2])
+        again = await queue.enqueue("transcode", dedupe_key=sys.argv[2])
+        assert again.id == job.id, (job, again)
+        done, claimed = await queue.complete_and_claim([], 5)
+        assert [found.id for found in claimed] == [job.id], claimed
+"""
+
+
+def test_the_queue_follows_a_rename_of_its_status_column(
+    tmp_path: Path, head_copy: FreshDatabase
+) -> None:
+    """`processing_jobs.status`, which the claim, the partial indexes (their WHERE), the CHECK
+    and the dedupe index all name: the expand carries every index and the CHECK to the new
+    column under their names, the queue claims and dedupes through them at every step, and
+    no index is lost at the contract."""
+    project, url = project_copy(tmp_path), head_copy()
+    env, models = environment(url), project / "models" / "media.py"
+    before = snapshot(url)
+    indexed = scalar(url, JOB_INDEXES)
+    edit(models, (STATUS, STATE))
+    source = models.read_text()
+    for old, new in STATUS_TEXTS:  # some appear more than once
+        assert old in source, old
+        source = source.replace(old, new)
+    models.write_text(source)
+    ok(["make", "revision", "M=rename status"], env, project)
+    migrate(project, url, "upgrade", "head")
+    carried = scalar(url, JOB_INDEXES)
+    assert {name for name in carried if not name.endswith("__old")} == set(indexed)
+    stale = {
+        name: definition
+        for name, definition in carried.items()
+        if "status" in definition.partition(" USING ")[2] and not name.endswith("__old")
+    }
+    assert stale == {}, "an index still names the old column"
+    assert_no_drift(ok(["make", "verify"], env, project))
+    api_works(project, url, QUEUE, "expanded")
+    expanded = snapshot(url)
+    down_to(project, url, before)
+    migrate(project, url, "upgrade", "head")
+
+    edit(models, ('info={**SET_BY_REPOSITORY, "renamed_from": "status"}', "info=SET_BY_REPOSITORY"))
+    ok(["make", "revision", "M=contract state"], env, project)
+    migrate(project, url, "upgrade", "head")
+    assert set(scalar(url, JOB_INDEXES)) == set(indexed), "an index was lost"
+    assert_no_drift(ok(["make", "verify"], env, project))
+    api_works(project, url, QUEUE, "contracted")
+    down_to(project, url, expanded)
