@@ -65,6 +65,20 @@ def keep_until_contract(rw: Rewrite, table: str, new: str, old: str) -> None:
         references = dependents.references(rw.connection, table, old)
         rw.moving_references |= {r.name for r in references}
         rw.moving_references |= {transitions.shadow_name(r.name) for r in references}
+        marked = transitions.marked(rw.metadata)
+        for reference in references:
+            local = reference.definition.partition("(")[2].partition(")")[0]
+            renamed = [
+                f"{child}.{value}"
+                for (child, _), (kind, value) in marked.items()
+                if child == reference.table and kind == RENAME and value == local
+            ]
+            if renamed:
+                rw.refusals.append(
+                    f"add_column {table}.{new} (renamed from {old}) and {renamed[0]}, which "
+                    f"references it, are renamed together: rename one in this revision and "
+                    "the other in the next"
+                )
     if refused := uncarried(rw, blocking):
         rw.refusals.append(
             f"add_column {table}.{new} (renamed from {old}): {refused}. Rename it by "

@@ -23,7 +23,7 @@ from tests.autogen.test_expand_contract_keeps_every_writer import (
     scalar,
 )
 from tests.conftest import FreshDatabase
-from tests.helpers import api_works, edit, environment, project_copy
+from tests.helpers import api_works, edit, environment, project_copy, run
 
 DECLARED = """    id: Mapped[uuid.UUID] = mapped_column(
         primary_key=True, server_default=NEW_UUID, info=SET_BY_SERVER
@@ -127,3 +127,39 @@ def test_a_renamed_referenced_key_keeps_every_reference_at_every_step(
     children_follow(project, url, ("item_id",))
     down_to(project, url, expanded)
     down_to(project, url, before)
+
+
+REFERENCING = """    media_item_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("media_items.id", ondelete="CASCADE")
+    )
+    analysis_type"""
+
+
+def test_a_key_and_a_column_referencing_it_renamed_together_are_refused_in_one_line(
+    tmp_path: Path, head_copy: FreshDatabase
+) -> None:
+    """Each rename moves the foreign key between them by its own steps: together, the upgrade
+    could not run (the new reference would name a column not there yet)."""
+    project, url = project_copy(tmp_path), head_copy()
+    models = project / "models" / "media.py"
+    versions = sorted((project / "alembic" / "versions").glob("*.py"))
+    edit(
+        models,
+        (DECLARED, RENAMED),
+        (
+            REFERENCING,
+            REFERENCING.replace(
+                '        ForeignKey("media_items.id", ondelete="CASCADE")\n',
+                '        "media_id",\n        ForeignKey("media_items.id", ondelete="CASCADE"),\n'
+                '        key="media_item_id",\n        info={"renamed_from": "media_item_id"},\n',
+            ),
+        ),
+    )
+    made = run(["make", "revision", "M=rename both"], environment(url), cwd=project)
+    said = made.stdout + made.stderr
+    assert made.returncode != 0, said
+    assert "Traceback" not in said, said
+    refusal = [line for line in said.splitlines() if "renamed together" in line]
+    assert len(refusal) == 1, said
+    assert "analysis_results.media_item_id" in refusal[0], refusal
+    assert sorted((project / "alembic" / "versions").glob("*.py")) == versions
