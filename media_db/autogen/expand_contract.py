@@ -195,12 +195,13 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
 
 
 def primary_key_index(
-    rw: Rewrite, direction: str, table: str, column: str, key: str
+    rw: Rewrite, direction: str, table: str, column: str, key: str, index: str | None = None
 ) -> list[ops.MigrateOperation]:
     """The unique index over `column` that becomes the primary key `key` at the contract
     (ADD CONSTRAINT ... PRIMARY KEY USING INDEX: a catalog update, no scan); until then the old
-    column keeps the key. Named `<key>__new`; an INVALID leftover of a failed build first goes."""
-    index = transitions.shadow_name(key)
+    column keeps the key. Named `index`, by default `<key>__new`; an INVALID leftover of a
+    failed build first goes."""
+    index = index or transitions.shadow_name(key)
     rw.lock(direction, f"create_index {index} (UNIQUE) CONCURRENTLY on {table}: {CONCURRENT}")
     return [
         Comment(f"{column}'s unique index: the primary key {key} at the contract."),
@@ -244,6 +245,33 @@ def primary_key_swap_sql(table: str, key: str, column: str) -> list[str]:
         f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(key)} PRIMARY KEY USING INDEX "
         f"{quote(transitions.shadow_name(key))}",
     ]
+
+
+def key_moved_back_sql(
+    moving: Transition, key: str, index: str, references: list[dependents.Reference]
+) -> str:
+    """The primary key `key` moved back from `moving.column` to the old column, over its unique
+    index `index`, in one transaction: the foreign keys referencing it hold the key's index, so
+    they go and come back over the old name (NOT VALID: every new row is checked at once). Only
+    while the key is still on the new column: a re-run after this step drops the index it built
+    again instead."""
+    assert moving.old is not None
+    table_ = quote(moving.table)
+    on_new = (
+        "EXISTS (SELECT FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid "
+        f"AND a.attnum = c.conkey[1] WHERE c.conrelid = to_regclass({transitions.literal(table_)}) "
+        f"AND c.contype = 'p' AND a.attname = {transitions.literal(moving.column)})"
+    )
+    moved = [
+        *(reference.dropped_sql() for reference in references),
+        f"ALTER TABLE {table_} DROP CONSTRAINT {quote(key)}",
+        f"ALTER TABLE {table_} ADD CONSTRAINT {quote(key)} PRIMARY KEY USING INDEX {quote(index)}",
+        *(reference.to(moving.old, moving.old, reference.name) for reference in references),
+    ]
+    return (
+        f"DO $key$ BEGIN IF {on_new} THEN {'; '.join(moved)}; "
+        f"ELSE DROP INDEX IF EXISTS {quote(index)}; END IF; END $key$"
+    )
 
 
 def carried(
@@ -725,14 +753,16 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
     by = moving.column if keys else None
     undo += fill(rw, back, was["type"], not was["nullable"], DOWNGRADE, key=by)
     for key in keys:  # the key back on the old column, the new one's index built again
-        undo += primary_key_index(rw, DOWNGRADE, moving.table, old, key.name)
+        index = transitions.kept_name(key.name)
+        undo += primary_key_index(rw, DOWNGRADE, moving.table, old, key.name, index)
         rw.lock(DOWNGRADE, f"primary key {key.name} over {old}: {CATALOG_ONLY}")
-        # Its foreign keys hold the key's index: they go, and come back over the old name in
-        # the same transaction (NOT VALID: enforced for every new row at once).
-        undo += [Statement(r.dropped_sql()) for r in references]
-        undo += map(Statement, primary_key_swap_sql(moving.table, key.name, old))
-        for reference in references:
-            undo += referenced_again(rw, DOWNGRADE, reference, old, old, reference.name)
+        undo.append(Statement(key_moved_back_sql(moving, key.name, index, references)))
+        undo += [  # each VALIDATE in a transaction of its own: it scans, writes go on
+            AutocommitBlock(
+                [Statement(f"ALTER TABLE {quote(r.table)} VALIDATE CONSTRAINT {quote(r.name)}")]
+            )
+            for r in references
+        ]
         undo += primary_key_index(rw, DOWNGRADE, moving.table, moving.column, key.name)
         for reference in references:
             name = transitions.shadow_name(reference.name)
