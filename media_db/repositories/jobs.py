@@ -971,6 +971,19 @@ class JobQueue:
         name = validation.required_text("key", key, LIMIT_KEY_LENGTH)
         await fetch_all(self.db, CLEAR_LIMIT, {"key": name}, _first)
 
+    async def pause(self, key: str) -> LimitRecord:
+        """Pauses `key` (a job's limit_key, else its workflow type): none of its jobs is
+        claimed until `resume(key)`; those running finish. Its limits stay."""
+        name = validation.required_text("key", key, LIMIT_KEY_LENGTH)
+        row = await fetch_one(self.db, PAUSE, {"key": name}, LimitRecord.from_row)
+        assert row is not None  # an upsert returns its row
+        return row
+
+    async def resume(self, key: str) -> None:
+        """Claims of `key`'s jobs start again (within its limits, if any)."""
+        name = validation.required_text("key", key, LIMIT_KEY_LENGTH)
+        await fetch_all(self.db, RESUME, {"key": name}, _first)
+
     async def limits(self) -> list[LimitRecord]:
         """Every key's limits and pause, by key."""
         return await fetch_all(self.db, ALL_LIMITS, {}, LimitRecord.from_row)
