@@ -44,6 +44,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     case,
+    cast,
     delete,
     exists,
     false,
@@ -65,6 +66,7 @@ from media_db import validation
 from media_db.errors import InvalidInput, InvalidTransition, NotFound
 from media_db.models import JobStatus, ProcessingJob, ProcessingLimit
 from media_db.models.media import TRACEBACK_LIMIT
+from media_db.models.triggers import JOBS_CHANNEL
 from media_db.pool import Database
 from media_db.records import JobRecord, LimitRecord, NewJob
 from media_db.repositories.common import (
@@ -528,7 +530,7 @@ BY_STATUS = {
 }
 BY_ID = compiled(select(*COLUMNS).where(JOBS.c.id == bindparam("id")))
 COUNTS = compiled(select(JOBS.c.status, func.count()).group_by(JOBS.c.status))
-MOVE = compiled(
+_MOVE = (
     update(JOBS)
     .values(
         status=bindparam("to", type_=String),
@@ -546,6 +548,24 @@ MOVE = compiled(
     )
     .returning(*COLUMNS)
 )
+MOVE = compiled(_MOVE)
+# A running job's worker hears of its cancel at once: the notification goes out on the channel
+# idle workers LISTEN on for new jobs (media_analysis_jobs), its payload CANCEL_PREFIX + id,
+# sent when the cancel commits (its worker also polls its jobs' status, the fallback).
+CANCEL_PREFIX = "cancel:"
+_cancelled = _MOVE.cte("cancelled")
+CANCEL = compiled(
+    select(
+        *(_cancelled.c[column.name] for column in COLUMNS),
+        func.pg_notify(
+            constant(JOBS_CHANNEL), constant(CANCEL_PREFIX).concat(cast(_cancelled.c.id, Text))
+        ),
+    )
+)
+_HELD_IDS = select(JOBS.c.id).where(
+    JOBS.c.id == any_(IDS), _once_found(JOBS.c.status == constant(JobStatus.CANCELLED))
+)
+CANCELLED_AMONG = compiled(_HELD_IDS)
 STATUS_OF = compiled(select(JOBS.c.status).where(JOBS.c.id == bindparam("id")))
 
 
@@ -906,7 +926,19 @@ class JobQueue:
         return await fetch_all(self.db, RELEASE, {"ids": keys}, _first)
 
     async def cancel(self, job_id: uuid.UUID | str) -> JobRecord:
-        return await self._move(job_id, [JobStatus.QUEUED, JobStatus.RUNNING], JobStatus.CANCELLED)
+        """Cancels a queued or running job. A running one's worker hears of it at once (a
+        notification, sent when the cancel commits; its polling is the fallback) and cancels
+        the handler's task: the job stays `cancelled`, its lease released, and no outcome is
+        written over it (only a running job's holder writes one)."""
+        allowed = [JobStatus.QUEUED, JobStatus.RUNNING]
+        return await self._move(job_id, allowed, JobStatus.CANCELLED, statement=CANCEL)
+
+    async def cancelled_among(self, job_ids: Iterable[uuid.UUID | str]) -> set[uuid.UUID]:
+        """Which of the listed jobs are `cancelled` (a worker's fallback check of its jobs)."""
+        keys = self._ids(job_ids)
+        if not keys:
+            return set()
+        return set(await fetch_all(self.db, CANCELLED_AMONG, {"ids": keys}, _first))
 
     async def requeue_stuck(self, older_than: timedelta) -> list[uuid.UUID]:
         """Jobs `running` for longer than `older_than` whose lease (if any) has expired go
@@ -1016,10 +1048,14 @@ class JobQueue:
         allowed: list[JobStatus],
         to: JobStatus,
         error_message: str | None = None,
+        statement: str = MOVE,
     ) -> JobRecord:
         key = validation.as_uuid("job_id", job_id)
         values: dict[str, Any] = {"to": to, "error": error_message, "id": key, "allowed": allowed}
-        row = await fetch_one(self.db, MOVE, values, JobRecord.from_row)
+        # The record's columns first (CANCEL adds its notification's result after them).
+        row = await fetch_one(
+            self.db, statement, values, lambda found: JobRecord.from_row(found[: len(COLUMNS)])
+        )
         if row is not None:
             return row
         found = await fetch_one(self.db, STATUS_OF, {"id": key}, _first)
