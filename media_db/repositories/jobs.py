@@ -146,24 +146,27 @@ STILL_RUNNING = _once_found(RUNNING)
 NO_LEASE = {"locked_until": null(), "lease_token": null()}
 
 
-def _limits() -> CTE:
-    """The limited (or paused) keys and how many of each this claim may start: one
-    processing_limits_room() call per row (it takes the key's advisory lock and counts; see
-    models/triggers.py). No row: nothing to call, and the claim is the unlimited one."""
+def _limits(scope: list[ColumnElement[bool]]) -> CTE:
+    """The limited (or paused) keys that have due jobs in the claim's scope, and how many of
+    each this claim may start: one processing_limits_room() call per such key (it takes the
+    key's advisory lock and counts; see models/triggers.py), so a claim never holds the lock
+    of a key it could not take a job of. No row: nothing to call, the claim is the unlimited
+    one."""
     room = func.processing_limits_room(
         LIMITS.c.key, LIMITS.c.max_running, LIMITS.c.per_second, LIMITS.c.paused
     )
-    return select(LIMITS.c.key, room.label("room")).where(LIMITED).cte("limits")
+    has_due = exists().where(*scope, LIMITS.c.key == LIMIT_KEY)
+    return select(LIMITS.c.key, room.label("room")).where(LIMITED, has_due).cte("limits")
 
 
 def _next_due(limit: ColumnElement[Any], by_workflow: bool) -> Select[Any]:
     """Up to `limit` due jobs, in claim order, locked: those of keys without limits (the
     claim index, as before, skipping limited keys' jobs), and of each limited key at most
     its room (the key's own index)."""
-    limits = _limits()
     scope = [CLAIMABLE]
     if by_workflow:
         scope.append(JOBS.c.workflow_type == bindparam("workflow_type"))
+    limits = _limits(scope)
     ordered = (JOBS.c.id, *CLAIM_COLUMNS)
     # correlate(None): these subqueries read processing_jobs itself, not the UPDATE's row.
     free = (

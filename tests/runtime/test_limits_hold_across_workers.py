@@ -15,6 +15,7 @@ from sqlalchemy import URL
 
 from media_db import Database, InvalidInput, JobQueue, JobRecord, PoolSize, run_worker
 from media_db.pool import conninfo
+from media_db.repositories.jobs import CLAIM_ONE
 
 RUNNING_OF_KEY = (
     "SELECT count(*) FROM processing_jobs "
@@ -190,5 +191,56 @@ def test_a_raw_insert_naming_only_workflow_type_and_media_item_is_limited_by_its
             claimed = await queue.claim_many(10, lease=timedelta(minutes=1))
             assert len(claimed) == 1
             assert claimed[0].limit_key is None
+
+    asyncio.run(scenario())
+
+
+def test_a_claim_locks_no_key_it_has_no_due_job_of(migrated: URL) -> None:
+    """A claim takes the advisory lock of a limited key only if it has a due job of it in its
+    scope: a worker scoped to another type, its claim not yet committed, blocks nothing."""
+
+    async def scenario() -> None:
+        async with await connected(migrated) as db:
+            queue = JobQueue(db)
+            await queue.set_limit("openai", max_running=5)
+            openai = await queue.enqueue("analysis", limit_key="openai")
+            await queue.enqueue("transcode")
+            async with await psycopg.AsyncConnection.connect(conninfo(migrated)) as other:
+                params = {"workflow_type": "transcode", "lease": timedelta(seconds=60)}
+                cursor = await other.execute(CLAIM_ONE[True], params)
+                assert len(await cursor.fetchall()) == 1  # held, not committed
+                claimed = await queue.claim(workflow_type="analysis")
+                assert claimed is not None
+                assert claimed.id == openai.id
+                await other.rollback()
+
+    asyncio.run(scenario())
+
+
+def test_a_key_whose_claim_is_in_flight_is_skipped_not_waited_for(migrated: URL) -> None:
+    """Claims of one limited key take turns without waiting: while one holds the key (not yet
+    committed), another claim skips that key and takes other keys' jobs."""
+
+    async def scenario() -> None:
+        async with await connected(migrated) as db:
+            queue = JobQueue(db)
+            await queue.set_limit("openai", max_running=5)
+            for _ in range(2):
+                await queue.enqueue("analysis", limit_key="openai", priority=9)
+            # Two: the claim in flight also locks (and leaves) the first one it read of the
+            # keys without limits, until it commits.
+            for _ in range(2):
+                await queue.enqueue("transcode", priority=1)
+            async with await psycopg.AsyncConnection.connect(conninfo(migrated)) as other:
+                params = {"lease": timedelta(seconds=60)}
+                cursor = await other.execute(CLAIM_ONE[False], params)
+                [(_, _, held_type, *_)] = await cursor.fetchall()
+                assert held_type == "analysis"
+                claimed = await asyncio.wait_for(queue.claim_many(10), 5)
+                assert [job.workflow_type for job in claimed] == ["transcode"]
+                await other.commit()
+            # Committed: the key's lock is free, its second job goes (and the last transcode).
+            claimed = await queue.claim_many(10)
+            assert sorted(job.workflow_type for job in claimed) == ["analysis", "transcode"]
 
     asyncio.run(scenario())
