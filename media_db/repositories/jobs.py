@@ -388,7 +388,9 @@ _SNOOZED = (
 SNOOZE_HELD = compiled(
     update(JOBS)
     .values(
-        **_HANDED_BACK,
+        # Its start is kept, as a failed attempt's is: the provider was called, and a key's
+        # per_second limit counts the starts of the last second (a 429 storm's included).
+        **{**_HANDED_BACK, "started_at": JOBS.c.started_at},
         run_at=func.now() + _SNOOZED.c.delay,
         snoozes=JOBS.c.snoozes + literal_column("1"),
     )

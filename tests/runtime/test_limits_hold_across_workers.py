@@ -151,6 +151,25 @@ def test_no_more_than_per_second_start_per_second(migrated: URL) -> None:
     assert max(batches) <= 4
 
 
+def test_a_snoozed_start_still_counts_against_per_second(migrated: URL) -> None:
+    """A handler that called its provider and got a 429 snoozes its job: that start counts in
+    the key's last second as much as a completed one, or a storm of 429s would start jobs
+    faster than per_second."""
+
+    async def scenario() -> None:
+        async with await connected(migrated) as db:
+            queue = JobQueue(db)
+            await queue.set_limit("openai", per_second=2)
+            for _ in range(5):
+                await queue.enqueue("analysis", limit_key="openai")
+            claimed = await queue.claim_many(10)
+            assert len(claimed) == 2
+            await queue.snooze_held([(job, timedelta(0)) for job in claimed])
+            assert await queue.claim_many(10) == []  # two starts in this second already
+
+    asyncio.run(scenario())
+
+
 def test_limits_refuse_what_they_cannot_hold_in_one_line(migrated: URL) -> None:
     async def scenario() -> None:
         async with await connected(migrated) as db:
