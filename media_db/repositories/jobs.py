@@ -985,7 +985,8 @@ class JobQueue:
     ) -> LimitRecord:
         """Limits the jobs of `key` (a job's limit_key, else its workflow type) across every
         worker: at most `max_running` running at once, at most `per_second` started per second
-        (below 1: one start per 1/per_second s). None: no such limit. Replaces the key's
+        (above 1, its whole part: 2.5 is 2; below 1, one start per 1/per_second s). None: no
+        such limit. Replaces the key's
         limits (its pause stays); the next claims apply them."""
         name = validation.required_text("key", key, LIMIT_KEY_LENGTH)
         if max_running is None and per_second is None:
