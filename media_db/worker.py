@@ -359,8 +359,12 @@ class _Worker:
     async def _renew(self) -> None:
         """Renews every running job's lease; a handler whose lease was lost is stopped."""
         held = await self._db(lambda: self.queue.extend(list(self.running.values()), self.lease))
+        gone = [job.id for job in self.running.values() if job.id not in held][:MAX_BATCH]
+        # Cancelled rather than lost: stopped as a cancel's notification would have.
+        cancelled = await self._db(lambda: self.queue.cancelled_among(gone)) if gone else set()
+        self._stop_cancelled(cancelled)
         for task, job in list(self.running.items()):
-            if job.id not in held:
+            if job.id not in held and job.id not in cancelled:
                 log.warning("worker: lost the lease of job %s; stopping its handler", job.id)
                 task.cancel()
                 del self.running[task]

@@ -19,7 +19,7 @@ async def connected(url: URL) -> Database:
 
 
 async def cancel_a_running_job(
-    url: URL, wakeup: bool, poll_interval: float
+    url: URL, wakeup: bool, poll_interval: float, lease: timedelta = timedelta(seconds=60)
 ) -> tuple[float, JobRecord, WorkerStats]:
     async with await connected(url) as db:
         queue = JobQueue(db)
@@ -41,7 +41,7 @@ async def cancel_a_running_job(
                 until_empty=True,
                 wakeup=wakeup,
                 poll_interval=poll_interval,
-                lease=timedelta(seconds=60),
+                lease=lease,
             )
         )
         await asyncio.wait_for(started.wait(), 30)
@@ -82,6 +82,19 @@ def test_without_its_notification_the_worker_finds_the_cancel_by_polling(migrate
     assert row.status == JobStatus.CANCELLED
     assert stats.cancelled == 1
     assert stats.completed == stats.lost == 0
+
+
+def test_a_lease_renewal_that_finds_its_job_cancelled_counts_it_cancelled_not_lost(
+    migrated: URL,
+) -> None:
+    """Neither listening nor due to poll before its next renewal (a lease of 1.5 s renews
+    every 0.5 s): the renewal finds the job no longer held, and cancelled."""
+    took, row, stats = asyncio.run(
+        cancel_a_running_job(migrated, False, 30.0, lease=timedelta(seconds=1.5))
+    )
+    assert took < STOPS_WITHIN
+    assert row.status == JobStatus.CANCELLED
+    assert (stats.cancelled, stats.lost) == (1, 0)
 
 
 def test_a_cancel_that_reaches_a_finished_handler_keeps_the_job_cancelled(migrated: URL) -> None:
