@@ -46,6 +46,7 @@ TAKES.history := VERBOSE
 TAKES.restore := BACKUP
 TAKES.jobs := STATUS WORKFLOW ID
 TAKES.retry := ID WORKFLOW
+TAKES.limits := JSON
 TAKES.rebase := ONTO
 TAKES.squash := UPTO
 TAKES.test := PYTEST_ARGS
@@ -90,7 +91,7 @@ switch = [[ -z $$$(1) || $$$(1) == 1 ]] || { printf '%s=%q: use %s=1 (or leave i
 .PHONY: help install upgrade downgrade current history status adopt verify sql revision rebase squash \
         records erd \
         db-check test test-failover test-image test-docker test-matrix \
-        bench bench-upgrade bench-prune lint lint-sql db-start db-stop db-url psql prune restore jobs retry
+        bench bench-upgrade bench-prune lint lint-sql db-start db-stop db-url psql prune restore jobs retry limits
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -212,6 +213,10 @@ jobs: install ## List jobs with their last error (STATUS=failed by default, WORK
 
 retry: install ## Requeue failed jobs, due now, attempts reset: ID=<id>[,<id>…] or WORKFLOW=<workflow type>
 	@$(WITH_DB) python -m media_db.deploy.jobs retry --id "$$ID" --workflow "$$WORKFLOW"
+
+limits: install ## The limits per key (processing_limits): running, starts, due jobs, paused or at its limit (JSON=1)
+	@$(call switch,JSON)
+	@$(WITH_DB) python -m media_db.deploy.limits $${JSON:+--json}
 
 restore: install ## Put back what a consented drop backed up (BACKUP=<directory it printed>)
 	$(WITH_DB) python -m media_db.deploy.backup restore "$${BACKUP:?usage: make restore BACKUP=<directory>}"

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from media_db.records import (
         AnalysisRecord,
         JobRecord,
+        LimitRecord,
         MediaRecord,
         NewAnalysis,
         NewJob,
@@ -51,6 +52,7 @@ _WHERE = {
     "JobQueue": "media_db.repositories",
     "JobRecord": "media_db.records",
     "JobStatus": "media_db.models",
+    "LimitRecord": "media_db.records",
     "MediaPage": "media_db.repositories.media",
     "MediaRecord": "media_db.records",
     "MediaRepository": "media_db.repositories",
@@ -75,6 +77,7 @@ __all__ = [
     "JobQueue",
     "JobRecord",
     "JobStatus",
+    "LimitRecord",
     "MediaDbError",
     "MediaPage",
     "MediaRecord",

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Self
 
 from media_db.models import AnalysisStatus, JobStatus
@@ -95,6 +96,7 @@ class JobRecord:
     snoozes: int
     max_snoozes: int
     dedupe_key: str | None
+    limit_key: str | None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Self:
@@ -117,7 +119,23 @@ class JobRecord:
             row[15],
             row[16],
             row[17],
+            row[18],
         )
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRecord:
+    """A row of `processing_limits` (models.ProcessingLimit)."""
+
+    key: str
+    max_running: int | None
+    per_second: Decimal | None
+    paused: bool
+    updated_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Self:
+        return cls(*row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,3 +182,4 @@ class NewJob:
     run_at: datetime | None = None
     max_snoozes: int | None = None
     dedupe_key: str | None = None
+    limit_key: str | None = None

@@ -23,6 +23,12 @@ trigger notifies `media_analysis_jobs` and a dedicated connection LISTENs to it.
 `poll_interval` stays the fallback, and also returns to the queue the jobs whose lease expired
 (their worker died): they come back within one lease and one poll.
 
+A running job cancelled (JobQueue.cancel) is stopped at once: the cancel notifies the same
+channel (`cancel:<job id>`), and the worker holding the job cancels its handler's task; the job
+stays `cancelled`, nothing is written over it (WorkerStats.cancelled counts them). Every
+`poll_interval` the worker also asks which of its jobs were cancelled: the fallback when it
+does not listen (a transaction pooler) or missed the notification.
+
 Database errors are ridden out (media_db/outages.py): a terminated session is retried after a
 moment; an outage of minutes is waited out with capped backoff, one log line per 30 s, and the
 worker resumes by itself when the server is back (with `max_outage` it gives up after that long,
@@ -38,6 +44,7 @@ import asyncio
 import logging
 import math
 import traceback
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -51,7 +58,7 @@ from media_db.models.triggers import JOBS_CHANNEL
 from media_db.outages import duration, one_line, ride_out
 from media_db.pool import Database, conninfo
 from media_db.records import JobRecord
-from media_db.repositories.jobs import DEFAULT_LEASE, MAX_BATCH, JobQueue
+from media_db.repositories.jobs import CANCEL_PREFIX, DEFAULT_LEASE, MAX_BATCH, JobQueue
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,6 +124,7 @@ class WorkerStats:
     failed: int = 0  # for good: attempts spent (the dead letters)
     retried: int = 0  # attempts that failed and were queued again
     snoozed: int = 0  # jobs put back by RetryAfter, their attempt not spent
+    cancelled: int = 0  # running jobs cancelled (JobQueue.cancel): their handler stopped
     # Leases that ran out while the handler ran, or before its outcome was written (a long
     # outage): the job may run elsewhere, and its outcome here was not written.
     lost: int = 0
@@ -198,6 +206,8 @@ class _Worker:
         while True:
             if loop.time() >= next_rescue:
                 await self._db(self.queue.rescue_expired)
+                if self.running:  # the fallback when a cancel's notification was missed
+                    self._stop_cancelled(await self._db(self._cancelled_among_held))
                 next_rescue = loop.time() + self.poll_interval
             done = [task for task in self.running if task.done()]
             free = self.concurrency - len(self.running) + len(done)
@@ -215,8 +225,9 @@ class _Worker:
                 await self._renew()
                 next_renewal = loop.time() + renew_every
             waits = [next_renewal if self.running else math.inf]
-            if free - len(claimed) > 0:
-                waits.append(next_rescue)  # a free slot polls; a wakeup comes earlier
+            if free - len(claimed) > 0 or self.running:
+                # A free slot polls (a wakeup comes earlier); held jobs are polled for cancels.
+                waits.append(next_rescue)
             await self._wait(max(min(waits) - loop.time(), 0), listen=free > len(claimed))
 
     async def _unstoppable(self, round_: Awaitable[T]) -> T:
@@ -266,7 +277,9 @@ class _Worker:
         one round trip and commit); failures, the rare case, their own. Finished jobs leave
         `running` once written: if the worker gives up meanwhile, it hands them back with the
         rest."""
-        outcomes = [(self.running[task], task.result()) for task in done]
+        stopped = [task for task in done if task.cancelled()]  # their job was cancelled
+        self.stats.cancelled += len(stopped)
+        outcomes = [(self.running[task], task.result()) for task in done if task not in stopped]
         completed = [job for job, outcome in outcomes if outcome is None]
         snoozed = [(job, outcome) for job, outcome in outcomes if isinstance(outcome, _Snooze)]
         # Past max_snoozes, a snooze is a failed attempt.
@@ -327,11 +340,31 @@ class _Worker:
             self.stats.lost += len(unwritten)
         return claimed
 
+    async def _cancelled_among_held(self) -> set[uuid.UUID]:
+        held = [job.id for job in self.running.values()]
+        found: set[uuid.UUID] = set()
+        for start in range(0, len(held), MAX_BATCH):
+            found |= await self.queue.cancelled_among(held[start : start + MAX_BATCH])
+        return found
+
+    def _stop_cancelled(self, job_ids: set[uuid.UUID]) -> None:
+        """Cancels the handlers of these jobs, if this worker runs them (JobQueue.cancel):
+        their tasks end cancelled, and the round settling them writes nothing for them (the
+        database would refuse it anyway: only a running job takes an outcome)."""
+        for task, job in self.running.items():
+            if job.id in job_ids and not task.done():
+                log.info("worker: job %s was cancelled; stopping its handler", job.id)
+                task.cancel()
+
     async def _renew(self) -> None:
         """Renews every running job's lease; a handler whose lease was lost is stopped."""
         held = await self._db(lambda: self.queue.extend(list(self.running.values()), self.lease))
+        gone = [job.id for job in self.running.values() if job.id not in held][:MAX_BATCH]
+        # Cancelled rather than lost: stopped as a cancel's notification would have.
+        cancelled = await self._db(lambda: self.queue.cancelled_among(gone)) if gone else set()
+        self._stop_cancelled(cancelled)
         for task, job in list(self.running.items()):
-            if job.id not in held:
+            if job.id not in held and job.id not in cancelled:
                 log.warning("worker: lost the lease of job %s; stopping its handler", job.id)
                 task.cancel()
                 del self.running[task]
@@ -384,8 +417,11 @@ class _Worker:
                 ) as connection:
                     await connection.execute(f"LISTEN {JOBS_CHANNEL}")
                     self.woken.set()  # anything inserted before LISTEN: look once
-                    async for _ in connection.notifies():
-                        self.woken.set()
+                    async for notification in connection.notifies():
+                        if notification.payload.startswith(CANCEL_PREFIX):
+                            self._stop_cancelled(_job_id(notification.payload))
+                        else:
+                            self.woken.set()
             except psycopg.Error as error:
                 if not await self._server_answers():
                     await asyncio.sleep(RELISTEN_AFTER_SECONDS)
@@ -405,6 +441,14 @@ class _Worker:
         except DatabaseUnavailable:
             return False
         return True
+
+
+def _job_id(payload: str) -> set[uuid.UUID]:
+    """The job a cancel's notification names (none if it names no job)."""
+    try:
+        return {uuid.UUID(payload.removeprefix(CANCEL_PREFIX))}
+    except ValueError:
+        return set()
 
 
 def _too_many_snoozes(job: JobRecord) -> str:

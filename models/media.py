@@ -6,10 +6,11 @@ ids, timestamps and statuses as the ORM does.
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Numeric, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base
@@ -34,6 +35,11 @@ DEFAULT_MAX_SNOOZES = 100
 # What a job says of the last way it failed, each kept short: the last 8 KB (characters) of
 # the traceback, its end being where the error was raised.
 TRACEBACK_LIMIT = 8192
+
+
+# The key a job's limits apply to: its limit_key, else its workflow type. The claim and the
+# limits' indexes use this very expression (an index is used only for the same expression).
+LIMIT_KEY = text("COALESCE(limit_key, workflow_type)")
 
 
 def one_of(enum: type[StrEnum]) -> str:
@@ -170,6 +176,10 @@ class ProcessingJob(Base):
     # At most one live (queued or running) job per key: idx_processing_jobs_dedupe_key. NULL:
     # no deduplication.
     dedupe_key: Mapped[str | None] = mapped_column(String(200))
+    # The key its limits and pause are looked up by (processing_limits.key). NULL: its
+    # workflow_type (the claim reads COALESCE(limit_key, workflow_type), LIMIT_KEY below);
+    # an analysis job may name its provider.
+    limit_key: Mapped[str | None] = mapped_column(String(50))
 
     media_item: Mapped[MediaItem | None] = relationship(
         back_populates="processing_jobs", lazy="raise"
@@ -204,6 +214,22 @@ class ProcessingJob(Base):
             "completed_at",
             postgresql_where=text("status IN ('completed', 'cancelled', 'failed')"),
         ),
+        # Limits per key: the claim takes a limited key's due jobs through this, in claim order
+        # (a key behind many other jobs is not found by walking idx_processing_jobs_due).
+        Index(
+            "idx_processing_jobs_due_by_limit_key",
+            LIMIT_KEY,
+            *_claim_order,
+            postgresql_where=text("status = 'queued'"),
+        ),
+        # ...and counts its starts in the last second (per_second) through this: a range of
+        # the key's latest starts, whatever the number of jobs that ran before.
+        Index(
+            "idx_processing_jobs_started_by_limit_key",
+            LIMIT_KEY,
+            "started_at",
+            postgresql_where=text("started_at IS NOT NULL"),
+        ),
         # ON DELETE CASCADE from media_items finds a media item's jobs through this.
         Index("idx_processing_jobs_media_item_id", "media_item_id"),
         # Dedupe: one live job per key. An INSERT ... ON CONFLICT DO NOTHING of a key that is
@@ -232,6 +258,28 @@ class ProcessingJob(Base):
         },
     )
     del _claim_order
+
+
+class ProcessingLimit(Base):
+    """Limits and pause per key (a job's COALESCE(limit_key, workflow_type)), read by every
+    claim: changed without a deploy (JobQueue.set_limit, clear_limit, pause, resume). A key
+    without a row, or whose row sets nothing, is claimed as if unlimited."""
+
+    __tablename__ = "processing_limits"
+
+    key: Mapped[str] = mapped_column(String(50), primary_key=True)
+    # At most this many jobs of the key running at once, across every worker (NULL: no limit).
+    max_running: Mapped[int | None]
+    # At most this many starts per second (NULL: no limit); below 1, one start per 1/x s.
+    per_second: Mapped[Decimal | None] = mapped_column(Numeric)
+    # A paused key's jobs are not claimed (those running finish).
+    paused: Mapped[bool] = mapped_column(server_default=text("false"))
+    updated_at: Mapped[datetime | None] = mapped_column(server_default=NOW, info=SET_BY_SERVER)
+
+    __table_args__ = (
+        CheckConstraint("max_running >= 1", name="max_running"),
+        CheckConstraint("per_second > 0", name="per_second"),
+    )
 
 
 attach(Base.metadata)

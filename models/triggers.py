@@ -62,12 +62,70 @@ PROCESSING_JOBS_NOTIFY = PGTrigger(
     "FOR EACH STATEMENT EXECUTE FUNCTION processing_jobs_notify()",
 )
 
+# Limits per key (processing_limits), enforced by the claim itself: how many jobs of a key this
+# claim may start, 0 when paused, at a limit, or when another claim holds the key. The claim
+# calls it once per limited key before it picks jobs. The key's transaction-level advisory lock
+# (taken without waiting: a key another claim holds is skipped, as SKIP LOCKED skips rows) is
+# held to the claim's commit, so claims of one key run one after the other; VOLATILE, each count
+# reads a fresh snapshot, which sees the previous holder's claims (committed before its lock was
+# released). Running jobs are counted over the running ones (a few per worker); starts in the
+# last second through idx_processing_jobs_started_by_limit_key. A per_second below 1 allows one
+# start per 1/per_second seconds.
+LIMITS_LOCK_CLASS = 364_013  # the advisory lock's first key: the limits' own space
+LIMIT_ROOM = PGFunction(
+    schema=SCHEMA,
+    signature=(
+        "processing_limits_room(p_key character varying, p_max_running integer, "
+        "p_per_second numeric, p_paused boolean)"
+    ),
+    definition=f"""RETURNS integer
+    LANGUAGE plpgsql VOLATILE AS $$
+    DECLARE
+        room integer := 2147483647;
+        taken integer;
+        window_length interval;
+        starts integer;
+        since timestamptz;
+    BEGIN
+        IF p_paused THEN
+            RETURN 0;
+        END IF;
+        IF p_max_running IS NULL AND p_per_second IS NULL THEN
+            RETURN room;
+        END IF;
+        IF NOT pg_try_advisory_xact_lock({LIMITS_LOCK_CLASS}, hashtext(p_key)) THEN
+            RETURN 0;
+        END IF;
+        IF p_max_running IS NOT NULL THEN
+            SELECT count(*) INTO taken FROM processing_jobs
+            WHERE status = 'running' AND COALESCE(limit_key, workflow_type) = p_key;
+            room := least(room, p_max_running - taken);
+        END IF;
+        IF p_per_second IS NOT NULL THEN
+            IF p_per_second >= 1 THEN
+                starts := floor(p_per_second);
+                window_length := interval '1 second';
+            ELSE
+                starts := 1;
+                window_length := interval '1 second' / p_per_second;
+            END IF;
+            since := clock_timestamp() - window_length;  -- a value: the index can range over it
+            SELECT count(*) INTO taken FROM processing_jobs
+            WHERE COALESCE(limit_key, workflow_type) = p_key AND started_at > since;
+            room := least(room, starts - taken);
+        END IF;
+        RETURN greatest(room, 0);
+    END
+    $$""",
+)
+
 # In creation order: a trigger after the function it executes.
 ENTITIES: list[ReplaceableEntity] = [
     TOUCH_UPDATED_AT,
     MEDIA_ITEMS_TOUCH_UPDATED_AT,
     NOTIFY_JOBS,
     PROCESSING_JOBS_NOTIFY,
+    LIMIT_ROOM,
 ]
 
 

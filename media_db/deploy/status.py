@@ -36,6 +36,7 @@ from media_db.connect import open_connection
 from media_db.deploy import (
     history,
     history_shape,
+    limits,
     lock,
     options,
     preconditions,
@@ -106,6 +107,10 @@ class Status:
     blocking_after_seconds: float = BLOCKING_AFTER_SECONDS
     processing_jobs: dict[str, Any] = field(default_factory=dict)
     queue: dict[str, Any] = field(default_factory=dict)  # {} before revision 0010
+    # Keys paused or at their limit (processing_limits; `make limits` shows every key).
+    paused_keys: list[dict[str, Any]] = field(default_factory=list)
+    keys_at_limit: list[dict[str, Any]] = field(default_factory=list)
+    limited_keys: int = 0
     standbys: list[dict[str, Any]] = field(default_factory=list)
     max_replica_lag: float = 0.0
     history_problems: list[str] = field(default_factory=list)  # two heads, an id twice
@@ -146,6 +151,7 @@ def collect(
     check_blocking_sessions(connection, status)
     check_queue_table(connection, status)
     check_queue_health(connection, status)
+    check_limits(connection, status)
     check_standbys(connection, status)
     connection.rollback()
     status.seconds = round(time.monotonic() - began, 3)
@@ -334,6 +340,18 @@ def check_queue_health(connection: Connection, status: Status) -> None:
         )
 
 
+def check_limits(connection: Connection, status: Status) -> None:
+    """Paused keys and keys at their limit: their jobs wait by design, not for a worker."""
+    states = limits.key_states(connection) or []
+    status.limited_keys = len(states)
+    for state in states:
+        found = asdict(state) | {"state": state.describe()}
+        if state.paused:
+            status.paused_keys.append(found)
+        elif state.at_limit:
+            status.keys_at_limit.append(found)
+
+
 def check_standbys(connection: Connection, status: Status) -> None:
     """Streaming standbys (pg_stat_replication) and how far behind each is."""
     status.max_replica_lag = options.options({})["max_replica_lag"]
@@ -469,6 +487,13 @@ def render(status: Status) -> str:
                 else ""
             )
         )
+    if status.limited_keys:
+        lines.append(
+            f"  Limits: {_plural(status.limited_keys, 'key')} limited or paused "
+            f"({len(status.paused_keys):,} paused, {len(status.keys_at_limit):,} at its limit; "
+            "make limits shows each)"
+        )
+    lines.extend(f"    {key['state']}" for key in status.paused_keys + status.keys_at_limit)
     if not status.standbys:
         lines.append("  Standbys: none streaming from this server")
     for standby in status.standbys:

@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, inspect
 from sqlalchemy.orm import Mapped
 
 from media_db.dev import REPO_ROOT
-from media_db.models import AnalysisResult, Base, MediaItem, ProcessingJob
+from media_db.models import AnalysisResult, Base, MediaItem, ProcessingJob, ProcessingLimit
 from media_db.transitions import RENAMED_FROM
 
 MODELS = Base.__module__.rpartition(".")[0]  # the package the records import from
@@ -31,6 +31,7 @@ RECORDS: dict[str, type[Base]] = {
     "MediaRecord": MediaItem,
     "AnalysisRecord": AnalysisResult,
     "JobRecord": ProcessingJob,
+    "LimitRecord": ProcessingLimit,
 }
 # Input name -> model: what a caller writes, a field per column the database does not set.
 INPUTS: dict[str, type[Base]] = {

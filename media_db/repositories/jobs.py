@@ -27,6 +27,7 @@ import random
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -38,31 +39,36 @@ from sqlalchemy import (
     Select,
     String,
     Text,
+    all_,
     and_,
     any_,
     bindparam,
     case,
+    cast,
     delete,
     exists,
+    false,
     func,
     literal_column,
     null,
     or_,
     select,
     true,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
 from sqlalchemy.sql.dml import Update
-from sqlalchemy.sql.selectable import CTE
+from sqlalchemy.sql.selectable import CTE, Subquery
 from sqlalchemy.sql.util import ClauseAdapter
 
 from media_db import validation
 from media_db.errors import InvalidInput, InvalidTransition, NotFound
-from media_db.models import JobStatus, ProcessingJob
+from media_db.models import JobStatus, ProcessingJob, ProcessingLimit
 from media_db.models.media import TRACEBACK_LIMIT
+from media_db.models.triggers import JOBS_CHANNEL
 from media_db.pool import Database
-from media_db.records import JobRecord, NewJob
+from media_db.records import JobRecord, LimitRecord, NewJob
 from media_db.repositories.common import (
     MAX_PAGE,
     Progress,
@@ -91,6 +97,13 @@ SCOPED_CLAIM_INDEX = index(JOBS, "idx_processing_jobs_due_by_type")
 QUEUED: ColumnElement[bool] = CLAIM_INDEX.dialect_options["postgresql"]["where"]
 CLAIMABLE = and_(QUEUED, JOBS.c.run_at <= func.now())
 CLAIM_ORDER = list(CLAIM_INDEX.expressions)
+# The columns the claim order reads (its expressions are `priority DESC`, ...).
+CLAIM_COLUMNS = tuple(JOBS.c[name] for name in ("priority", "run_at", "created_at"))
+LIMITS = table_of(ProcessingLimit)
+# A job's key for limits and pauses: the expression the model's limit-key indexes are built on.
+LIMIT_KEY: ColumnElement[str] = func.coalesce(JOBS.c.limit_key, JOBS.c.workflow_type)
+# A row that limits or pauses its key; a row that sets nothing is no limit.
+LIMITED = or_(LIMITS.c.paused, LIMITS.c.max_running.is_not(None), LIMITS.c.per_second.is_not(None))
 WORKFLOW_TYPE_LENGTH = max_length(JOBS.c.workflow_type)
 DEDUPE_KEY_LENGTH = max_length(JOBS.c.dedupe_key)
 # One live job per dedupe key: the partial unique index, its predicate read from the model.
@@ -133,13 +146,56 @@ STILL_RUNNING = _once_found(RUNNING)
 NO_LEASE = {"locked_until": null(), "lease_token": null()}
 
 
+def _limits(scope: list[ColumnElement[bool]]) -> CTE:
+    """The limited (or paused) keys that have due jobs in the claim's scope, and how many of
+    each this claim may start: one processing_limits_room() call per such key (it takes the
+    key's advisory lock and counts; see models/triggers.py), so a claim never holds the lock
+    of a key it could not take a job of. No row: nothing to call, the claim is the unlimited
+    one."""
+    room = func.processing_limits_room(
+        LIMITS.c.key, LIMITS.c.max_running, LIMITS.c.per_second, LIMITS.c.paused
+    )
+    has_due = exists().where(*scope, LIMITS.c.key == LIMIT_KEY)
+    return select(LIMITS.c.key, room.label("room")).where(LIMITED, has_due).cte("limits")
+
+
 def _next_due(limit: ColumnElement[Any], by_workflow: bool) -> Select[Any]:
-    chosen = select(JOBS.c.id).where(CLAIMABLE)
+    """Up to `limit` due jobs, in claim order, locked: those of keys without limits (the
+    claim index, as before, skipping limited keys' jobs), and of each limited key at most
+    its room (the key's own index)."""
+    scope = [CLAIMABLE]
     if by_workflow:
-        chosen = chosen.where(JOBS.c.workflow_type == bindparam("workflow_type"))
-    # correlate(None): the subquery reads processing_jobs itself, not the UPDATE's row.
+        scope.append(JOBS.c.workflow_type == bindparam("workflow_type"))
+    limits = _limits(scope)
+    ordered = (JOBS.c.id, *CLAIM_COLUMNS)
+    # correlate(None): these subqueries read processing_jobs itself, not the UPDATE's row.
+    free = (
+        select(*ordered)
+        # Computed once per claim (an InitPlan), then a filter per row: with no limits row, an
+        # empty array, and the claim is the unlimited one.
+        .where(*scope, all_(func.array(select(limits.c.key).scalar_subquery())) != LIMIT_KEY)
+        .order_by(*CLAIM_ORDER)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .correlate(None)
+        .subquery("free")
+    )
+    of_key = (
+        select(*ordered)
+        .where(*scope, limits.c.key == LIMIT_KEY)
+        .order_by(*CLAIM_ORDER)
+        .limit(func.least(limits.c.room, limit))
+        .with_for_update(skip_locked=True)
+        .lateral("of_key")
+    )
+    limited = (
+        select(*(of_key.c[c.name] for c in ordered))
+        .select_from(limits.join(of_key, true()))
+        .where(limits.c.room > literal_column("0"))
+    )
+    candidates = union_all(select(*(free.c[c.name] for c in ordered)), limited).subquery("due")
     return (
-        chosen.order_by(*CLAIM_ORDER).limit(limit).with_for_update(skip_locked=True).correlate(None)
+        select(candidates.c.id).order_by(*_in_claim_order(candidates)).limit(limit).correlate(None)
     )
 
 
@@ -166,8 +222,9 @@ def _claim_update(n: int, by_workflow: bool) -> Update:
     )
 
 
-def _in_claim_order(claimed: CTE) -> list[ColumnElement[Any]]:
-    """RETURNING has no order: a batch comes back sorted by the claim index's own order."""
+def _in_claim_order(claimed: CTE | Subquery) -> list[ColumnElement[Any]]:
+    """RETURNING has no order: a batch comes back sorted by the claim index's own order (and
+    the claim's candidates are picked in it)."""
     in_claimed = ClauseAdapter(claimed)
     return [in_claimed.traverse(expression) for expression in CLAIM_ORDER]  # type: ignore[arg-type]
 
@@ -331,7 +388,9 @@ _SNOOZED = (
 SNOOZE_HELD = compiled(
     update(JOBS)
     .values(
-        **_HANDED_BACK,
+        # Its start is kept, as a failed attempt's is: the provider was called, and a key's
+        # per_second limit counts the starts of the last second (a 429 storm's included).
+        **{**_HANDED_BACK, "started_at": JOBS.c.started_at},
         run_at=func.now() + _SNOOZED.c.delay,
         snoozes=JOBS.c.snoozes + literal_column("1"),
     )
@@ -476,7 +535,7 @@ BY_STATUS = {
 }
 BY_ID = compiled(select(*COLUMNS).where(JOBS.c.id == bindparam("id")))
 COUNTS = compiled(select(JOBS.c.status, func.count()).group_by(JOBS.c.status))
-MOVE = compiled(
+_MOVE = (
     update(JOBS)
     .values(
         status=bindparam("to", type_=String),
@@ -494,7 +553,76 @@ MOVE = compiled(
     )
     .returning(*COLUMNS)
 )
+MOVE = compiled(_MOVE)
+# A running job's worker hears of its cancel at once: the notification goes out on the channel
+# idle workers LISTEN on for new jobs (media_analysis_jobs), its payload CANCEL_PREFIX + id,
+# sent when the cancel commits (its worker also polls its jobs' status, the fallback).
+CANCEL_PREFIX = "cancel:"
+_cancelled = _MOVE.cte("cancelled")
+CANCEL = compiled(
+    select(
+        *(_cancelled.c[column.name] for column in COLUMNS),
+        func.pg_notify(
+            constant(JOBS_CHANNEL), constant(CANCEL_PREFIX).concat(cast(_cancelled.c.id, Text))
+        ),
+    )
+)
+_HELD_IDS = select(JOBS.c.id).where(
+    JOBS.c.id == any_(IDS), _once_found(JOBS.c.status == constant(JobStatus.CANCELLED))
+)
+CANCELLED_AMONG = compiled(_HELD_IDS)
 STATUS_OF = compiled(select(JOBS.c.status).where(JOBS.c.id == bindparam("id")))
+
+
+LIMIT_COLUMNS = record_columns(LIMITS, LimitRecord)
+LIMIT_KEY_LENGTH = max_length(LIMITS.c.key)
+MAX_RUNNING = bounds(LIMITS.c.max_running)
+PER_SECOND = validation.Bounds(whole=False, low=0, low_open=True)
+_KEY = bindparam("key", type_=LIMITS.c.key.type)
+_THE_KEY = LIMITS.c.key == _KEY
+_SETS_NO_LIMIT = and_(LIMITS.c.max_running.is_(None), LIMITS.c.per_second.is_(None))
+_upsert = insert(LIMITS)
+SET_LIMIT = compiled(
+    _upsert.values(
+        key=_KEY,
+        max_running=bindparam("max_running", type_=LIMITS.c.max_running.type),
+        per_second=bindparam("per_second", type_=LIMITS.c.per_second.type),
+    )
+    .on_conflict_do_update(
+        index_elements=[LIMITS.c.key],
+        set_={
+            "max_running": _upsert.excluded.max_running,
+            "per_second": _upsert.excluded.per_second,
+            "updated_at": func.now(),
+        },
+    )
+    .returning(*LIMIT_COLUMNS)
+)
+PAUSE = compiled(
+    _upsert.values(key=_KEY, paused=true())
+    .on_conflict_do_update(
+        index_elements=[LIMITS.c.key], set_={"paused": true(), "updated_at": func.now()}
+    )
+    .returning(*LIMIT_COLUMNS)
+)
+
+
+def _unset(values: Mapping[str, Any], still_needed: ColumnElement[bool]) -> str:
+    """Unsets a key's limits or its pause: the row stays when it still sets something
+    (`still_needed`), else it goes. Both in one statement, one snapshot: each row meets one."""
+    gone = delete(LIMITS).where(_THE_KEY, ~still_needed).returning(LIMITS.c.key).cte("gone")
+    kept = (
+        update(LIMITS)
+        .values(**values, updated_at=func.now())
+        .where(_THE_KEY, still_needed)
+        .returning(LIMITS.c.key)
+    )
+    return compiled(kept.add_cte(gone))
+
+
+CLEAR_LIMIT = _unset({"max_running": null(), "per_second": null()}, LIMITS.c.paused)
+RESUME = _unset({"paused": false()}, ~_SETS_NO_LIMIT)
+ALL_LIMITS = compiled(select(*LIMIT_COLUMNS).order_by(LIMITS.c.key))
 
 
 def _copied(rows: list[tuple[Any, ...]]) -> tuple[str, ...] | None:
@@ -549,13 +677,15 @@ class JobQueue:
         max_attempts: int | None = None,
         max_snoozes: int | None = None,
         dedupe_key: str | None = None,
+        limit_key: str | None = None,
     ) -> JobRecord:
         """A new queued job (a NewJob, every column a caller may set, or its usual fields as
         arguments), never claimed before `run_at` (default: now), failed for good
         after `max_attempts` failed attempts (default: the column's, 5); its handler may
         snooze it (RetryAfter) `max_snoozes` times (default: the column's, 100). With a
         `dedupe_key` that a live (queued or running) job holds, nothing is written and that
-        job is returned; once it finished, the key is free again."""
+        job is returned; once it finished, the key is free again. `limit_key`: the key its
+        limits and pause are looked up by (None: its workflow type; set_limit)."""
         job = workflow_type
         if not isinstance(job, NewJob):
             job = NewJob(
@@ -566,6 +696,7 @@ class JobQueue:
                 max_attempts=max_attempts,
                 max_snoozes=max_snoozes,
                 dedupe_key=dedupe_key,
+                limit_key=limit_key,
             )
         values = dict(zip(ENQUEUE_COLUMNS, NEW_JOB.row(job), strict=True))
         dedupe_key = values["dedupe_key"]
@@ -800,7 +931,19 @@ class JobQueue:
         return await fetch_all(self.db, RELEASE, {"ids": keys}, _first)
 
     async def cancel(self, job_id: uuid.UUID | str) -> JobRecord:
-        return await self._move(job_id, [JobStatus.QUEUED, JobStatus.RUNNING], JobStatus.CANCELLED)
+        """Cancels a queued or running job. A running one's worker hears of it at once (a
+        notification, sent when the cancel commits; its polling is the fallback) and cancels
+        the handler's task: the job stays `cancelled`, its lease released, and no outcome is
+        written over it (only a running job's holder writes one)."""
+        allowed = [JobStatus.QUEUED, JobStatus.RUNNING]
+        return await self._move(job_id, allowed, JobStatus.CANCELLED, statement=CANCEL)
+
+    async def cancelled_among(self, job_ids: Iterable[uuid.UUID | str]) -> set[uuid.UUID]:
+        """Which of the listed jobs are `cancelled` (a worker's fallback check of its jobs)."""
+        keys = self._ids(job_ids)
+        if not keys:
+            return set()
+        return set(await fetch_all(self.db, CANCELLED_AMONG, {"ids": keys}, _first))
 
     async def requeue_stuck(self, older_than: timedelta) -> list[uuid.UUID]:
         """Jobs `running` for longer than `older_than` whose lease (if any) has expired go
@@ -834,6 +977,55 @@ class JobQueue:
         found = dict(await fetch_all(self.db, COUNTS, {}, tuple))
         return {status: found.get(status, 0) for status in JobStatus}
 
+    async def set_limit(
+        self,
+        key: str,
+        max_running: int | None = None,
+        per_second: float | Decimal | None = None,
+    ) -> LimitRecord:
+        """Limits the jobs of `key` (a job's limit_key, else its workflow type) across every
+        worker: at most `max_running` running at once, at most `per_second` started per second
+        (above 1, its whole part: 2.5 is 2; below 1, one start per 1/per_second s). None: no
+        such limit. Replaces the key's
+        limits (its pause stays); the next claims apply them."""
+        name = validation.required_text("key", key, LIMIT_KEY_LENGTH)
+        if max_running is None and per_second is None:
+            raise InvalidInput(
+                "set_limit", f"give max_running or per_second for {name!r} (clear_limit removes)"
+            )
+        if isinstance(per_second, Decimal):
+            per_second = float(per_second)
+        params = {
+            "key": name,
+            "max_running": validation.number("max_running", max_running, MAX_RUNNING),
+            "per_second": validation.number("per_second", per_second, PER_SECOND),
+        }
+        row = await fetch_one(self.db, SET_LIMIT, params, LimitRecord.from_row)
+        assert row is not None  # an upsert returns its row
+        return row
+
+    async def clear_limit(self, key: str) -> None:
+        """Removes the limits of `key` (its jobs are claimed without; a pause stays)."""
+        name = validation.required_text("key", key, LIMIT_KEY_LENGTH)
+        await fetch_all(self.db, CLEAR_LIMIT, {"key": name}, _first)
+
+    async def pause(self, key: str) -> LimitRecord:
+        """Pauses `key` (a job's limit_key, else its workflow type): none of its jobs is
+        claimed until `resume(key)`; those running finish. Its limits stay."""
+        name = validation.required_text("key", key, LIMIT_KEY_LENGTH)
+        row = await fetch_one(self.db, PAUSE, {"key": name}, LimitRecord.from_row)
+        assert row is not None  # an upsert returns its row
+        return row
+
+    async def resume(self, key: str) -> None:
+        """Claims of `key`'s jobs start again (within its limits, if any)."""
+        name = validation.required_text("key", key, LIMIT_KEY_LENGTH)
+        await fetch_all(self.db, RESUME, {"key": name}, _first)
+
+    async def limits(self) -> list[LimitRecord]:
+        """Every key's limits and pause, by key."""
+        return await fetch_all(self.db, ALL_LIMITS, {}, LimitRecord.from_row)
+
     @staticmethod
     def _workflow(workflow_type: str | None) -> dict[str, str]:
         if workflow_type is None:
@@ -862,10 +1054,14 @@ class JobQueue:
         allowed: list[JobStatus],
         to: JobStatus,
         error_message: str | None = None,
+        statement: str = MOVE,
     ) -> JobRecord:
         key = validation.as_uuid("job_id", job_id)
         values: dict[str, Any] = {"to": to, "error": error_message, "id": key, "allowed": allowed}
-        row = await fetch_one(self.db, MOVE, values, JobRecord.from_row)
+        # The record's columns first (CANCEL adds its notification's result after them).
+        row = await fetch_one(
+            self.db, statement, values, lambda found: JobRecord.from_row(found[: len(COLUMNS)])
+        )
         if row is not None:
             return row
         found = await fetch_one(self.db, STATUS_OF, {"id": key}, _first)

@@ -15,7 +15,12 @@ from tests.faults import assert_recovers, seed_rows
 from tests.helpers import HEAD, REPO_ROOT, environment, run
 
 MAKEFILE = (REPO_ROOT / "Makefile").read_text()
-USER_VALUES = re.search(r"^USER_VALUES := (.*)$", MAKEFILE, re.M)[1].split()  # type: ignore[index]
+# Its value may go on over lines ending in a backslash.
+USER_VALUES = (
+    re.search(r"^USER_VALUES := ((?:.*\\\n)*.*)$", MAKEFILE, re.M)[1]  # type: ignore[index]
+    .replace("\\\n", " ")
+    .split()
+)
 # target -> the values it reads, in the Makefile's order
 TAKES = {
     target: names.split() for target, names in re.findall(r"^TAKES\.(\S+) := (.*)$", MAKEFILE, re.M)

@@ -150,7 +150,8 @@ def test_readme_example_runs_from_another_environment_and_directory(
     )
     assert ran.returncode == 0, ran.stderr
     assert "transcoding" in ran.stdout
-    assert "WorkerStats(completed=1, failed=0, retried=0, snoozed=0, lost=0)" in ran.stdout
+    stats = "WorkerStats(completed=1, failed=0, retried=0, snoozed=0, cancelled=0, lost=0)"
+    assert stats in ran.stdout
     # The example's worker is scoped to its workflow: another's job, on the shared database,
     # stays queued.
     assert job_counts(migrated) == {"completed": 1, "queued": 1}
