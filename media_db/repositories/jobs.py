@@ -189,11 +189,11 @@ def _next_due(limit: ColumnElement[Any], by_workflow: bool) -> Select[Any]:
         .lateral("of_key")
     )
     limited = (
-        select(*(of_key.c[c.name] for c in ordered))
+        select(*(of_key.c[c.key] for c in ordered))
         .select_from(limits.join(of_key, true()))
         .where(limits.c.room > literal_column("0"))
     )
-    candidates = union_all(select(*(free.c[c.name] for c in ordered)), limited).subquery("due")
+    candidates = union_all(select(*(free.c[c.key] for c in ordered)), limited).subquery("due")
     return (
         select(candidates.c.id).order_by(*_in_claim_order(candidates)).limit(limit).correlate(None)
     )
@@ -561,7 +561,7 @@ CANCEL_PREFIX = "cancel:"
 _cancelled = _MOVE.cte("cancelled")
 CANCEL = compiled(
     select(
-        *(_cancelled.c[column.name] for column in COLUMNS),
+        *(_cancelled.c[column.key] for column in COLUMNS),
         func.pg_notify(
             constant(JOBS_CHANNEL), constant(CANCEL_PREFIX).concat(cast(_cancelled.c.id, Text))
         ),
