@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from alembic.operations import ops
+from alembic_utils.pg_function import PGFunction
 from alembic_utils.reversible_op import DropOp, ReplaceOp
 from sqlalchemy import CheckConstraint, Column, Connection
 from sqlalchemy.exc import DBAPIError
@@ -32,6 +33,7 @@ from media_db.autogen.locks import (
 from media_db.autogen.ops import AutocommitBlock, Backfill, Comment, Statement
 from media_db.autogen.pg_types import exact_round_trip, sql_type
 from media_db.autogen.state import DOWNGRADE, UPGRADE, Rewrite
+from media_db.models.triggers import ENTITIES
 from media_db.transitions import RENAME, RETYPE, Transition, quote
 
 
@@ -700,6 +702,20 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
         rw.refusals.append(
             f"contract of {moving.table}.{old}: {refused}; dropping the column would drop "
             "them. Move them to the new column first, in a revision of their own"
+        )
+    # A function's body is not a dependent PostgreSQL knows of: it would fail at run time.
+    naming = [
+        entity.signature
+        for entity in ENTITIES
+        if isinstance(entity, PGFunction)
+        and moving.table in entity.definition
+        and dependents.mentions(entity.definition, old)
+    ]
+    if naming:
+        rw.refusals.append(
+            f"contract of {moving.table}.{old}: the function {', '.join(naming)} names it in "
+            f"its body. Write it over {moving.column} in models/triggers.py (make revision "
+            "replaces it), then contract"
         )
     steps: list[ops.MigrateOperation] = [
         Comment(

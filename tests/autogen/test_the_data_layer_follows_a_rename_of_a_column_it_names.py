@@ -156,10 +156,11 @@ QUEUE = """
 def test_the_queue_follows_a_rename_of_its_status_column(
     tmp_path: Path, head_copy: FreshDatabase
 ) -> None:
-    """`processing_jobs.status`, which the claim, the partial indexes (their WHERE), the CHECK
-    and the dedupe index all name: the expand carries every index and the CHECK to the new
-    column under their names, the queue claims and dedupes through them at every step, and
-    no index is lost at the contract."""
+    """`processing_jobs.status`, which the claim, the partial indexes (their WHERE), the CHECK,
+    the dedupe index and the limits' function all name: the expand carries every index and the
+    CHECK to the new column under their names, the queue claims and dedupes through them at
+    every step, the contract waits for the function to name the new column, and no index is
+    lost at the contract."""
     project, url = project_copy(tmp_path), head_copy()
     env, models = environment(url), project / "models" / "media.py"
     before = snapshot(url)
@@ -187,6 +188,12 @@ def test_the_queue_follows_a_rename_of_its_status_column(
     migrate(project, url, "upgrade", "head")
 
     edit(models, ('info={**SET_BY_REPOSITORY, "renamed_from": "status"}', "info=SET_BY_REPOSITORY"))
+    # The limits' function still reads the old name: the contract would break it, unsaid.
+    refused = run(["make", "revision", "M=contract state"], env, cwd=project)
+    assert refused.returncode != 0, refused.stdout
+    assert "processing_limits_room(" in refused.stdout + refused.stderr, refused.stderr
+    triggers = project / "models" / "triggers.py"
+    edit(triggers, ("WHERE status = 'running'", "WHERE state = 'running'"))
     ok(["make", "revision", "M=contract state"], env, project)
     migrate(project, url, "upgrade", "head")
     assert set(scalar(url, JOB_INDEXES)) == set(indexed), "an index was lost"
