@@ -219,6 +219,10 @@ def test_back_from_an_outage_longer_than_its_lease_a_worker_writes_nothing_for_t
                 sql.Identifier(role)
             )
         )
+        # The claim reads the limits per key (processing_limits_room()).
+        connection.execute(
+            sql.SQL("GRANT SELECT ON processing_limits TO {}").format(sql.Identifier(role))
+        )
     cut_off = server_at_head.set(username=role, password=password)
     runs: Counter[object] = Counter()
 

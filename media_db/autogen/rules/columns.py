@@ -2,20 +2,23 @@
 to media_db/autogen/expand_contract.py (marked in the models) or refused, naming the marker."""
 
 import copy
+import re
 
 from alembic.operations import ops
 
-from media_db import transitions
+from media_db import dependents, transitions
 from media_db.autogen import expand_contract, forms
 from media_db.autogen.locks import (
     CATALOG_ONLY,
+    CONCURRENT,
     GUARDED_DROP,
 )
+from media_db.autogen.ops import AutocommitBlock, Statement
 from media_db.autogen.pg_types import binary_compatible, sql_type
 from media_db.autogen.rules import (
     rewrites,
 )
-from media_db.autogen.state import UPGRADE, Rewrite
+from media_db.autogen.state import DOWNGRADE, UPGRADE, Rewrite
 from media_db.transitions import RENAME
 
 
@@ -136,6 +139,8 @@ def alter_column(
         rw.lock(direction, f"alter_column {where} comment: {CATALOG_ONLY}")
     if forms.modifies_anything(rest):
         written.append(rest)
+    if direction == DOWNGRADE and alter.modify_type is not None:
+        written += expression_indexes_rebuilt(rw, alter.table_name, alter.column_name)
     if alter.modify_nullable is True:
         rw.waive(direction, "ban-drop-not-null")
         written.append(forms.only_nullable(alter))
@@ -147,3 +152,29 @@ def alter_column(
         else:
             written += forms.set_not_null(rw, alter, direction)
     return written
+
+
+def expression_indexes_rebuilt(rw: Rewrite, table: str, column: str) -> list[ops.MigrateOperation]:
+    """An in-place type change makes PostgreSQL parse again each index expression over the
+    column: on the way back, one mixing two types keeps a cast a fresh build has not
+    (`COALESCE(limit_key, (workflow_type)::character varying)`). Each is built again as it was
+    before the upgrade (the catalog as `make revision` reads it), CONCURRENTLY under a
+    temporary name that then takes the name."""
+    steps: list[ops.MigrateOperation] = []
+    for index in dependents.dependents(rw.connection, table, column):
+        method = index.definition.partition(" USING ")[2]
+        if index.kind != dependents.INDEX or not re.search(r"\w\(", method):
+            continue  # plain columns: nothing to parse again
+        shadow = transitions.shadow_name(index.name)
+        rw.lock(DOWNGRADE, f"index {index.name} built again CONCURRENTLY: {CONCURRENT}")
+        steps += [
+            AutocommitBlock(
+                [
+                    Statement(transitions.invalid_index_dropped_sql(shadow)),
+                    Statement(index.over(table, column, column, shadow)),
+                    Statement(f"DROP INDEX CONCURRENTLY IF EXISTS {rw.quote(index.name)}"),
+                ]
+            ),
+            Statement(f"ALTER INDEX {rw.quote(shadow)} RENAME TO {rw.quote(index.name)}"),
+        ]
+    return steps
