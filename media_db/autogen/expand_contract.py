@@ -12,7 +12,7 @@ from typing import Any
 from alembic.operations import ops
 from alembic_utils.pg_function import PGFunction
 from alembic_utils.reversible_op import DropOp, ReplaceOp
-from sqlalchemy import CheckConstraint, Column, Connection
+from sqlalchemy import CheckConstraint, Column, Connection, UniqueConstraint
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex
 
@@ -49,12 +49,16 @@ def keep_until_contract(rw: Rewrite, table: str, new: str, old: str) -> None:
     rw.kept_indexes |= {
         d.name: d for d in depending if d.kind in (dependents.INDEX, dependents.UNIQUE)
     }
+    # Carried where the models keep the name for the same kind of object; an index taking a
+    # UNIQUE constraint's name, or the reverse, is refused (rules.constraints.taken).
     declared = rw.metadata.tables.get(table)
-    names: set[str] = set()
+    by_kind: dict[str, set[str]] = {dependents.INDEX: set(), dependents.UNIQUE: set()}
     if declared is not None:
-        names |= {str(index.name) for index in declared.indexes}
-        names |= {str(constraint.name) for constraint in declared.constraints}
-    rw.carried |= {n for n in rw.kept_indexes if n in names}
+        by_kind[dependents.INDEX] = {str(index.name) for index in declared.indexes}
+        by_kind[dependents.UNIQUE] = {
+            str(c.name) for c in declared.constraints if isinstance(c, UniqueConstraint)
+        }
+    rw.carried |= {n for n, d in rw.kept_indexes.items() if n in by_kind[d.kind]}
     keys = [d for d in depending if moves_primary_key(rw, d, table, new)]
     blocking = [
         d
@@ -238,9 +242,9 @@ def referenced_again(
     return forms.validated(rw, direction, reference.table, name, "foreignkey", add)
 
 
-def primary_key_swap_sql(table: str, key: str, column: str) -> list[str]:
-    """The primary key `key` made over `column`'s unique index (primary_key_index), which takes
-    its name; dropping the column that held it (or the key itself) came first, in the same
+def primary_key_swap_sql(table: str, key: str) -> list[str]:
+    """The primary key `key` made over the new column's unique index (primary_key_index), which
+    takes its name; dropping the column that held it (or the key itself) came first, in the same
     transaction."""
     return [
         f"ALTER TABLE {quote(table)} DROP CONSTRAINT IF EXISTS {quote(key)}",
@@ -739,7 +743,7 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
     ]
     for key in keys:  # the old column took the primary key with it: its index takes over
         rw.lock(UPGRADE, f"primary key {key.name} over {moving.column}: {CATALOG_ONLY}")
-        steps += map(Statement, primary_key_swap_sql(moving.table, key.name, moving.column))
+        steps += map(Statement, primary_key_swap_sql(moving.table, key.name))
     # The foreign keys over the new name take their names.
     steps += (Statement(r.renamed_sql(transitions.shadow_name(r.name), r.name)) for r in references)
     # The way down: the old column back (with its default, if it kept one: new rows only, no
