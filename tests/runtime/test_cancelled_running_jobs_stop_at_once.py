@@ -18,6 +18,17 @@ async def connected(url: URL) -> Database:
     return await Database.connect(url, PoolSize(1, 4))
 
 
+async def listening(db: Database) -> bool:
+    """Whether a session of ours (the worker's) has issued its LISTEN."""
+    async with db.connection() as connection:
+        cursor = await connection.execute(
+            "SELECT count(*) AS sessions FROM pg_stat_activity WHERE datname = "
+            "current_database() AND query LIKE 'LISTEN %' AND pid <> pg_backend_pid()"
+        )
+        found = await cursor.fetchone()
+    return bool(found and found["sessions"])
+
+
 async def cancel_a_running_job(
     url: URL, wakeup: bool, poll_interval: float, lease: timedelta = timedelta(seconds=60)
 ) -> tuple[float, JobRecord, WorkerStats]:
@@ -45,6 +56,11 @@ async def cancel_a_running_job(
             )
         )
         await asyncio.wait_for(started.wait(), 30)
+        if wakeup:  # a cancel reaches a listening worker: wait until it listens
+            deadline = time.monotonic() + 30
+            while not await listening(db):
+                assert time.monotonic() < deadline, "the worker never listened"
+                await asyncio.sleep(0.01)
         cancelled = await queue.cancel(job.id)
         assert cancelled.status == JobStatus.CANCELLED
         asked = time.monotonic()
