@@ -5,6 +5,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from bench.graphile_peer import GraphileUnavailable
 from bench.run import SIZES, run_and_report
 from media_db.connect import DatabaseUnavailable
 from media_db.dev import REPO_ROOT
@@ -18,7 +19,7 @@ def main() -> int:
     options = parser.parse_args()
     try:
         asyncio.run(run_and_report(database_url(), SIZES[options.size], options.results))
-    except (DatabaseNotConfigured, DatabaseUnavailable) as error:
+    except (DatabaseNotConfigured, DatabaseUnavailable, GraphileUnavailable) as error:
         print(f"bench: {error}", file=sys.stderr)
         return 1
     return 0

@@ -15,8 +15,8 @@ from pgqueuer.qm import QueueManager
 from pgqueuer.queries import EntrypointExecutionParameter, Queries
 from pgqueuer.types import QueueExecutionMode
 
-from bench import interleaved
-from media_db import Database, JobQueue, JobRecord, NewJob, run_worker
+from bench import enqueue_loop_jobs, interleaved
+from media_db import Database, JobQueue, JobRecord, run_worker
 
 Row = dict[str, Any]
 ENTRYPOINT = "bench"
@@ -80,7 +80,7 @@ async def fill(
     with autovacuum off: without this both sides plan their claims from the statistics of an
     empty table (ours then sorted every queued job on each claim: 4.1 ms a round instead of
     1.2 ms at 20,000 jobs, measured)."""
-    await queue.enqueue_many([NewJob(ENTRYPOINT, priority=0) for _ in range(jobs)])
+    await enqueue_loop_jobs(queue, ENTRYPOINT, jobs)
     await queries.enqueue([ENTRYPOINT] * jobs, [None] * jobs, [0] * jobs)
     for table in ("processing_jobs", "pgqueuer"):
         await connection.execute(f"VACUUM ANALYZE {table}")
@@ -142,7 +142,7 @@ async def worker_loops(
     left = await (await connection.execute("SELECT count(*) FROM pgqueuer")).fetchone()
     row: Row = ratio_row(
         f"worker loop, {jobs:,} jobs, batch {LOOP_BATCH}, concurrency {LOOP_CONCURRENCY} (jobs/s)",
-        "run_worker (leases, retries, wakeup on)",
+        "run_worker (dedupe, limits, leases, retries, wakeup on)",
         measured[0],
         "pgqueuer QueueManager",
         measured[1],

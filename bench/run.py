@@ -7,6 +7,8 @@
   `Database.connection()` vs psycopg_pool's own `connection()` (checkout + one query);
 - bulk insert: MediaRepository.create_many vs a raw COPY of the same rows;
 - the peer: pgqueuer 1.6 on its own schema (bench/peer.py): dequeue 1 / 10 / 100, worker loop;
+- procrastinate 3.10 (bench/procrastinate_peer.py) and Graphile Worker 0.18 in a database of
+  its own (bench/graphile_peer.py): worker loops;
 - claim: p50/p99 latency and claims/s with 1M jobs (20 % queued), 1 and 8 workers;
 - delete: one media item while 1M jobs exist;
 - queue health: claim latency after 20k claims on a server with autovacuum on
@@ -36,6 +38,7 @@ from sqlalchemy import URL, create_engine, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench import ROUNDS, interleaved
+from bench.graphile_peer import graphile_rows
 from bench.peer import peer_rows
 from bench.procrastinate_peer import procrastinate_row
 from bench.queue_health import queue_health_rows
@@ -140,6 +143,7 @@ async def measure(url: URL, size: Size) -> list[Row]:
             ]
             rows += await peer_rows(db, _conninfo(url), size, rates, ratio_row)
             rows.append(await procrastinate_row(db, _conninfo(url), size.loop_jobs, ratio_row))
+            rows += await graphile_rows(db, url, size.loop_jobs, ratio_row)
             await raw.execute("DELETE FROM processing_jobs")
             await seed_jobs(raw, size)
             rows += [await claim_vs_raw(db, raw, size, batch) for batch in (1, 10, 100)]

@@ -2,7 +2,9 @@
 # Install the production components the suite starts by itself (tests/topologies.py), from the
 # Debian mirror this machine's apt already uses: PgBouncer (pgbouncer), Debian's PostgreSQL
 # server for the primary and its streaming standby (pg_basebackup) when none is installed, and
-# pg_auto_failover for that server's major (postgresql-<major>-auto-failover: pg_autoctl).
+# pg_auto_failover for that server's major (postgresql-<major>-auto-failover: pg_autoctl); and
+# Node.js with npm for the bench's Graphile Worker peer (tests/dev/test_bench_still_runs.py runs
+# it; bench/graphile/install.sh installs Graphile itself).
 # Idempotent: what is there is kept. Installing never starts a service (policy-rc.d).
 set -Eeuo pipefail
 trap 'echo "test-components: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
@@ -14,6 +16,8 @@ compgen -G '/usr/lib/postgresql/*/bin/pg_basebackup' >/dev/null || need+=(postgr
 # else the default one's that installing `postgresql` brings.
 major=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
 command -v pg_autoctl >/dev/null || need+=("postgresql-${major:-15}-auto-failover")
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
   echo "test-components: need ${need[*]} from Debian: apt-get install ${need[*]} (as root)" >&2
