@@ -10,6 +10,7 @@
 - procrastinate 3.10 (bench/procrastinate_peer.py) and Graphile Worker 0.18 in a database of
   its own (bench/graphile_peer.py): worker loops;
 - claim: p50/p99 latency and claims/s with 1M jobs (20 % queued), 1 and 8 workers;
+- a limit key at its limit: the other keys' claims behind its backlog (bench/limit_cost.py);
 - delete: one media item while 1M jobs exist;
 - queue health: claim latency after 20k claims on a server with autovacuum on
   (bench/queue_health.py, an embedded PostgreSQL 18).
@@ -39,6 +40,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench import ROUNDS, interleaved
 from bench.graphile_peer import graphile_rows
+from bench.limit_cost import limit_cost_row
 from bench.peer import peer_rows
 from bench.procrastinate_peer import procrastinate_row
 from bench.queue_health import queue_health_rows
@@ -106,6 +108,7 @@ SIZES = {
     ),
 }
 Row = dict[str, Any]
+WAKEUP_GOAL_MS = 5  # enqueue to handler start, p99, idle queue (issue 36)
 
 
 async def run_and_report(server: URL, size: Size, results: Path) -> Path:
@@ -144,6 +147,10 @@ async def measure(url: URL, size: Size) -> list[Row]:
             rows += await peer_rows(db, _conninfo(url), size, rates, ratio_row)
             rows.append(await procrastinate_row(db, _conninfo(url), size.loop_jobs, ratio_row))
             rows += await graphile_rows(db, url, size.loop_jobs, ratio_row)
+            backlog = 5 * size.claims
+            rows.append(
+                await limit_cost_row(db, raw, backlog, size.claims, alternating_rates, ratio_row)
+            )
             await raw.execute("DELETE FROM processing_jobs")
             await seed_jobs(raw, size)
             rows += [await claim_vs_raw(db, raw, size, batch) for batch in (1, 10, 100)]
@@ -181,8 +188,8 @@ async def enqueue_to_start(db: Database, size: Size) -> Row:
         "row": f"enqueue to handler start, idle queue, {len(latencies)} jobs",
         "p50_ms": round(statistics.median(latencies) * 1000, 3),
         "p99_ms": round(p99 * 1000, 3),
-        "goal_p99_ms": 50,
-        "meets_goal": p99 * 1000 <= 50,
+        "goal_p99_ms": WAKEUP_GOAL_MS,
+        "meets_goal": p99 * 1000 <= WAKEUP_GOAL_MS,
     }
 
 

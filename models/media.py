@@ -230,6 +230,16 @@ class ProcessingJob(Base):
             "started_at",
             postgresql_where=text("started_at IS NOT NULL"),
         ),
+        # Each limit key's due jobs within one workflow type: a scoped claim with a limited key
+        # due walks each key of its type through this (one descent to find each key, one for
+        # its jobs), so no claim reads the backlog of a key at its limit, or paused.
+        Index(
+            "idx_processing_jobs_due_by_type_and_limit_key",
+            "workflow_type",
+            LIMIT_KEY,
+            *_claim_order,
+            postgresql_where=text("status = 'queued'"),
+        ),
         # ON DELETE CASCADE from media_items finds a media item's jobs through this.
         Index("idx_processing_jobs_media_item_id", "media_item_id"),
         # Dedupe: one live job per key. An INSERT ... ON CONFLICT DO NOTHING of a key that is

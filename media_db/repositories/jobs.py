@@ -39,7 +39,6 @@ from sqlalchemy import (
     Select,
     String,
     Text,
-    all_,
     and_,
     any_,
     bindparam,
@@ -54,6 +53,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    tuple_,
     union_all,
     update,
 )
@@ -159,41 +159,68 @@ def _limits(scope: list[ColumnElement[bool]]) -> CTE:
     return select(LIMITS.c.key, room.label("room")).where(LIMITED, has_due).cte("limits")
 
 
+def _keys(by_workflow: bool) -> CTE:
+    """The limit keys with queued jobs in the claim's scope, by a loose index scan: one descent
+    of idx_processing_jobs_due_by_limit_key per key (of idx_processing_jobs_due_by_type_and_-
+    limit_key for a scoped claim), so no key's backlog is walked to find the next key. Ends
+    with a NULL row."""
+    one: ColumnElement[int] = literal_column("1")
+    if by_workflow:
+        # A row comparison, which only the (workflow_type, key) index answers: given `key > $k`
+        # and the type as a filter, the planner walked idx_processing_jobs_due_by_limit_key past
+        # every other type's jobs (its estimates assume the types spread evenly over keys).
+        wanted: ColumnElement[str] = bindparam("workflow_type")
+        scope = [QUEUED, JOBS.c.workflow_type == wanted]
+        order = [JOBS.c.workflow_type, LIMIT_KEY]
+        first = tuple_(*order) >= tuple_(wanted, literal_column("''"))
+    else:
+        scope, order, first = [QUEUED], [LIMIT_KEY], LIMIT_KEY.is_not(None)
+    keys = (select(LIMIT_KEY.label("key")).where(*scope, first).order_by(*order).limit(one)).cte(
+        "keys", recursive=True
+    )
+    past = tuple_(*order) > tuple_(wanted, keys.c.key) if by_workflow else keys.c.key < LIMIT_KEY
+    after = select(LIMIT_KEY).where(*scope, past).order_by(*order).limit(one).correlate(keys)
+    return keys.union_all(select(after.scalar_subquery()).where(keys.c.key.is_not(None)))
+
+
 def _next_due(limit: ColumnElement[Any], by_workflow: bool) -> Select[Any]:
-    """Up to `limit` due jobs, in claim order, locked: those of keys without limits (the
-    claim index, as before, skipping limited keys' jobs), and of each limited key at most
-    its room (the key's own index)."""
+    """Up to `limit` due jobs, in claim order, locked. With no limited key due in the scope,
+    the claim index as before; else each key's own due jobs (`_keys`), a limited key's at most
+    its room, so that the jobs of a key at its limit (or paused) are never read: walking the
+    claim index past them cost every claim of the other keys a heap fetch each (5,000 of them
+    ahead: 0.8 ms a claim became 2.3 ms)."""
     scope = [CLAIMABLE]
     if by_workflow:
         scope.append(JOBS.c.workflow_type == bindparam("workflow_type"))
     limits = _limits(scope)
+    limited = exists(select(limits.c.key))  # an InitPlan: computed once, gates each branch
     ordered = (JOBS.c.id, *CLAIM_COLUMNS)
     # correlate(None): these subqueries read processing_jobs itself, not the UPDATE's row.
-    free = (
+    walk = (
         select(*ordered)
-        # Computed once per claim (an InitPlan), then a filter per row: with no limits row, an
-        # empty array, and the claim is the unlimited one.
-        .where(*scope, all_(func.array(select(limits.c.key).scalar_subquery())) != LIMIT_KEY)
+        .where(*scope, ~limited)
         .order_by(*CLAIM_ORDER)
         .limit(limit)
         .with_for_update(skip_locked=True)
         .correlate(None)
-        .subquery("free")
+        .subquery("walk")
     )
+    keys = _keys(by_workflow)
+    room = func.least(func.coalesce(limits.c.room, limit), limit)  # no limits row: unlimited
     of_key = (
         select(*ordered)
-        .where(*scope, limits.c.key == LIMIT_KEY)
+        .where(*scope, keys.c.key == LIMIT_KEY)
         .order_by(*CLAIM_ORDER)
-        .limit(func.least(limits.c.room, limit))
+        .limit(room)
         .with_for_update(skip_locked=True)
         .lateral("of_key")
     )
-    limited = (
+    by_key = (
         select(*(of_key.c[c.key] for c in ordered))
-        .select_from(limits.join(of_key, true()))
-        .where(limits.c.room > literal_column("0"))
+        .select_from(keys.outerjoin(limits, limits.c.key == keys.c.key).join(of_key, true()))
+        .where(limited, keys.c.key.is_not(None), room > literal_column("0"))
     )
-    candidates = union_all(select(*(free.c[c.key] for c in ordered)), limited).subquery("due")
+    candidates = union_all(select(*(walk.c[c.key] for c in ordered)), by_key).subquery("due")
     return (
         select(candidates.c.id).order_by(*_in_claim_order(candidates)).limit(limit).correlate(None)
     )
