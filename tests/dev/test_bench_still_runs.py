@@ -4,11 +4,14 @@ reports, the suite never times anything)."""
 
 import asyncio
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from sqlalchemy import make_url
 
+from bench.graphile_peer import HERE as GRAPHILE
 from bench.run import SIZES, run_and_report
 from tests.servers import DatabaseServer
 
@@ -26,9 +29,28 @@ def test_tiny_bench_writes_a_complete_report(
         "pool checkout + SELECT 1",
         "claim",
         "delete one media item (with its jobs) among all jobs",
+        "worker loop vs Graphile batched",
+        "worker loop vs Graphile unbatched",
+        "claim 10 of a key behind 200 jobs of a key at its limit (claims/s)",
     } <= set(rows)
     for row in report["rows"]:
         figures = [v for k, v in row.items() if k.endswith(("_per_s", "_ms", "ratio"))]
         assert figures, row
         assert all(isinstance(v, int | float) and v > 0 for v in figures), row
     assert "Benchmark (tiny)" in capsys.readouterr().out
+
+
+def test_the_graphile_peer_names_what_to_install_when_node_is_missing(tmp_path: Path) -> None:
+    """No silent skip: without Node.js the bench stops, saying how to install it."""
+    bare = tmp_path / "bin"  # a PATH with the script's own tools but no node nor npm
+    bare.mkdir()
+    os.symlink("/usr/bin/dirname", bare / "dirname")
+    result = subprocess.run(
+        ["/bin/bash", str(GRAPHILE / "install.sh")],
+        env={"PATH": str(bare)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "apt-get install -y nodejs npm" in result.stderr
