@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     )
     from media_db.repositories import AnalysisRepository, JobQueue, MediaRepository
     from media_db.repositories.media import MediaPage
+    from media_db.repositories.periodic import Periodic
     from media_db.worker import RetryAfter, WorkerStats, run_worker
 
 _WHERE = {
@@ -60,6 +61,7 @@ _WHERE = {
     "NewJob": "media_db.records",
     "NewMedia": "media_db.records",
     "NotFound": "media_db.errors",
+    "Periodic": "media_db.repositories.periodic",
     "PoolSize": "media_db.pool",
     "RetryAfter": "media_db.worker",
     "WorkerStats": "media_db.worker",
@@ -86,6 +88,7 @@ __all__ = [
     "NewJob",
     "NewMedia",
     "NotFound",
+    "Periodic",
     "PoolSize",
     "RetryAfter",
     "WorkerStats",

@@ -45,9 +45,9 @@ import logging
 import math
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import psycopg
@@ -59,6 +59,7 @@ from media_db.outages import duration, one_line, ride_out
 from media_db.pool import Database, conninfo
 from media_db.records import JobRecord
 from media_db.repositories.jobs import CANCEL_PREFIX, DEFAULT_LEASE, MAX_BATCH, JobQueue
+from media_db.repositories.periodic import Periodic, enqueue_period
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -144,10 +145,13 @@ async def run_worker(
     handler_timeout: timedelta | None = None,
     wakeup: bool = True,
     max_outage: timedelta | None = None,
+    periodic: Sequence[Periodic] = (),
 ) -> WorkerStats:
     """Runs until cancelled, or, with `until_empty`, until no job of its workflow type is queued
     (due or not) or running. Rides out database outages for ever, or, with `max_outage`, raises
-    DatabaseUnavailable once the database has been unavailable that long."""
+    DatabaseUnavailable once the database has been unavailable that long. `periodic`: jobs it
+    enqueues once per period of their schedule (media_db/repositories/periodic.py), of any
+    workflow type; however many workers declare one, each period gets one job."""
     validation.whole_number("concurrency", concurrency, validation.Bounds(whole=True, low=1))
     validation.whole_number("batch_size", batch_size, validation.between(1, MAX_BATCH))
     validation.positive("poll_interval", poll_interval)
@@ -161,6 +165,7 @@ async def run_worker(
     worker = _Worker(
         db, handler, workflow_type, batch_size, concurrency, poll_interval, lease,
         retry_backoff, handler_timeout, max_outage.total_seconds() if max_outage else None,
+        _periodic(periodic),
     )  # fmt: skip
     return await worker.run(until_empty, wakeup)
 
@@ -177,7 +182,10 @@ class _Worker:
     retry_backoff: timedelta
     handler_timeout: timedelta | None
     max_outage: float | None
+    periodic: tuple[Periodic, ...]
     stats: WorkerStats = field(default_factory=WorkerStats)
+    # The period each periodic job was last looked at for: the next look is at its next one.
+    periods: dict[str, datetime] = field(default_factory=dict)
     running: dict["asyncio.Task[Outcome]", JobRecord] = field(default_factory=dict)
     in_flight: "asyncio.Future[Any] | None" = None  # the round being written, see _unstoppable
     stopping: bool = False
@@ -202,8 +210,10 @@ class _Worker:
     async def _loop(self, until_empty: bool) -> None:
         loop = asyncio.get_running_loop()
         renew_every = self.lease.total_seconds() / 3
-        next_rescue = next_renewal = loop.time()
+        next_rescue = next_renewal = next_period = loop.time()
         while True:
+            if self.periodic and loop.time() >= next_period:
+                next_period = loop.time() + await self._db(self._enqueue_periodic)
             if loop.time() >= next_rescue:
                 await self._db(self.queue.rescue_expired)
                 if self.running:  # the fallback when a cancel's notification was missed
@@ -225,6 +235,8 @@ class _Worker:
                 await self._renew()
                 next_renewal = loop.time() + renew_every
             waits = [next_renewal if self.running else math.inf]
+            if self.periodic:
+                waits.append(next_period)
             if free - len(claimed) > 0 or self.running:
                 # A free slot polls (a wakeup comes earlier); held jobs are polled for cancels.
                 waits.append(next_rescue)
@@ -340,6 +352,28 @@ class _Worker:
             self.stats.lost += len(unwritten)
         return claimed
 
+    async def _enqueue_periodic(self) -> float:
+        """Enqueues each periodic job whose period this worker has not looked at yet (another
+        worker may have enqueued it: then nothing is written); returns the seconds until the
+        next period starts, of any of them."""
+        now = datetime.now(UTC)
+        for periodic in self.periodic:
+            period = periodic.parsed.latest(now)
+            if self.periods.get(periodic.name) == period:
+                continue
+            job = await enqueue_period(self.db, periodic, now)
+            self.periods[periodic.name] = period
+            if job is not None:
+                log.info(
+                    "worker: enqueued periodic job %s (%s) for its period %s: job %s",
+                    periodic.name,
+                    periodic.schedule,
+                    f"{period:%Y-%m-%d %H:%M} UTC",
+                    job.id,
+                )
+        following = min(periodic.parsed.following(now) for periodic in self.periodic)
+        return max((following - datetime.now(UTC)).total_seconds(), 0.0)
+
     async def _cancelled_among_held(self) -> set[uuid.UUID]:
         held = [job.id for job in self.running.values()]
         found: set[uuid.UUID] = set()
@@ -441,6 +475,18 @@ class _Worker:
         except DatabaseUnavailable:
             return False
         return True
+
+
+def _periodic(periodic: Sequence[Periodic]) -> tuple[Periodic, ...]:
+    """Refused before any work: anything but Periodic jobs, or two of one name."""
+    declared = tuple(periodic)
+    for item in declared:
+        if not isinstance(item, Periodic):
+            raise InvalidInput("periodic", f"must be Periodic jobs, got {item!r}")
+    names = [item.name for item in declared]
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        raise InvalidInput("periodic", f"two periodic jobs are named {twice[0]!r}: rename one")
+    return declared
 
 
 def _job_id(payload: str) -> set[uuid.UUID]:
