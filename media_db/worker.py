@@ -29,6 +29,9 @@ stays `cancelled`, nothing is written over it (WorkerStats.cancelled counts them
 `poll_interval` the worker also asks which of its jobs were cancelled: the fallback when it
 does not listen (a transaction pooler) or missed the notification.
 
+Periodic jobs (`periodic=[Periodic(...)]`, media_db/repositories/periodic.py) are enqueued by
+the loop at their schedule's fire times, one job per period whatever the number of workers.
+
 Database errors are ridden out (media_db/outages.py): a terminated session is retried after a
 moment; an outage of minutes is waited out with capped backoff, one log line per 30 s, and the
 worker resumes by itself when the server is back (with `max_outage` it gives up after that long,
