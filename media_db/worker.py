@@ -25,8 +25,9 @@ trigger notifies `media_analysis_jobs` and a dedicated connection LISTENs to it.
 
 A running job cancelled (JobQueue.cancel) is stopped at once: the cancel notifies the same
 channel (`cancel:<job id>`), and the worker holding the job cancels its handler's task; the job
-stays `cancelled`, nothing is written over it (WorkerStats.cancelled counts them). Every
-`poll_interval` the worker also asks which of its jobs were cancelled: the fallback when it
+stays `cancelled`, nothing is written over it (WorkerStats.cancelled counts them). Each time
+its LISTEN connection comes up (at start, after a reconnection) the worker asks once which of
+its jobs were cancelled meanwhile, unheard; and every `poll_interval`: the fallback when it
 does not listen (a transaction pooler) or missed the notification.
 
 Periodic jobs (`periodic=[Periodic(...)]`, media_db/repositories/periodic.py) are enqueued by
@@ -44,6 +45,7 @@ their leases run out.
 """
 
 import asyncio
+import contextlib
 import logging
 import math
 import traceback
@@ -454,6 +456,7 @@ class _Worker:
                 ) as connection:
                     await connection.execute(f"LISTEN {JOBS_CHANNEL}")
                     self.woken.set()  # anything inserted before LISTEN: look once
+                    await self._cancels_not_heard()
                     async for notification in connection.notifies():
                         if notification.payload.startswith(CANCEL_PREFIX):
                             self._stop_cancelled(_job_id(notification.payload))
@@ -471,6 +474,17 @@ class _Worker:
                     RELISTEN_AFTER_SECONDS,
                 )
                 await asyncio.sleep(RELISTEN_AFTER_SECONDS)
+
+    async def _cancels_not_heard(self) -> None:
+        """A cancel committed before LISTEN was up sent its notification to no one: once
+        listening, look once at the jobs held, the round in flight's claims included (they may
+        predate such a cancel), rather than wait for the next poll."""
+        if self.in_flight is not None:
+            await asyncio.wait([self.in_flight])
+        if not self.running:
+            return
+        with contextlib.suppress(DatabaseUnavailable):  # the poll looks again, and reports it
+            self._stop_cancelled(await self._cancelled_among_held())
 
     async def _server_answers(self) -> bool:
         try:

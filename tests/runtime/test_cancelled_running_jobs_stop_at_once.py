@@ -1,10 +1,14 @@
 """`JobQueue.cancel(id)` on a running job reaches its worker at once (a notification on the
 channel the worker LISTENs on; polling its jobs' status is the fallback): the worker cancels
 the handler's task, which stops within a second, and the job stays `cancelled`, its lease
-released, with no outcome (completed, failed, retried) written over it."""
+released, with no outcome (completed, failed, retried) written over it. A cancel sent before
+the worker's LISTEN was up (no one heard its notification) is found when the LISTEN comes up.
+"""
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from sqlalchemy import URL
@@ -131,3 +135,75 @@ def test_a_cancel_that_reaches_a_finished_handler_keeps_the_job_cancelled(migrat
     row, written = asyncio.run(scenario())
     assert written == []
     assert row.status == JobStatus.CANCELLED
+
+
+@contextlib.asynccontextmanager
+async def held_at_the_door(url: URL) -> AsyncIterator[tuple[URL, asyncio.Event, asyncio.Event]]:
+    """A TCP relay to the server that holds each connection until `opened` is set (`knocked` is
+    set once one waits): a LISTEN connection through it is not up until the test says so."""
+    knocked, opened = asyncio.Event(), asyncio.Event()
+
+    async def relay(client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        knocked.set()
+        await opened.wait()
+        server, to_server = await asyncio.open_connection(url.host, url.port)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(client, to_server), pipe(server, to_client))
+
+    door = await asyncio.start_server(relay, "127.0.0.1", 0)
+    port = door.sockets[0].getsockname()[1]
+    try:
+        yield url.set(host="127.0.0.1", port=port), knocked, opened
+    finally:
+        door.close()
+
+
+def test_a_cancel_sent_before_the_worker_listens_is_found_once_it_listens(
+    migrated: URL,
+) -> None:
+    """Neither a poll (every hour) nor a lease renewal (every hour) comes in time: only the
+    worker's look at its jobs once its LISTEN is up stops the handler."""
+
+    async def scenario() -> tuple[JobRecord, WorkerStats]:
+        async with held_at_the_door(migrated) as (listen_url, knocked, opened):
+            db = await Database.connect(migrated, PoolSize(1, 4), direct_url=listen_url)
+            async with db:
+                queue = JobQueue(db)
+                job = await queue.enqueue("analysis")
+                started, stopped = asyncio.Event(), asyncio.Event()
+
+                async def slow_provider_call(claimed: JobRecord) -> None:
+                    started.set()
+                    try:
+                        await asyncio.sleep(3600)
+                    except asyncio.CancelledError:
+                        stopped.set()
+                        raise
+
+                worker = asyncio.ensure_future(
+                    run_worker(
+                        db,
+                        slow_provider_call,
+                        until_empty=True,
+                        poll_interval=3600.0,
+                        lease=timedelta(hours=3),
+                    )
+                )
+                await asyncio.wait_for(asyncio.gather(started.wait(), knocked.wait()), 60)
+                await queue.cancel(job.id)  # its notification reaches no one
+                opened.set()
+                # A bound against a hang only: the poll would take an hour.
+                await asyncio.wait_for(stopped.wait(), 60)
+                stats = await asyncio.wait_for(worker, 60)
+                return await queue.get(job.id), stats
+
+    row, stats = asyncio.run(scenario())
+    assert row.status == JobStatus.CANCELLED
+    assert (stats.cancelled, stats.completed, stats.lost) == (1, 0, 0)
