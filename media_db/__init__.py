@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         InvalidTransition,
         MediaDbError,
         NotFound,
+        PermissionDenied,
     )
     from media_db.models import AnalysisStatus, JobStatus
     from media_db.pool import Database, PoolSize
@@ -62,6 +63,7 @@ _WHERE = {
     "NewMedia": "media_db.records",
     "NotFound": "media_db.errors",
     "Periodic": "media_db.repositories.periodic",
+    "PermissionDenied": "media_db.errors",
     "PoolSize": "media_db.pool",
     "RetryAfter": "media_db.worker",
     "WorkerStats": "media_db.worker",
@@ -89,6 +91,7 @@ __all__ = [
     "NewMedia",
     "NotFound",
     "Periodic",
+    "PermissionDenied",
     "PoolSize",
     "RetryAfter",
     "WorkerStats",

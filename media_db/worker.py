@@ -58,13 +58,21 @@ from typing import Any, TypeVar
 import psycopg
 
 from media_db import validation
-from media_db.errors import DatabaseUnavailable, InvalidInput
+from media_db.errors import DatabaseUnavailable, InvalidInput, MediaDbError, PermissionDenied
 from media_db.models.triggers import JOBS_CHANNEL
 from media_db.outages import duration, one_line, ride_out
 from media_db.pool import Database, conninfo
+from media_db.privileges import Needs, missing_grants
 from media_db.records import JobRecord
-from media_db.repositories.jobs import CANCEL_PREFIX, DEFAULT_LEASE, MAX_BATCH, JobQueue
-from media_db.repositories.periodic import Periodic, enqueue_period
+from media_db.repositories.jobs import (
+    CANCEL_PREFIX,
+    DEFAULT_LEASE,
+    JOBS,
+    LIMITS,
+    MAX_BATCH,
+    JobQueue,
+)
+from media_db.repositories.periodic import SCHEDULES, Periodic, enqueue_period
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -74,6 +82,13 @@ RELISTEN_AFTER_SECONDS = 30.0  # a lost LISTEN connection is tried again this of
 HAND_BACK_WAIT_SECONDS = 5.0
 # The longest snooze: a longer wait is a schedule (enqueue with run_at), not a rate limit.
 MAX_SNOOZE = timedelta(days=30)
+# The privileges a worker's role needs (named in its log line when one is missing); with
+# periodic jobs, also PERIODIC_NEEDS.
+NEEDS: Needs = {JOBS.name: ("SELECT", "UPDATE"), LIMITS.name: ("SELECT",)}
+PERIODIC_NEEDS: Needs = {
+    JOBS.name: ("SELECT", "INSERT", "UPDATE"),
+    SCHEDULES.name: ("SELECT", "INSERT", "UPDATE"),
+}
 
 
 class RetryAfter(Exception):
@@ -284,7 +299,19 @@ class _Worker:
     async def _db(self, operation: Callable[[], Awaitable[T]], once: bool = False) -> T:
         """The operation, riding out the database's outages (up to max_outage); `once`: a
         single attempt."""
-        return await (operation() if once else ride_out(self.db, operation, self.max_outage))
+        if once:
+            return await operation()
+        return await ride_out(self.db, operation, self.max_outage, self._explain)
+
+    async def _explain(self, refused: PermissionDenied) -> str:
+        """The refusal, and the GRANTs that fix it: one log line."""
+        needs = {**NEEDS, **PERIODIC_NEEDS} if self.periodic else NEEDS
+        try:
+            grants = await missing_grants(self.db, needs, refused.role)
+        except MediaDbError:
+            grants = []
+        fix = "; ".join(grants) or f"grant {refused.role} the privilege refused"
+        return f"worker: {refused}: {fix}"
 
     async def _settle(
         self, done: list["asyncio.Task[Outcome]"], claim: int = 0, once: bool = False
@@ -426,7 +453,7 @@ class _Worker:
             await self.db.check_server()  # first, directly: a pool facing a dead server waits
             await self._settle(finished, once=True)
             await self.queue.release_held(list(self.running.values()))
-        except DatabaseUnavailable as error:
+        except (DatabaseUnavailable, PermissionDenied) as error:
             log.warning(
                 "worker: could not hand back %d jobs (%s); they return to the queue once their "
                 "lease (%s) runs out",
@@ -483,7 +510,7 @@ class _Worker:
             await asyncio.wait([self.in_flight])
         if not self.running:
             return
-        with contextlib.suppress(DatabaseUnavailable):  # the poll looks again, and reports it
+        with contextlib.suppress(DatabaseUnavailable, PermissionDenied):  # the poll looks again
             self._stop_cancelled(await self._cancelled_among_held())
 
     async def _server_answers(self) -> bool:
