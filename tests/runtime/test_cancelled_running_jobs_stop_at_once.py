@@ -1,7 +1,10 @@
 """`JobQueue.cancel(id)` on a running job reaches its worker at once (a notification on the
 channel the worker LISTENs on; polling its jobs' status is the fallback): the worker cancels
-the handler's task, which stops within a second, and the job stays `cancelled`, its lease
-released, with no outcome (completed, failed, retried) written over it. A cancel sent before
+the handler's task, and the job stays `cancelled`, its lease released, with no outcome
+(completed, failed, retried) written over it. Each test leaves the worker one way to learn of
+the cancel (polling and lease renewal an hour away otherwise) and a handler that would run for
+an hour: its stopping at all is the proof, with no clock to race on a busy machine. How fast a
+cancel stops a handler is `make bench`'s to measure. A cancel sent before
 the worker's LISTEN was up (no one heard its notification) is found when the LISTEN comes up.
 """
 
@@ -15,7 +18,8 @@ from sqlalchemy import URL
 
 from media_db import Database, JobQueue, JobRecord, JobStatus, PoolSize, WorkerStats, run_worker
 
-STOPS_WITHIN = 1.0  # seconds from the cancel's return to the handler's end
+HOUR = 3600.0  # what the worker's other ways of learning of a cancel are set to, and a handler
+HANG = 60  # seconds: only against a hang
 
 
 async def connected(url: URL) -> Database:
@@ -34,20 +38,20 @@ async def listening(db: Database) -> bool:
 
 
 async def cancel_a_running_job(
-    url: URL, wakeup: bool, poll_interval: float, lease: timedelta = timedelta(seconds=60)
-) -> tuple[float, JobRecord, WorkerStats]:
+    url: URL, wakeup: bool, poll_interval: float, lease: timedelta = timedelta(hours=1)
+) -> tuple[JobRecord, WorkerStats]:
     async with await connected(url) as db:
         queue = JobQueue(db)
         job = await queue.enqueue("analysis")
         started = asyncio.Event()
-        stopped_at: list[float] = []
+        stopped = asyncio.Event()
 
         async def slow_provider_call(claimed: JobRecord) -> None:
             started.set()
             try:
-                await asyncio.sleep(30)
+                await asyncio.sleep(HOUR)
             finally:
-                stopped_at.append(time.monotonic())
+                stopped.set()
 
         worker = asyncio.ensure_future(
             run_worker(
@@ -59,30 +63,25 @@ async def cancel_a_running_job(
                 lease=lease,
             )
         )
-        await asyncio.wait_for(started.wait(), 30)
+        await asyncio.wait_for(started.wait(), HANG)
         if wakeup:  # a cancel reaches a listening worker: wait until it listens
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + HANG
             while not await listening(db):
                 assert time.monotonic() < deadline, "the worker never listened"
                 await asyncio.sleep(0.01)
         cancelled = await queue.cancel(job.id)
         assert cancelled.status == JobStatus.CANCELLED
-        asked = time.monotonic()
-        deadline = asked + 10
-        while not stopped_at:  # the condition, with a deadline (the assertion checks the time)
-            assert time.monotonic() < deadline, "the handler was never stopped"
-            await asyncio.sleep(0.005)
+        await asyncio.wait_for(stopped.wait(), HANG)
         # until_empty: the worker returns once it settled the cancelled job.
-        stats = await asyncio.wait_for(worker, 30)
-        return stopped_at[0] - asked, await queue.get(job.id), stats
+        stats = await asyncio.wait_for(worker, HANG)
+        return await queue.get(job.id), stats
 
 
-def test_a_cancelled_running_job_stops_within_a_second_and_stays_cancelled(
+def test_a_notified_cancel_stops_the_running_handler_and_the_job_stays_cancelled(
     migrated: URL,
 ) -> None:
-    # A poll every 30 s: only the notification can stop it in time.
-    took, row, stats = asyncio.run(cancel_a_running_job(migrated, True, 30.0))
-    assert took < STOPS_WITHIN
+    # Polling and renewal an hour away: only the notification can stop it.
+    row, stats = asyncio.run(cancel_a_running_job(migrated, True, HOUR))
     assert row.status == JobStatus.CANCELLED
     assert (row.lease_token, row.locked_until) == (None, None)
     assert row.error_message is None
@@ -97,8 +96,7 @@ def test_a_cancelled_running_job_stops_within_a_second_and_stays_cancelled(
 
 
 def test_without_its_notification_the_worker_finds_the_cancel_by_polling(migrated: URL) -> None:
-    took, row, stats = asyncio.run(cancel_a_running_job(migrated, False, 0.2))
-    assert took < STOPS_WITHIN
+    row, stats = asyncio.run(cancel_a_running_job(migrated, False, 0.2))
     assert row.status == JobStatus.CANCELLED
     assert stats.cancelled == 1
     assert stats.completed == stats.lost == 0
@@ -109,10 +107,9 @@ def test_a_lease_renewal_that_finds_its_job_cancelled_counts_it_cancelled_not_lo
 ) -> None:
     """Neither listening nor due to poll before its next renewal (a lease of 1.5 s renews
     every 0.5 s): the renewal finds the job no longer held, and cancelled."""
-    took, row, stats = asyncio.run(
-        cancel_a_running_job(migrated, False, 30.0, lease=timedelta(seconds=1.5))
+    row, stats = asyncio.run(
+        cancel_a_running_job(migrated, False, HOUR, lease=timedelta(seconds=1.5))
     )
-    assert took < STOPS_WITHIN
     assert row.status == JobStatus.CANCELLED
     assert (stats.cancelled, stats.lost) == (1, 0)
 
