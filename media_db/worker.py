@@ -10,7 +10,8 @@ it), so a slow but live handler is never run twice. A handler that returns compl
 one that raises, or runs past `handler_timeout`, puts it back `queued`, due after a jittered
 exponential backoff from `retry_backoff`, until its attempts reach `max_attempts`: then the
 job is `failed` (the dead letter) with the error kept. Each failed attempt stores its traceback
-(`error_traceback`, the last 8 KB) and logs one WARNING naming the job, the attempt and the
+(`error_traceback`, the last 8 KB; `error_message` keeps the first ERROR_LIMIT characters of
+the error) and logs one WARNING naming the job, the attempt and the
 error. A handler that raises `RetryAfter(seconds)` (a provider's 429) snoozes its job: back to
 `queued`, due in that many seconds, the attempt not spent, counted in `snoozes`; past the job's
 `max_snoozes` (default 100) the snooze counts as a failed attempt. A round's completions and
@@ -80,6 +81,7 @@ Handler = Callable[[JobRecord], Awaitable[object]]
 DEFAULT_RETRY_BACKOFF = timedelta(seconds=10)
 RELISTEN_AFTER_SECONDS = 30.0  # a lost LISTEN connection is tried again this often
 HAND_BACK_WAIT_SECONDS = 5.0
+ERROR_LIMIT = 1000  # characters of a handler's error kept in error_message and its WARNING
 # The longest snooze: a longer wait is a schedule (enqueue with run_at), not a rate limit.
 MAX_SNOOZE = timedelta(days=30)
 # The privileges a worker's role needs (named in its log line when one is missing); with
@@ -280,7 +282,7 @@ class _Worker:
             message = f"TimeoutError: the handler ran longer than handler_timeout ({timeout:g} s)"
             return _Failure(message, _traceback(error))
         except Exception as error:
-            return _Failure(f"{type(error).__name__}: {error}", _traceback(error))
+            return _Failure(_error_line(error), _traceback(error))
         return None
 
     async def _wait(self, seconds: float, listen: bool) -> None:
@@ -545,6 +547,17 @@ def _too_many_snoozes(job: JobRecord) -> str:
     return (
         f"RetryAfter: snoozed {job.snoozes} times, its max_snoozes ({job.max_snoozes}); this "
         "snooze counts as a failed attempt (raise max_snoozes for a longer throttle)"
+    )
+
+
+def _error_line(error: Exception) -> str:
+    """The error as stored and logged: its first ERROR_LIMIT characters. A provider's exception
+    may carry a whole response body (a 1 MB HTML 429 page); the traceback keeps the end."""
+    line = f"{type(error).__name__}: {error}"
+    if len(line) <= ERROR_LIMIT:
+        return line
+    return (
+        f"{line[:ERROR_LIMIT]} [... {len(line) - ERROR_LIMIT} more characters: see the traceback]"
     )
 
 
