@@ -150,6 +150,7 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
         rw.revision,
         default=new_default if shared else None,
         old_default=old_default if shared else None,
+        new_defaulted=new_default is not None,
     )
     steps: list[ops.MigrateOperation] = [
         Comment(
@@ -676,7 +677,10 @@ def lossless_drop(
         *(
             Statement(sql)
             for sql in transitions.guarded_drop_sql(
-                moving.table, dropped, kept, kept_column=moving.kind == RENAME
+                moving.table,
+                dropped,
+                kept,
+                kept_column=moving.kind == RENAME and moving.back is None,
             )
         ),
         *(Statement(sql) for sql in moving.drop_sql()),
