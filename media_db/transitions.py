@@ -81,7 +81,8 @@ def literal(value: str) -> str:
 @dataclass(frozen=True)
 class Transition:
     """One column moving to its new shape: `column` as the models name it, given by `source`
-    (SQL over the row: the old column of a rename, a backfill marker's expression)."""
+    (SQL over the row: the old column of a rename, `using` over it where the type changes too,
+    a backfill marker's expression)."""
 
     kind: str
     table: str
@@ -254,10 +255,11 @@ def guarded_drop_sql(table: str, dropped: str, kept: str, *, kept_column: bool) 
         else f"to lose them, set them to what it gives (UPDATE {table} SET {dropped} = {kept} "
         f"WHERE {where})"
     )
+    why = "" if kept_column else ", wrote the new shape, or wrote what the new type narrows"
     refusal = (
         f"Refusing to drop {table}.{dropped}: rows hold values that {kept} does not give back "
-        f"(a writer bypassed the sync trigger, or wrote the new shape). Nothing was dropped: "
-        f"{fix}, then run it again."
+        f"(a writer bypassed the sync trigger{why}). Nothing was dropped: {fix}, then run it "
+        "again."
     )
     return [
         f"LOCK TABLE {table_} IN ACCESS EXCLUSIVE MODE",
