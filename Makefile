@@ -130,7 +130,7 @@ adopt: install ## Stamp a database built by hand with the plan's SQL at 0001, if
 	$(WITH_DB) python -m media_db.deploy.adopt
 
 verify: install ## Compare the live catalog with the models object by object, then alembic check
-	$(WITH_DB) bash -c 'python -m media_db.deploy.verify && alembic check'
+	$(WITH_DB) python -m media_db.deploy.verify  # then alembic check, in the same process
 
 sql: install ## Print as SQL what is pending on the configured database (none: base to head; RANGE=0001:head for a span)
 	@[[ -z $$RANGE || $$RANGE =~ ^($(REVISION):)?$(REVISION)$$ ]] || \

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         InvalidTransition,
         MediaDbError,
         NotFound,
+        PermissionDenied,
     )
     from media_db.models import AnalysisStatus, JobStatus
     from media_db.pool import Database, PoolSize
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     )
     from media_db.repositories import AnalysisRepository, JobQueue, MediaRepository
     from media_db.repositories.media import MediaPage
+    from media_db.repositories.periodic import Periodic
     from media_db.worker import RetryAfter, WorkerStats, run_worker
 
 _WHERE = {
@@ -60,6 +62,8 @@ _WHERE = {
     "NewJob": "media_db.records",
     "NewMedia": "media_db.records",
     "NotFound": "media_db.errors",
+    "Periodic": "media_db.repositories.periodic",
+    "PermissionDenied": "media_db.errors",
     "PoolSize": "media_db.pool",
     "RetryAfter": "media_db.worker",
     "WorkerStats": "media_db.worker",
@@ -86,6 +90,8 @@ __all__ = [
     "NewJob",
     "NewMedia",
     "NotFound",
+    "Periodic",
+    "PermissionDenied",
     "PoolSize",
     "RetryAfter",
     "WorkerStats",

@@ -23,6 +23,15 @@ class InvalidTransition(MediaDbError, RuntimeError):
     """The row exists but is not in a state that allows the operation."""
 
 
+class PermissionDenied(MediaDbError, PermissionError):
+    """The database refused a statement: the role lacks a privilege (SQLSTATE 42501). The
+    message names what was refused and the role."""
+
+    def __init__(self, message: str, role: str) -> None:
+        super().__init__(message)
+        self.role = role
+
+
 class DatabaseNotConfigured(MediaDbError, RuntimeError):
     """The environment names no database, or names it in a form we cannot use."""
 

@@ -12,6 +12,11 @@ Once the server is back, its idle connections (to the server that went away) are
 The log gets one warning when the outage starts, at most one per LOG_EVERY_SECONDS while it
 lasts, and one info line when the database is back; every line is one line and holds no secret
 (DatabaseUnavailable's messages name the URL with its password masked).
+
+A statement refused for want of a privilege (PermissionDenied, SQLSTATE 42501) is waited out
+the same way, with the same backoff, until someone grants it: one ERROR line saying what was
+refused and the GRANT that fixes it (`explain`), at most one per LOG_EVERY_SECONDS while it
+lasts, and one info line once granted.
 """
 
 import asyncio
@@ -23,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from media_db.errors import DatabaseUnavailable
+from media_db.errors import DatabaseUnavailable, PermissionDenied
 from media_db.pool import Database
 
 log = logging.getLogger(__name__)
@@ -33,12 +38,19 @@ MAX_BACKOFF_SECONDS = 30.0
 LOG_EVERY_SECONDS = 30.0
 
 
+Explain = Callable[[PermissionDenied], Awaitable[str]]
+
+
 async def ride_out(
-    db: Database, operation: Callable[[], Awaitable[T]], max_outage: float | None = None
+    db: Database,
+    operation: Callable[[], Awaitable[T]],
+    max_outage: float | None = None,
+    explain: Explain | None = None,
 ) -> T:
-    """`operation()`, tried again while it fails with DatabaseUnavailable: for ever, or until
-    the database has been unavailable for `max_outage` seconds, then DatabaseUnavailable saying
-    so."""
+    """`operation()`, tried again while it fails with DatabaseUnavailable or PermissionDenied:
+    for ever, or until the database has been unavailable (or refusing) for `max_outage`
+    seconds, then DatabaseUnavailable saying so. `explain`: the line to log for a refusal
+    (default: its message)."""
     outage: _Outage | None = None
     while True:
         try:
@@ -46,6 +58,9 @@ async def ride_out(
         except DatabaseUnavailable as error:
             outage = outage or _Outage(db, max_outage)
             await outage.wait(one_line(error))
+        except PermissionDenied as error:
+            outage = outage or _Outage(db, max_outage)
+            await outage.denied(await explain(error) if explain else one_line(error))
         else:
             if outage is not None:
                 outage.over()
@@ -75,6 +90,7 @@ class _Outage:
     delay: float = FIRST_BACKOFF_SECONDS
     down: bool = False  # the last probe was refused
     announced: bool = False  # "unreachable" was logged: "back" will be
+    refused: bool = False  # a privilege was missing: "granted" will be logged
     logged_at: float = -math.inf
 
     async def wait(self, reason: str) -> None:
@@ -97,8 +113,21 @@ class _Outage:
                 return
             await self._pause(reason)
 
+    async def denied(self, line: str) -> None:
+        """Pauses before the next try; the line says what was refused and how to grant it."""
+        self.refused = True
+        if self._may_log():
+            log.error(
+                "%s; retrying with backoff up to %s until granted",
+                line,
+                duration(MAX_BACKOFF_SECONDS),
+            )
+        await self._pause(line)
+
     def over(self) -> None:
-        if self.announced:
+        if self.refused:
+            log.info("privilege granted after %s; carrying on", duration(self._elapsed()))
+        elif self.announced:
             log.info("database back after %s", duration(self._elapsed()))
 
     def _report_down(self, reason: str) -> None:

@@ -32,6 +32,7 @@ from sqlalchemy import URL
 
 from media_db import intermediary, settings
 from media_db.connect import CONNECT_TIMEOUT_SECONDS, DatabaseUnavailable, failure_message
+from media_db.errors import PermissionDenied
 
 DEFAULT_MIN, DEFAULT_MAX = 2, 10
 PING_AFTER_IDLE_SECONDS = 2.0
@@ -139,8 +140,12 @@ class _Checkout:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        role = self.connection.info.user
         # psycopg_pool rolls back anything left open and replaces a broken connection.
         await self.database.pool.putconn(self.connection)
+        if isinstance(error, psycopg.errors.InsufficientPrivilege):
+            refused = " ".join(str(error).split())
+            raise PermissionDenied(f"{refused} (role {role})", role) from error
         if isinstance(error, psycopg.OperationalError) and _connection_lost(self.connection, error):
             raise DatabaseUnavailable(
                 f"lost the connection to {settings.redacted(self.database.url)} mid-statement "

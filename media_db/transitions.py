@@ -23,6 +23,8 @@ DOWN = "down"  # beside `using`: the old column's value, as SQL over a new-shape
 RENAME, FILL, RETYPE = "rename", "backfill", "retype"  # the kinds in flight, by their marker
 MARKERS = {RENAMED_FROM: RENAME, BACKFILL: FILL, USING: RETYPE}
 TAG = "media_db expand/contract: "
+# A write giving both names of a rename, disagreeing (integrity_constraint_violation).
+BOTH_GIVEN = "23000"
 BATCH = 5_000  # rows per committed batch, as 0003
 MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
 quote = postgresql.dialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
@@ -79,7 +81,8 @@ def literal(value: str) -> str:
 @dataclass(frozen=True)
 class Transition:
     """One column moving to its new shape: `column` as the models name it, given by `source`
-    (SQL over the row: the old column of a rename, a backfill marker's expression)."""
+    (SQL over the row: the old column of a rename, `using` over it where the type changes too,
+    a backfill marker's expression)."""
 
     kind: str
     table: str
@@ -92,6 +95,9 @@ class Transition:
     # default after an INSERT was not given, so an explicit NULL in the other one stays NULL.
     default: str | None = None
     old_default: str | None = None
+    # A rename whose defaults are not kept: whether the new column has one (a catalog comment
+    # written before this field says nothing: taken as yes, the safe side).
+    new_defaulted: bool = True
 
     @property
     def name(self) -> str:
@@ -125,32 +131,65 @@ class Transition:
         if self.old is None:
             return f"IF NEW.{new} IS NULL THEN NEW.{new} := {over_row(self.source)}; END IF;"
         old = quote(self.old)
-        if self.back is not None:  # a type change: every writer names `new`
+        if self.kind == RETYPE:  # after the cutover every writer names `new`
+            assert self.back is not None, self
             # Only from a value written: an UPDATE of another column must not rewrite the kept
             # original from a narrowed value (a rollback would restore the narrowed one).
             return (
                 f"IF TG_OP = 'INSERT' OR NEW.{new} IS DISTINCT FROM OLD.{new} THEN "
                 f"NEW.{old} := {over_row(self.back)}; END IF;"
             )
-        # An UPDATE copies the name it changed; an INSERT the name it gave: with defaults, the
-        # one that does not hold its default; without, the old column has none during the
-        # transition, so a NULL there means "not given".
-        updated = (
-            f"IF TG_OP = 'UPDATE' AND NEW.{new} IS DISTINCT FROM OLD.{new} THEN "
-            f"NEW.{old} := NEW.{new}; "
-            f"ELSIF TG_OP = 'UPDATE' AND NEW.{old} IS DISTINCT FROM OLD.{old} THEN "
-            f"NEW.{new} := NEW.{old}; "
+        return self._rename_body(new, old)
+
+    def _rename_body(self, new: str, old: str) -> str:
+        """A rename, its type changed too where `back` is set: each write copied to the name
+        it did not give (`source` converts old to new, `back` new to old). Neither is rewritten
+        from the other where they already agree (a narrowed value in `new` leaves the original
+        in `old`); a write giving both, disagreeing, is refused rather than one dropped."""
+        from_old = f"NEW.{old}" if self.back is None else over_row(self.source)
+        from_new = f"NEW.{new}" if self.back is None else over_row(self.back)
+        disagree = (
+            f"NEW.{new} IS DISTINCT FROM {from_old} AND NEW.{old} IS DISTINCT FROM {from_new}"
         )
-        if self.default is not None and self.old_default is not None:
+        refusal = literal(
+            f"{self.table}: one write gave both {self.old} and {self.column}, with different "
+            f"values, while {self.old} is renamed to {self.column} (sync trigger {self.name}). "
+            "Write one of them."
+        )
+        refuse = f"RAISE EXCEPTION USING ERRCODE = '{BOTH_GIVEN}', MESSAGE = {refusal};"
+        new_changed = f"NEW.{new} IS DISTINCT FROM OLD.{new}"
+        old_changed = f"NEW.{old} IS DISTINCT FROM OLD.{old}"
+        # An UPDATE copies the name it changed.
+        updated = (
+            f"IF TG_OP = 'UPDATE' THEN "
+            f"IF {new_changed} AND {old_changed} AND {disagree} THEN {refuse} "
+            f"ELSIF {new_changed} AND NEW.{new} IS DISTINCT FROM {from_old} THEN "
+            f"NEW.{old} := {from_new}; "
+            f"ELSIF {old_changed} AND NEW.{old} IS DISTINCT FROM {from_new} THEN "
+            f"NEW.{new} := {from_old}; END IF; "
+        )
+        # An INSERT copies the name it gave: with defaults, the one that does not hold its
+        # default; without, a NULL means "not given" (the old column has no default during the
+        # transition). Where only the new column has one, a writer of the old name alone cannot
+        # be told from one giving both: the old name wins.
+        shared = self.default is not None and self.old_default is not None
+        if not shared and self.new_defaulted:
             return updated + (
-                f"ELSIF TG_OP = 'INSERT' AND NEW.{new} IS DISTINCT FROM ({self.default}) THEN "
-                f"NEW.{old} := NEW.{new}; "
-                f"ELSIF TG_OP = 'INSERT' AND NEW.{old} IS DISTINCT FROM ({self.old_default}) "
-                f"THEN NEW.{new} := NEW.{old}; END IF;"
+                f"ELSIF NEW.{old} IS NOT NULL THEN NEW.{new} := {from_old}; "
+                f"ELSE NEW.{old} := {from_new}; END IF;"
             )
+        new_given, old_given = (
+            (
+                f"NEW.{new} IS DISTINCT FROM ({self.default})",
+                f"NEW.{old} IS DISTINCT FROM ({self.old_default})",
+            )
+            if shared
+            else (f"NEW.{new} IS NOT NULL", f"NEW.{old} IS NOT NULL")
+        )
         return updated + (
-            f"ELSIF TG_OP = 'INSERT' AND NEW.{old} IS NULL THEN NEW.{old} := NEW.{new}; "
-            f"ELSE NEW.{new} := NEW.{old}; END IF;"
+            f"ELSIF {new_given} AND {old_given} THEN IF {disagree} THEN {refuse} END IF; "
+            f"ELSIF {new_given} THEN NEW.{old} := {from_new}; "
+            f"ELSIF {old_given} THEN NEW.{new} := {from_old}; END IF;"
         )
 
 
@@ -216,10 +255,11 @@ def guarded_drop_sql(table: str, dropped: str, kept: str, *, kept_column: bool) 
         else f"to lose them, set them to what it gives (UPDATE {table} SET {dropped} = {kept} "
         f"WHERE {where})"
     )
+    why = "" if kept_column else ", wrote the new shape, or wrote what the new type narrows"
     refusal = (
         f"Refusing to drop {table}.{dropped}: rows hold values that {kept} does not give back "
-        f"(a writer bypassed the sync trigger, or wrote the new shape). Nothing was dropped: "
-        f"{fix}, then run it again."
+        f"(a writer bypassed the sync trigger{why}). Nothing was dropped: {fix}, then run it "
+        "again."
     )
     return [
         f"LOCK TABLE {table_} IN ACCESS EXCLUSIVE MODE",

@@ -10,7 +10,8 @@ it), so a slow but live handler is never run twice. A handler that returns compl
 one that raises, or runs past `handler_timeout`, puts it back `queued`, due after a jittered
 exponential backoff from `retry_backoff`, until its attempts reach `max_attempts`: then the
 job is `failed` (the dead letter) with the error kept. Each failed attempt stores its traceback
-(`error_traceback`, the last 8 KB) and logs one WARNING naming the job, the attempt and the
+(`error_traceback`, the last 8 KB; `error_message` keeps the first ERROR_LIMIT characters of
+the error) and logs one WARNING naming the job, the attempt and the
 error. A handler that raises `RetryAfter(seconds)` (a provider's 429) snoozes its job: back to
 `queued`, due in that many seconds, the attempt not spent, counted in `snoozes`; past the job's
 `max_snoozes` (default 100) the snooze counts as a failed attempt. A round's completions and
@@ -25,9 +26,13 @@ trigger notifies `media_analysis_jobs` and a dedicated connection LISTENs to it.
 
 A running job cancelled (JobQueue.cancel) is stopped at once: the cancel notifies the same
 channel (`cancel:<job id>`), and the worker holding the job cancels its handler's task; the job
-stays `cancelled`, nothing is written over it (WorkerStats.cancelled counts them). Every
-`poll_interval` the worker also asks which of its jobs were cancelled: the fallback when it
+stays `cancelled`, nothing is written over it (WorkerStats.cancelled counts them). Each time
+its LISTEN connection comes up (at start, after a reconnection) the worker asks once which of
+its jobs were cancelled meanwhile, unheard; and every `poll_interval`: the fallback when it
 does not listen (a transaction pooler) or missed the notification.
+
+Periodic jobs (`periodic=[Periodic(...)]`, media_db/repositories/periodic.py) are enqueued by
+the loop at their schedule's fire times, one job per period whatever the number of workers.
 
 Database errors are ridden out (media_db/outages.py): a terminated session is retried after a
 moment; an outage of minutes is waited out with capped backoff, one log line per 30 s, and the
@@ -41,24 +46,34 @@ their leases run out.
 """
 
 import asyncio
+import contextlib
 import logging
 import math
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import psycopg
 
 from media_db import validation
-from media_db.errors import DatabaseUnavailable, InvalidInput
+from media_db.errors import DatabaseUnavailable, InvalidInput, MediaDbError, PermissionDenied
 from media_db.models.triggers import JOBS_CHANNEL
 from media_db.outages import duration, one_line, ride_out
 from media_db.pool import Database, conninfo
+from media_db.privileges import Needs, missing_grants
 from media_db.records import JobRecord
-from media_db.repositories.jobs import CANCEL_PREFIX, DEFAULT_LEASE, MAX_BATCH, JobQueue
+from media_db.repositories.jobs import (
+    CANCEL_PREFIX,
+    DEFAULT_LEASE,
+    JOBS,
+    LIMITS,
+    MAX_BATCH,
+    JobQueue,
+)
+from media_db.repositories.periodic import SCHEDULES, Periodic, enqueue_period
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,8 +81,16 @@ Handler = Callable[[JobRecord], Awaitable[object]]
 DEFAULT_RETRY_BACKOFF = timedelta(seconds=10)
 RELISTEN_AFTER_SECONDS = 30.0  # a lost LISTEN connection is tried again this often
 HAND_BACK_WAIT_SECONDS = 5.0
+ERROR_LIMIT = 1000  # characters of a handler's error kept in error_message and its WARNING
 # The longest snooze: a longer wait is a schedule (enqueue with run_at), not a rate limit.
 MAX_SNOOZE = timedelta(days=30)
+# The privileges a worker's role needs (named in its log line when one is missing); with
+# periodic jobs, also PERIODIC_NEEDS.
+NEEDS: Needs = {JOBS.name: ("SELECT", "UPDATE"), LIMITS.name: ("SELECT",)}
+PERIODIC_NEEDS: Needs = {
+    JOBS.name: ("SELECT", "INSERT", "UPDATE"),
+    SCHEDULES.name: ("SELECT", "INSERT", "UPDATE"),
+}
 
 
 class RetryAfter(Exception):
@@ -144,10 +167,13 @@ async def run_worker(
     handler_timeout: timedelta | None = None,
     wakeup: bool = True,
     max_outage: timedelta | None = None,
+    periodic: Sequence[Periodic] = (),
 ) -> WorkerStats:
     """Runs until cancelled, or, with `until_empty`, until no job of its workflow type is queued
     (due or not) or running. Rides out database outages for ever, or, with `max_outage`, raises
-    DatabaseUnavailable once the database has been unavailable that long."""
+    DatabaseUnavailable once the database has been unavailable that long. `periodic`: jobs it
+    enqueues once per period of their schedule (media_db/repositories/periodic.py), of any
+    workflow type; however many workers declare one, each period gets one job."""
     validation.whole_number("concurrency", concurrency, validation.Bounds(whole=True, low=1))
     validation.whole_number("batch_size", batch_size, validation.between(1, MAX_BATCH))
     validation.positive("poll_interval", poll_interval)
@@ -161,6 +187,7 @@ async def run_worker(
     worker = _Worker(
         db, handler, workflow_type, batch_size, concurrency, poll_interval, lease,
         retry_backoff, handler_timeout, max_outage.total_seconds() if max_outage else None,
+        _periodic(periodic),
     )  # fmt: skip
     return await worker.run(until_empty, wakeup)
 
@@ -177,7 +204,10 @@ class _Worker:
     retry_backoff: timedelta
     handler_timeout: timedelta | None
     max_outage: float | None
+    periodic: tuple[Periodic, ...]
     stats: WorkerStats = field(default_factory=WorkerStats)
+    # The period each periodic job was last looked at for: the next look is at its next one.
+    periods: dict[str, datetime] = field(default_factory=dict)
     running: dict["asyncio.Task[Outcome]", JobRecord] = field(default_factory=dict)
     in_flight: "asyncio.Future[Any] | None" = None  # the round being written, see _unstoppable
     stopping: bool = False
@@ -202,8 +232,10 @@ class _Worker:
     async def _loop(self, until_empty: bool) -> None:
         loop = asyncio.get_running_loop()
         renew_every = self.lease.total_seconds() / 3
-        next_rescue = next_renewal = loop.time()
+        next_rescue = next_renewal = next_period = loop.time()
         while True:
+            if self.periodic and loop.time() >= next_period:
+                next_period = loop.time() + await self._db(self._enqueue_periodic)
             if loop.time() >= next_rescue:
                 await self._db(self.queue.rescue_expired)
                 if self.running:  # the fallback when a cancel's notification was missed
@@ -225,6 +257,8 @@ class _Worker:
                 await self._renew()
                 next_renewal = loop.time() + renew_every
             waits = [next_renewal if self.running else math.inf]
+            if self.periodic:
+                waits.append(next_period)
             if free - len(claimed) > 0 or self.running:
                 # A free slot polls (a wakeup comes earlier); held jobs are polled for cancels.
                 waits.append(next_rescue)
@@ -248,7 +282,7 @@ class _Worker:
             message = f"TimeoutError: the handler ran longer than handler_timeout ({timeout:g} s)"
             return _Failure(message, _traceback(error))
         except Exception as error:
-            return _Failure(f"{type(error).__name__}: {error}", _traceback(error))
+            return _Failure(_error_line(error), _traceback(error))
         return None
 
     async def _wait(self, seconds: float, listen: bool) -> None:
@@ -267,7 +301,19 @@ class _Worker:
     async def _db(self, operation: Callable[[], Awaitable[T]], once: bool = False) -> T:
         """The operation, riding out the database's outages (up to max_outage); `once`: a
         single attempt."""
-        return await (operation() if once else ride_out(self.db, operation, self.max_outage))
+        if once:
+            return await operation()
+        return await ride_out(self.db, operation, self.max_outage, self._explain)
+
+    async def _explain(self, refused: PermissionDenied) -> str:
+        """The refusal, and the GRANTs that fix it: one log line."""
+        needs = {**NEEDS, **PERIODIC_NEEDS} if self.periodic else NEEDS
+        try:
+            grants = await missing_grants(self.db, needs, refused.role)
+        except MediaDbError:
+            grants = []
+        fix = "; ".join(grants) or f"grant {refused.role} the privilege refused"
+        return f"worker: {refused}: {fix}"
 
     async def _settle(
         self, done: list["asyncio.Task[Outcome]"], claim: int = 0, once: bool = False
@@ -340,6 +386,28 @@ class _Worker:
             self.stats.lost += len(unwritten)
         return claimed
 
+    async def _enqueue_periodic(self) -> float:
+        """Enqueues each periodic job whose period this worker has not looked at yet (another
+        worker may have enqueued it: then nothing is written); returns the seconds until the
+        next period starts, of any of them."""
+        now = datetime.now(UTC)
+        for periodic in self.periodic:
+            period = periodic.parsed.latest(now)
+            if self.periods.get(periodic.name) == period:
+                continue
+            job = await enqueue_period(self.db, periodic, now)
+            self.periods[periodic.name] = period
+            if job is not None:
+                log.info(
+                    "worker: enqueued periodic job %s (%s) for its period %s: job %s",
+                    periodic.name,
+                    periodic.schedule,
+                    f"{period:%Y-%m-%d %H:%M} UTC",
+                    job.id,
+                )
+        following = min(periodic.parsed.following(now) for periodic in self.periodic)
+        return max((following - datetime.now(UTC)).total_seconds(), 0.0)
+
     async def _cancelled_among_held(self) -> set[uuid.UUID]:
         held = [job.id for job in self.running.values()]
         found: set[uuid.UUID] = set()
@@ -387,7 +455,7 @@ class _Worker:
             await self.db.check_server()  # first, directly: a pool facing a dead server waits
             await self._settle(finished, once=True)
             await self.queue.release_held(list(self.running.values()))
-        except DatabaseUnavailable as error:
+        except (DatabaseUnavailable, PermissionDenied) as error:
             log.warning(
                 "worker: could not hand back %d jobs (%s); they return to the queue once their "
                 "lease (%s) runs out",
@@ -417,6 +485,7 @@ class _Worker:
                 ) as connection:
                     await connection.execute(f"LISTEN {JOBS_CHANNEL}")
                     self.woken.set()  # anything inserted before LISTEN: look once
+                    await self._cancels_not_heard()
                     async for notification in connection.notifies():
                         if notification.payload.startswith(CANCEL_PREFIX):
                             self._stop_cancelled(_job_id(notification.payload))
@@ -435,12 +504,35 @@ class _Worker:
                 )
                 await asyncio.sleep(RELISTEN_AFTER_SECONDS)
 
+    async def _cancels_not_heard(self) -> None:
+        """A cancel committed before LISTEN was up sent its notification to no one: once
+        listening, look once at the jobs held, the round in flight's claims included (they may
+        predate such a cancel), rather than wait for the next poll."""
+        if self.in_flight is not None:
+            await asyncio.wait([self.in_flight])
+        if not self.running:
+            return
+        with contextlib.suppress(DatabaseUnavailable, PermissionDenied):  # the poll looks again
+            self._stop_cancelled(await self._cancelled_among_held())
+
     async def _server_answers(self) -> bool:
         try:
             await self.db.check_server()
         except DatabaseUnavailable:
             return False
         return True
+
+
+def _periodic(periodic: Sequence[Periodic]) -> tuple[Periodic, ...]:
+    """Refused before any work: anything but Periodic jobs, or two of one name."""
+    declared = tuple(periodic)
+    for item in declared:
+        if not isinstance(item, Periodic):
+            raise InvalidInput("periodic", f"must be Periodic jobs, got {item!r}")
+    names = [item.name for item in declared]
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        raise InvalidInput("periodic", f"two periodic jobs are named {twice[0]!r}: rename one")
+    return declared
 
 
 def _job_id(payload: str) -> set[uuid.UUID]:
@@ -455,6 +547,17 @@ def _too_many_snoozes(job: JobRecord) -> str:
     return (
         f"RetryAfter: snoozed {job.snoozes} times, its max_snoozes ({job.max_snoozes}); this "
         "snooze counts as a failed attempt (raise max_snoozes for a longer throttle)"
+    )
+
+
+def _error_line(error: Exception) -> str:
+    """The error as stored and logged: its first ERROR_LIMIT characters. A provider's exception
+    may carry a whole response body (a 1 MB HTML 429 page); the traceback keeps the end."""
+    line = f"{type(error).__name__}: {error}"
+    if len(line) <= ERROR_LIMIT:
+        return line
+    return (
+        f"{line[:ERROR_LIMIT]} [... {len(line) - ERROR_LIMIT} more characters: see the traceback]"
     )
 
 

@@ -6,7 +6,7 @@ Imported as `media_db.models` (a link in the checkout, a subpackage in the wheel
 
 from .base import Base
 from .enums import AnalysisStatus, JobStatus
-from .media import AnalysisResult, MediaItem, ProcessingJob, ProcessingLimit
+from .media import AnalysisResult, MediaItem, ProcessingJob, ProcessingLimit, ProcessingSchedule
 from .migration_history import MigrationHistory
 from .triggers import ENTITIES, SCHEMA
 
@@ -25,4 +25,5 @@ __all__ = [
     "MigrationHistory",
     "ProcessingJob",
     "ProcessingLimit",
+    "ProcessingSchedule",
 ]

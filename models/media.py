@@ -292,4 +292,18 @@ class ProcessingLimit(Base):
     )
 
 
+class ProcessingSchedule(Base):
+    """The last period each periodic job (media_db.cron.Periodic, declared in code) was
+    enqueued for. A worker enqueues a period's job only by moving its row forward, in the same
+    statement: one job per period whatever the number of workers, even once that job finished
+    or was pruned. Written by the workers only."""
+
+    __tablename__ = "processing_schedules"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # The start of the last period enqueued: a fire time of its schedule, in UTC.
+    period: Mapped[datetime]
+    updated_at: Mapped[datetime | None] = mapped_column(server_default=NOW, info=SET_BY_SERVER)
+
+
 attach(Base.metadata)

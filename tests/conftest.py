@@ -15,7 +15,7 @@ from alembic.config import Config
 from sqlalchemy import URL, Engine, create_engine, make_url, pool
 
 from media_db.dev.embedded import LocalServer
-from tests import topologies
+from tests import failovers, topologies
 from tests.helpers import REPO_ROOT, close_started
 from tests.helpers import alembic_config as make_alembic_config
 from tests.servers import DatabaseServer, NoTestServer, start_server
@@ -239,3 +239,54 @@ def restartable() -> Iterator[LocalServer]:
     yield server
     server.destroy()
     shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def shared_formation() -> Iterator[topologies.Formation]:
+    """A pg_auto_failover formation for the tests that fail it over with `perform failover`
+    (tests/failovers.py says why only those share one)."""
+    try:
+        with topologies.formation() as made:
+            yield made
+    except topologies.MissingComponent as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(params=failovers.FAULTS, ids=failovers.FAULT_IDS)
+def fault(request: pytest.FixtureRequest) -> failovers.Fault:
+    fault: failovers.Fault = request.param
+    return fault
+
+
+@pytest.fixture
+def formation(
+    fault: failovers.Fault, request: pytest.FixtureRequest
+) -> Iterator[topologies.Formation]:
+    """A settled formation, a primary taking writes, for `fault`: the shared one for perform
+    failover, one of the test's own for kill -9."""
+    if fault is failovers.failover:
+        shared: topologies.Formation = request.getfixturevalue("shared_formation")
+        failovers.over(shared)
+        yield shared
+        return
+    try:
+        with topologies.formation() as made:
+            yield made
+    except topologies.MissingComponent as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The failover tests' recovery times (tests/failovers.py), one line each."""
+    measured = [
+        f"{report.nodeid.split('::')[-1]}: {value}"
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", ())
+        if name == failovers.RECOVERY
+    ]
+    if measured:
+        terminalreporter.section("failover recovery, from the fault's start")
+        for line in sorted(measured):
+            terminalreporter.write_line(line)

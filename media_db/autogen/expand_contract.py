@@ -1,9 +1,10 @@
 """Expand/contract, as `make revision` writes it (the transitions themselves, and what a deploy
-reads of them, are media_db/transitions.py): the expand of a rename, of a NOT NULL column with a
-backfill (new, or existing and nullable), of a volatile default and of a rewriting type change
-(its indexes, CHECKs and UNIQUE constraints carried, media_db/dependents.py), and each one's
-contract. Each builder returns the upgrade's steps and leaves the downgrade's with the `Rewrite`
-(`undo`, `trigger_drops`), which the downgrade's plain column operation is replaced by.
+reads of them, are media_db/transitions.py): the expand of a rename (its type changed too, or
+not), of a NOT NULL column with a backfill (new, or existing and nullable), of a volatile
+default and of a rewriting type change (its indexes, CHECKs and UNIQUE constraints carried,
+media_db/dependents.py), and each one's contract. Each builder returns the upgrade's steps and
+leaves the downgrade's with the `Rewrite` (`undo`, `trigger_drops`), which the downgrade's plain
+column operation is replaced by.
 """
 
 import re
@@ -125,13 +126,18 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
     table, new = add.table_name, add.column
     where = f"add_column {table}.{new.name} (renamed from {old})"
     was = {column["name"]: column for column in rw.reflected_columns(table)}.get(old)
-    if was is None or sql_type(was["type"]) != sql_type(new.type):
-        rw.refusals.append(
-            f"{where}: {table} has no column {old}"
-            if was is None
-            else f"{where}: {old} is {sql_type(was['type'])}, {new.name} "
-            f"{sql_type(new.type)}: rename first, then change the type in another revision"
-        )
+    if was is None:
+        rw.refusals.append(f"{where}: {table} has no column {old}")
+        return [add]
+    # Its type changed too: the trigger converts each write (`using` one way, `down` the other)
+    # and old writers keep their column, name and type, until the contract.
+    old_type, new_type = sql_type(was["type"]), sql_type(new.type)
+    retyped = (
+        conversion(rw, where, new, (old, old_type), (new.name, new_type))
+        if old_type != new_type
+        else None
+    )
+    if old_type != new_type and retyped is None:
         return [add]
     old_default, new_default = was["default"], forms.default_sql(new)
     # Defaults the trigger can compare with (none volatile) stay on both columns; otherwise
@@ -145,16 +151,19 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
         RENAME,
         table,
         new.name,
-        quote(old),
+        f"({retyped[0]})" if retyped else quote(old),
         old,
         rw.revision,
+        back=retyped[1] if retyped else None,
         default=new_default if shared else None,
         old_default=old_default if shared else None,
+        new_defaulted=new_default is not None,
     )
     steps: list[ops.MigrateOperation] = [
         Comment(
             f"Expand: {old} is renamed to {new.name}. Writers of either name keep working: "
-            f"the trigger {moving.name} copies every write to the other column."
+            f"the trigger {moving.name} copies every write to the other column"
+            + (f" ({new_type}: {retyped[0]}; back: {retyped[1]})." if retyped else ".")
         )
     ]
     if old_default is not None and not shared:
@@ -169,11 +178,20 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
         for d in dependents.dependents(rw.connection, table, old)
         if d.kind == dependents.CHECK or d.name in rw.carried
     ]
+    if retyped and (refused := refused_by_new_type(rw.connection, table, old, new_type, carry)):
+        rw.refusals.append(f"{where}: {refused}")
     for dependent in carry:
         steps += carried(rw, dependent, table, old, new.name)
     references: list[dependents.Reference] = []
     for key in dependents.dependents(rw.connection, table, old):
-        if moves_primary_key(rw, key, table, new.name):
+        if not moves_primary_key(rw, key, table, new.name):
+            continue
+        if retyped:  # as a type change, which carries no primary key
+            rw.refusals.append(
+                f"{where}: the primary key {key.name} cannot change type with its column: "
+                "rename it with its type as it is, then change the type by hand"
+            )
+        else:
             steps += primary_key_index(rw, UPGRADE, table, new.name, key.name)
             references = dependents.references(rw.connection, table, old)
     for reference in references:  # each foreign key, again over the new name
@@ -433,6 +451,26 @@ def expand_volatile(rw: Rewrite, add: ops.AddColumnOp, default: str) -> list[ops
     ]
 
 
+def conversion(
+    rw: Rewrite, where: str, model: Column[Any], old: tuple[str, str], new: tuple[str, str]
+) -> tuple[str, str] | None:
+    """A type change's way there and back, from the column `old` to `new` (each a name and
+    its type), as SQL over the row: the model's `using` (by default the cast) and `down`, which
+    may be left out only where the cast back gives every old value again (else refused, None)."""
+    (old_name, old_type), (new_name, new_type) = old, new
+    down = model.info.get(transitions.DOWN)
+    if down is None and not exact_round_trip(old_type, new_type):
+        rw.refusals.append(
+            f"{where}: only a widening comes back exactly by a cast, and a rollback must "
+            "restore what each writer wrote. Expand/contract instead: mark "
+            f"the column with info={{{transitions.USING!r}: ..., {transitions.DOWN!r}: "
+            f"'<SQL over the new row giving the {old_type} value>'}}"
+        )
+        return None
+    using = model.info.get(transitions.USING) or f"CAST({quote(old_name)} AS {new_type})"
+    return using, down or f"CAST({quote(new_name)} AS {old_type})"
+
+
 def expand_retype(
     rw: Rewrite, alter: ops.AlterColumnOp, old_type: str, new_type: str
 ) -> list[ops.MigrateOperation]:
@@ -442,8 +480,6 @@ def expand_retype(
     table, name = alter.table_name, alter.column_name
     where = f"alter_column {table}.{name} type {old_type} to {new_type}"
     model = transitions.column_named(rw.metadata.tables.get(table), name)
-    found = transitions.marker(model) if model is not None else None
-    using = found[1] if found and found[0] == RETYPE else f"CAST({quote(name)} AS {new_type})"
     depending = dependents.dependents(rw.connection, table, name)
     carry = [d for d in depending if d.kind in dependents.RETYPE_CARRIES]
     refused = uncarried(rw, [d for d in depending if d.kind not in dependents.RETYPE_CARRIES]) or (
@@ -457,17 +493,10 @@ def expand_retype(
             f"{where}: {refused}. Expand/contract instead, in steps: change or drop it in a "
             "revision before this one, then change the type, then declare its new form"
         )
-    down = model.info.get(transitions.DOWN)
-    no_way_back = down is None and not exact_round_trip(old_type, new_type)
-    if no_way_back:
-        rw.refusals.append(
-            f"{where}: only a widening comes back exactly by a cast, and a rollback must "
-            "restore what each writer wrote. Expand/contract instead: mark "
-            f"the column with info={{{transitions.USING!r}: ..., {transitions.DOWN!r}: "
-            f"'<SQL over the new row giving the {old_type} value>'}}"
-        )
-    if refused or no_way_back:
+    converted = conversion(rw, where, model, (name, old_type), (name, new_type))
+    if refused or converted is None:
         return [alter]
+    using, down = converted
     was = {column["name"]: column for column in rw.reflected_columns(table)}[name]
     kept, shadow = transitions.kept_name(name), transitions.identifier(f"{name}__new")
     moving = Transition(
@@ -477,7 +506,7 @@ def expand_retype(
         f"(SELECT {using} FROM (SELECT {quote(kept)} AS {quote(name)}) AS old_row)",
         kept,
         rw.revision,
-        back=down or f"CAST({quote(name)} AS {old_type})",
+        back=down,
     )
     # Before the cutover, every writer names the old column: the trigger fills the shadow.
     before = Transition(RETYPE, table, name, name, shadow, back=using)
@@ -676,7 +705,10 @@ def lossless_drop(
         *(
             Statement(sql)
             for sql in transitions.guarded_drop_sql(
-                moving.table, dropped, kept, kept_column=moving.kind == RENAME
+                moving.table,
+                dropped,
+                kept,
+                kept_column=moving.kind == RENAME and moving.back is None,
             )
         ),
         *(Statement(sql) for sql in moving.drop_sql()),

@@ -15,6 +15,13 @@ included. How far behind a standby is: its `replay_lag`, or, while its replay st
 WAL still to apply (a paused replay, a long query on the standby), how long it has stood still
 as seen by this migration (`replay_lag` only moves when replay does). So a backfill adds at most
 about max-replica-lag of its own writes to a standby that had already stopped, then waits.
+
+A failover (the primary stopped, a standby promoted) ends the wait: the session reading the
+standbys goes with the old primary, and so does the migration's own, which no waiting brings
+back. The throttle then looks for the server taking writes now, through the same URL (a
+multi-host one finds the new primary), for at most FAILOVER_SECONDS, and stops the command in
+one line saying what it found: the standby it waited for promoted (the timeline moved on), the
+primary restarted, or no primary yet.
 """
 
 import logging
@@ -27,6 +34,7 @@ from typing import Any
 
 from alembic.util import CommandError
 from sqlalchemy import Connection, event, text
+from sqlalchemy.exc import DBAPIError
 
 from media_db.deploy.project import OUR_TABLES
 
@@ -37,6 +45,9 @@ BATCH = re.compile(
 )
 LIMIT = re.compile(r"\bLIMIT\s+\d+(\s*\))", re.IGNORECASE)
 POLL_SECONDS = 0.5
+# How long a lost primary is looked for, to say what became of it: pg_auto_failover promotes in
+# seconds (perform failover) to about 30 s (a primary gone silent); Patroni's TTL is 30 s.
+FAILOVER_SECONDS = 60.0
 
 STANDBYS = text("""
     SELECT pid, coalesce(application_name, '') AS name, client_addr, state,
@@ -45,11 +56,28 @@ STANDBYS = text("""
            replay_lsn::text AS replay_lsn
     FROM pg_stat_replication ORDER BY pid
 """)
+# Which server this is: a promotion starts a new timeline (the WAL file name's first 8 hex
+# digits), a restart a new postmaster.
+PRIMARY = text("""
+    SELECT ('x' || left(pg_walfile_name(pg_current_wal_lsn()), 8))::bit(32)::int AS timeline,
+           pg_postmaster_start_time() AS started,
+           coalesce(host(inet_server_addr()), '') AS host,
+           coalesce(inet_server_port()::text, 'its socket') AS port
+""")
+
+
+@dataclass(frozen=True)
+class Primary:
+    timeline: int
+    started: Any
+    host: str
+    port: str
 
 
 @dataclass
 class Standby:
     name: str
+    host: str
     replay_lsn: str | None
     stalled_since: float
     lag: float = 0.0
@@ -76,6 +104,7 @@ class Throttle:
         self.standbys: dict[int, Standby] = {}
         self.unreadable_said = False
         self.side: Connection | None = None  # reads pg_stat_replication, outside any batch
+        self.primary: Primary | None = None  # the server the side session first reached
 
     @contextmanager
     def applied(self) -> Iterator[None]:
@@ -110,16 +139,22 @@ class Throttle:
         if self.pause:
             time.sleep(self.pause)
         if self.max_lag:
-            if self.side is None:
-                self.side = self.connection.engine.connect().execution_options(
-                    isolation_level="AUTOCOMMIT"
-                )
-            self._wait_for_standbys(self.side)
+            self._wait_for_standbys()
 
-    def _wait_for_standbys(self, conn: Connection) -> None:
+    def _side(self) -> Connection:
+        """The side session, opened (again) if need be."""
+        if self.side is None:
+            self.side = self.connection.engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
+            if self.primary is None:
+                self.primary = Primary(**self.side.execute(PRIMARY).one()._mapping)
+        return self.side
+
+    def _wait_for_standbys(self) -> None:
         started = time.monotonic()
         waited_for: str | None = None
-        while behind := self._behind(conn):
+        while behind := self._behind_or_lost(waited_for):
             now = time.monotonic()
             if waited_for is None:
                 log.info(
@@ -144,6 +179,58 @@ class Throttle:
                 time.monotonic() - started,
             )
 
+    def _behind_or_lost(self, waited_for: str | None) -> Standby | None:
+        try:
+            return self._behind(self._side())
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            self.side = None
+            self._stop_unless_same_primary(waited_for, error)
+            return self._behind(self._side())  # only the side session was lost: go on
+
+    def _stop_unless_same_primary(self, waited_for: str | None, error: DBAPIError) -> None:
+        """The side session was lost: if its server went with it (a failover, a restart), the
+        migration's session went too; stop, saying what became of the primary."""
+        what = f"Backfill stopped waiting for standby {waited_for}" if waited_for else "Backfill"
+        cause = " ".join(str(error.orig or error).split())
+        deadline = time.monotonic() + FAILOVER_SECONDS
+        while True:
+            try:
+                with self.connection.engine.connect() as probe:
+                    now = Primary(**probe.execute(PRIMARY).one()._mapping)
+                break
+            except DBAPIError:
+                if time.monotonic() >= deadline:
+                    raise CommandError(
+                        f"{what}: the primary went away ({cause}) and no server took writes "
+                        f"within {FAILOVER_SECONDS:g} s. Run the command again once one does: "
+                        "it goes on from the batches that server holds."
+                    ) from None
+                time.sleep(POLL_SECONDS)
+        was, at = self.primary, f"{now.host or 'the server'}:{now.port}"
+        assert was is not None
+        if now.timeline != was.timeline:
+            # Named when it is the only standby whose address the new primary's can be.
+            promoted = [
+                standby.name
+                for standby in self.standbys.values()
+                if not now.host or standby.host in (now.host, "")
+            ]
+            who = f"standby {promoted[0]}" if len(promoted) == 1 else "a standby"
+            happened = (
+                f"{who} is the primary now (promoted: timeline {was.timeline} -> "
+                f"{now.timeline}, at {at}), and this migration's session went with the old one"
+            )
+        elif now.started != was.started:
+            happened = f"the primary restarted ({cause}), and this migration's session went with it"
+        else:
+            return
+        raise CommandError(
+            f"{what}: {happened}. Run the command again: it goes on from the batches the primary "
+            "holds now."
+        )
+
     def _behind(self, conn: Connection) -> Standby | None:
         """The standby furthest behind, if more than max_lag."""
         now = time.monotonic()
@@ -153,7 +240,8 @@ class Throttle:
             if row.replay_lsn is None and row.bytes_behind is None:
                 self._say_unreadable(row.name)
                 continue
-            standby = self.standbys.get(row.pid) or Standby(row.name, row.replay_lsn, now)
+            host = str(row.client_addr or "")  # a Unix socket's standby has none
+            standby = self.standbys.get(row.pid) or Standby(row.name, host, row.replay_lsn, now)
             if row.replay_lsn != standby.replay_lsn or not row.bytes_behind:
                 standby.replay_lsn, standby.stalled_since = row.replay_lsn, now
             standby.bytes_behind = row.bytes_behind or 0.0

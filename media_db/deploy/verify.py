@@ -1,9 +1,10 @@
-"""`make verify`, second half: is the live schema exactly what the models would create?
+"""`make verify`: is the live schema exactly what the models would create?
 
 `alembic check` compares through autogenerate, which is blind to some details (index sort order,
 expression defaults it cannot parse). This builds the models' schema for real in a scratch schema,
 inside a transaction that is always rolled back, and compares both catalogs object by object.
-Nothing is left behind; the scratch schema never becomes visible to other sessions.
+Nothing is left behind; the scratch schema never becomes visible to other sessions. Then
+`alembic check` itself runs, in this process.
 
 An expand/contract in flight (media_db/transitions.py) whose marker the models still
 carry is reported as contracting, not as drift: the old column of a rename or a type change, its
@@ -13,6 +14,7 @@ indexes and constraints, and the sync trigger.
 import sys
 from collections.abc import Callable
 
+import alembic.config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
@@ -137,5 +139,13 @@ def main() -> int:
     return 0
 
 
+def then_alembic_check() -> None:
+    """`alembic check` as its command line runs it (its FAILED line, its exit code), in this
+    process: a second interpreter would load SQLAlchemy and the models again."""
+    alembic.config.main(["-c", str(project.alembic_ini()), "check"], prog="alembic")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    if code := main():
+        sys.exit(code)
+    then_alembic_check()

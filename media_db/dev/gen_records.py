@@ -6,10 +6,11 @@ Generated rather than built at run time so that mypy sees every field with its t
 this writes.
 """
 
+import importlib.util
 import re
-import subprocess
 import sys
 import tempfile
+import traceback
 import types
 import typing
 import uuid
@@ -234,40 +235,45 @@ def _converted(value: str, kind: Any) -> str:
     return f"{enum.__name__}({value})"
 
 
-# What every API call and worker imports, with the records given (sys.argv[1]) in place of the
-# committed ones: a column its code names must still be there.
-DATA_LAYER = """
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location("media_db.records", sys.argv[1])
-records = importlib.util.module_from_spec(spec)
-sys.modules["media_db.records"] = records
-spec.loader.exec_module(records)
-import media_db.repositories, media_db.worker
-"""
+# What every API call and worker imports: with the records given in place of the committed
+# ones, a column its code names must still be there.
+DATA_LAYER = ("media_db.repositories", "media_db.worker")
 FAILED_AT = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
 
 
 def data_layer_breaks(records: str) -> str | None:
-    """Why the data layer, with these records, would no longer import (None: it would), in a
-    fresh process: this one has the models, and maybe the repositories, loaded already."""
+    """Why the data layer, with these records, would no longer import (None: it would).
+    Imported here and then forgotten: this process (`make records`, the revision hook) has
+    loaded the models but none of the data layer, so nothing of the committed records is reused,
+    and a second interpreter (a second of CPU per `make revision`) is not needed."""
+    before = set(sys.modules)
+    assert not before & {"media_db.records", *DATA_LAYER}, "the data layer is loaded already"
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "records.py").write_text(records)
-        done = subprocess.run(
-            [sys.executable, "-c", DATA_LAYER, str(Path(folder) / "records.py")],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
+        spec = importlib.util.spec_from_file_location(
+            "media_db.records", Path(folder) / "records.py"
         )
-    if done.returncode == 0:
-        return None
-    lines = done.stderr.strip().splitlines()
+        assert spec is not None
+        assert spec.loader is not None
+        sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(sys.modules[spec.name])
+            for name in DATA_LAYER:
+                importlib.import_module(name)
+        except Exception:  # whatever stops the import is the answer
+            said = traceback.format_exc()
+        else:
+            return None
+        finally:
+            for name in set(sys.modules) - before:
+                del sys.modules[name]
+    lines = said.strip().splitlines()
     where = [
         f"{Path(m['file']).relative_to(REPO_ROOT)}:{m['line']}"
-        for m in FAILED_AT.finditer(done.stderr)
-        if Path(m["file"]).is_relative_to(REPO_ROOT)
+        for m in FAILED_AT.finditer(said)
+        if Path(m["file"]).is_relative_to(REPO_ROOT) and "site-packages" not in m["file"]
     ]
-    error = lines[-1] if lines else f"exit code {done.returncode}"
+    error = lines[-1]
     missing = re.fullmatch(r"(?:AttributeError|KeyError): '?([\w$]+)'?", error)
     place = f" ({where[-1]})" if where else ""
     if missing is None:

@@ -1,6 +1,7 @@
 """While a rename of a column with a default is in flight, each writer gets what it wrote, by
 either name: an explicit NULL stays NULL (it used to become the default in both columns), a
-column left out gets its default, a value is copied to the other name; the rollback gives the
+column left out gets its default, a value is copied to the other name, and a write giving
+both names different values is refused rather than one dropped; the rollback gives the
 old column back exactly so, and the contract's way down puts its default back.
 
 The column is the test's own (`probe_state`).
@@ -13,6 +14,7 @@ from sqlalchemy import URL, create_engine, pool, text
 from tests.autogen.test_autogenerate_writes_lock_safe_revisions import snapshot
 from tests.autogen.test_expand_contract_keeps_every_writer import (
     assert_no_drift,
+    both_names_must_agree,
     catalog_is,
     execute,
     migrate,
@@ -71,6 +73,7 @@ def test_each_writer_gets_what_it_wrote_by_either_name(
     assert written(url, "probe_state, probe_phase") == {
         writer: both for writer, (_, _, both) in WRITES.items()
     }
+    both_names_must_agree(url, "probe_state", "probe_phase", "'x3'", ("'x4'", "NULL"))
 
     migrate(project, url, "downgrade", "-1")  # the old column as each writer left it
     catalog_is(url, before)

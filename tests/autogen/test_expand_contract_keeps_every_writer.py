@@ -136,6 +136,31 @@ def probe_project(
     return project, url, environment(url), models
 
 
+def both_names_must_agree(url: URL, old: str, new: str, same: str, given: tuple[str, str]) -> None:
+    """With a rename of media_items' `old` to `new` in flight: a raw INSERT giving both names
+    `same` (an SQL literal) is written; one, and an UPDATE of that row, giving them the values
+    `given`, which disagree (and differ from `same`), are refused, naming both: nothing is
+    dropped silently."""
+    execute(
+        url,
+        f"INSERT INTO media_items (source_url, source_type, {old}, {new}) "
+        f"VALUES ('both', 'agreeing', {same}, {same})",
+    )
+    assert scalar(url, f"SELECT {new} = {same} FROM media_items WHERE source_type = 'agreeing'")
+    for sql in (
+        f"INSERT INTO media_items (source_url, source_type, {old}, {new}) "
+        f"VALUES ('both', 'both', {given[0]}, {given[1]})",
+        f"UPDATE media_items SET {old} = {given[0]}, {new} = {given[1]} "
+        "WHERE source_type = 'agreeing'",
+    ):
+        with (
+            psycopg.connect(conninfo(url), autocommit=True) as connection,
+            pytest.raises(psycopg.errors.IntegrityConstraintViolation) as refused,
+        ):
+            connection.execute(sql)
+        assert f"gave both {old} and {new}, with different values" in str(refused.value)
+
+
 def catalog_is(url: URL, expected: catalog.Catalog) -> None:
     """Our tables' catalog is `expected` (a snapshot taken earlier), object by object."""
     assert catalog.differences(expected, snapshot(url), set(expected)) == []
@@ -258,6 +283,7 @@ def test_rename_expands_then_contracts(tmp_path: Path, head_copy: FreshDatabase)
     assert moving["since"] is not None
     shown = f"rename media_items: probe_path -> probe_file, since {NEXT_REVISION} ("
     assert shown in status(env, project)
+    both_names_must_agree(url, "probe_path", "probe_file", "'/a'", ("'/b'", "'/c'"))
 
     # The way down asks no consent and loses nothing: probe_path holds the new name's writes.
     migrate(project, url, "downgrade", "-1")

@@ -1,17 +1,25 @@
 """`JobQueue.cancel(id)` on a running job reaches its worker at once (a notification on the
 channel the worker LISTENs on; polling its jobs' status is the fallback): the worker cancels
-the handler's task, which stops within a second, and the job stays `cancelled`, its lease
-released, with no outcome (completed, failed, retried) written over it."""
+the handler's task, and the job stays `cancelled`, its lease released, with no outcome
+(completed, failed, retried) written over it. Each test leaves the worker one way to learn of
+the cancel (polling and lease renewal an hour away otherwise) and a handler that would run for
+an hour: its stopping at all is the proof, with no clock to race on a busy machine. How fast a
+cancel stops a handler is `make bench`'s to measure. A cancel sent before
+the worker's LISTEN was up (no one heard its notification) is found when the LISTEN comes up.
+"""
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from sqlalchemy import URL
 
 from media_db import Database, JobQueue, JobRecord, JobStatus, PoolSize, WorkerStats, run_worker
 
-STOPS_WITHIN = 1.0  # seconds from the cancel's return to the handler's end
+HOUR = 3600.0  # what the worker's other ways of learning of a cancel are set to, and a handler
+HANG = 60  # seconds: only against a hang
 
 
 async def connected(url: URL) -> Database:
@@ -30,20 +38,20 @@ async def listening(db: Database) -> bool:
 
 
 async def cancel_a_running_job(
-    url: URL, wakeup: bool, poll_interval: float, lease: timedelta = timedelta(seconds=60)
-) -> tuple[float, JobRecord, WorkerStats]:
+    url: URL, wakeup: bool, poll_interval: float, lease: timedelta = timedelta(hours=1)
+) -> tuple[JobRecord, WorkerStats]:
     async with await connected(url) as db:
         queue = JobQueue(db)
         job = await queue.enqueue("analysis")
         started = asyncio.Event()
-        stopped_at: list[float] = []
+        stopped = asyncio.Event()
 
         async def slow_provider_call(claimed: JobRecord) -> None:
             started.set()
             try:
-                await asyncio.sleep(30)
+                await asyncio.sleep(HOUR)
             finally:
-                stopped_at.append(time.monotonic())
+                stopped.set()
 
         worker = asyncio.ensure_future(
             run_worker(
@@ -55,30 +63,25 @@ async def cancel_a_running_job(
                 lease=lease,
             )
         )
-        await asyncio.wait_for(started.wait(), 30)
+        await asyncio.wait_for(started.wait(), HANG)
         if wakeup:  # a cancel reaches a listening worker: wait until it listens
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + HANG
             while not await listening(db):
                 assert time.monotonic() < deadline, "the worker never listened"
                 await asyncio.sleep(0.01)
         cancelled = await queue.cancel(job.id)
         assert cancelled.status == JobStatus.CANCELLED
-        asked = time.monotonic()
-        deadline = asked + 10
-        while not stopped_at:  # the condition, with a deadline (the assertion checks the time)
-            assert time.monotonic() < deadline, "the handler was never stopped"
-            await asyncio.sleep(0.005)
+        await asyncio.wait_for(stopped.wait(), HANG)
         # until_empty: the worker returns once it settled the cancelled job.
-        stats = await asyncio.wait_for(worker, 30)
-        return stopped_at[0] - asked, await queue.get(job.id), stats
+        stats = await asyncio.wait_for(worker, HANG)
+        return await queue.get(job.id), stats
 
 
-def test_a_cancelled_running_job_stops_within_a_second_and_stays_cancelled(
+def test_a_notified_cancel_stops_the_running_handler_and_the_job_stays_cancelled(
     migrated: URL,
 ) -> None:
-    # A poll every 30 s: only the notification can stop it in time.
-    took, row, stats = asyncio.run(cancel_a_running_job(migrated, True, 30.0))
-    assert took < STOPS_WITHIN
+    # Polling and renewal an hour away: only the notification can stop it.
+    row, stats = asyncio.run(cancel_a_running_job(migrated, True, HOUR))
     assert row.status == JobStatus.CANCELLED
     assert (row.lease_token, row.locked_until) == (None, None)
     assert row.error_message is None
@@ -93,8 +96,7 @@ def test_a_cancelled_running_job_stops_within_a_second_and_stays_cancelled(
 
 
 def test_without_its_notification_the_worker_finds_the_cancel_by_polling(migrated: URL) -> None:
-    took, row, stats = asyncio.run(cancel_a_running_job(migrated, False, 0.2))
-    assert took < STOPS_WITHIN
+    row, stats = asyncio.run(cancel_a_running_job(migrated, False, 0.2))
     assert row.status == JobStatus.CANCELLED
     assert stats.cancelled == 1
     assert stats.completed == stats.lost == 0
@@ -105,10 +107,9 @@ def test_a_lease_renewal_that_finds_its_job_cancelled_counts_it_cancelled_not_lo
 ) -> None:
     """Neither listening nor due to poll before its next renewal (a lease of 1.5 s renews
     every 0.5 s): the renewal finds the job no longer held, and cancelled."""
-    took, row, stats = asyncio.run(
-        cancel_a_running_job(migrated, False, 30.0, lease=timedelta(seconds=1.5))
+    row, stats = asyncio.run(
+        cancel_a_running_job(migrated, False, HOUR, lease=timedelta(seconds=1.5))
     )
-    assert took < STOPS_WITHIN
     assert row.status == JobStatus.CANCELLED
     assert (stats.cancelled, stats.lost) == (1, 0)
 
@@ -131,3 +132,75 @@ def test_a_cancel_that_reaches_a_finished_handler_keeps_the_job_cancelled(migrat
     row, written = asyncio.run(scenario())
     assert written == []
     assert row.status == JobStatus.CANCELLED
+
+
+@contextlib.asynccontextmanager
+async def held_at_the_door(url: URL) -> AsyncIterator[tuple[URL, asyncio.Event, asyncio.Event]]:
+    """A TCP relay to the server that holds each connection until `opened` is set (`knocked` is
+    set once one waits): a LISTEN connection through it is not up until the test says so."""
+    knocked, opened = asyncio.Event(), asyncio.Event()
+
+    async def relay(client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        knocked.set()
+        await opened.wait()
+        server, to_server = await asyncio.open_connection(url.host, url.port)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(client, to_server), pipe(server, to_client))
+
+    door = await asyncio.start_server(relay, "127.0.0.1", 0)
+    port = door.sockets[0].getsockname()[1]
+    try:
+        yield url.set(host="127.0.0.1", port=port), knocked, opened
+    finally:
+        door.close()
+
+
+def test_a_cancel_sent_before_the_worker_listens_is_found_once_it_listens(
+    migrated: URL,
+) -> None:
+    """Neither a poll (every hour) nor a lease renewal (every hour) comes in time: only the
+    worker's look at its jobs once its LISTEN is up stops the handler."""
+
+    async def scenario() -> tuple[JobRecord, WorkerStats]:
+        async with held_at_the_door(migrated) as (listen_url, knocked, opened):
+            db = await Database.connect(migrated, PoolSize(1, 4), direct_url=listen_url)
+            async with db:
+                queue = JobQueue(db)
+                job = await queue.enqueue("analysis")
+                started, stopped = asyncio.Event(), asyncio.Event()
+
+                async def slow_provider_call(claimed: JobRecord) -> None:
+                    started.set()
+                    try:
+                        await asyncio.sleep(3600)
+                    except asyncio.CancelledError:
+                        stopped.set()
+                        raise
+
+                worker = asyncio.ensure_future(
+                    run_worker(
+                        db,
+                        slow_provider_call,
+                        until_empty=True,
+                        poll_interval=3600.0,
+                        lease=timedelta(hours=3),
+                    )
+                )
+                await asyncio.wait_for(asyncio.gather(started.wait(), knocked.wait()), 60)
+                await queue.cancel(job.id)  # its notification reaches no one
+                opened.set()
+                # A bound against a hang only: the poll would take an hour.
+                await asyncio.wait_for(stopped.wait(), 60)
+                stats = await asyncio.wait_for(worker, 60)
+                return await queue.get(job.id), stats
+
+    row, stats = asyncio.run(scenario())
+    assert row.status == JobStatus.CANCELLED
+    assert (stats.cancelled, stats.completed, stats.lost) == (1, 0, 0)

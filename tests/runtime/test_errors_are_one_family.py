@@ -42,6 +42,7 @@ def test_every_error_of_ours_is_a_media_db_error_and_keeps_its_builtin_base() ->
         "InvalidTransition",
         "DatabaseUnavailable",
         "DatabaseNotConfigured",
+        "PermissionDenied",
     }
     for name in errors - signals:
         assert issubclass(getattr(media_db, name), MediaDbError), name
@@ -50,6 +51,7 @@ def test_every_error_of_ours_is_a_media_db_error_and_keeps_its_builtin_base() ->
     assert issubclass(InvalidTransition, RuntimeError)
     assert issubclass(DatabaseUnavailable, RuntimeError)
     assert issubclass(DatabaseNotConfigured, RuntimeError)
+    assert issubclass(media_db.PermissionDenied, PermissionError)
 
 
 def terminate_when_seen(url: URL) -> int:

@@ -16,6 +16,7 @@ from sqlalchemy import URL
 
 from media_db import Database, JobQueue, JobRecord, PoolSize, run_worker
 from media_db.models.media import TRACEBACK_LIMIT
+from media_db.worker import ERROR_LIMIT
 from tests.helpers import environment, run
 
 FAST = timedelta(milliseconds=20)
@@ -64,7 +65,9 @@ def test_each_failed_attempt_stores_its_traceback_and_logs_one_warning(
         assert "\n" not in line
 
 
-def test_a_long_traceback_keeps_its_last_8_kb_where_the_error_was_raised(migrated: URL) -> None:
+def test_a_long_error_keeps_its_start_in_the_message_and_its_last_8_kb_in_the_traceback(
+    migrated: URL, caplog: pytest.LogCaptureFixture
+) -> None:
     async def scenario() -> JobRecord:
         async with await connected(migrated) as db:
             queue = JobQueue(db)
@@ -76,7 +79,14 @@ def test_a_long_traceback_keeps_its_last_8_kb_where_the_error_was_raised(migrate
             await run_worker(db, handler, until_empty=True)
             return await queue.get(job.id)
 
-    dead = asyncio.run(scenario())
+    with caplog.at_level(logging.WARNING, logger="media_db.worker"):
+        dead = asyncio.run(scenario())
+    assert dead.error_message is not None
+    assert dead.error_message.startswith("ValueError: xxx")
+    assert ERROR_LIMIT < len(dead.error_message) < ERROR_LIMIT + 100
+    assert dead.error_message.endswith("more characters: see the traceback]")
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warning) < ERROR_LIMIT + 300, "the WARNING carries the whole error"
     assert dead.error_traceback is not None
     assert TRACEBACK_LIMIT < len(dead.error_traceback) < TRACEBACK_LIMIT + 100
     assert dead.error_traceback.startswith("[... cut: the last 8192 of ")
