@@ -20,8 +20,8 @@ Locks: one line per operation, as `make revision` wrote them.
   - drop_index idx_processing_jobs_due_by_type_and_limit_key CONCURRENTLY: SHARE UPDATE EXCLUSIVE,
     reads and writes continue.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-07 14:49:32.115445+00:00
 """
 
@@ -30,8 +30,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0014"
-down_revision: str | Sequence[str] | None = "0013"
+revision: str = "0015"
+down_revision: str | Sequence[str] | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
