@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic_utils.pg_function import PGFunction
 from sqlalchemy import URL, create_engine, pool, text
 
 from media_db.dev.embedded import LocalServer
 from media_db.models import Base
+from media_db.models.triggers import ENTITIES
 from tests.conftest import FreshDatabase
 from tests.helpers import HEAD, environment, run
 
@@ -68,6 +70,9 @@ def test_embedded_url_is_printed_without_password_and_kept_across_restarts(
     assert "psql works" in session.stdout
 
 
+FUNCTIONS = [entity for entity in ENTITIES if isinstance(entity, PGFunction)]
+
+
 def test_a_failure_under_makes_embedded_server_names_a_next_command_that_works_there(
     embedded_home: Path,
 ) -> None:
@@ -77,9 +82,10 @@ def test_a_failure_under_makes_embedded_server_names_a_next_command_that_works_t
     assert run(["make", "upgrade"], env).returncode == 0
     url = LocalServer(home=embedded_home).url()
     blocker = create_engine(url, poolclass=pool.NullPool).connect()
-    # Every table of ours: whichever the last revision's way down takes a lock on waits.
-    ours = ", ".join(sorted(Base.metadata.tables))
-    blocker.execute(text(f"LOCK TABLE {ours} IN ACCESS SHARE MODE"))
+    # Whatever the last revision's way down changes, our tables or our functions, waits.
+    blocker.execute(text(f"LOCK TABLE {', '.join(Base.metadata.tables)} IN ACCESS SHARE MODE"))
+    for function in FUNCTIONS:  # an open update of its catalog row: a REPLACE waits for it
+        blocker.execute(text(f"ALTER FUNCTION {function.signature} COST 100"))
     try:
         failed = run(
             ["make", "downgrade", "REV=-1"],
