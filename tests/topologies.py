@@ -47,11 +47,12 @@ def debian_bin() -> Path:
     return found[-1]
 
 
-def pgbouncer_binary() -> str:
-    """Debian's pgbouncer, installed on first use (one installer at a time across workers)."""
+def installed(tool: str, package: str) -> str:
+    """Debian's `tool`, installed on first use by scripts/test-components.sh (one installer at
+    a time across workers), or MissingComponent saying what to install."""
     with open(tempfile.gettempdir() + "/media-db-test-components.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if found := shutil.which("pgbouncer"):
+        if found := shutil.which(tool):
             return found
         result = subprocess.run(
             [str(REPO_ROOT / "scripts" / "test-components.sh")],
@@ -59,12 +60,16 @@ def pgbouncer_binary() -> str:
             text=True,
             check=False,
         )
-        if result.returncode != 0 or not (found := shutil.which("pgbouncer")):
+        if result.returncode != 0 or not (found := shutil.which(tool)):
             raise MissingComponent(
-                "PgBouncer is not installed and scripts/test-components.sh could not install "
-                f"it: {result.stderr.strip()[-500:]} (install Debian's pgbouncer, 1.18 or later)"
+                f"{tool} is not installed and scripts/test-components.sh could not install "
+                f"it: {result.stderr.strip()[-500:]} (install {package})"
             )
         return found
+
+
+def pgbouncer_binary() -> str:
+    return installed("pgbouncer", "Debian's pgbouncer, 1.18 or later")
 
 
 def free_port() -> int:

@@ -13,12 +13,18 @@ from sqlalchemy import make_url
 
 from bench.graphile_peer import HERE as GRAPHILE
 from bench.run import SIZES, run_and_report
+from tests import topologies
 from tests.servers import DatabaseServer
 
 
 def test_tiny_bench_writes_a_complete_report(
     server: DatabaseServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    try:  # the Graphile Worker peer's Node.js, installed on first use like PgBouncer
+        for tool in ("node", "npm"):
+            topologies.installed(tool, "Debian's nodejs and npm")
+    except topologies.MissingComponent as error:
+        pytest.fail(str(error), pytrace=False)
     path = asyncio.run(run_and_report(make_url(server.admin_url), SIZES["tiny"], tmp_path))
     report = json.loads(path.read_text())
     assert report["size"]["name"] == "tiny"
