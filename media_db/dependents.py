@@ -1,5 +1,6 @@
 """What depends on a column, as the catalog tells: what a type change carries from the old column
-to the new one (its indexes, CHECKs and UNIQUE constraints), and what it cannot.
+to the new one (its indexes, CHECKs, UNIQUE constraints and a one-column primary key), and what
+it cannot.
 
 A rewriting type change builds a shadow column and swaps the names at its cutover
 (media_db/autogen/expand_contract.py). Whatever depends on the column would stay on the old
@@ -7,10 +8,13 @@ one, so each index (a UNIQUE constraint's too) is built again on the shadow, CON
 a temporary name, and each CHECK added again over it (NOT VALID, then VALIDATE), before the
 cutover; the cutover swaps their names (a UNIQUE constraint is made over its new index), so the
 live column holds the names the models declare at every step, and the old column's copies
-(named `<name>__old`) go with it at the contract. What no copy can stand for (a primary key, an
-exclusion constraint, a foreign key either way, a view, a trigger naming the column) is
-refused, named; so is a copy the new type cannot take, which the server is asked about at
-`make revision` on a scratch copy of the table, so that the expand never fails on it.
+(named `<name>__old`) go with it at the contract. A one-column primary key is made over the
+shadow's unique index at the cutover, under its own name, a spare unique index over the old
+column taking it back on the way down (expand_contract.retyped_key_indexes). What no copy can
+stand for (a composite primary key, an exclusion constraint, a foreign key either way, a view,
+a trigger naming the column) is refused, named; so is a copy the new type cannot take, which the
+server is asked about at `make revision` on a scratch copy of the table, so that the expand
+never fails on it, and a foreign key the new type of the key it references cannot take.
 """
 
 import re
@@ -196,6 +200,11 @@ class Reference:
     table: str
     name: str
     definition: str  # pg_get_constraintdef
+
+    @property
+    def column(self) -> str:
+        """Its own column(s), as the catalog prints them (`media_item_id`)."""
+        return self.definition.partition("(")[2].partition(")")[0]
 
     def to(self, column: str, new_column: str, name: str) -> str:
         """This foreign key again, referencing `new_column` instead of `column`, named `name`,

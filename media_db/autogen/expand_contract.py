@@ -2,7 +2,8 @@
 reads of them, are media_db/transitions.py): the expand of a rename (its type changed too, or
 not), of a NOT NULL column with a backfill (new, or existing and nullable), of a volatile
 default and of a rewriting type change (its indexes, CHECKs and UNIQUE constraints carried,
-media_db/dependents.py), and each one's contract. Each builder returns the upgrade's steps and
+media_db/dependents.py, and a one-column primary key, through unique indexes built beside it:
+retyped_key_indexes), and each one's contract. Each builder returns the upgrade's steps and
 leaves the downgrade's with the `Rewrite` (`undo`, `trigger_drops`), which the downgrade's plain
 column operation is replaced by.
 """
@@ -74,11 +75,10 @@ def keep_until_contract(rw: Rewrite, table: str, new: str, old: str) -> None:
         rw.moving_references |= {transitions.shadow_name(r.name) for r in references}
         marked = transitions.marked(rw.metadata)
         for reference in references:
-            local = reference.definition.partition("(")[2].partition(")")[0]
             renamed = [
                 f"{child}.{value}"
                 for (child, _), (kind, value) in marked.items()
-                if child == reference.table and kind == RENAME and value == local
+                if child == reference.table and kind == RENAME and value == reference.column
             ]
             if renamed:
                 rw.refusals.append(
@@ -186,10 +186,11 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
     for key in dependents.dependents(rw.connection, table, old):
         if not moves_primary_key(rw, key, table, new.name):
             continue
-        if retyped:  # as a type change, which carries no primary key
+        if retyped:  # the key moves with a rename, or with a type change: one at a time
             rw.refusals.append(
-                f"{where}: the primary key {key.name} cannot change type with its column: "
-                "rename it with its type as it is, then change the type by hand"
+                f"{where}: the primary key {key.name} moves with a rename or with a type "
+                "change, not both at once: rename it with its type as it is, then change its "
+                "type in a later revision (make revision carries a primary key's type change)"
             )
         else:
             steps += primary_key_index(rw, UPGRADE, table, new.name, key.name)
@@ -219,7 +220,13 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
 
 
 def primary_key_index(
-    rw: Rewrite, direction: str, table: str, column: str, key: str, index: str | None = None
+    rw: Rewrite,
+    direction: str,
+    table: str,
+    column: str,
+    key: str,
+    index: str | None = None,
+    at: str = "the contract",
 ) -> list[ops.MigrateOperation]:
     """The unique index over `column` that becomes the primary key `key` at the contract
     (ADD CONSTRAINT ... PRIMARY KEY USING INDEX: a catalog update, no scan); until then the old
@@ -228,7 +235,7 @@ def primary_key_index(
     index = index or transitions.shadow_name(key)
     rw.lock(direction, f"create_index {index} (UNIQUE) CONCURRENTLY on {table}: {CONCURRENT}")
     return [
-        Comment(f"{column}'s unique index: the primary key {key} at the contract."),
+        Comment(f"{column}'s unique index: the primary key {key} at {at}."),
         AutocommitBlock(
             [
                 Statement(transitions.invalid_index_dropped_sql(index)),
@@ -260,15 +267,96 @@ def referenced_again(
     return forms.validated(rw, direction, reference.table, name, "foreignkey", add)
 
 
-def primary_key_swap_sql(table: str, key: str) -> list[str]:
-    """The primary key `key` made over the new column's unique index (primary_key_index), which
-    takes its name; dropping the column that held it (or the key itself) came first, in the same
-    transaction."""
+def primary_key_swap_sql(table: str, key: str, index: str | None = None) -> list[str]:
+    """The primary key `key` made over the unique index `index` (by default the new column's,
+    `<key>__new`: primary_key_index), which takes its name: the key (if the column that held it
+    has not taken it along) dropped first, in the same transaction. A catalog update: the
+    index's column is NOT NULL already."""
+    index = index or transitions.shadow_name(key)
     return [
         f"ALTER TABLE {quote(table)} DROP CONSTRAINT IF EXISTS {quote(key)}",
         f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(key)} PRIMARY KEY USING INDEX "
-        f"{quote(transitions.shadow_name(key))}",
+        f"{quote(index)}",
     ]
+
+
+def retyped_key_indexes(
+    rw: Rewrite, table: str, column: str, shadow: str, key: str
+) -> list[ops.MigrateOperation]:
+    """A retyped primary-key column's two unique indexes, built CONCURRENTLY before the cutover:
+    the shadow's (`<key>__new`), which becomes the key at the cutover, and a spare over the old
+    column (`<key>__old`), which takes it back on the way down. Each swap is then a catalog
+    update, and the table is never without a unique index over the key: the spare stays on the
+    kept old column until the contract drops it with the column."""
+    spare = transitions.kept_name(key)
+    steps = [
+        *primary_key_index(rw, UPGRADE, table, shadow, key, at="the cutover"),
+        *primary_key_index(rw, UPGRADE, table, column, key, spare, at="the way down"),
+    ]
+    rw.lock(UPGRADE, f"primary key {key}: over {shadow}'s index at the cutover, {CATALOG_ONLY}")
+    rw.lock(DOWNGRADE, f"primary key {key}: back over {spare}, {CATALOG_ONLY}")
+    return steps
+
+
+def referenced_retype_refused(
+    connection: Connection, where: str, table: str, column: str, new_type: str
+) -> str:
+    """Why a retyped key that foreign keys reference is refused, in one line naming them: the
+    server is asked, on empty temporary copies of the tables in a savepoint rolled back, whether
+    each referencing column's type can reference `new_type` at all."""
+    references = dependents.references(connection, table, column)
+    named = ", ".join(f"{r.table}.{r.column} ({r.name})" for r in references)
+    incompatible = [
+        f"{r.table}.{r.column}: {why}"
+        for r in references
+        if (why := refused_reference(connection, table, column, new_type, r)) is not None
+    ]
+    if incompatible:
+        return (
+            f"{where}: the foreign keys {named} reference it, and cannot reference "
+            f"{new_type} ({'; '.join(incompatible)}). Expand/contract instead, in steps: drop "
+            "those foreign keys in a revision before this one (or change their columns' type "
+            "there first, their foreign keys dropped), then change the type of the key and "
+            "of the columns referencing it, then declare the foreign keys again"
+        )
+    return (
+        f"{where}: the foreign keys {named} reference it, and make revision does not yet carry "
+        "the foreign keys referencing a key whose type changes. Expand/contract instead, in "
+        "steps: drop those foreign keys in a revision before this one, then change the type, "
+        "then declare the foreign keys again"
+    )
+
+
+def refused_reference(
+    connection: Connection,
+    table: str,
+    column: str,
+    new_type: str,
+    reference: dependents.Reference,
+) -> str | None:
+    """The server's refusal of `reference` referencing `column` as `new_type` (the first line
+    of its message), or None. Asked of empty temporary copies of both tables, in a savepoint
+    rolled back: nothing of ours is locked or changed beyond the copies' brief reads."""
+    parent = transitions.identifier(f"media_db_probe_{table}")
+    child = transitions.identifier(f"media_db_probe_{reference.table}_child")
+    with connection.begin_nested() as savepoint:
+        try:
+            for sql in (
+                f"CREATE TEMPORARY TABLE {quote(parent)} (LIKE {quote(table)})",
+                f"ALTER TABLE {quote(parent)} ALTER COLUMN {quote(column)} TYPE {new_type} "
+                "USING NULL",
+                f"CREATE UNIQUE INDEX ON {quote(parent)} ({quote(column)})",
+                f"CREATE TEMPORARY TABLE {quote(child)} (LIKE {quote(reference.table)})",
+                # The column as the catalog prints it (quoted where it must be).
+                f"ALTER TABLE {quote(child)} ADD FOREIGN KEY ({reference.column}) "
+                f"REFERENCES {quote(parent)} ({quote(column)}) NOT VALID",
+            ):
+                connection.exec_driver_sql(sql)
+        except DBAPIError as error:
+            return str(error.orig).splitlines()[0]
+        finally:
+            savepoint.rollback()
+    return None
 
 
 def key_moved_back_sql(
@@ -482,11 +570,23 @@ def expand_retype(
     model = transitions.column_named(rw.metadata.tables.get(table), name)
     depending = dependents.dependents(rw.connection, table, name)
     carry = [d for d in depending if d.kind in dependents.RETYPE_CARRIES]
-    refused = uncarried(rw, [d for d in depending if d.kind not in dependents.RETYPE_CARRIES]) or (
+    # A one-column primary key travels through unique indexes (retyped_key_indexes); the foreign
+    # keys referencing it are refused, named (referenced_retype_refused).
+    keys = [d for d in depending if d.kind == dependents.PRIMARY_KEY and "," not in d.definition]
+    referencing = [d for d in depending if keys and d.kind == dependents.REFERENCING]
+    others = [
+        d
+        for d in depending
+        if d.kind not in dependents.RETYPE_CARRIES and d not in keys and d not in referencing
+    ]
+    refused = uncarried(rw, others) or (
         refused_by_new_type(rw.connection, table, name, new_type, carry)
     )
     if model is None:
         rw.refusals.append(f"{where}: {table} is not a table of the models")
+        return [alter]
+    if referencing and not refused:
+        rw.refusals.append(referenced_retype_refused(rw.connection, where, table, name, new_type))
         return [alter]
     if refused:
         rw.refusals.append(
@@ -534,6 +634,8 @@ def expand_retype(
         steps += built(
             rw, UPGRADE, dependent, table, name, shadow, transitions.shadow_name(dependent.name)
         )
+    for key in keys:
+        steps += retyped_key_indexes(rw, table, name, shadow, key.name)
     table_ = quote(table)
     cutover = [f"LOCK TABLE {table_} IN ACCESS EXCLUSIVE MODE"]
     if was["default"] is not None:
@@ -552,6 +654,8 @@ def expand_retype(
                 table, transitions.shadow_name(dependent.name), dependent.name
             ),
         ]
+    for key in keys:  # over the shadow's unique index, under the same name
+        cutover += primary_key_swap_sql(table, key.name)
     if (default := forms.default_sql(model)) is not None:
         cutover.append(f"ALTER TABLE {table_} ALTER COLUMN {quote(name)} SET DEFAULT {default}")
     cutover += moving.create_sql()
@@ -559,15 +663,22 @@ def expand_retype(
         UPGRADE,
         f"cutover of {table}.{name}: the names swapped"
         + (" (its indexes', CHECKs' and UNIQUE constraints' too)" if carry else "")
+        + (f", the primary key {keys[0].name} made over {shadow}'s unique index" if keys else "")
         + " and the trigger replaced in one transaction under ACCESS EXCLUSIVE, briefly "
         "(catalog updates)",
     )
     rw.waive(UPGRADE, "renaming-column", RENAMING)
     rw.waive(DOWNGRADE, "renaming-column", RENAMING)
     steps += [Comment("Cutover: one short transaction."), *map(Statement, cutover)]
+    # The key back on the old column over its spare unique index, before the new column goes.
+    keys_back = [
+        sql
+        for key in keys
+        for sql in primary_key_swap_sql(table, key.name, transitions.kept_name(key.name))
+    ]
     undo = [
         Comment(f"{kept} holds every value (the trigger copied each write): nothing is lost."),
-        *lossless_drop(rw, moving, name, moving.source, DOWNGRADE),
+        *lossless_drop(rw, moving, name, moving.source, DOWNGRADE, before=keys_back),
         Statement(f"ALTER TABLE {table_} RENAME COLUMN {quote(kept)} TO {quote(name)}"),
         Statement(transitions.not_null_named_sql(table, name)),
         # The new column's copies went with it: the old ones take their names back.
@@ -589,8 +700,8 @@ def uncarried(rw: Rewrite, blocking: list[dependents.Dependent]) -> str | None:
         return None
     return (
         f"{'; '.join(map(str, blocking))} depend{'s' if len(blocking) == 1 else ''} on it, "
-        "and make revision carries only indexes, CHECKs and UNIQUE constraints from one column "
-        "to another"
+        "and make revision carries only indexes, CHECKs, UNIQUE constraints and a one-column "
+        "primary key from one column to another"
     )
 
 
