@@ -14,7 +14,9 @@ column taking it back on the way down (expand_contract.retyped_key_indexes). Wha
 stand for (a composite primary key, an exclusion constraint, a foreign key either way, a view,
 a trigger naming the column) is refused, named; so is a copy the new type cannot take, which the
 server is asked about at `make revision` on a scratch copy of the table, so that the expand
-never fails on it, and a foreign key the new type of the key it references cannot take.
+never fails on it. The foreign keys referencing such a key follow it too (a copy over the
+shadow, swapped at the cutover), unless their columns cannot reference the new type: refused,
+named.
 """
 
 import re

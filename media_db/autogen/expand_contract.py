@@ -3,9 +3,9 @@ reads of them, are media_db/transitions.py): the expand of a rename (its type ch
 not), of a NOT NULL column with a backfill (new, or existing and nullable), of a volatile
 default and of a rewriting type change (its indexes, CHECKs and UNIQUE constraints carried,
 media_db/dependents.py, and a one-column primary key, through unique indexes built beside it:
-retyped_key_indexes), and each one's contract. Each builder returns the upgrade's steps and
-leaves the downgrade's with the `Rewrite` (`undo`, `trigger_drops`), which the downgrade's plain
-column operation is replaced by.
+retyped_key_indexes, with the foreign keys referencing it), and each one's contract. Each
+builder returns the upgrade's steps and leaves the downgrade's with the `Rewrite` (`undo`,
+`trigger_drops`), which the downgrade's plain column operation is replaced by.
 """
 
 import re
@@ -299,31 +299,25 @@ def retyped_key_indexes(
 
 
 def referenced_retype_refused(
-    connection: Connection, where: str, table: str, column: str, new_type: str
-) -> str:
-    """Why a retyped key that foreign keys reference is refused, in one line naming them: the
-    server is asked, on empty temporary copies of the tables in a savepoint rolled back, whether
-    each referencing column's type can reference `new_type` at all."""
+    connection: Connection, table: str, column: str, new_type: str
+) -> str | None:
+    """Why the foreign keys referencing a retyped key cannot follow it, in one line naming
+    them, or None: the server is asked, on empty temporary copies of the tables in a savepoint
+    rolled back, whether each referencing column's type can reference `new_type` at all."""
     references = dependents.references(connection, table, column)
-    named = ", ".join(f"{r.table}.{r.column} ({r.name})" for r in references)
     incompatible = [
         f"{r.table}.{r.column}: {why}"
         for r in references
         if (why := refused_reference(connection, table, column, new_type, r)) is not None
     ]
-    if incompatible:
-        return (
-            f"{where}: the foreign keys {named} reference it, and cannot reference "
-            f"{new_type} ({'; '.join(incompatible)}). Expand/contract instead, in steps: drop "
-            "those foreign keys in a revision before this one (or change their columns' type "
-            "there first, their foreign keys dropped), then change the type of the key and "
-            "of the columns referencing it, then declare the foreign keys again"
-        )
+    if not incompatible:
+        return None
+    named = ", ".join(f"{r.table}.{r.column} ({r.name})" for r in references)
     return (
-        f"{where}: the foreign keys {named} reference it, and make revision does not yet carry "
-        "the foreign keys referencing a key whose type changes. Expand/contract instead, in "
-        "steps: drop those foreign keys in a revision before this one, then change the type, "
-        "then declare the foreign keys again"
+        f"the foreign keys {named} reference it, and cannot reference {new_type} "
+        f"({'; '.join(incompatible)}). Expand/contract instead, in steps: drop those foreign "
+        "keys in a revision before this one, then change the type of the key and of the "
+        "columns referencing it, then declare the foreign keys again"
     )
 
 
@@ -570,8 +564,9 @@ def expand_retype(
     model = transitions.column_named(rw.metadata.tables.get(table), name)
     depending = dependents.dependents(rw.connection, table, name)
     carry = [d for d in depending if d.kind in dependents.RETYPE_CARRIES]
-    # A one-column primary key travels through unique indexes (retyped_key_indexes); the foreign
-    # keys referencing it are refused, named (referenced_retype_refused).
+    # A one-column primary key travels through unique indexes (retyped_key_indexes), and so do
+    # the foreign keys referencing it, where their columns can reference the new type
+    # (referenced_retype_refused).
     keys = [d for d in depending if d.kind == dependents.PRIMARY_KEY and "," not in d.definition]
     referencing = [d for d in depending if keys and d.kind == dependents.REFERENCING]
     others = [
@@ -585,9 +580,12 @@ def expand_retype(
     if model is None:
         rw.refusals.append(f"{where}: {table} is not a table of the models")
         return [alter]
-    if referencing and not refused:
-        rw.refusals.append(referenced_retype_refused(rw.connection, where, table, name, new_type))
-        return [alter]
+    references = dependents.references(rw.connection, table, name) if referencing else []
+    if references and not refused:
+        refused_references = referenced_retype_refused(rw.connection, table, name, new_type)
+        if refused_references:
+            rw.refusals.append(f"{where}: {refused_references}")
+            return [alter]
     if refused:
         rw.refusals.append(
             f"{where}: {refused}. Expand/contract instead, in steps: change or drop it in a "
@@ -636,6 +634,10 @@ def expand_retype(
         )
     for key in keys:
         steps += retyped_key_indexes(rw, table, name, shadow, key.name)
+    rw.moving_references |= {r.name for r in references}
+    for reference in references:  # each foreign key, again over the shadow's unique index
+        copy = transitions.shadow_name(reference.name)
+        steps += referenced_again(rw, UPGRADE, reference, name, shadow, copy)
     table_ = quote(table)
     cutover = [f"LOCK TABLE {table_} IN ACCESS EXCLUSIVE MODE"]
     if was["default"] is not None:
@@ -654,8 +656,11 @@ def expand_retype(
                 table, transitions.shadow_name(dependent.name), dependent.name
             ),
         ]
+    # The foreign keys over the old key's index go first; their copies then take their names.
+    cutover += [r.dropped_sql() for r in references]
     for key in keys:  # over the shadow's unique index, under the same name
         cutover += primary_key_swap_sql(table, key.name)
+    cutover += [r.renamed_sql(transitions.shadow_name(r.name), r.name) for r in references]
     if (default := forms.default_sql(model)) is not None:
         cutover.append(f"ALTER TABLE {table_} ALTER COLUMN {quote(name)} SET DEFAULT {default}")
     cutover += moving.create_sql()
@@ -664,17 +669,29 @@ def expand_retype(
         f"cutover of {table}.{name}: the names swapped"
         + (" (its indexes', CHECKs' and UNIQUE constraints' too)" if carry else "")
         + (f", the primary key {keys[0].name} made over {shadow}'s unique index" if keys else "")
+        + (
+            ", the foreign keys referencing it dropped and their copies renamed (ACCESS "
+            f"EXCLUSIVE on {', '.join(sorted({r.table for r in references}))} too)"
+            if references
+            else ""
+        )
         + " and the trigger replaced in one transaction under ACCESS EXCLUSIVE, briefly "
         "(catalog updates)",
     )
     rw.waive(UPGRADE, "renaming-column", RENAMING)
     rw.waive(DOWNGRADE, "renaming-column", RENAMING)
     steps += [Comment("Cutover: one short transaction."), *map(Statement, cutover)]
-    # The key back on the old column over its spare unique index, before the new column goes.
+    # The key back on the old column over its spare unique index, before the new column goes,
+    # and the foreign keys with it (NOT VALID: every new row is checked at once; validated
+    # after, alone).
     keys_back = [
-        sql
-        for key in keys
-        for sql in primary_key_swap_sql(table, key.name, transitions.kept_name(key.name))
+        *(r.dropped_sql() for r in references),
+        *(
+            sql
+            for key in keys
+            for sql in primary_key_swap_sql(table, key.name, transitions.kept_name(key.name))
+        ),
+        *(r.to(name, kept, r.name) for r in references),
     ]
     undo = [
         Comment(f"{kept} holds every value (the trigger copied each write): nothing is lost."),
@@ -688,6 +705,18 @@ def expand_retype(
         undo.append(
             Statement(
                 f"ALTER TABLE {table_} ALTER COLUMN {quote(name)} SET DEFAULT {was['default']}"
+            )
+        )
+    for reference in references:  # each VALIDATE in a transaction of its own: writes go on
+        rw.lock(DOWNGRADE, f"foreign key {reference.name} on {reference.table}: {VALIDATED}")
+        undo.append(
+            AutocommitBlock(
+                [
+                    Statement(
+                        f"ALTER TABLE {quote(reference.table)} "
+                        f"VALIDATE CONSTRAINT {quote(reference.name)}"
+                    )
+                ]
             )
         )
     rw.undo[(table, name)] = undo

@@ -8,8 +8,12 @@ expand, its rollback, the contract and its way down; each rollback gives back ev
 writer wrote, and a key longer than the new type, which only the old column holds; the API
 works at every step; each way down gives back the catalog it came from.
 
-A key referenced by foreign keys whose columns cannot reference the new type is refused in one
-line naming them (`media_items.id`, uuid, to text).
+Where a foreign key references the key (`probe_limit_key`, the test's own column on
+processing_jobs, ON DELETE CASCADE), it follows: a copy over the shadow (NOT VALID, then
+VALIDATE) takes its name at the cutover, and the way down puts it back on the old column with
+the key. A child row must name an existing key, and a delete cascades, at every step. A key
+whose referencing columns cannot reference the new type is refused in one line naming them
+(`media_items.id`, uuid, to text).
 """
 
 from pathlib import Path
@@ -19,6 +23,7 @@ import pytest
 from sqlalchemy import URL
 from sqlalchemy.exc import IntegrityError
 
+from tests import model_edits
 from tests.autogen.test_autogenerate_writes_lock_safe_revisions import snapshot
 from tests.autogen.test_expand_contract_keeps_every_writer import (
     Statements,
@@ -46,6 +51,15 @@ LONG = "long-" + "k" * 40  # fits varchar(50), not varchar(40)
 PRIMARY_KEY = (
     "SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint "
     "WHERE conrelid = 'processing_limits'::regclass AND contype = 'p'"
+)
+REFERENCING = (
+    "probe_limit_key: Mapped[str | None] = mapped_column("
+    'String(50), ForeignKey("processing_limits.key", ondelete="CASCADE"))'
+)
+REFERENCING_DDL = (
+    "ALTER TABLE processing_jobs ADD COLUMN probe_limit_key varchar(50) "
+    "CONSTRAINT processing_jobs_probe_limit_key_fkey "
+    "REFERENCES processing_limits(key) ON DELETE CASCADE"
 )
 API = """
         queue = JobQueue(db)
@@ -81,13 +95,25 @@ def shapes(phase: str) -> tuple[Statements, Statements]:
     return upserts, inserts
 
 
-def keyed(project: Path, url: URL, phase: str, written: tuple[int, int]) -> None:
+def keyed(project: Path, url: URL, phase: str, written: tuple[int, int], referenced: bool) -> None:
     """The key is `processing_limits_pkey` over `key`, refuses a duplicate, and holds every
-    value the writers of `phase` wrote (`written`: their rounds); the API works."""
+    value the writers of `phase` wrote (`written`: their rounds); `referenced`: a job must name
+    an existing key, and goes with it; the API works."""
     assert scalar(url, PRIMARY_KEY) == "processing_limits_pkey PRIMARY KEY (key)"
     with pytest.raises(IntegrityError):
         execute(url, f"INSERT INTO processing_limits (key) VALUES ('{phase}-i0')")
     upserted, inserted = written
+    if referenced:
+        job = "INSERT INTO processing_jobs (workflow_type, probe_limit_key) VALUES ('raw', '{}')"
+        with pytest.raises(IntegrityError):
+            execute(url, job.format(f"{phase}-missing"))
+        execute(url, job.format(f"{phase}-i1"))
+        execute(url, f"DELETE FROM processing_limits WHERE key = '{phase}-i1'")
+        assert (
+            scalar(url, "SELECT count(*) FROM processing_jobs WHERE probe_limit_key IS NOT NULL")
+            == 0
+        )
+        inserted -= 1  # that one went with its job
     assert min(upserted, inserted) > 0
     held = scalar(url, f"SELECT sum(max_running) FROM processing_limits WHERE key ~ '^{phase}-u'")
     assert held == upserted
@@ -98,11 +124,14 @@ def keyed(project: Path, url: URL, phase: str, written: tuple[int, int]) -> None
     api_works(project, url, API)
 
 
+@pytest.mark.parametrize("referenced", [False, True], ids=["alone", "referenced"])
 def test_a_primary_keys_type_change_keeps_a_unique_key_and_every_value_at_every_step(
-    tmp_path: Path, head_copy: FreshDatabase
+    referenced: bool, tmp_path: Path, head_copy: FreshDatabase
 ) -> None:
     project, url = project_copy(tmp_path), head_copy()
     env, models = environment(url), project / "models" / "media.py"
+    if referenced:
+        model_edits.existing_column(models, url, "ProcessingJob", REFERENCING, REFERENCING_DDL)
     execute(
         url,
         "INSERT INTO processing_limits (key, max_running) "
@@ -121,9 +150,11 @@ def test_a_primary_keys_type_change_keeps_a_unique_key_and_every_value_at_every_
         "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS processing_limits_pkey__old "
         "ON processing_limits (key)" in expand
     )
+    copy = "ADD CONSTRAINT processing_jobs_probe_limit_key_fkey__new FOREIGN KEY (probe_limit_key)"
+    assert (copy in expand) == referenced
     with writing(url, *shapes("up")) as writers:
         migrate(project, url, "upgrade", "head")
-    keyed(project, url, "up", (writers[0].written, writers[1].written))
+    keyed(project, url, "up", (writers[0].written, writers[1].written), referenced)
     assert scalar(url, f"SELECT key FROM processing_limits WHERE key__old = '{LONG}'") == LONG[:40]
     verified = ok(["make", "verify"], env, project)
     assert_no_drift(verified)
@@ -134,7 +165,7 @@ def test_a_primary_keys_type_change_keeps_a_unique_key_and_every_value_at_every_
     with writing(url, *shapes("down")) as writers:
         migrate(project, url, "downgrade", "-1")
     catalog_is(url, before)
-    keyed(project, url, "down", (writers[0].written, writers[1].written))
+    keyed(project, url, "down", (writers[0].written, writers[1].written), referenced)
     assert scalar(url, f"SELECT count(*) FROM processing_limits WHERE key = '{LONG}'") == 1
     execute(url, "DELETE FROM processing_limits WHERE key ~ '^(up|down)-'")
     migrate(project, url, "upgrade", "head")
@@ -146,12 +177,12 @@ def test_a_primary_keys_type_change_keeps_a_unique_key_and_every_value_at_every_
     execute(url, f"DELETE FROM processing_limits WHERE key__old = '{LONG}'")
     with writing(url, *shapes("contract")) as writers:
         migrate(project, url, "upgrade", "head")
-    keyed(project, url, "contract", (writers[0].written, writers[1].written))
+    keyed(project, url, "contract", (writers[0].written, writers[1].written), referenced)
     assert "key__old" not in snapshot(url)["processing_limits"].columns
     assert_no_drift(ok(["make", "verify"], env, project))
     with writing(url, *shapes("uncontract")) as writers:
         down_to(project, url, expanded)
-    keyed(project, url, "uncontract", (writers[0].written, writers[1].written))
+    keyed(project, url, "uncontract", (writers[0].written, writers[1].written), referenced)
 
 
 MEDIA_ID = """    id: Mapped[uuid.UUID] = mapped_column(
