@@ -1,10 +1,13 @@
 """`make bench`: the data layer against raw psycopg, measured in the same run."""
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 
 from media_db import JobQueue, NewJob
 
-ROUNDS = 5  # interleaved rounds behind every ratio: its median, with the spread
+# Interleaved rounds behind every ratio (its median, with the spread): the run's size sets them
+# (bench/run.py), so that the tiny run the suite makes stays short.
+ROUNDS: ContextVar[int] = ContextVar("ROUNDS", default=5)
 Measure = Callable[[], Awaitable[float]]
 
 
@@ -24,7 +27,7 @@ async def interleaved_all(
     """`interleaved` for any number of sides: each round runs every side once, the order
     rotated by one each round, so each side goes first as often as the others."""
     measured: list[list[float]] = [[] for _ in measures]
-    for round_ in range(ROUNDS):
+    for round_ in range(ROUNDS.get()):
         start = round_ % len(measures)
         for side in [*range(start, len(measures)), *range(start)]:
             if reset is not None:

@@ -28,7 +28,7 @@ async def limit_cost_row(
     queue = JobQueue(db)
     operations = max(claims // BATCH, 50)
     # Every claim of the warm-up and the rounds takes BATCH jobs: enough that none comes empty.
-    jobs = BATCH * (20 + ROUNDS * operations) + BATCH
+    jobs = BATCH * (20 + ROUNDS.get() * operations) + BATCH
     for workflow in (ALONE, BEHIND):
         await queue.enqueue_many([NewJob(workflow, limit_key=f"{workflow}-free")] * jobs)
     saturated = f"{BEHIND}-saturated"

@@ -97,8 +97,13 @@ async def worker_loops(
     """Before each drain both queues get `jobs` new ones, each drained by a whole worker loop,
     in interleaved rounds."""
 
+    # Each side's drain is timed to its last handler call, not to its worker's return:
+    # pgqueuer's manager in drain mode returns about 4 s after it ran its last job (measured
+    # at 200 jobs as at 20,000), which is no work a user waits for.
+    last_call = [0.0]
+
     async def handler(job: JobRecord) -> None:
-        return None
+        last_call[0] = time.perf_counter()
 
     async def ours() -> float:
         started = time.perf_counter()
@@ -110,7 +115,7 @@ async def worker_loops(
             concurrency=LOOP_CONCURRENCY,
             until_empty=True,
         )
-        return stats.completed / (time.perf_counter() - started)
+        return stats.completed / (last_call[0] - started)
 
     async def theirs() -> float:
         # A manager per round: one that has drained once stays shut down, and a later run
@@ -120,6 +125,7 @@ async def worker_loops(
         @manager.entrypoint(ENTRYPOINT)
         async def peer_handler(job: Job) -> None:
             ran[0] += 1
+            last_call[0] = time.perf_counter()
 
         started = time.perf_counter()
         await manager.run(
@@ -128,10 +134,9 @@ async def worker_loops(
             max_concurrent_tasks=2 * LOOP_CONCURRENCY,  # its minimum for this batch size
             dequeue_timeout=timedelta(seconds=0.1),
         )
-        elapsed = time.perf_counter() - started
         if ran[0] != jobs:
             raise RuntimeError(f"pgqueuer ran {ran[0]:,} of {jobs:,} jobs: not a drain")
-        return jobs / elapsed
+        return jobs / (last_call[0] - started)
 
     async def refill() -> None:
         await connection.execute("DELETE FROM pgqueuer")
