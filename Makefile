@@ -48,6 +48,7 @@ TAKES.restore := BACKUP
 TAKES.jobs := STATUS WORKFLOW ID
 TAKES.retry := ID WORKFLOW
 TAKES.limits := JSON
+TAKES.schedules := JSON
 TAKES.rebase := ONTO
 TAKES.squash := UPTO
 TAKES.test := PYTEST_ARGS
@@ -92,7 +93,7 @@ switch = [[ -z $$$(1) || $$$(1) == 1 ]] || { printf '%s=%q: use %s=1 (or leave i
 .PHONY: help install upgrade downgrade current history status adopt verify sql revision rebase squash \
         records erd \
         db-check test test-failover test-image test-docker test-matrix \
-        bench bench-upgrade bench-prune lint lint-sql db-start db-stop db-url psql prune restore jobs retry limits
+        bench bench-upgrade bench-prune lint lint-sql db-start db-stop db-url psql prune restore jobs retry limits schedules
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -218,6 +219,10 @@ retry: install ## Requeue failed jobs, due now, attempts reset: ID=<id>[,<id>…
 limits: install ## The limits per key (processing_limits): running, starts, due jobs, paused or at its limit (JSON=1)
 	@$(call switch,JSON)
 	@$(WITH_DB) python -m media_db.deploy.limits $${JSON:+--json}
+
+schedules: install ## Each periodic job's last period enqueued and what became of its job (JSON=1)
+	@$(call switch,JSON)
+	@$(WITH_DB) python -m media_db.deploy.schedules $${JSON:+--json}
 
 restore: install ## Put back what a consented drop backed up (BACKUP=<directory it printed>)
 	$(WITH_DB) python -m media_db.deploy.backup restore "$${BACKUP:?usage: make restore BACKUP=<directory>}"

@@ -7,6 +7,7 @@ the scheduler's argument (`now`); the database is real."""
 
 import asyncio
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy import URL, create_engine, pool, text
 from media_db import Database, InvalidInput, JobQueue, JobRecord, Periodic, PoolSize, run_worker
 from media_db.cron import Schedule
 from media_db.repositories.periodic import enqueue_period
+from tests.helpers import environment, run
 
 WORKERS = 4
 START = datetime(2026, 12, 7, 14, 0, tzinfo=UTC)
@@ -93,6 +95,40 @@ def test_the_job_carries_what_the_periodic_job_declares(migrated: URL) -> None:
         "queued",
     )
     assert job.dedupe_key == "cron:reanalyse:2026-12-07T14:05Z"
+
+
+def test_make_schedules_shows_each_periodic_jobs_last_period_and_its_job(migrated: URL) -> None:
+    """The operator's view: the period a worker enqueued last, and what became of its job;
+    a periodic job seen for the first time has a period and no job."""
+    env = environment(migrated)
+    empty = run(["make", "schedules"], env)
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout.strip().startswith("No periodic job has run yet")
+    nightly = Periodic("prune", "0 3 * * *", "prune")
+
+    async def scenario() -> JobRecord | None:
+        async with await Database.connect(migrated, PoolSize(1, 2)) as db:
+            await enqueue_period(db, EVERY_FIVE, START)
+            await enqueue_period(db, nightly, START)  # seen for the first time: no job
+            job = await enqueue_period(db, EVERY_FIVE, START + timedelta(minutes=5))
+            assert job is not None
+            await JobQueue(db).claim("reanalysis")
+            return job
+
+    job = asyncio.run(scenario())
+    assert job is not None
+    listed = run(["make", "schedules"], env)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == [
+        "prune: last period 2026-12-07T03:00Z; no job (pruned since, or the first period seen: "
+        "none is enqueued for it)",
+        f"reanalyse: last period 2026-12-07T14:05Z; job {job.id} running after 1 attempt(s)",
+    ]
+    rows = json.loads(run(["make", "schedules", "JSON=1"], env).stdout)
+    assert [(row["name"], row["dedupe_key"], row["job_status"]) for row in rows] == [
+        ("prune", "cron:prune:2026-12-07T03:00Z", None),
+        ("reanalyse", "cron:reanalyse:2026-12-07T14:05Z", "running"),
+    ]
 
 
 def test_after_a_downtime_only_the_current_period_is_enqueued(migrated: URL) -> None:
