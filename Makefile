@@ -21,9 +21,11 @@ WITH_DB := python -m media_db.dev.local_server exec --
 REV ?= -1
 RANGE ?=
 M ?=
-# Four workers on 2 cores: a test waits on PostgreSQL, subprocesses and conditions much of
-# its time. tests/deploy (282 tests), quiet: -n 2 4:50, -n 3 4:16, -n 4 3:46, -n 6 4:00.
-PYTEST_ARGS ?= -n 4
+# PYTEST_ARGS replaces a suite's workers: four for the suite on 2 cores, where a test waits on
+# PostgreSQL, subprocesses and conditions much of its time (tests/deploy, 282 tests, quiet:
+# -n 2 4:50, -n 3 4:16, -n 4 3:46, -n 6 4:00); two for the failover tests, each starting a
+# formation of three servers.
+PYTEST_ARGS ?=
 SIZE ?= full
 # The major `make test-image` builds (13, 15 or 17: the Debian packages of bullseye, bookworm, trixie).
 PG ?= 15
@@ -164,16 +166,16 @@ db-check: install ## Connect, print "Database connection successful" and the ser
 DURATIONS := --durations=15 --durations-min=1
 
 test: install ## Run the test suite on real PostgreSQL (see docs/testing.md: which server it uses)
-	pytest $(DURATIONS) $$PYTEST_ARGS
+	pytest $(DURATIONS) $${PYTEST_ARGS:--n 4}
 
 test-failover: install ## The failover tests: workers through a pg_auto_failover primary failover
-	pytest $(DURATIONS) -m failover $$PYTEST_ARGS
+	pytest $(DURATIONS) -m failover $${PYTEST_ARGS:--n 2}
 
 test-image: ## Make a Docker engine available and build the local PostgreSQL test image (PG=13|15|17)
 	scripts/test-image.sh  # reads PG from the environment
 
 test-docker: install test-image ## Run the suite on PostgreSQL in Docker (testcontainers)
-	TEST_DB_BACKEND=docker pytest $(DURATIONS) $$PYTEST_ARGS
+	TEST_DB_BACKEND=docker pytest $(DURATIONS) $${PYTEST_ARGS:--n 4}
 
 test-matrix: install ## The migration tests on every tested major, one line each (images built if missing)
 	python -m tests.matrix $$MAJORS  # split into words on purpose: MAJORS="13 17"
