@@ -3,7 +3,8 @@ reads of them, are media_db/transitions.py): the expand of a rename (its type ch
 not), of a NOT NULL column with a backfill (new, or existing and nullable), of a volatile
 default and of a rewriting type change (its indexes, CHECKs and UNIQUE constraints carried,
 media_db/dependents.py, and a one-column primary key, through unique indexes built beside it:
-retyped_key_indexes, with the foreign keys referencing it), and each one's contract. Each
+retyped_key_indexes, with the foreign keys referencing it; its way down re-runs from any
+point it is cut at, transitions.while_column_sql), and each one's contract. Each
 builder returns the upgrade's steps and leaves the downgrade's with the `Rewrite` (`undo`,
 `trigger_drops`), which the downgrade's plain column operation is replaced by.
 """
@@ -693,13 +694,28 @@ def expand_retype(
         ),
         *(r.to(name, kept, r.name) for r in references),
     ]
+    # The VALIDATEs below commit on their own: a re-run after this transaction committed finds
+    # `kept` renamed back, and skips each step here that cannot run twice.
     undo = [
         Comment(f"{kept} holds every value (the trigger copied each write): nothing is lost."),
-        *lossless_drop(rw, moving, name, moving.source, DOWNGRADE, before=keys_back),
-        Statement(f"ALTER TABLE {table_} RENAME COLUMN {quote(kept)} TO {quote(name)}"),
-        Statement(transitions.not_null_named_sql(table, name)),
+        *lossless_drop(
+            rw, moving, name, moving.source, DOWNGRADE, before=keys_back, until_gone=kept
+        ),
         # The new column's copies went with it: the old ones take their names back.
-        *(Statement(d.renamed_sql(table, transitions.kept_name(d.name), d.name)) for d in carry),
+        *(
+            Statement(
+                transitions.while_column_sql(
+                    table, kept, d.renamed_sql(table, transitions.kept_name(d.name), d.name)
+                )
+            )
+            for d in carry
+        ),
+        Statement(
+            transitions.while_column_sql(
+                table, kept, f"ALTER TABLE {table_} RENAME COLUMN {quote(kept)} TO {quote(name)}"
+            )
+        ),
+        Statement(transitions.not_null_named_sql(table, name)),
     ]
     if was["default"] is not None:
         undo.append(
@@ -829,10 +845,20 @@ def lossless_drop(
     kept: str,
     direction: str,
     before: list[str] | None = None,
+    until_gone: str | None = None,
 ) -> list[ops.MigrateOperation]:
     """Drop `dropped` and the sync trigger, no consent asked: the guard refuses, under the
     drop's lock, if `dropped` holds a value that `kept` does not give back. `before`: SQL run
-    under the same lock just before the column goes."""
+    under the same lock just before the column goes. `until_gone`: a column the same
+    transaction renames or drops later, where later steps of the revision can cut it after it
+    committed: the guard, `before` and the drop then run only while that column is there, so a
+    re-run skips them (transitions.while_column_sql)."""
+
+    def once(sql: str) -> Statement:
+        if until_gone is None:
+            return Statement(sql)
+        return Statement(transitions.while_column_sql(moving.table, until_gone, sql))
+
     rw.lock(
         direction,
         f"drop {moving.table}.{dropped} and the sync trigger {moving.name}: {GUARD_SCAN}",
@@ -841,19 +867,15 @@ def lossless_drop(
     rw.waive(direction, "ban-drop-function", SYNC_DROP)
     prefix = "upgrade_" if direction == UPGRADE else ""
     rw.drops[f"{prefix}lossless_drops_columns"].append(f"{moving.table}.{dropped}")
+    lock, guard = transitions.guarded_drop_sql(
+        moving.table, dropped, kept, kept_column=moving.kind == RENAME and moving.back is None
+    )
     return [
-        *(
-            Statement(sql)
-            for sql in transitions.guarded_drop_sql(
-                moving.table,
-                dropped,
-                kept,
-                kept_column=moving.kind == RENAME and moving.back is None,
-            )
-        ),
+        Statement(lock),
+        once(guard),
         *(Statement(sql) for sql in moving.drop_sql()),
-        *(Statement(sql) for sql in before or []),
-        Statement(f"ALTER TABLE {quote(moving.table)} DROP COLUMN {quote(dropped)}"),
+        *map(once, before or []),
+        once(f"ALTER TABLE {quote(moving.table)} DROP COLUMN {quote(dropped)}"),
     ]
 
 

@@ -1,0 +1,118 @@
+"""A primary key's type change whose foreign keys were carried (`processing_limits.key`
+narrowed, `processing_jobs.probe_limit_key` referencing it), cut after some of its transactions
+committed, finishes when the same command is run again once the cause is fixed, and loses
+nothing (issue 33).
+
+Each run is cut where it commits on its own: a referencing row that does not name a key
+(written with the foreign keys' triggers off, as a bulk load or a replica might) makes a
+VALIDATE fail after the steps before it committed. The expand is cut at its foreign key copy's
+VALIDATE (the unique indexes built, the cutover not yet run); its way down at the foreign key's
+VALIDATE, after the transaction that moved the key back to the old column and dropped the new
+one committed. Each time the row is mended and the plain command run again must reach its
+target, with every key and every job as they were and the catalog the direction leads to.
+"""
+
+from pathlib import Path
+
+from sqlalchemy import URL
+
+from media_db.deploy.project import VERSION_TABLE
+from tests import model_edits
+from tests.autogen.test_a_primary_keys_type_change_keeps_a_unique_key_at_every_step import (
+    KEY,
+    LONG,
+    NARROWED,
+    PRIMARY_KEY,
+    REFERENCING,
+    REFERENCING_DDL,
+)
+from tests.autogen.test_autogenerate_writes_lock_safe_revisions import snapshot
+from tests.autogen.test_expand_contract_keeps_every_writer import (
+    assert_no_drift,
+    catalog_is,
+    execute,
+    ok,
+    scalar,
+)
+from tests.conftest import FreshDatabase
+from tests.helpers import HEAD, NEXT_REVISION, edit, environment, project_copy, run
+
+FKEY = "processing_jobs_probe_limit_key_fkey"
+VERSION = f"SELECT version_num FROM {VERSION_TABLE}"
+# What the keys and the jobs hold: compared before the cut and after the re-run.
+HELD = (
+    "SELECT (SELECT count(*) || ':' || sum(max_running) || ':' || md5(string_agg(key, ',' "
+    "ORDER BY key)) FROM processing_limits) || '/' || (SELECT count(*) || ':' || "
+    "md5(string_agg(probe_limit_key, ',' ORDER BY probe_limit_key)) FROM processing_jobs)"
+)
+ORPHAN = "orphan-key"
+
+
+def orphan_job(url: URL) -> None:
+    """A job naming no key, written past the foreign key's trigger: its next VALIDATE fails."""
+    execute(
+        url,
+        "SET LOCAL session_replication_role = replica; "
+        "INSERT INTO processing_jobs (workflow_type, probe_limit_key) "
+        f"VALUES ('orphan', '{ORPHAN}')",
+    )
+
+
+def cut(project: Path, env: dict[str, str], *command: str) -> str:
+    """`alembic <command>`, which must fail at the foreign key's VALIDATE; the orphan then
+    goes. Returns what it said."""
+    failed = run(["alembic", *command], env, cwd=project)
+    said = failed.stdout + failed.stderr
+    assert failed.returncode != 0, said
+    assert FKEY in said, said
+    assert "Traceback" not in said, said
+    return said
+
+
+def test_a_cut_primary_key_type_change_finishes_when_run_again_both_ways(
+    tmp_path: Path, head_copy: FreshDatabase
+) -> None:
+    project, url = project_copy(tmp_path), head_copy()
+    env, models = environment(url), project / "models" / "media.py"
+    model_edits.existing_column(models, url, "ProcessingJob", REFERENCING, REFERENCING_DDL)
+    execute(
+        url,
+        "INSERT INTO processing_limits (key, max_running) "
+        f"SELECT 'seed-' || g, 1 + g % 7 FROM generate_series(1, 6000) g UNION ALL "
+        f"SELECT '{LONG}', 1; "
+        "INSERT INTO processing_jobs (workflow_type, probe_limit_key) "
+        "SELECT 'seeded', 'seed-' || g FROM generate_series(1, 6000, 3) g",
+    )
+    held, before = scalar(url, HELD), snapshot(url)
+    edit(models, (KEY, NARROWED))
+    ok(["make", "revision", "M=narrow processing_limits.key"], env, project)
+
+    # The expand, cut at its foreign key copy's VALIDATE: the indexes it built stay.
+    orphan_job(url)
+    cut(project, env, "upgrade", "head")
+    assert scalar(url, VERSION) == HEAD
+    assert scalar(url, "SELECT to_regclass('processing_limits_pkey__old') IS NOT NULL")
+    execute(url, f"DELETE FROM processing_jobs WHERE probe_limit_key = '{ORPHAN}'")
+    ok(["alembic", "upgrade", "head"], env, project)
+    assert scalar(url, VERSION) == NEXT_REVISION
+    assert scalar(url, PRIMARY_KEY) == "processing_limits_pkey PRIMARY KEY (key)"
+    assert scalar(url, "SELECT count(*) FROM processing_limits WHERE key__old <> key") == 1
+    assert_no_drift(ok(["make", "verify"], env, project))
+    expanded = snapshot(url)
+
+    # The way down, cut at the foreign key's VALIDATE: the key is back on the old column, the
+    # new column gone, and the revision is still the expand.
+    orphan_job(url)
+    cut(project, env, "downgrade", "-1")
+    assert scalar(url, VERSION) == NEXT_REVISION
+    assert scalar(url, f"SELECT NOT convalidated FROM pg_constraint WHERE conname = '{FKEY}'")
+    assert scalar(url, "SELECT to_regclass('processing_limits_pkey__old') IS NULL")
+    execute(url, f"DELETE FROM processing_jobs WHERE probe_limit_key = '{ORPHAN}'")
+    ok(["alembic", "downgrade", "-1"], env, project)
+    assert scalar(url, VERSION) == HEAD
+    catalog_is(url, before)
+    assert scalar(url, HELD) == held  # every key, its value and every job, as they were
+
+    # And up again from there, as far as it went before.
+    ok(["alembic", "upgrade", "head"], env, project)
+    catalog_is(url, expanded)
