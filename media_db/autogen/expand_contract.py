@@ -15,7 +15,7 @@ from typing import Any
 from alembic.operations import ops
 from alembic_utils.pg_function import PGFunction
 from alembic_utils.reversible_op import DropOp, ReplaceOp
-from sqlalchemy import CheckConstraint, Column, Connection, UniqueConstraint
+from sqlalchemy import CheckConstraint, Column, Connection, UniqueConstraint, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex
 
@@ -140,6 +140,9 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
     )
     if old_type != new_type and retyped is None:
         return [add]
+    if retyped and (refused := refused_foreign_keys(rw, table, new.name, new_type)):
+        rw.refusals.append(f"{where}: {refused}")
+        return [add]
     old_default, new_default = was["default"], forms.default_sql(new)
     # Defaults the trigger can compare with (none volatile) stay on both columns; otherwise
     # the old one's would hide what a writer of the new name gave, and goes for the transition.
@@ -218,6 +221,27 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
         *restore,
     ]
     return steps
+
+
+def refused_foreign_keys(rw: Rewrite, table: str, column: str, new_type: str) -> str | None:
+    """Why the foreign keys the models declare over `column`, of `new_type`, cannot be built
+    (the server asked: refused_referencing_type), or None. The expand would add them (NOT
+    VALID, then VALIDATE) and fail there, after the steps before it committed."""
+    model = transitions.column_named(rw.metadata.tables.get(table), column)
+    for key in model.foreign_keys if model is not None else ():
+        target = key.column
+        if rw.connection.scalar(text("SELECT to_regclass(:t)"), {"t": quote(target.table.name)}):
+            why = refused_referencing_type(
+                rw.connection, column, new_type, target.table.name, target.name
+            )
+            if why is not None:
+                return (
+                    f"its foreign key to {target.table.name}.{target.name} cannot be over "
+                    f"{new_type} ({why}). Rename it with its type as it is (its foreign key "
+                    "follows it), or take the ForeignKey off the model in a revision of its "
+                    "own first"
+                )
+    return None
 
 
 def primary_key_index(
@@ -334,21 +358,46 @@ def refused_reference(
     rolled back: nothing of ours is locked or changed beyond the copies' brief reads."""
     parent = transitions.identifier(f"media_db_probe_{table}")
     child = transitions.identifier(f"media_db_probe_{reference.table}_child")
+    return refused_by_server(
+        connection,
+        f"CREATE TEMPORARY TABLE {quote(parent)} (LIKE {quote(table)})",
+        f"ALTER TABLE {quote(parent)} ALTER COLUMN {quote(column)} TYPE {new_type} USING NULL",
+        f"CREATE UNIQUE INDEX ON {quote(parent)} ({quote(column)})",
+        f"CREATE TEMPORARY TABLE {quote(child)} (LIKE {quote(reference.table)})",
+        # The column as the catalog prints it (quoted where it must be).
+        f"ALTER TABLE {quote(child)} ADD FOREIGN KEY ({reference.column}) "
+        f"REFERENCES {quote(parent)} ({quote(column)}) NOT VALID",
+    )
+
+
+def refused_referencing_type(
+    connection: Connection, name: str, type_: str, table: str, column: str
+) -> str | None:
+    """The server's refusal of a column `name` of `type_` referencing `column` of `table` as
+    it is, or None: asked as refused_reference is."""
+    parent = transitions.identifier(f"media_db_probe_{table}")
+    child = transitions.identifier(f"media_db_probe_{table}_child")
+    return refused_by_server(
+        connection,
+        f"CREATE TEMPORARY TABLE {quote(parent)} (LIKE {quote(table)})",
+        f"CREATE UNIQUE INDEX ON {quote(parent)} ({quote(column)})",
+        f"CREATE TEMPORARY TABLE {quote(child)} ({quote(name)} {type_})",
+        f"ALTER TABLE {quote(child)} ADD FOREIGN KEY ({quote(name)}) "
+        f"REFERENCES {quote(parent)} ({quote(column)}) NOT VALID",
+    )
+
+
+def refused_by_server(connection: Connection, *statements: str) -> str | None:
+    """The server's refusal of `statements` (its detail where it gives one: `Key columns ...
+    are of incompatible types`, else its message's first line), run in a savepoint rolled back
+    whatever happens, or None."""
     with connection.begin_nested() as savepoint:
         try:
-            for sql in (
-                f"CREATE TEMPORARY TABLE {quote(parent)} (LIKE {quote(table)})",
-                f"ALTER TABLE {quote(parent)} ALTER COLUMN {quote(column)} TYPE {new_type} "
-                "USING NULL",
-                f"CREATE UNIQUE INDEX ON {quote(parent)} ({quote(column)})",
-                f"CREATE TEMPORARY TABLE {quote(child)} (LIKE {quote(reference.table)})",
-                # The column as the catalog prints it (quoted where it must be).
-                f"ALTER TABLE {quote(child)} ADD FOREIGN KEY ({reference.column}) "
-                f"REFERENCES {quote(parent)} ({quote(column)}) NOT VALID",
-            ):
+            for sql in statements:
                 connection.exec_driver_sql(sql)
         except DBAPIError as error:
-            return str(error.orig).splitlines()[0]
+            detail = getattr(getattr(error.orig, "diag", None), "message_detail", None)
+            return str(detail or str(error.orig).splitlines()[0]).rstrip(".")
         finally:
             savepoint.rollback()
     return None
