@@ -14,12 +14,15 @@ time the cause is mended and the plain command run again must reach its target, 
 key and every job as they were and the catalog the direction leads to.
 """
 
+import subprocess
+import threading
 from pathlib import Path
 
-from sqlalchemy import URL
+from sqlalchemy import URL, create_engine, pool, text
 
+from media_db.deploy import catalog
 from media_db.deploy.project import VERSION_TABLE
-from tests import model_edits
+from tests import faults, model_edits
 from tests.autogen.test_a_primary_keys_type_change_keeps_a_unique_key_at_every_step import (
     KEY,
     LONG,
@@ -38,7 +41,9 @@ from tests.autogen.test_expand_contract_keeps_every_writer import (
     scalar,
 )
 from tests.conftest import FreshDatabase
-from tests.helpers import HEAD, NEXT_REVISION, edit, environment, project_copy, run
+from tests.deploy.test_fault_lock_blocker_during_0005_validate import RETRY_NOTHING
+from tests.faults import failure_line, wait_until
+from tests.helpers import BIN, HEAD, NEXT_REVISION, edit, environment, project_copy, run, start
 
 FKEY = "processing_jobs_probe_limit_key_fkey"
 VERSION = f"SELECT version_num FROM {VERSION_TABLE}"
@@ -71,9 +76,12 @@ def cut(project: Path, env: dict[str, str], *command: str) -> str:
     return said
 
 
-def test_a_cut_primary_key_type_change_finishes_when_run_again_both_ways(
+def narrowing(
     tmp_path: Path, head_copy: FreshDatabase
-) -> None:
+) -> tuple[Path, URL, dict[str, str], str, catalog.Catalog]:
+    """A project whose next revision narrows the referenced key, written, not applied, over
+    seeded keys and jobs: the project, the URL, its environment, what the tables hold
+    (HELD) and the catalog."""
     project, url = project_copy(tmp_path), head_copy()
     env, models = environment(url), project / "models" / "media.py"
     model_edits.existing_column(models, url, "ProcessingJob", REFERENCING, REFERENCING_DDL)
@@ -88,6 +96,13 @@ def test_a_cut_primary_key_type_change_finishes_when_run_again_both_ways(
     held, before = scalar(url, HELD), snapshot(url)
     edit(models, (KEY, NARROWED))
     ok(["make", "revision", "M=narrow processing_limits.key"], env, project)
+    return project, url, env, held, before
+
+
+def test_a_cut_primary_key_type_change_finishes_when_run_again_both_ways(
+    tmp_path: Path, head_copy: FreshDatabase
+) -> None:
+    project, url, env, held, before = narrowing(tmp_path, head_copy)
 
     # The expand, cut at the shadow's unique index (two keys the same once narrowed: the
     # failed build leaves it INVALID), then at its foreign key copy's VALIDATE.
@@ -130,3 +145,56 @@ def test_a_cut_primary_key_type_change_finishes_when_run_again_both_ways(
     # And up again from there, as far as it went before.
     ok(["alembic", "upgrade", "head"], env, project)
     catalog_is(url, expanded)
+
+
+# The way down's wait for processing_jobs, holding processing_limits (its first lock).
+WAITING = """
+    SELECT count(*) FROM pg_locks
+    WHERE relation = 'processing_jobs'::regclass AND NOT granted AND mode = :mode
+"""
+
+
+def test_a_way_down_cut_by_a_lock_timeout_at_its_validate_finishes_when_run_again(
+    tmp_path: Path, head_copy: FreshDatabase
+) -> None:
+    """As tests/deploy/test_fault_lock_blocker_during_0005_validate.py cuts 0005's way down:
+    a reader keeps the way down waiting for processing_jobs, and a blocker queued behind it
+    holds that table the moment the transaction moving the key back commits, so the VALIDATE
+    after it times out (no retry). Once the blocker is gone the same command finishes."""
+    project, url, env, held, before = narrowing(tmp_path, head_copy)
+    ok(["alembic", "upgrade", "head"], env, project)
+    engine = create_engine(url, poolclass=pool.NullPool)
+    reader, blocker = engine.connect(), engine.connect()
+    reader.execute(text("SELECT count(*) FROM processing_jobs"))
+    downgrade = start([str(BIN / "alembic"), *RETRY_NOTHING, "downgrade", "-1"], env, project)
+    with engine.connect() as watcher:
+        wait_until(
+            lambda: faults.scalar(watcher, WAITING, mode="AccessExclusiveLock"),
+            "the way down waits for processing_jobs",
+        )
+        locking = threading.Thread(
+            target=blocker.execute,
+            args=(text("LOCK TABLE processing_jobs IN SHARE UPDATE EXCLUSIVE MODE"),),
+        )
+        locking.start()
+        wait_until(
+            lambda: faults.scalar(watcher, WAITING, mode="ShareUpdateExclusiveLock"),
+            "the blocker queues behind the way down",
+        )
+    reader.rollback()
+    stdout, stderr = downgrade.communicate(timeout=300)
+    locking.join()
+    line = failure_line(
+        subprocess.CompletedProcess(downgrade.args, downgrade.returncode, stdout, stderr)
+    )
+    assert "gave up after 1 attempt" in line, line
+    assert f"the database is at revision {NEXT_REVISION}" in line, line
+    assert scalar(url, "SELECT to_regclass('processing_limits_pkey__old') IS NULL")  # moved back
+    blocker.commit()
+    blocker.close()
+    reader.close()
+
+    ok(["alembic", "downgrade", "-1"], env, project)
+    assert scalar(url, VERSION) == HEAD
+    catalog_is(url, before)
+    assert scalar(url, HELD) == held
