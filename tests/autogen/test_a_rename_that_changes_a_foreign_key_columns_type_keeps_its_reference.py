@@ -31,11 +31,12 @@ from tests.autogen.test_expand_contract_keeps_every_writer import (
     execute,
     migrate,
     ok,
+    refused,
     scalar,
     writing,
 )
 from tests.conftest import FreshDatabase
-from tests.helpers import edit, environment, project_copy, run
+from tests.helpers import edit, environment, project_copy
 
 RENAMED = (
     'probe_limit_key: Mapped[str | None] = mapped_column("probe_limit", Text, '
@@ -156,20 +157,13 @@ def test_a_renamed_foreign_key_column_whose_new_type_cannot_reference_the_key_is
     tmp_path: Path, head_copy: FreshDatabase
 ) -> None:
     project, url = project_copy(tmp_path), head_copy()
-    versions = sorted((project / "alembic" / "versions").glob("*.py"))
     edit(project / "models" / "media.py", (JOB, JOB_AS_TEXT))
-    made = run(["make", "revision", "M=media_ref"], environment(url), cwd=project)
-    said = made.stdout + made.stderr
-    assert made.returncode != 0, said
-    assert "Traceback" not in said, said
-    [refusal] = [
-        line for line in said.splitlines() if "add_column processing_jobs.media_ref" in line
-    ]
-    for named in (
+    refused(
+        project,
+        url,
+        "add_column processing_jobs.media_ref",
         "(renamed from media_item_id)",
         "its foreign key to media_items.id cannot be over TEXT",
         "incompatible types: text and uuid",
         "Rename it with its type as it is",
-    ):
-        assert named in refusal, refusal
-    assert sorted((project / "alembic" / "versions").glob("*.py")) == versions
+    )
