@@ -219,6 +219,20 @@ def not_null_named_sql(table: str, column: str) -> str:
     )
 
 
+def while_column_sql(table: str, column: str, sql: str) -> str:
+    """`sql` (one statement, or a DO block) run only while `table` has the column `column`:
+    a step of a transaction that drops or renames that column, which a re-run after the
+    transaction committed (a later step of the same revision cut it) skips instead of failing
+    on what is gone, or dropping what came back."""
+    there = (
+        "EXISTS (SELECT FROM pg_attribute WHERE attrelid = "
+        f"to_regclass({literal(quote(table))}) AND attname = {literal(column)} "
+        "AND NOT attisdropped)"
+    )
+    step = f"EXECUTE {literal(sql)}" if sql.startswith("DO ") else sql
+    return f"DO $while$ BEGIN IF {there} THEN {step}; END IF; END $while$"
+
+
 # --- backfills and guards (any column filled from an expression over the row) -----------------
 
 

@@ -3,7 +3,8 @@ reads of them, are media_db/transitions.py): the expand of a rename (its type ch
 not), of a NOT NULL column with a backfill (new, or existing and nullable), of a volatile
 default and of a rewriting type change (its indexes, CHECKs and UNIQUE constraints carried,
 media_db/dependents.py, and a one-column primary key, through unique indexes built beside it:
-retyped_key_indexes, with the foreign keys referencing it), and each one's contract. Each
+retyped_key_indexes, with the foreign keys referencing it; its way down re-runs from any
+point it is cut at, transitions.while_column_sql), and each one's contract. Each
 builder returns the upgrade's steps and leaves the downgrade's with the `Rewrite` (`undo`,
 `trigger_drops`), which the downgrade's plain column operation is replaced by.
 """
@@ -14,7 +15,7 @@ from typing import Any
 from alembic.operations import ops
 from alembic_utils.pg_function import PGFunction
 from alembic_utils.reversible_op import DropOp, ReplaceOp
-from sqlalchemy import CheckConstraint, Column, Connection, UniqueConstraint
+from sqlalchemy import CheckConstraint, Column, Connection, UniqueConstraint, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex
 
@@ -139,6 +140,9 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
     )
     if old_type != new_type and retyped is None:
         return [add]
+    if retyped and (refused := refused_foreign_keys(rw, table, new.name, new_type)):
+        rw.refusals.append(f"{where}: {refused}")
+        return [add]
     old_default, new_default = was["default"], forms.default_sql(new)
     # Defaults the trigger can compare with (none volatile) stay on both columns; otherwise
     # the old one's would hide what a writer of the new name gave, and goes for the transition.
@@ -217,6 +221,27 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
         *restore,
     ]
     return steps
+
+
+def refused_foreign_keys(rw: Rewrite, table: str, column: str, new_type: str) -> str | None:
+    """Why the foreign keys the models declare over `column`, of `new_type`, cannot be built
+    (the server asked: refused_referencing_type), or None. The expand would add them (NOT
+    VALID, then VALIDATE) and fail there, after the steps before it committed."""
+    model = transitions.column_named(rw.metadata.tables.get(table), column)
+    for key in model.foreign_keys if model is not None else ():
+        target = key.column
+        if rw.connection.scalar(text("SELECT to_regclass(:t)"), {"t": quote(target.table.name)}):
+            why = refused_referencing_type(
+                rw.connection, column, new_type, target.table.name, target.name
+            )
+            if why is not None:
+                return (
+                    f"its foreign key to {target.table.name}.{target.name} cannot be over "
+                    f"{new_type} ({why}). Rename it with its type as it is (its foreign key "
+                    "follows it), or take the ForeignKey off the model in a revision of its "
+                    "own first"
+                )
+    return None
 
 
 def primary_key_index(
@@ -333,21 +358,46 @@ def refused_reference(
     rolled back: nothing of ours is locked or changed beyond the copies' brief reads."""
     parent = transitions.identifier(f"media_db_probe_{table}")
     child = transitions.identifier(f"media_db_probe_{reference.table}_child")
+    return refused_by_server(
+        connection,
+        f"CREATE TEMPORARY TABLE {quote(parent)} (LIKE {quote(table)})",
+        f"ALTER TABLE {quote(parent)} ALTER COLUMN {quote(column)} TYPE {new_type} USING NULL",
+        f"CREATE UNIQUE INDEX ON {quote(parent)} ({quote(column)})",
+        f"CREATE TEMPORARY TABLE {quote(child)} (LIKE {quote(reference.table)})",
+        # The column as the catalog prints it (quoted where it must be).
+        f"ALTER TABLE {quote(child)} ADD FOREIGN KEY ({reference.column}) "
+        f"REFERENCES {quote(parent)} ({quote(column)}) NOT VALID",
+    )
+
+
+def refused_referencing_type(
+    connection: Connection, name: str, type_: str, table: str, column: str
+) -> str | None:
+    """The server's refusal of a column `name` of `type_` referencing `column` of `table` as
+    it is, or None: asked as refused_reference is."""
+    parent = transitions.identifier(f"media_db_probe_{table}")
+    child = transitions.identifier(f"media_db_probe_{table}_child")
+    return refused_by_server(
+        connection,
+        f"CREATE TEMPORARY TABLE {quote(parent)} (LIKE {quote(table)})",
+        f"CREATE UNIQUE INDEX ON {quote(parent)} ({quote(column)})",
+        f"CREATE TEMPORARY TABLE {quote(child)} ({quote(name)} {type_})",
+        f"ALTER TABLE {quote(child)} ADD FOREIGN KEY ({quote(name)}) "
+        f"REFERENCES {quote(parent)} ({quote(column)}) NOT VALID",
+    )
+
+
+def refused_by_server(connection: Connection, *statements: str) -> str | None:
+    """The server's refusal of `statements` (its detail where it gives one: `Key columns ...
+    are of incompatible types`, else its message's first line), run in a savepoint rolled back
+    whatever happens, or None."""
     with connection.begin_nested() as savepoint:
         try:
-            for sql in (
-                f"CREATE TEMPORARY TABLE {quote(parent)} (LIKE {quote(table)})",
-                f"ALTER TABLE {quote(parent)} ALTER COLUMN {quote(column)} TYPE {new_type} "
-                "USING NULL",
-                f"CREATE UNIQUE INDEX ON {quote(parent)} ({quote(column)})",
-                f"CREATE TEMPORARY TABLE {quote(child)} (LIKE {quote(reference.table)})",
-                # The column as the catalog prints it (quoted where it must be).
-                f"ALTER TABLE {quote(child)} ADD FOREIGN KEY ({reference.column}) "
-                f"REFERENCES {quote(parent)} ({quote(column)}) NOT VALID",
-            ):
+            for sql in statements:
                 connection.exec_driver_sql(sql)
         except DBAPIError as error:
-            return str(error.orig).splitlines()[0]
+            detail = getattr(getattr(error.orig, "diag", None), "message_detail", None)
+            return str(detail or str(error.orig).splitlines()[0]).rstrip(".")
         finally:
             savepoint.rollback()
     return None
@@ -693,13 +743,28 @@ def expand_retype(
         ),
         *(r.to(name, kept, r.name) for r in references),
     ]
+    # The VALIDATEs below commit on their own: a re-run after this transaction committed finds
+    # `kept` renamed back, and skips each step here that cannot run twice.
     undo = [
         Comment(f"{kept} holds every value (the trigger copied each write): nothing is lost."),
-        *lossless_drop(rw, moving, name, moving.source, DOWNGRADE, before=keys_back),
-        Statement(f"ALTER TABLE {table_} RENAME COLUMN {quote(kept)} TO {quote(name)}"),
-        Statement(transitions.not_null_named_sql(table, name)),
+        *lossless_drop(
+            rw, moving, name, moving.source, DOWNGRADE, before=keys_back, until_gone=kept
+        ),
         # The new column's copies went with it: the old ones take their names back.
-        *(Statement(d.renamed_sql(table, transitions.kept_name(d.name), d.name)) for d in carry),
+        *(
+            Statement(
+                transitions.while_column_sql(
+                    table, kept, d.renamed_sql(table, transitions.kept_name(d.name), d.name)
+                )
+            )
+            for d in carry
+        ),
+        Statement(
+            transitions.while_column_sql(
+                table, kept, f"ALTER TABLE {table_} RENAME COLUMN {quote(kept)} TO {quote(name)}"
+            )
+        ),
+        Statement(transitions.not_null_named_sql(table, name)),
     ]
     if was["default"] is not None:
         undo.append(
@@ -829,10 +894,20 @@ def lossless_drop(
     kept: str,
     direction: str,
     before: list[str] | None = None,
+    until_gone: str | None = None,
 ) -> list[ops.MigrateOperation]:
     """Drop `dropped` and the sync trigger, no consent asked: the guard refuses, under the
     drop's lock, if `dropped` holds a value that `kept` does not give back. `before`: SQL run
-    under the same lock just before the column goes."""
+    under the same lock just before the column goes. `until_gone`: a column the same
+    transaction renames or drops later, where later steps of the revision can cut it after it
+    committed: the guard, `before` and the drop then run only while that column is there, so a
+    re-run skips them (transitions.while_column_sql)."""
+
+    def once(sql: str) -> Statement:
+        if until_gone is None:
+            return Statement(sql)
+        return Statement(transitions.while_column_sql(moving.table, until_gone, sql))
+
     rw.lock(
         direction,
         f"drop {moving.table}.{dropped} and the sync trigger {moving.name}: {GUARD_SCAN}",
@@ -841,19 +916,15 @@ def lossless_drop(
     rw.waive(direction, "ban-drop-function", SYNC_DROP)
     prefix = "upgrade_" if direction == UPGRADE else ""
     rw.drops[f"{prefix}lossless_drops_columns"].append(f"{moving.table}.{dropped}")
+    lock, guard = transitions.guarded_drop_sql(
+        moving.table, dropped, kept, kept_column=moving.kind == RENAME and moving.back is None
+    )
     return [
-        *(
-            Statement(sql)
-            for sql in transitions.guarded_drop_sql(
-                moving.table,
-                dropped,
-                kept,
-                kept_column=moving.kind == RENAME and moving.back is None,
-            )
-        ),
+        Statement(lock),
+        once(guard),
         *(Statement(sql) for sql in moving.drop_sql()),
-        *(Statement(sql) for sql in before or []),
-        Statement(f"ALTER TABLE {quote(moving.table)} DROP COLUMN {quote(dropped)}"),
+        *map(once, before or []),
+        once(f"ALTER TABLE {quote(moving.table)} DROP COLUMN {quote(dropped)}"),
     ]
 
 

@@ -33,12 +33,13 @@ from tests.autogen.test_expand_contract_keeps_every_writer import (
     execute,
     migrate,
     ok,
+    refused,
     revision_text,
     scalar,
     writing,
 )
 from tests.conftest import FreshDatabase
-from tests.helpers import NEXT_REVISION, api_works, edit, environment, project_copy, run
+from tests.helpers import NEXT_REVISION, api_works, edit, environment, project_copy
 
 KEY = "    key: Mapped[str] = mapped_column(String(50), primary_key=True)\n"
 NARROWED = (
@@ -205,18 +206,13 @@ def test_a_key_its_references_cannot_follow_to_the_new_type_is_refused_naming_th
     text key, so no expand could carry them; the one refusal line names both referencing
     columns and what to do instead, and nothing is written."""
     project, url = project_copy(tmp_path), head_copy()
-    versions = sorted((project / "alembic" / "versions").glob("*.py"))
     edit(project / "models" / "media.py", (MEDIA_ID, MEDIA_ID_AS_TEXT))
-    made = run(["make", "revision", "M=media_items.id as text"], environment(url), cwd=project)
-    said = made.stdout + made.stderr
-    assert made.returncode != 0, said
-    assert "Traceback" not in said, said
-    [refusal] = [line for line in said.splitlines() if "alter_column media_items.id" in line]
-    for named in (
+    refused(
+        project,
+        url,
+        "alter_column media_items.id",
         "analysis_results.media_item_id (analysis_results_media_item_id_fkey)",
         "processing_jobs.media_item_id (processing_jobs_media_item_id_fkey)",
         "cannot reference TEXT",
         "drop those foreign keys in a revision before this one",
-    ):
-        assert named in refusal, refusal
-    assert sorted((project / "alembic" / "versions").glob("*.py")) == versions
+    )

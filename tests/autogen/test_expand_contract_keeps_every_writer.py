@@ -117,6 +117,21 @@ def ok(args: list[str], env: dict[str, str], project: Path) -> str:
     return done.stdout + done.stderr
 
 
+def refused(project: Path, url: URL, where: str, *named: str) -> str:
+    """`make revision`, which must refuse the change at `where` in one line naming each of
+    `named`, with no traceback, and write nothing: that line."""
+    versions = sorted((project / "alembic" / "versions").glob("*.py"))
+    made = run(["make", "revision", "M=refused"], environment(url), cwd=project)
+    said = made.stdout + made.stderr
+    assert made.returncode != 0, said
+    assert "Traceback" not in said, said
+    [refusal] = [line for line in said.splitlines() if where in line]
+    for name in named:
+        assert name in refusal, refusal
+    assert sorted((project / "alembic" / "versions").glob("*.py")) == versions
+    return refusal
+
+
 def migrate(project: Path, url: URL, step: str, target: str, *x: str) -> None:
     """An alembic step, run in process on the copy's revisions: these tests check what the
     revisions do, not the command line (tests/deploy does; a refusal's text is read from a
