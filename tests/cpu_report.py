@@ -3,7 +3,8 @@
 Each test's CPU is user + sys of the pytest process and of the children it waited for
 (RUSAGE_SELF + RUSAGE_CHILDREN), over its setup, call and teardown. Python processes started
 under it log themselves at exit (a sitecustomize put on PYTHONPATH), so the report also counts
-the interpreters each test started. Each xdist worker writes a JSON file; the main process merges
+the interpreters each test started (not those killed by a signal, nor those given an environment
+without PYTHONPATH). Each xdist worker writes a JSON file; the main process merges
 them and prints the 25 costliest tests.
 """
 
