@@ -20,6 +20,8 @@ from tests.helpers import REPO_ROOT, close_started
 from tests.helpers import alembic_config as make_alembic_config
 from tests.servers import DatabaseServer, NoTestServer, start_server
 
+pytest_plugins = ("tests.cpu_report",)
+
 FreshDatabase = Callable[[], URL]
 
 

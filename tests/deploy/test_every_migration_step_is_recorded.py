@@ -13,10 +13,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, Engine, create_engine, pool, text
 
 from media_db.deploy import history
+from media_db.deploy.project import offline_sql
 from media_db.dev.embedded import client
 from tests.conftest import FreshDatabase
 from tests.deploy.test_offline_sql_matches_online import psql_environment
-from tests.helpers import HEAD, NEXT_REVISION, alembic_config, environment, project_copy, run
+from tests.helpers import HEAD, NEXT_REVISION, alembic_config, project_copy, run
 
 REVISIONS = [
     s.revision
@@ -117,13 +118,14 @@ def test_a_failed_step_is_recorded_although_its_transaction_rolled_back(
 
 
 def test_offline_script_records_the_same_steps(fresh_database: FreshDatabase) -> None:
-    offline = run(["alembic", "upgrade", "head", "--sql"], environment())
-    assert offline.returncode == 0, offline.stderr
+    # In process, as `make sql` writes it: the `--sql` command line is the subject of
+    # test_offline_sql_matches_online.
+    offline = offline_sql("upgrade", "head")
     url: URL = fresh_database()
     applied = run(
         [str(client("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"],
         psql_environment(url),
-        stdin=offline.stdout,
+        stdin=offline,
     )
     assert applied.returncode == 0, applied.stderr
     assert "pending" not in applied.stderr  # no notice from our history blocks

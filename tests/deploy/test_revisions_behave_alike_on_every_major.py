@@ -8,7 +8,8 @@ import pytest
 from alembic import command
 from sqlalchemy import Connection, Engine, text
 
-from tests.helpers import OURS, alembic_config, environment, run
+from media_db.deploy.project import offline_sql
+from tests.helpers import OURS, alembic_config
 
 # make test-matrix runs these on every PostgreSQL major.
 pytestmark = pytest.mark.matrix
@@ -50,11 +51,11 @@ INSERT INTO analysis_results (analysis_type, provider, status, media_item_id)
 
 
 def revision_sql(revision: str) -> list[str]:
-    """The revision's offline SQL, statement by statement, without its BEGIN and COMMIT."""
+    """The revision's offline SQL, statement by statement, without its BEGIN and COMMIT. In
+    process, as `make sql` gets it: the `--sql` command line is tests/deploy's
+    test_offline_sql_matches_online's subject."""
     previous = f"{int(revision) - 1:04d}"
-    result = run(["alembic", "upgrade", f"{previous}:{revision}", "--sql"], environment())
-    assert result.returncode == 0, result.stderr
-    statements = re.split(r";\n(?=\n|$)", result.stdout)
+    statements = re.split(r";\n(?=\n|$)", offline_sql("upgrade", f"{previous}:{revision}"))
     return [s.strip() for s in statements if s.strip() and s.strip() not in ("BEGIN", "COMMIT")]
 
 
