@@ -10,18 +10,13 @@ Limits are set from code (JobQueue.set_limit, clear_limit, pause, resume; docs/q
 Exit status: 0, or 3 when the database cannot be reached.
 """
 
-import argparse
-import json
 import sys
 from dataclasses import asdict, dataclass
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import SQLAlchemyError
 
-from media_db.connect import open_connection
-from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
+from media_db.deploy.reading import read_and_print
 
 # Counted as the claim counts (processing_limits_room, models/triggers.py): running jobs of
 # the key, its starts within its window (1 s; 1/per_second s below 1), and its due jobs.
@@ -111,28 +106,17 @@ def render(states: list[KeyState] | None) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="make limits", description=__doc__.split("\n")[0])
-    parser.add_argument("--json", action="store_true", help="one JSON array on stdout")
-    args = parser.parse_args(argv)
-    try:
-        connection = open_connection("limits")
-        with connection:
-            states = key_states(connection)
-    except DatabaseUnavailable as error:
-        print(error, file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    except SQLAlchemyError as error:
-        orig = getattr(error, "orig", None) or error
-        print(f"Cannot read the limits: {' '.join(str(orig).split())}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    if args.json:
-        found: list[dict[str, Any]] | None = (
+    return read_and_print(
+        argv,
+        "make limits",
+        __doc__.split("\n")[0],
+        "limits",
+        key_states,
+        render,
+        lambda states: (
             None if states is None else [asdict(s) | {"at_limit": s.at_limit} for s in states]
-        )
-        print(json.dumps(found, indent=2))
-    else:
-        print(render(states))
-    return 0
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -12,17 +12,12 @@ processing_jobs once (their dedupe keys; a live job's through its index).
 Exit status: 0, or 3 when the database cannot be reached.
 """
 
-import argparse
-import json
 import sys
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from sqlalchemy import Connection, select, text
-from sqlalchemy.exc import SQLAlchemyError
 
-from media_db.connect import open_connection
-from media_db.errors import EXIT_UNAVAILABLE, DatabaseUnavailable
+from media_db.deploy.reading import read_and_print
 from media_db.repositories.jobs import JOBS
 from media_db.repositories.periodic import KEY_FORMAT, SCHEDULES
 
@@ -87,28 +82,15 @@ def render(states: list[PeriodState] | None) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="make schedules", description=__doc__.split("\n")[0])
-    parser.add_argument("--json", action="store_true", help="one JSON array on stdout")
-    args = parser.parse_args(argv)
-    try:
-        connection = open_connection("schedules")
-        with connection:
-            states = period_states(connection)
-    except DatabaseUnavailable as error:
-        print(error, file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    except SQLAlchemyError as error:
-        orig = getattr(error, "orig", None) or error
-        print(f"Cannot read the schedules: {' '.join(str(orig).split())}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    if args.json:
-        found: list[dict[str, Any]] | None = (
-            None if states is None else [asdict(state) for state in states]
-        )
-        print(json.dumps(found, indent=2))
-    else:
-        print(render(states))
-    return 0
+    return read_and_print(
+        argv,
+        "make schedules",
+        __doc__.split("\n")[0],
+        "schedules",
+        period_states,
+        render,
+        lambda states: None if states is None else [asdict(state) for state in states],
+    )
 
 
 if __name__ == "__main__":
