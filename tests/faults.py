@@ -2,12 +2,21 @@
 `make verify` finds the live schema identical to the models, and no committed row was lost."""
 
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import URL, Connection, create_engine, pool, text
 
 from tests.helpers import HEAD, environment, run
+
+# A migration that gives up at its first lock timeout (a cut, where a deploy would retry).
+RETRY_NOTHING = ["-x", "lock_timeout=2s", "-x", "lock-retries=0"]
+WAITING_FOR = """
+    SELECT count(*) FROM pg_locks
+    WHERE relation = to_regclass(:table) AND NOT granted AND mode = :mode
+"""
 
 # Counted before the fault and after the recovery: every one must still be there.
 TABLES = ("media_items", "analysis_results", "processing_jobs")
@@ -73,3 +82,45 @@ def scalar(connection: Connection, sql: str, **params: object) -> object:
     value = connection.execute(text(sql), params).scalar()
     connection.rollback()
     return value
+
+
+@contextmanager
+def cut_by_a_queued_blocker(
+    url: URL,
+    table: str,
+    start_migration: Callable[[], subprocess.Popen[str]],
+    migration_waits: Callable[[Connection], object],
+) -> Iterator[subprocess.CompletedProcess[str]]:
+    """A reader keeps the migration's ACCESS EXCLUSIVE request on `table` waiting (until
+    `migration_waits`); a second session queues SHARE UPDATE EXCLUSIVE behind it, so it holds
+    the table the moment the migration's transaction commits, and the migration's next step
+    that needs it (a VALIDATE) times out. Yields the migration's finished run; the blocker lets
+    go after the block."""
+    engine = create_engine(url, poolclass=pool.NullPool)
+    reader, blocker = engine.connect(), engine.connect()
+    migration = None
+    try:
+        reader.execute(text(f"SELECT count(*) FROM {table}"))
+        migration = start_migration()
+        with engine.connect() as watcher:
+            wait_until(lambda: migration_waits(watcher), f"the migration waits for {table}")
+            locking = threading.Thread(
+                target=blocker.execute,
+                args=(text(f"LOCK TABLE {table} IN SHARE UPDATE EXCLUSIVE MODE"),),
+            )
+            locking.start()
+            wait_until(
+                lambda: scalar(watcher, WAITING_FOR, table=table, mode="ShareUpdateExclusiveLock"),
+                "the blocker queues behind the migration",
+            )
+        reader.rollback()
+        stdout, stderr = migration.communicate(timeout=300)
+        locking.join()
+        yield subprocess.CompletedProcess(migration.args, migration.returncode, stdout, stderr)
+        blocker.commit()
+    finally:
+        if migration is not None and migration.poll() is None:  # a wait above failed
+            migration.kill()
+            migration.communicate()
+        blocker.close()
+        reader.close()

@@ -14,11 +14,9 @@ time the cause is mended and the plain command run again must reach its target, 
 key and every job as they were and the catalog the direction leads to.
 """
 
-import subprocess
-import threading
 from pathlib import Path
 
-from sqlalchemy import URL, create_engine, pool, text
+from sqlalchemy import URL
 
 from media_db.deploy import catalog
 from media_db.deploy.project import VERSION_TABLE
@@ -41,8 +39,7 @@ from tests.autogen.test_expand_contract_keeps_every_writer import (
     scalar,
 )
 from tests.conftest import FreshDatabase
-from tests.deploy.test_fault_lock_blocker_during_0005_validate import RETRY_NOTHING
-from tests.faults import failure_line, wait_until
+from tests.faults import RETRY_NOTHING, failure_line
 from tests.helpers import BIN, HEAD, NEXT_REVISION, edit, environment, project_copy, run, start
 
 FKEY = "processing_jobs_probe_limit_key_fkey"
@@ -147,13 +144,6 @@ def test_a_cut_primary_key_type_change_finishes_when_run_again_both_ways(
     catalog_is(url, expanded)
 
 
-# The way down's wait for processing_jobs, holding processing_limits (its first lock).
-WAITING = """
-    SELECT count(*) FROM pg_locks
-    WHERE relation = 'processing_jobs'::regclass AND NOT granted AND mode = :mode
-"""
-
-
 def test_a_way_down_cut_by_a_lock_timeout_at_its_validate_finishes_when_run_again(
     tmp_path: Path, head_copy: FreshDatabase
 ) -> None:
@@ -163,36 +153,20 @@ def test_a_way_down_cut_by_a_lock_timeout_at_its_validate_finishes_when_run_agai
     after it times out (no retry). Once the blocker is gone the same command finishes."""
     project, url, env, held, before = narrowing(tmp_path, head_copy)
     ok(["alembic", "upgrade", "head"], env, project)
-    engine = create_engine(url, poolclass=pool.NullPool)
-    reader, blocker = engine.connect(), engine.connect()
-    reader.execute(text("SELECT count(*) FROM processing_jobs"))
-    downgrade = start([str(BIN / "alembic"), *RETRY_NOTHING, "downgrade", "-1"], env, project)
-    with engine.connect() as watcher:
-        wait_until(
-            lambda: faults.scalar(watcher, WAITING, mode="AccessExclusiveLock"),
-            "the way down waits for processing_jobs",
-        )
-        locking = threading.Thread(
-            target=blocker.execute,
-            args=(text("LOCK TABLE processing_jobs IN SHARE UPDATE EXCLUSIVE MODE"),),
-        )
-        locking.start()
-        wait_until(
-            lambda: faults.scalar(watcher, WAITING, mode="ShareUpdateExclusiveLock"),
-            "the blocker queues behind the way down",
-        )
-    reader.rollback()
-    stdout, stderr = downgrade.communicate(timeout=300)
-    locking.join()
-    line = failure_line(
-        subprocess.CompletedProcess(downgrade.args, downgrade.returncode, stdout, stderr)
-    )
-    assert "gave up after 1 attempt" in line, line
-    assert f"the database is at revision {NEXT_REVISION}" in line, line
-    assert scalar(url, "SELECT to_regclass('processing_limits_pkey__old') IS NULL")  # moved back
-    blocker.commit()
-    blocker.close()
-    reader.close()
+    # The way down waits for processing_jobs holding processing_limits (its first lock).
+    with faults.cut_by_a_queued_blocker(
+        url,
+        "processing_jobs",
+        lambda: start([str(BIN / "alembic"), *RETRY_NOTHING, "downgrade", "-1"], env, project),
+        lambda watcher: faults.scalar(
+            watcher, faults.WAITING_FOR, table="processing_jobs", mode="AccessExclusiveLock"
+        ),
+    ) as downgrade:
+        line = failure_line(downgrade)
+        assert "gave up after 1 attempt" in line, line
+        assert f"the database is at revision {NEXT_REVISION}" in line, line
+        moved_back = "SELECT to_regclass('processing_limits_pkey__old') IS NULL"
+        assert scalar(url, moved_back)
 
     ok(["alembic", "downgrade", "-1"], env, project)
     assert scalar(url, VERSION) == HEAD

@@ -3,23 +3,22 @@ committed NOT VALID. The run fails in one line naming what it left behind; once 
 gone the same downgrade goes through (it used to fail with DuplicateObject forever) and ends
 catalog-identical to 0004."""
 
-import subprocess
-import threading
-
 from alembic import command
-from sqlalchemy import URL, create_engine, pool, text
+from sqlalchemy import URL, create_engine, pool
 
 from media_db.deploy import catalog
 from media_db.deploy.project import VERSION_TABLE
 from media_db.models import MigrationHistory
 from tests.conftest import FreshDatabase
-from tests.faults import assert_recovers, failure_line, scalar, seed_rows, wait_until
+from tests.faults import (
+    RETRY_NOTHING,
+    assert_recovers,
+    cut_by_a_queued_blocker,
+    failure_line,
+    scalar,
+    seed_rows,
+)
 from tests.helpers import BIN, alembic_config, environment, run, start
-
-WAITING_FOR = """
-    SELECT count(*) FROM pg_locks
-    WHERE relation = 'analysis_results'::regclass AND NOT granted AND mode = :mode
-"""
 
 # The downgrade's long wait: its LOCK of both tables tries analysis_results for a moment while
 # holding processing_jobs, lets go, then waits for analysis_results first
@@ -33,9 +32,6 @@ WAITING_FIRST = """
         WHERE h.pid = w.pid AND h.granted AND h.relation = 'processing_jobs'::regclass
       )
 """
-
-
-RETRY_NOTHING = ["-x", "lock_timeout=2s", "-x", "lock-retries=0"]
 
 
 def ours(url: URL) -> catalog.Catalog:
@@ -55,41 +51,23 @@ def test_downgrade_blocked_in_validate_reruns_to_0004(fresh_database: FreshDatab
         command.upgrade(alembic_config(connection), "0005")
     rows = seed_rows(url)
 
-    # A reader keeps the downgrade's ACCESS EXCLUSIVE request waiting; a second session queues
-    # SHARE UPDATE EXCLUSIVE behind it, so it holds the table the moment 0005 commits its
-    # NOT VALID constraints, and VALIDATE (which needs that lock too) times out.
-    reader, blocker = engine.connect(), engine.connect()
-    reader.execute(text("SELECT count(*) FROM analysis_results"))
-    downgrade = start([str(BIN / "alembic"), *RETRY_NOTHING, "downgrade", "0004"], environment(url))
-    with engine.connect() as watcher:
-        wait_until(
-            lambda: scalar(watcher, WAITING_FIRST),
-            "the downgrade waits for analysis_results, holding nothing",
+    # The downgrade's VALIDATE of analysis_results times out behind a queued blocker.
+    with cut_by_a_queued_blocker(
+        url,
+        "analysis_results",
+        lambda: start(
+            [str(BIN / "alembic"), *RETRY_NOTHING, "downgrade", "0004"], environment(url)
+        ),
+        lambda watcher: scalar(watcher, WAITING_FIRST),
+    ) as downgrade:
+        line = failure_line(downgrade)
+        assert line.startswith("FAILED: downgrade 0005 -> 0004 failed: gave up after 1 attempt"), (
+            line
         )
-        locking = threading.Thread(
-            target=blocker.execute,
-            args=(text("LOCK TABLE analysis_results IN SHARE UPDATE EXCLUSIVE MODE"),),
-        )
-        locking.start()
-        wait_until(
-            lambda: scalar(watcher, WAITING_FOR, mode="ShareUpdateExclusiveLock"),
-            "the blocker queues behind the downgrade",
-        )
-    reader.rollback()
-    stdout, stderr = downgrade.communicate(timeout=300)
-    locking.join()
-    line = failure_line(
-        subprocess.CompletedProcess(downgrade.args, downgrade.returncode, stdout, stderr)
-    )
-    assert line.startswith("FAILED: downgrade 0005 -> 0004 failed: gave up after 1 attempt"), line
-    assert "LOCK TABLE analysis_results IN SHARE UPDATE EXCLUSIVE MODE" in line
-    assert "the database is at revision 0005" in line
-    assert "constraint analysis_results_status_not_null_check added (NOT VALID)" in line
-    assert "alembic -x lock_timeout=2s -x lock-retries=0 downgrade 0004` again" in line
-
-    blocker.commit()
-    blocker.close()
-    reader.close()
+        assert "LOCK TABLE analysis_results IN SHARE UPDATE EXCLUSIVE MODE" in line
+        assert "the database is at revision 0005" in line
+        assert "constraint analysis_results_status_not_null_check added (NOT VALID)" in line
+        assert "alembic -x lock_timeout=2s -x lock-retries=0 downgrade 0004` again" in line
     again = run(["alembic", "downgrade", "0004"], environment(url))
     assert again.returncode == 0, again.stderr
     assert ours(url) == at_0004
