@@ -1,6 +1,7 @@
 """A revision written by `make revision` that fails half-way, after some of its steps committed
-on their own (a NOT VALID constraint, an INVALID index), finishes when run again once the cause
-is fixed: no DuplicateObject wedge, no INVALID index kept, `make verify` clean."""
+on their own (a new column, a NOT VALID constraint, an INVALID index), finishes when run again
+once the cause is fixed: no DuplicateObject wedge, no INVALID index kept, `make verify` clean.
+Its way down, cut after its first step committed, finishes too."""
 
 from collections.abc import Callable
 from pathlib import Path
@@ -29,9 +30,16 @@ def table_arg(source: str, *imports: str) -> Callable[[Path], None]:
     return apply
 
 
+def with_a_new_column(models: Path) -> None:
+    """A CHECK and a column of the same revision: the column is committed before the CHECK's
+    VALIDATE fails, and is there when the revision runs again."""
+    table_arg('CheckConstraint("width <= 100000", name="max_width")')(models)
+    model_edits.add_column(models, "MediaItem", "probe_codec: Mapped[str | None]")
+
+
 CASES = {
     "check constraint": (
-        table_arg('CheckConstraint("width <= 100000", name="max_width")'),
+        with_a_new_column,
         "INSERT INTO media_items (source_url, source_type, width) VALUES ('u', 't', 200000)",
         "media_items_max_width_check",
         "UPDATE media_items SET width = 1000",
@@ -90,3 +98,29 @@ def test_failed_half_way_then_run_again_finishes(
     for step in (["alembic", "upgrade", "head"], ["make", "verify"]):
         done = run(step, env, cwd=project)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_way_down_cut_after_its_first_commit_finishes_when_run_again(
+    tmp_path: Path, fresh_database: FreshDatabase
+) -> None:
+    """The way down drops the CHECK, commits before the index's DROP ... CONCURRENTLY, then
+    drops the column: cut after that commit, it finds the CHECK gone when run again."""
+    project, url = project_copy(tmp_path), fresh_database()
+    env = environment(url)
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        command.upgrade(alembic_config(connection), "head")
+    models = project / "models" / "media.py"
+    with_a_new_column(models)
+    model_edits.add_table_arg(models, "MediaItem", 'Index("probe_codec_idx", "probe_codec")')
+    for step in (["make", "revision", "M=column, check, index"], ["alembic", "upgrade", "head"]):
+        done = run(step, env, cwd=project)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    sql(url, "ALTER TABLE media_items DROP CONSTRAINT media_items_max_width_check")  # the cut
+    done = run(["alembic", "downgrade", "-1"], env, cwd=project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        assert connection.scalar(text(f"SELECT version_num FROM {VERSION_TABLE}")) == HEAD
+        assert connection.scalar(text("SELECT to_regclass('probe_codec_idx')")) is None
+        gone = "SELECT count(*) FROM pg_attribute WHERE attrelid = 'media_items'::regclass"
+        assert connection.scalar(text(f"{gone} AND attname = 'probe_codec'")) == 0

@@ -61,6 +61,10 @@ def add_column(rw: Rewrite, add: ops.AddColumnOp, direction: str) -> list[ops.Mi
         rw.refusals.append(f"add_column {where}: {problem}. Expand/contract instead: {how}.")
     how = f"a rewrite: {problem}" if problem else CATALOG_ONLY
     rw.lock(direction, f"add_column {where}: {how}")
+    # A later step of the revision may commit on its own (an autocommit block) and then fail:
+    # the column is already there when the revision runs again.
+    add = copy.copy(add)
+    add.if_not_exists = True
     return [add]
 
 

@@ -137,6 +137,9 @@ def drop_constraint(
     rw.waive(direction, "ban-drop-constraint")
     also = " (and on the referenced table)" if drop.constraint_type == "foreignkey" else ""
     rw.lock(direction, f"drop_constraint {name} on {drop.table_name}: {CATALOG_ONLY}{also}")
+    # A later step may commit on its own and then fail: the constraint is gone on the re-run.
+    drop = copy.copy(drop)
+    drop.if_exists = True
     return [drop]
 
 
