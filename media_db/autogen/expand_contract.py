@@ -238,8 +238,8 @@ def refused_foreign_keys(rw: Rewrite, table: str, column: str, new_type: str) ->
                 return (
                     f"its foreign key to {target.table.name}.{target.name} cannot be over "
                     f"{new_type} ({why}). Rename it with its type as it is (its foreign key "
-                    "follows it), or take the ForeignKey off the model in a revision of its "
-                    "own first"
+                    "follows it), or first take the ForeignKey off the model, with the "
+                    "relationship()s that join through it, in a revision of its own"
                 )
     return None
 

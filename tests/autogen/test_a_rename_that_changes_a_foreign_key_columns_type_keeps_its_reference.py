@@ -166,4 +166,5 @@ def test_a_renamed_foreign_key_column_whose_new_type_cannot_reference_the_key_is
         "its foreign key to media_items.id cannot be over TEXT",
         "incompatible types: text and uuid",
         "Rename it with its type as it is",
+        "take the ForeignKey off the model, with the relationship()s that join through it",
     )
