@@ -24,7 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,46 +35,73 @@ from sqlalchemy import URL
 from bench import interleaved
 from bench.revisions_under_load import make_revision, under_load
 from bench.run import SIZES, Size, scratch_database, seed_jobs
+from bench.upgrade_under_load import JOB_INSERT
 from media_db.dev import REPO_ROOT
 from media_db.pool import conninfo
 from media_db.settings import database_url
 from tests.helpers import edit, project_copy
 
-# The writer inserts jobs naming workflow_type: the old shape, all along.
-WORKFLOW_TYPE = "    workflow_type: Mapped[str] = mapped_column(String(50))\n"
-STARTED_AT = "    started_at: Mapped[datetime | None]\n"
-RENAMED = (
-    '    workflow: Mapped[str] = mapped_column(String(50), info={"renamed_from": '
-    '"workflow_type"})\n'
+# Columns nothing else names (no index expression, no CHECK, no code but the generated
+# records): a rename keeps the column's key (the name the data layer's code uses).
+# processing_jobs' error_message: analysis_results has one too, without a priority before it.
+PRIORITY = '    priority: Mapped[int] = mapped_column(server_default=text("5"))\n'
+ERROR_MESSAGE = PRIORITY + (
+    "    error_message: Mapped[str | None] = mapped_column(Text, info=SET_BY_REPOSITORY)\n"
 )
+RENAMED = PRIORITY + (
+    '    error_message: Mapped[str | None] = mapped_column("last_error", Text, '
+    'key="error_message", info={"renamed_from": "error_message", "set_by": "repository"})\n'
+)
+RENAME_CONTRACTED = PRIORITY + (
+    '    error_message: Mapped[str | None] = mapped_column("last_error", Text, '
+    'key="error_message", info=SET_BY_REPOSITORY)\n'
+)
+LAST_COLUMN = "    limit_key: Mapped[str | None] = mapped_column(String(50))\n"
 BUDGET = (
     '    retry_budget: Mapped[int] = mapped_column(info={"backfill": "max_attempts - attempts"})\n'
 )
 UUID_COLUMN = (
     '    token: Mapped[uuid.UUID] = mapped_column(server_default=text("gen_random_uuid()"))\n'
 )
+# The dedupe key's unique partial index travels with it (built again over the shadow).
+DEDUPE_KEY = "    dedupe_key: Mapped[str | None] = mapped_column(String(200))\n"
 NARROWED = (
-    '    workflow_type: Mapped[str] = mapped_column(String(30), info={"using": '
-    '"left(workflow_type, 30)", "down": "workflow_type"})\n'
+    '    dedupe_key: Mapped[str | None] = mapped_column(String(100), info={"using": '
+    '"left(dedupe_key, 100)", "down": "dedupe_key"})\n'
 )
-# Each kind: the expand's edit; the contract's (None: nothing left to contract) and the insert
-# of the new shape, which every writer uses once it is contracted.
-KINDS: dict[str, tuple[tuple[str, str], tuple[str, str] | None, str]] = {
-    "rename": (
-        (WORKFLOW_TYPE, RENAMED),
-        (RENAMED, "    workflow: Mapped[str] = mapped_column(String(50))\n"),
-        "INSERT INTO processing_jobs (workflow) VALUES ('writer')",
+DEDUPED = "INSERT INTO processing_jobs (workflow_type, dedupe_key) VALUES ('writer', %s)"
+
+
+@dataclass(frozen=True)
+class Kind:
+    expand: tuple[str, str]  # the models' edit
+    contract: tuple[str, str] | None  # None: nothing left to contract
+    old_shape: str  # what the writer inserts until the contract (n8n's SQL as it is)
+    new_shape: str  # what it inserts once contracted
+    fill: str | None = None  # the column's values in every seeded row, when it has any
+
+
+KINDS = {
+    "rename": Kind(
+        (ERROR_MESSAGE, RENAMED),
+        (RENAMED, RENAME_CONTRACTED),
+        "INSERT INTO processing_jobs (workflow_type, error_message) VALUES ('writer', 'old')",
+        "INSERT INTO processing_jobs (workflow_type, last_error) VALUES ('writer', 'new')",
+        "UPDATE processing_jobs SET error_message = 'provider said: ' || id",
     ),
-    "NOT NULL with a backfill": (
-        (STARTED_AT, STARTED_AT + BUDGET),
+    "NOT NULL with a backfill": Kind(
+        (LAST_COLUMN, LAST_COLUMN + BUDGET),
         (BUDGET, "    retry_budget: Mapped[int]\n"),
+        JOB_INSERT,
         "INSERT INTO processing_jobs (workflow_type, retry_budget) VALUES ('writer', 5)",
     ),
-    "volatile default": ((STARTED_AT, STARTED_AT + UUID_COLUMN), None, ""),
-    "type change": (
-        (WORKFLOW_TYPE, NARROWED),
-        (NARROWED, WORKFLOW_TYPE.replace("50", "30")),
-        "INSERT INTO processing_jobs (workflow_type) VALUES ('writer')",
+    "volatile default": Kind((LAST_COLUMN, LAST_COLUMN + UUID_COLUMN), None, JOB_INSERT, ""),
+    "type change": Kind(
+        (DEDUPE_KEY, NARROWED),
+        (NARROWED, DEDUPE_KEY.replace("200", "100")),
+        DEDUPED % "gen_random_uuid()::text",
+        DEDUPED % "left(gen_random_uuid()::text, 30)",
+        "UPDATE processing_jobs SET dedupe_key = id::text",
     ),
 }
 
@@ -137,20 +164,25 @@ async def prove(server: URL, size: Size, results: Path, kinds: list[str]) -> Pat
     consented = ["alembic", "-x", "allow-data-loss=true", "-x", "backup=skip", "downgrade", "-1"]
     with tempfile.TemporaryDirectory(prefix="bench-transitions-") as workdir:
         for kind in kinds:
-            expand, contract, new_shape = KINDS[kind]
+            shape = KINDS[kind]
             async with scratch_database(server) as url:
                 async with await psycopg.AsyncConnection.connect(conninfo(url)) as raw:
                     await seed_jobs(raw, size)  # type: ignore[arg-type]
+                    if shape.fill is not None:
+                        await raw.execute(shape.fill)
+                        await raw.commit()
+                        await raw.set_autocommit(True)
+                        await raw.execute("VACUUM ANALYZE processing_jobs")
                 home = Path(workdir) / kind.replace(" ", "_")
                 home.mkdir()
                 project = project_copy(home)
                 models = project / "models" / "media.py"
-                edit(models, expand)
+                edit(models, shape.expand)
                 make_revision(project, url, f"expand {kind}")
-                steps = {"expand": await timed(url, upgrade, project)}
-                down = consented if contract is None else downgrade
-                steps["expand down"] = await timed(url, down, project)
-                steps["expand again"] = await timed(url, upgrade, project)
+                steps = {"expand": await timed(url, upgrade, project, shape.old_shape)}
+                down = consented if shape.contract is None else downgrade
+                steps["expand down"] = await timed(url, down, project, shape.old_shape)
+                steps["expand again"] = await timed(url, upgrade, project, shape.old_shape)
                 cost = await trigger_cost(url)
                 if cost is not None:
                     print(
@@ -160,11 +192,11 @@ async def prove(server: URL, size: Size, results: Path, kinds: list[str]) -> Pat
                         f"{'met' if cost['goal_met'] else 'NOT met'})",
                         flush=True,
                     )
-                if contract is not None:
-                    edit(models, contract)
+                if shape.contract is not None:
+                    edit(models, shape.contract)
                     make_revision(project, url, f"contract {kind}")
-                    steps["contract"] = await timed(url, upgrade, project, new_shape)
-                    steps["contract down"] = await timed(url, downgrade, project, new_shape)
+                    steps["contract"] = await timed(url, upgrade, project, shape.new_shape)
+                    steps["contract down"] = await timed(url, downgrade, project, shape.new_shape)
                 for step, stall in steps.items():
                     print(
                         f"{kind:<26} {step:<14} {stall.seconds:7.2f} s, writer max "

@@ -2,6 +2,7 @@
 writes its JSON, and every row carries a measurement (no figure is judged here: the bench
 reports, the suite never times anything)."""
 
+import ast
 import asyncio
 import json
 import os
@@ -13,6 +14,8 @@ from sqlalchemy import make_url
 
 from bench.graphile_peer import HERE as GRAPHILE
 from bench.run import SIZES, run_and_report
+from bench.transitions_under_load import KINDS
+from media_db.dev import REPO_ROOT
 from tests import topologies
 from tests.servers import DatabaseServer
 
@@ -60,3 +63,16 @@ def test_the_graphile_peer_names_what_to_install_when_node_is_missing(tmp_path: 
     )
     assert result.returncode == 1
     assert "apt-get install -y nodejs npm" in result.stderr
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_each_transition_the_upgrade_bench_makes_still_edits_the_models(kind: str) -> None:
+    """`make bench-upgrade` edits processing_jobs' model for each expand/contract kind: each
+    edit's anchor is in today's models exactly once, and the edited source still parses. (Its
+    run takes minutes even at the tiny size: this keeps its edits from rotting unseen.)"""
+    source = (REPO_ROOT / "models" / "media.py").read_text()
+    shape = KINDS[kind]
+    for anchor, replacement in filter(None, (shape.expand, shape.contract)):
+        assert source.count(anchor) == 1, f"{kind}: {anchor!r} is not in the models once"
+        source = source.replace(anchor, replacement)
+        ast.parse(source)
