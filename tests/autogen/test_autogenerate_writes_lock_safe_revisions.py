@@ -67,8 +67,10 @@ SAFE = [
         "nullable column",
         column("MediaItem", "probe_path: Mapped[str | None] = mapped_column(String(500))"),
         [
-            r'op\.add_column\(\s*"media_items", '
-            r'sa\.Column\("probe_path", sa\.String\(length=500\)'
+            # IF NOT EXISTS: a later step that commits on its own and fails leaves it there.
+            r'op\.add_column\(\s*"media_items",\s*'
+            r'sa\.Column\("probe_path", sa\.String\(length=500\), nullable=True\),\s*'
+            r"if_not_exists=True,"
         ],
         [r'op\.drop_column\("media_items", "probe_path"\)'],
         "add_column media_items.probe_path: ACCESS EXCLUSIVE, briefly: a catalog update",
@@ -175,7 +177,7 @@ SAFE = [
         "column dropped",
         replace((model_edits.PROBE_PATH_LINE, "")),
         [r'op\.drop_column\("media_items", "probe_path"\)'],
-        [r'op\.add_column\(\s*"media_items", sa\.Column\("probe_path", sa\.TEXT\(\)'],
+        [r'op\.add_column\(\s*"media_items",\s*sa\.Column\("probe_path", sa\.TEXT\(\)'],
         "drop_column media_items.probe_path: ACCESS EXCLUSIVE, briefly; under it the data-loss "
         "guard",
         probe=True,

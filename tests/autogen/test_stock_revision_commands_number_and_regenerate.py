@@ -43,7 +43,7 @@ def test_alembic_autogenerate_refreshes_the_records_and_the_diagram(
     )
     assert made.returncode == 0, made.stdout + made.stderr
     assert re.search(
-        r'op\.add_column\(\s*"media_items", sa\.Column\("probe_path"', written(project)
+        r'op\.add_column\(\s*"media_items",\s*sa\.Column\("probe_path"', written(project)
     )
     assert "    probe_path: str | None\n" in (project / "media_db" / "records.py").read_text()
     assert "        varchar_500 probe_path\n" in (project / "docs" / "schema.md").read_text()
