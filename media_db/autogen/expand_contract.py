@@ -356,13 +356,11 @@ def refused_reference(
     """The server's refusal of `reference` referencing `column` as `new_type` (the first line
     of its message), or None. Asked of empty temporary copies of both tables, in a savepoint
     rolled back: nothing of ours is locked or changed beyond the copies' brief reads."""
-    parent = transitions.identifier(f"media_db_probe_{table}")
+    parent, made = probe_parent(table, column, new_type)
     child = transitions.identifier(f"media_db_probe_{reference.table}_child")
     return refused_by_server(
         connection,
-        f"CREATE TEMPORARY TABLE {quote(parent)} (LIKE {quote(table)})",
-        f"ALTER TABLE {quote(parent)} ALTER COLUMN {quote(column)} TYPE {new_type} USING NULL",
-        f"CREATE UNIQUE INDEX ON {quote(parent)} ({quote(column)})",
+        *made,
         f"CREATE TEMPORARY TABLE {quote(child)} (LIKE {quote(reference.table)})",
         # The column as the catalog prints it (quoted where it must be).
         f"ALTER TABLE {quote(child)} ADD FOREIGN KEY ({reference.column}) "
@@ -375,16 +373,28 @@ def refused_referencing_type(
 ) -> str | None:
     """The server's refusal of a column `name` of `type_` referencing `column` of `table` as
     it is, or None: asked as refused_reference is."""
-    parent = transitions.identifier(f"media_db_probe_{table}")
+    parent, made = probe_parent(table, column)
     child = transitions.identifier(f"media_db_probe_{table}_child")
     return refused_by_server(
         connection,
-        f"CREATE TEMPORARY TABLE {quote(parent)} (LIKE {quote(table)})",
-        f"CREATE UNIQUE INDEX ON {quote(parent)} ({quote(column)})",
+        *made,
         f"CREATE TEMPORARY TABLE {quote(child)} ({quote(name)} {type_})",
         f"ALTER TABLE {quote(child)} ADD FOREIGN KEY ({quote(name)}) "
         f"REFERENCES {quote(parent)} ({quote(column)}) NOT VALID",
     )
+
+
+def probe_parent(table: str, column: str, retyped: str | None = None) -> tuple[str, list[str]]:
+    """An empty temporary copy of `table` with a unique index over `column` (made `retyped`
+    first, when given), for a foreign key to reference: its name and the statements that make
+    it."""
+    parent = transitions.identifier(f"media_db_probe_{table}")
+    made = [f"CREATE TEMPORARY TABLE {quote(parent)} (LIKE {quote(table)})"]
+    if retyped is not None:
+        made.append(
+            f"ALTER TABLE {quote(parent)} ALTER COLUMN {quote(column)} TYPE {retyped} USING NULL"
+        )
+    return parent, [*made, f"CREATE UNIQUE INDEX ON {quote(parent)} ({quote(column)})"]
 
 
 def refused_by_server(connection: Connection, *statements: str) -> str | None:
