@@ -224,11 +224,7 @@ def while_column_sql(table: str, column: str, sql: str) -> str:
     a step of a transaction that drops or renames that column, which a re-run after the
     transaction committed (a later step of the same revision cut it) skips instead of failing
     on what is gone, or dropping what came back."""
-    there = (
-        "EXISTS (SELECT FROM pg_attribute WHERE attrelid = "
-        f"to_regclass({literal(quote(table))}) AND attname = {literal(column)} "
-        "AND NOT attisdropped)"
-    )
+    there = column_there_sql(table, column).removeprefix("SELECT ")
     step = f"EXECUTE {literal(sql)}" if sql.startswith("DO ") else sql
     return f"DO $while$ BEGIN IF {there} THEN {step}; END IF; END $while$"
 
@@ -258,10 +254,40 @@ def lacking(dropped: str, kept: str) -> str:
     return f"{quote(dropped)} IS NOT NULL AND {quote(dropped)} IS DISTINCT FROM ({kept})"
 
 
-def guarded_drop_sql(table: str, dropped: str, kept: str, *, kept_column: bool) -> list[str]:
+def guard_name(table: str, dropped: str) -> str:
+    """The index of the rows the guard refuses before `dropped` goes (guard_index_sql)."""
+    return identifier(f"{table}_{dropped}_guard")
+
+
+def guard_index_sql(table: str, dropped: str, kept: str, *, probe: str | None = None) -> str:
+    """The guard's rows indexed, CONCURRENTLY (writes go on): under the drop's lock the guard
+    then reads this index, normally empty, instead of the whole table. Its predicate must be
+    IMMUTABLE; the index goes with `dropped`. `probe`: a temporary copy of `table` to try the
+    predicate on (not concurrently: a temporary table has no other writer)."""
+    name, on = guard_name(table, dropped), probe or table
+    how = "" if probe else "CONCURRENTLY IF NOT EXISTS "
+    return (
+        f"CREATE INDEX {how}{quote(name)} ON {quote(on)} "
+        f"(({quote(dropped)} IS NULL)) WHERE {lacking(dropped, kept)}"
+    )
+
+
+def column_there_sql(table: str, column: str) -> str:
+    """Whether `table` has the column `column` (one boolean)."""
+    return (
+        "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "
+        f"to_regclass({literal(quote(table))}) AND attname = {literal(column)} "
+        "AND NOT attisdropped)"
+    )
+
+
+def guarded_drop_sql(
+    table: str, dropped: str, kept: str, *, kept_column: bool, indexed: bool = False
+) -> list[str]:
     """Lock `table` ACCESS EXCLUSIVE and refuse, rolling the revision back, if a row's `dropped`
     holds what `kept` lacks; the drop that follows then loses nothing, so no consent is asked.
-    `kept_column`: `kept` is a column the values can be copied to."""
+    `kept_column`: `kept` is a column the values can be copied to. `indexed`: the guard's index
+    was built (guard_index_sql), and the guard reads it rather than the table."""
     table_, where = quote(table), lacking(dropped, kept)
     fix = (
         f"copy them over (UPDATE {table} SET {kept} = {dropped} WHERE {where})"
@@ -275,10 +301,23 @@ def guarded_drop_sql(table: str, dropped: str, kept: str, *, kept_column: bool) 
         f"(a writer bypassed the sync trigger{why}). Nothing was dropped: {fix}, then run it "
         "again."
     )
+    check = (
+        f"IF EXISTS (SELECT FROM {table_} WHERE {where}) THEN "
+        f"RAISE EXCEPTION USING MESSAGE = {literal(refusal)}; END IF;"
+    )
+    if indexed:
+        # The planner could take a scan that stops at the first row for cheaper; for this
+        # statement only, the table is read through an index.
+        check = (
+            "PERFORM set_config('enable_seqscan', 'off', true); "
+            f"{check} PERFORM set_config('enable_seqscan', was, true);"
+        )
+        declare = "DECLARE was text := current_setting('enable_seqscan'); "
+    else:
+        declare = ""
     return [
         f"LOCK TABLE {table_} IN ACCESS EXCLUSIVE MODE",
-        f"DO $guard$ BEGIN IF EXISTS (SELECT FROM {table_} WHERE {where}) THEN "
-        f"RAISE EXCEPTION USING MESSAGE = {literal(refusal)}; END IF; END $guard$",
+        f"DO $guard$ {declare}BEGIN {check} END $guard$",
     ]
 
 
@@ -321,13 +360,16 @@ def hidden(metadata: MetaData, table: str, name: str) -> bool:
     transition the models still declare: the old column of a rename or a type change, the old
     column's copies of the table's indexes and constraints (`<name>__old`: a type change's,
     media_db/dependents.py, and a rename's indexes, rules.constraints), a marked
-    column's sync trigger. Autogenerate neither drops them nor reports them before the marker
-    goes."""
+    column's sync trigger, the guard's index over either column. Autogenerate neither drops
+    them nor reports them before the marker goes."""
     for (marked_table, column), (kind, value) in marked(metadata).items():
         if marked_table != table:
             continue
         old = {RENAME: value, RETYPE: kept_name(column)}.get(kind)
         if name in (sync_name(table, column), old):
+            return True
+        # The guard's index, where a refused drop left it (it goes with its column).
+        if name in {guard_name(table, dropped) for dropped in (column, old) if dropped}:
             return True
         copies = {kept_name(other) for other in _object_names(metadata, table)}
         if name in copies:

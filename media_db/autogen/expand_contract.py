@@ -25,6 +25,7 @@ from media_db.autogen.locks import (
     BATCHES,
     CATALOG_ONLY,
     CONCURRENT,
+    GUARD_INDEXED,
     GUARD_SCAN,
     LOSSLESS_DROP,
     RENAMING,
@@ -33,7 +34,7 @@ from media_db.autogen.locks import (
     TRIGGER_LOCKS,
     VALIDATED,
 )
-from media_db.autogen.ops import AutocommitBlock, Backfill, Comment, Statement
+from media_db.autogen.ops import AutocommitBlock, Backfill, Comment, Statement, WhileColumnBlock
 from media_db.autogen.pg_types import exact_round_trip, sql_type
 from media_db.autogen.state import DOWNGRADE, UPGRADE, Rewrite
 from media_db.models.triggers import ENTITIES
@@ -211,11 +212,15 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
         if old_default is not None and not shared
         else []
     )
+    index, given = guard_index(
+        rw, moving, new.name, moving.source, DOWNGRADE, added={new.name: new_type}
+    )
     rw.undo[(table, new.name)] = [
+        *index,
         Comment(f"{old} holds every value (the trigger copied each write): nothing is lost."),
         # The foreign keys over the new name first: they hold its unique index.
         *(Statement(r.dropped_sql(transitions.shadow_name(r.name))) for r in references),
-        *lossless_drop(rw, moving, new.name, moving.source, DOWNGRADE),
+        *lossless_drop(rw, moving, new.name, given, DOWNGRADE, indexed=bool(index)),
         # The new column's copies went with it: the old ones take their names back.
         *(Statement(d.renamed_sql(table, transitions.kept_name(d.name), d.name)) for d in carry),
         *restore,
@@ -537,9 +542,12 @@ def expand_backfill(
     ]
     rw.lock(UPGRADE, f"{where}, with the sync trigger {moving.name}: {SYNC_TRIGGER}")
     steps += fill(rw, moving, column.type, not column.nullable, UPGRADE)
+    added = {column.name: sql_type(column.type)}
+    index, given = guard_index(rw, moving, column.name, moving.source, DOWNGRADE, added=added)
     rw.undo[(table, column.name)] = [
+        *index,
         Comment(f"Every {column.name} is what {expression} gives back: nothing is lost."),
-        *lossless_drop(rw, moving, column.name, moving.source, DOWNGRADE),
+        *lossless_drop(rw, moving, column.name, given, DOWNGRADE, indexed=bool(index)),
     ]
     return steps
 
@@ -755,10 +763,28 @@ def expand_retype(
     ]
     # The VALIDATEs below commit on their own: a re-run after this transaction committed finds
     # `kept` renamed back, and skips each step here that cannot run twice.
+    index, given = guard_index(
+        rw,
+        moving,
+        name,
+        f"({using})",
+        DOWNGRADE,
+        renamed=(name, kept),
+        added={name: new_type},
+        until_gone=kept,
+    )
     undo = [
+        *index,
         Comment(f"{kept} holds every value (the trigger copied each write): nothing is lost."),
         *lossless_drop(
-            rw, moving, name, moving.source, DOWNGRADE, before=keys_back, until_gone=kept
+            rw,
+            moving,
+            name,
+            given if index else moving.source,
+            DOWNGRADE,
+            before=keys_back,
+            until_gone=kept,
+            indexed=bool(index),
         ),
         # The new column's copies went with it: the old ones take their names back.
         *(
@@ -897,6 +923,79 @@ def fill(
     return steps
 
 
+def guard_index(
+    rw: Rewrite,
+    moving: Transition,
+    dropped: str,
+    kept: str,
+    direction: str,
+    *,
+    renamed: tuple[str, str] | None = None,
+    added: dict[str, str] | None = None,
+    until_gone: str | None = None,
+) -> tuple[list[ops.MigrateOperation], str]:
+    """The first steps of a way down or a contract that drops `dropped` (lossless_drop): the
+    guard's rows indexed CONCURRENTLY, so that under the drop's lock the guard reads an index
+    and not the table; and `kept` as the index's predicate has it, which the guard must then
+    use. PostgreSQL writes it, on a temporary copy of the table taken to the shape it will
+    have then (`renamed`: a column renamed; `added`: columns added, or given another type, by
+    their SQL type): over the columns' names then, with no subquery. Only where it can be
+    indexed (every function in `kept` IMMUTABLE: `to_jsonb`, say, is not); elsewhere no step,
+    `kept` as given, and the guard reads the table. Run only while `until_gone` (else
+    `dropped`) is there: a re-run after the drop committed skips it."""
+    table = moving.table
+    probe = transitions.identifier(f"media_db_probe_{table}")
+    expression = transitions.identifier(f"{probe}_kept")
+    present = {column["name"] for column in rw.reflected_columns(table)}
+    reshaped = [
+        f"CREATE TEMPORARY TABLE {quote(probe)} (LIKE {quote(table)})",
+        f"CREATE INDEX {quote(expression)} ON {quote(probe)} (({kept}))",
+    ]
+    if renamed is not None:
+        before, after = renamed
+        reshaped.append(
+            f"ALTER TABLE {quote(probe)} RENAME COLUMN {quote(before)} TO {quote(after)}"
+        )
+        present = (present - {before}) | {after}
+    for column, type_ in (added or {}).items():
+        reshaped.append(
+            f"ALTER TABLE {quote(probe)} ALTER COLUMN {quote(column)} TYPE {type_} USING NULL"
+            if column in present
+            else f"ALTER TABLE {quote(probe)} ADD COLUMN {quote(column)} {type_}"
+        )
+    with rw.connection.begin_nested() as savepoint:
+        try:
+            for sql in reshaped:
+                rw.connection.exec_driver_sql(sql)
+            flat = str(
+                rw.connection.execute(
+                    text("SELECT pg_get_indexdef(to_regclass(:index), 1, false)"),
+                    {"index": quote(expression)},
+                ).scalar_one()
+            )
+            sql = transitions.guard_index_sql(table, dropped, flat, probe=probe)
+            rw.connection.exec_driver_sql(sql)
+        except DBAPIError:
+            return [], kept
+        finally:
+            savepoint.rollback()
+    name = transitions.guard_name(table, dropped)
+    rw.lock(direction, f"create_index {name} CONCURRENTLY on {table}: {CONCURRENT}")
+    return [
+        Comment(
+            f"The guard's index: the rows where {dropped} holds what {flat} does not give back "
+            "(normally none), read under the drop's lock instead of the table."
+        ),
+        WhileColumnBlock(
+            transitions.column_there_sql(table, until_gone or dropped),
+            [
+                Statement(transitions.invalid_index_dropped_sql(name)),
+                Statement(transitions.guard_index_sql(table, dropped, flat)),
+            ],
+        ),
+    ], flat
+
+
 def lossless_drop(
     rw: Rewrite,
     moving: Transition,
@@ -905,13 +1004,14 @@ def lossless_drop(
     direction: str,
     before: list[str] | None = None,
     until_gone: str | None = None,
+    indexed: bool = False,
 ) -> list[ops.MigrateOperation]:
     """Drop `dropped` and the sync trigger, no consent asked: the guard refuses, under the
     drop's lock, if `dropped` holds a value that `kept` does not give back. `before`: SQL run
     under the same lock just before the column goes. `until_gone`: a column the same
     transaction renames or drops later, where later steps of the revision can cut it after it
     committed: the guard, `before` and the drop then run only while that column is there, so a
-    re-run skips them (transitions.while_column_sql)."""
+    re-run skips them (transitions.while_column_sql). `indexed`: guard_index came first."""
 
     def once(sql: str) -> Statement:
         if until_gone is None:
@@ -920,14 +1020,19 @@ def lossless_drop(
 
     rw.lock(
         direction,
-        f"drop {moving.table}.{dropped} and the sync trigger {moving.name}: {GUARD_SCAN}",
+        f"drop {moving.table}.{dropped} and the sync trigger {moving.name}: "
+        + (GUARD_INDEXED if indexed else GUARD_SCAN),
     )
     rw.waive(direction, "ban-drop-column", LOSSLESS_DROP)
     rw.waive(direction, "ban-drop-function", SYNC_DROP)
     prefix = "upgrade_" if direction == UPGRADE else ""
     rw.drops[f"{prefix}lossless_drops_columns"].append(f"{moving.table}.{dropped}")
     lock, guard = transitions.guarded_drop_sql(
-        moving.table, dropped, kept, kept_column=moving.kind == RENAME and moving.back is None
+        moving.table,
+        dropped,
+        kept,
+        kept_column=moving.kind == RENAME and moving.back is None,
+        indexed=indexed,
     )
     return [
         Statement(lock),
@@ -974,7 +1079,9 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
             f"its body. Write it over {moving.column} in models/triggers.py (make revision "
             "replaces it), then contract"
         )
+    guarded, given = guard_index(rw, moving, old, given, UPGRADE)
     steps: list[ops.MigrateOperation] = [
+        *guarded,
         Comment(
             f"Contract: {old} ("
             + (
@@ -992,6 +1099,7 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
             UPGRADE,
             # The foreign keys referencing the old column hold its key: they go first.
             before=[r.dropped_sql() for r in references],
+            indexed=bool(guarded),
         ),
     ]
     for key in keys:  # the old column took the primary key with it: its index takes over

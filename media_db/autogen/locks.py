@@ -65,6 +65,10 @@ GUARD_SCAN = (
     "ACCESS EXCLUSIVE while the guard reads the table for a value the other shape lacks (one "
     "scan: reads and writes wait), then catalog updates"
 )
+GUARD_INDEXED = (
+    "ACCESS EXCLUSIVE while the guard reads its index (built before, CONCURRENTLY) for a value "
+    "the other shape lacks: no scan of the table, then catalog updates"
+)
 
 
 def locks_paragraph(locks: Mapping[str, Sequence[str]]) -> str:

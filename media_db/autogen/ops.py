@@ -28,6 +28,27 @@ def _render_autocommit_block(context: AutogenContext, block: AutocommitBlock) ->
     return [*lines, ""]
 
 
+class WhileColumnBlock(AutocommitBlock):
+    """An autocommit block run only while a column is there (`probe`: SQL giving one boolean),
+    so that a re-run after a later step dropped or renamed it skips the block; offline, always
+    written."""
+
+    def __init__(self, probe: str, operations: list[ops.MigrateOperation]) -> None:
+        super().__init__(operations)
+        self.probe = probe
+
+
+@renderers.dispatch_for(WhileColumnBlock)
+def _render_while_column_block(context: AutogenContext, block: WhileColumnBlock) -> list[str]:
+    lines = [
+        "with op.get_context().autocommit_block():",
+        f"if op.get_context().as_sql or op.get_bind().scalar(sa.text({_literal(block.probe)})):",
+    ]
+    for operation in block.operations:
+        lines += render_op(context, operation)
+    return [*lines, "", ""]
+
+
 class Comment(ops.MigrateOperation):
     """A comment line in the written revision."""
 

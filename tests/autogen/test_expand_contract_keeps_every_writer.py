@@ -101,6 +101,13 @@ def wait_for(condition: Callable[[], bool], seconds: float = 120) -> None:
     raise AssertionError(f"not reached in {seconds} s: {condition}")
 
 
+def found_through_its_index(url: URL, guard: str) -> None:
+    """The guard that refused read its index, built CONCURRENTLY before the drop's lock, and so
+    did not scan the table under that lock (the statistics reach other sessions soon after)."""
+    scans = "SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes WHERE indexrelname = "
+    wait_for(lambda: scalar(url, f"{scans} '{guard}'") > 0)
+
+
 def scalar(url: URL, sql: str) -> Any:
     with create_engine(url, poolclass=pool.NullPool).begin() as connection:
         return connection.execute(text(sql)).scalar()
@@ -339,6 +346,7 @@ def test_rename_expands_then_contracts(tmp_path: Path, head_copy: FreshDatabase)
     assert refused.returncode != 0
     assert "Refusing to drop media_items.probe_path" in refused.stdout + refused.stderr
     assert "probe_path" in snapshot(url)["media_items"].columns
+    found_through_its_index(url, "media_items_probe_path_guard")
     execute(
         url,
         "UPDATE media_items SET probe_file = probe_path "
@@ -601,6 +609,7 @@ def test_type_change_expands_with_a_cutover_then_contracts(
     refused = run(["alembic", "upgrade", "head"], env, cwd=project)
     assert refused.returncode != 0
     assert "Refusing to drop media_items.probe_type__old" in refused.stdout + refused.stderr
+    found_through_its_index(url, "media_items_probe_type__old_guard")
     execute(url, "UPDATE media_items SET probe_type = 'video/long' WHERE source_url = 's1'")
     migrate(project, url, "upgrade", "head")
     assert "probe_type__old" not in snapshot(url)["media_items"].columns
