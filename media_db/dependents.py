@@ -30,8 +30,7 @@ INDEX, CHECK, UNIQUE, FOREIGN_KEY = "index", "check", "unique constraint", "fore
 PRIMARY_KEY, REFERENCING = "primary key", "foreign key referencing it"
 # What a type change builds again over the new column; what a rename leaves on the old column
 # until the contract drops it with the column (and its way down builds again).
-RETYPE_CARRIES = (INDEX, CHECK, UNIQUE)
-RENAME_KEEPS = (INDEX, CHECK, UNIQUE, FOREIGN_KEY)
+RETYPE_CARRIES = RENAME_KEEPS = (INDEX, CHECK, UNIQUE, FOREIGN_KEY)
 
 # Every object that depends on the column, besides its table, its default and PostgreSQL 18's
 # NOT NULL constraint: (kind, name, definition, and a UNIQUE constraint's index definition).

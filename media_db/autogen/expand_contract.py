@@ -212,7 +212,7 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
         if old_default is not None and not shared
         else []
     )
-    index, given = guard_index(
+    index, flat = guard_index(
         rw, moving, new.name, moving.source, DOWNGRADE, added={new.name: new_type}
     )
     rw.undo[(table, new.name)] = [
@@ -220,7 +220,7 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
         Comment(f"{old} holds every value (the trigger copied each write): nothing is lost."),
         # The foreign keys over the new name first: they hold its unique index.
         *(Statement(r.dropped_sql(transitions.shadow_name(r.name))) for r in references),
-        *lossless_drop(rw, moving, new.name, given, DOWNGRADE, indexed=bool(index)),
+        *lossless_drop(rw, moving, new.name, flat or moving.source, DOWNGRADE, indexed=bool(flat)),
         # The new column's copies went with it: the old ones take their names back.
         *(Statement(d.renamed_sql(table, transitions.kept_name(d.name), d.name)) for d in carry),
         *restore,
@@ -242,9 +242,9 @@ def refused_foreign_keys(rw: Rewrite, table: str, column: str, new_type: str) ->
             if why is not None:
                 return (
                     f"its foreign key to {target.table.name}.{target.name} cannot be over "
-                    f"{new_type} ({why}). Rename it with its type as it is (its foreign key "
-                    "follows it), or first take the ForeignKey off the model, with the "
-                    "relationship()s that join through it, in a revision of its own"
+                    f"{new_type} ({why}). Keep its type (its foreign key follows a rename "
+                    "or a type it can reference), or first take the ForeignKey off the model, "
+                    "with the relationship()s that join through it, in a revision of its own"
                 )
     return None
 
@@ -543,11 +543,13 @@ def expand_backfill(
     rw.lock(UPGRADE, f"{where}, with the sync trigger {moving.name}: {SYNC_TRIGGER}")
     steps += fill(rw, moving, column.type, not column.nullable, UPGRADE)
     added = {column.name: sql_type(column.type)}
-    index, given = guard_index(rw, moving, column.name, moving.source, DOWNGRADE, added=added)
+    index, flat = guard_index(rw, moving, column.name, moving.source, DOWNGRADE, added=added)
     rw.undo[(table, column.name)] = [
         *index,
         Comment(f"Every {column.name} is what {expression} gives back: nothing is lost."),
-        *lossless_drop(rw, moving, column.name, given, DOWNGRADE, indexed=bool(index)),
+        *lossless_drop(
+            rw, moving, column.name, flat or moving.source, DOWNGRADE, indexed=bool(flat)
+        ),
     ]
     return steps
 
@@ -632,18 +634,21 @@ def expand_retype(
     model = transitions.column_named(rw.metadata.tables.get(table), name)
     depending = dependents.dependents(rw.connection, table, name)
     carry = [d for d in depending if d.kind in dependents.RETYPE_CARRIES]
-    # A one-column primary key travels through unique indexes (retyped_key_indexes), and so do
-    # the foreign keys referencing it, where their columns can reference the new type
-    # (referenced_retype_refused).
+    # A one-column primary key travels through unique indexes (retyped_key_indexes), a UNIQUE
+    # constraint or index with the rest (carry), and the foreign keys referencing either follow
+    # it over the new column's unique index, where their columns can reference the new type
+    # (referenced_retype_refused). A composite key is refused (others): none of them follows.
     keys = [d for d in depending if d.kind == dependents.PRIMARY_KEY and "," not in d.definition]
-    referencing = [d for d in depending if keys and d.kind == dependents.REFERENCING]
+    referencing = [d for d in depending if d.kind == dependents.REFERENCING]
     others = [
         d
         for d in depending
         if d.kind not in dependents.RETYPE_CARRIES and d not in keys and d not in referencing
     ]
-    refused = uncarried(rw, others) or (
-        refused_by_new_type(rw.connection, table, name, new_type, carry)
+    refused = (
+        uncarried(rw, others)
+        or refused_by_new_type(rw.connection, table, name, new_type, carry)
+        or refused_foreign_keys(rw, table, name, new_type)
     )
     if model is None:
         rw.refusals.append(f"{where}: {table} is not a table of the models")
@@ -763,7 +768,7 @@ def expand_retype(
     ]
     # The VALIDATEs below commit on their own: a re-run after this transaction committed finds
     # `kept` renamed back, and skips each step here that cannot run twice.
-    index, given = guard_index(
+    index, flat = guard_index(
         rw,
         moving,
         name,
@@ -780,11 +785,11 @@ def expand_retype(
             rw,
             moving,
             name,
-            given if index else moving.source,
+            flat or moving.source,
             DOWNGRADE,
             before=keys_back,
             until_gone=kept,
-            indexed=bool(index),
+            indexed=bool(flat),
         ),
         # The new column's copies went with it: the old ones take their names back.
         *(
@@ -830,8 +835,8 @@ def uncarried(rw: Rewrite, blocking: list[dependents.Dependent]) -> str | None:
         return None
     return (
         f"{'; '.join(map(str, blocking))} depend{'s' if len(blocking) == 1 else ''} on it, "
-        "and make revision carries only indexes, CHECKs, UNIQUE constraints and a one-column "
-        "primary key from one column to another"
+        "and make revision carries only indexes, CHECKs, UNIQUE constraints, foreign keys and "
+        "a one-column primary key from one column to another"
     )
 
 
@@ -933,16 +938,16 @@ def guard_index(
     renamed: tuple[str, str] | None = None,
     added: dict[str, str] | None = None,
     until_gone: str | None = None,
-) -> tuple[list[ops.MigrateOperation], str]:
+) -> tuple[list[ops.MigrateOperation], str | None]:
     """The first steps of a way down or a contract that drops `dropped` (lossless_drop): the
     guard's rows indexed CONCURRENTLY, so that under the drop's lock the guard reads an index
-    and not the table; and `kept` as the index's predicate has it, which the guard must then
-    use. PostgreSQL writes it, on a temporary copy of the table taken to the shape it will
-    have then (`renamed`: a column renamed; `added`: columns added, or given another type, by
-    their SQL type): over the columns' names then, with no subquery. Only where it can be
-    indexed (every function in `kept` IMMUTABLE: `to_jsonb`, say, is not); elsewhere no step,
-    `kept` as given, and the guard reads the table. Run only while `until_gone` (else
-    `dropped`) is there: a re-run after the drop committed skips it."""
+    and not the table; and `kept` as the index's predicate has it, which the guard must use
+    to match the index. PostgreSQL writes it, on a temporary copy of the table taken to the
+    shape it will have then (`renamed`: a column renamed; `added`: columns added, or given
+    another type, by their SQL type): over the columns' names then, with no subquery. Only
+    where it can be indexed (every function in `kept` IMMUTABLE: `to_jsonb`, say, is not);
+    elsewhere no step and None, and the guard reads the table. Run only while `until_gone`
+    (else `dropped`) is there: a re-run after the drop committed skips it."""
     table = moving.table
     probe = transitions.identifier(f"media_db_probe_{table}")
     expression = transitions.identifier(f"{probe}_kept")
@@ -976,7 +981,7 @@ def guard_index(
             sql = transitions.guard_index_sql(table, dropped, flat, probe=probe)
             rw.connection.exec_driver_sql(sql)
         except DBAPIError:
-            return [], kept
+            return [], None
         finally:
             savepoint.rollback()
     name = transitions.guard_name(table, dropped)
@@ -1079,7 +1084,7 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
             f"its body. Write it over {moving.column} in models/triggers.py (make revision "
             "replaces it), then contract"
         )
-    guarded, given = guard_index(rw, moving, old, given, UPGRADE)
+    guarded, flat = guard_index(rw, moving, old, given, UPGRADE)
     steps: list[ops.MigrateOperation] = [
         *guarded,
         Comment(
@@ -1095,11 +1100,11 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
             rw,
             moving,
             old,
-            given,
+            flat or given,
             UPGRADE,
             # The foreign keys referencing the old column hold its key: they go first.
             before=[r.dropped_sql() for r in references],
-            indexed=bool(guarded),
+            indexed=bool(flat),
         ),
     ]
     for key in keys:  # the old column took the primary key with it: its index takes over
@@ -1188,7 +1193,8 @@ def refused_by_new_type(
 ) -> str | None:
     """Why the server would refuse an index or CHECK of `carried` over `column` as `new_type`
     (an operator class or a function the type lacks), or None. Asked on an empty temporary copy
-    of the table, in a savepoint rolled back: nothing of ours is locked or changed."""
+    of the table, in a savepoint rolled back: nothing of ours is locked or changed. (A foreign
+    key is asked by refused_foreign_keys: a temporary table references only temporary ones.)"""
     probe = transitions.identifier(f"media_db_probe_{table}")
     with connection.begin_nested() as savepoint:
         connection.exec_driver_sql(f"CREATE TEMPORARY TABLE {quote(probe)} (LIKE {quote(table)})")
@@ -1197,6 +1203,8 @@ def refused_by_new_type(
         )
         try:
             for dependent in carried:
+                if dependent.kind == dependents.FOREIGN_KEY:
+                    continue
                 sql = dependent.over(probe, column, column, transitions.shadow_name(dependent.name))
                 with connection.begin_nested():
                     connection.exec_driver_sql(sql.replace(" CONCURRENTLY", ""))

@@ -153,18 +153,34 @@ JOB_AS_TEXT = JOB.replace("uuid.UUID | None", "str | None").replace(
 )
 
 
-def test_a_renamed_foreign_key_column_whose_new_type_cannot_reference_the_key_is_refused(
-    tmp_path: Path, head_copy: FreshDatabase
+JOB_RETYPED_TO_TEXT = JOB.replace("uuid.UUID | None", "str | None").replace(
+    '        ForeignKey("media_items.id", ondelete="CASCADE")\n',
+    "        Text,\n"
+    '        ForeignKey("media_items.id", ondelete="CASCADE"),\n'
+    '        info={"using": "media_item_id::text", "down": "media_item_id::uuid"},\n',
+)
+CANNOT_REFERENCE = {
+    "renamed": (JOB_AS_TEXT, "add_column processing_jobs.media_ref (renamed from media_item_id)"),
+    "retyped": (
+        JOB_RETYPED_TO_TEXT,
+        "alter_column processing_jobs.media_item_id type UUID to TEXT",
+    ),
+}
+
+
+@pytest.mark.parametrize("change", CANNOT_REFERENCE)
+def test_a_foreign_key_column_whose_new_type_cannot_reference_the_key_is_refused(
+    change: str, tmp_path: Path, head_copy: FreshDatabase
 ) -> None:
+    edited, where = CANNOT_REFERENCE[change]
     project, url = project_copy(tmp_path), head_copy()
-    edit(project / "models" / "media.py", (JOB, JOB_AS_TEXT))
+    edit(project / "models" / "media.py", (JOB, edited))
     refused(
         project,
         url,
-        "add_column processing_jobs.media_ref",
-        "(renamed from media_item_id)",
+        where,
         "its foreign key to media_items.id cannot be over TEXT",
         "incompatible types: text and uuid",
-        "Rename it with its type as it is",
+        "Keep its type",
         "take the ForeignKey off the model, with the relationship()s that join through it",
     )

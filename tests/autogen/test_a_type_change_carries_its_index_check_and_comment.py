@@ -8,6 +8,7 @@ The columns are the test's own (`probe_size` with its CHECK and index, `probe_se
 `probe_code`): a user's change to ours must not break the test.
 """
 
+import itertools
 from pathlib import Path
 
 import psycopg
@@ -211,6 +212,147 @@ def test_widening_carries_a_unique_constraint_through_its_index_and_round_trips(
     assert_no_drift(ok(["make", "verify"], env, project))
     down_to(project, url, expanded)
     down_to(project, url, before)
+
+
+# Its type given: left out, it would follow the referenced column's (a second type change in
+# the first revision).
+SERIAL_REFERENCE = (
+    "probe_serial_ref: Mapped[int | None] = "
+    'mapped_column(Integer, ForeignKey("media_items.probe_serial", ondelete="CASCADE"))'
+)
+REFERENCE = "media_items_probe_serial_ref_fkey"
+REFERENCE_DEFINITION = f"""
+    SELECT pg_get_constraintdef(oid) || ' ' || convalidated FROM pg_constraint
+    WHERE conname = '{REFERENCE}'
+"""
+# Another table's foreign key to media_items would make the models' relationship()s between the
+# two ambiguous: the test's reference is media_items' own.
+REFERENCING_ITEM = (
+    "INSERT INTO media_items (source_url, source_type, probe_serial_ref) "
+    "SELECT 'r', 'referencing', probe_serial FROM media_items WHERE probe_serial = {serial}"
+)
+
+
+def reference_holds(url: URL, serial: int) -> None:
+    """The foreign key is enforced (an item naming no item's serial is refused, by its name)
+    and acts (deleting the item with `serial` deletes the items naming it), over the live
+    column."""
+    assert scalar(url, REFERENCE_DEFINITION) == (
+        "FOREIGN KEY (probe_serial_ref) REFERENCES media_items(probe_serial) ON DELETE CASCADE true"
+    )
+    with pytest.raises(IntegrityError, match=REFERENCE):
+        execute(
+            url,
+            "INSERT INTO media_items (source_url, source_type, probe_serial_ref) "
+            "VALUES ('r', 'referencing', -1)",
+        )
+    execute(url, REFERENCING_ITEM.format(serial=serial))
+    execute(url, f"DELETE FROM media_items WHERE probe_serial = {serial}")
+    assert scalar(url, f"SELECT count(*) FROM media_items WHERE probe_serial_ref = {serial}") == 0
+
+
+def test_widening_a_referenced_unique_column_carries_the_foreign_keys_referencing_it(
+    tmp_path: Path, head_copy: FreshDatabase
+) -> None:
+    """integer to bigint on a UNIQUE column a foreign key references (the classic serial to
+    bigint): the foreign key gets a copy over the new column's unique index (NOT VALID, then
+    VALIDATE), which takes its name at the cutover; the way down puts it back on the old
+    column. Then the referencing column, whose foreign key travels with it. It holds at every
+    step, with writers of both shapes running."""
+    project, url, env, models = probe_project(
+        tmp_path,
+        head_copy,
+        SERIAL,
+        f"ALTER TABLE media_items ADD COLUMN probe_serial integer CONSTRAINT {UNIQUE_KEY} UNIQUE",
+    )
+    model_edits.add_import(models, "from sqlalchemy import Integer")
+    model_edits.existing_column(
+        models,
+        url,
+        "MediaItem",
+        SERIAL_REFERENCE,
+        f"ALTER TABLE media_items ADD COLUMN probe_serial_ref integer CONSTRAINT {REFERENCE} "
+        "REFERENCES media_items (probe_serial) ON DELETE CASCADE",
+    )
+    execute(
+        url,
+        "INSERT INTO media_items (source_url, source_type, probe_serial) "
+        "SELECT 's' || g, 'seed', g FROM generate_series(1, 3000) g",
+    )
+    execute(url, REFERENCING_ITEM.format(serial="ANY(ARRAY(SELECT generate_series(1, 1000)))"))
+    before = snapshot(url)
+    edit(models, (SERIAL, SERIAL_WIDENED))
+    ok(["make", "revision", "M=widen probe_serial"], env, project)
+    expand = revision_text(project, NEXT_REVISION)
+    assert f"ADD CONSTRAINT {REFERENCE}__new FOREIGN KEY (probe_serial_ref) REFERENCES" in expand
+    assert f"RENAME CONSTRAINT {REFERENCE}__new TO {REFERENCE}" in expand
+
+    serials = itertools.count(1_000_000)  # one per round, across every writing() below
+
+    def inserts(n: int) -> list[tuple[str, dict[str, object]]]:
+        serial = next(serials)
+        return [
+            (
+                "INSERT INTO media_items (source_url, source_type, probe_serial) "
+                "VALUES ('w', 'writer', %(s)s)",
+                {"s": serial},
+            ),
+            (
+                "INSERT INTO media_items (source_url, source_type, probe_serial_ref) "
+                "VALUES ('w', 'referencing writer', %(s)s)",
+                {"s": serial},
+            ),
+        ]
+
+    with writing(url, inserts):
+        migrate(project, url, "upgrade", "head")
+    reference_holds(url, 7)
+    assert_no_drift(ok(["make", "verify"], env, project))
+    expanded = snapshot(url)
+    with writing(url, inserts):
+        migrate(project, url, "downgrade", "-1")
+    catalog_is(url, before)
+    reference_holds(url, 8)
+    migrate(project, url, "upgrade", "head")
+
+    edit(models, (SERIAL_WIDENED, SERIAL.replace("unique=True", "BigInteger, unique=True")))
+    ok(["make", "revision", "M=contract probe_serial"], env, project)
+    migrate(project, url, "upgrade", "head")
+    reference_holds(url, 9)
+    assert_no_drift(ok(["make", "verify"], env, project))
+    down_to(project, url, expanded)
+    reference_holds(url, 10)
+    migrate(project, url, "upgrade", "head")
+
+    # Then the referencing column: its foreign key travels with it, NOT VALID then VALIDATE.
+    widened = snapshot(url)
+    referencing = SERIAL_REFERENCE.replace("Integer", "BigInteger").replace(
+        '"CASCADE")', '"CASCADE"), info={"using": "probe_serial_ref::bigint"}'
+    )
+    edit(models, (SERIAL_REFERENCE, referencing))
+    ok(["make", "revision", "M=widen probe_serial_ref"], env, project)
+    [path] = (project / "alembic" / "versions").glob("*_widen_probe_serial_ref.py")
+    assert f"{REFERENCE}__new FOREIGN KEY (probe_serial_ref__new)" in revision_text(
+        project, path.name.split("_")[3]
+    )
+    with writing(url, inserts):
+        migrate(project, url, "upgrade", "head")
+    reference_holds(url, 11)
+    assert_no_drift(ok(["make", "verify"], env, project))
+    with writing(url, inserts):
+        migrate(project, url, "downgrade", "-1")
+    catalog_is(url, widened)
+    reference_holds(url, 12)
+    migrate(project, url, "upgrade", "head")
+    assert scalar(url, REFERENCE_DEFINITION).endswith(" true")
+    assert (
+        scalar(
+            url,
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = 'media_items'::regclass AND attname = 'probe_serial_ref'",
+        )
+        == "bigint"
+    )
 
 
 CODE = "probe_code: Mapped[str | None] = mapped_column(String(20), unique=True)"
