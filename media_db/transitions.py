@@ -224,7 +224,7 @@ def while_column_sql(table: str, column: str, sql: str) -> str:
     a step of a transaction that drops or renames that column, which a re-run after the
     transaction committed (a later step of the same revision cut it) skips instead of failing
     on what is gone, or dropping what came back."""
-    there = column_there_sql(table, column).removeprefix("SELECT ")
+    there = column_there(table, column)
     step = f"EXECUTE {literal(sql)}" if sql.startswith("DO ") else sql
     return f"DO $while$ BEGIN IF {there} THEN {step}; END IF; END $while$"
 
@@ -272,10 +272,10 @@ def guard_index_sql(table: str, dropped: str, kept: str, *, probe: str | None = 
     )
 
 
-def column_there_sql(table: str, column: str) -> str:
-    """Whether `table` has the column `column` (one boolean)."""
+def column_there(table: str, column: str) -> str:
+    """Whether `table` has the column `column`: a boolean SQL expression."""
     return (
-        "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "
+        "EXISTS (SELECT FROM pg_attribute WHERE attrelid = "
         f"to_regclass({literal(quote(table))}) AND attname = {literal(column)} "
         "AND NOT attisdropped)"
     )

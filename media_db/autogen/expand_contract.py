@@ -992,7 +992,7 @@ def guard_index(
             "(normally none), read under the drop's lock instead of the table."
         ),
         WhileColumnBlock(
-            transitions.column_there_sql(table, until_gone or dropped),
+            f"SELECT {transitions.column_there(table, until_gone or dropped)}",
             [
                 Statement(transitions.invalid_index_dropped_sql(name)),
                 Statement(transitions.guard_index_sql(table, dropped, flat)),
