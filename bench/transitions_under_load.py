@@ -8,9 +8,12 @@ the expand, which is applied, rolled back (no consent) and applied again; then t
 latency per step is what n8n would feel (goal: under 250 ms, issue 33). Revisions are used as
 written.
 
-Beside them, the baseline of the same run: the writer's worst latency while a plain UPDATE
-rewrites every row once, in committed batches of 5,000 as a backfill does, with no DDL and no
-trigger: what the machine's disk and checkpoints cost a writer during any backfill.
+Each step starts just after a CHECKPOINT and records the WAL it wrote and the checkpoints that
+ran during it: a commit waits behind a checkpoint's fsync, so a step's stall depends on how much
+WAL it writes as well as on its locks. Beside the steps, the baseline of the same run: the
+writer's worst latency while a plain UPDATE rewrites the rows in committed batches of 5,000 as a
+backfill does, with no DDL and no trigger, pass after pass until it has written as much WAL as
+the kind's heaviest step: what the server's disk and checkpoints alone cost a writer.
 
 While an expand is in place, its sync trigger runs on every write: the writer's UPDATE rate
 with the trigger enabled and disabled (`ALTER TABLE ... DISABLE TRIGGER`, interleaved rounds,
@@ -37,7 +40,7 @@ import psycopg
 from sqlalchemy import URL
 
 from bench import interleaved
-from bench.revisions_under_load import make_revision, under_load
+from bench.revisions_under_load import Stall, make_revision, under_load
 from bench.run import SIZES, Size, scratch_database, seed_jobs
 from bench.upgrade_under_load import JOB_INSERT
 from media_db.dev import REPO_ROOT
@@ -111,19 +114,26 @@ KINDS = {
 }
 
 
-# The baseline: every row rewritten once, in committed batches as a backfill (by key order).
+# The baseline: the rows rewritten in committed batches as a backfill (by key order), pass
+# after pass, until argv[1] bytes of WAL are written (at least one pass).
 REWRITE_IN_BATCHES = f"""
-import os, psycopg
+import os, sys, psycopg
 from sqlalchemy import make_url
 from media_db.pool import conninfo
 with psycopg.connect(conninfo(make_url(os.environ["DATABASE_URL"])), autocommit=True) as db:
-    after = "00000000-0000-0000-0000-000000000000"
-    while after is not None:
-        after = db.execute(
-            "WITH batch AS (SELECT id FROM processing_jobs WHERE id > %s ORDER BY id "
-            "LIMIT {BATCH}), rewritten AS (UPDATE processing_jobs SET priority = priority "
-            "WHERE id IN (SELECT id FROM batch)) SELECT max(id::text) FROM batch",
-            (after,),
+    start = db.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+    written = 0
+    while written < int(sys.argv[1]) or not written:
+        after = "00000000-0000-0000-0000-000000000000"
+        while after is not None:
+            after = db.execute(
+                "WITH batch AS (SELECT id FROM processing_jobs WHERE id > %s ORDER BY id "
+                "LIMIT {BATCH}), rewritten AS (UPDATE processing_jobs SET priority = priority "
+                "WHERE id IN (SELECT id FROM batch)) SELECT max(id::text) FROM batch",
+                (after,),
+            ).fetchone()[0]
+        written = db.execute(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (start,)
         ).fetchone()[0]
 """
 WRITE_SECONDS = 3.0
@@ -134,6 +144,56 @@ SYNC_TRIGGERS = """
     SELECT tgname FROM pg_trigger WHERE tgrelid = 'processing_jobs'::regclass
       AND NOT tgisinternal AND tgname LIKE '%\\_sync'
 """
+
+
+@dataclass(frozen=True)
+class Step:
+    stall: Stall
+    wal_bytes: int
+    checkpoints: int  # counted by the server during the step
+
+
+CHECKPOINTS = {  # PostgreSQL 17 moved the counters to their own view
+    True: "SELECT num_timed + num_requested FROM pg_stat_checkpointer",
+    False: "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter",
+}
+
+
+async def scalar(raw: psycopg.AsyncConnection[Any], sql: str, *params: Any) -> Any:
+    found = await (await raw.execute(sql, params or None)).fetchone()
+    assert found is not None
+    return found[0]
+
+
+async def checkpoints(raw: psycopg.AsyncConnection[Any]) -> int:
+    return int(await scalar(raw, CHECKPOINTS[raw.info.server_version >= 170000]))
+
+
+async def step(url: URL, command: list[str], project: Path, insert: str) -> Step:
+    """`command` under the writer, from a fresh checkpoint, with the WAL it brought."""
+    async with await psycopg.AsyncConnection.connect(conninfo(url), autocommit=True) as raw:
+        earlier = await checkpoints(raw)
+        await raw.execute("CHECKPOINT")  # no step pays for the WAL of the one before
+        while (before := await checkpoints(raw)) == earlier:  # counted after it returns
+            await asyncio.sleep(0.05)
+        lsn = await scalar(raw, "SELECT pg_current_wal_lsn()")
+        stall = await timed(url, command, project, insert)
+        wal = await scalar(raw, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", lsn)
+        return Step(stall, int(wal), await checkpoints(raw) - before)
+
+
+async def baseline(url: URL, project: Path, insert: str, wal_bytes: int) -> Step:
+    """The batched rewrite for as much WAL as `wal_bytes`, with no trigger of ours running."""
+    async with await psycopg.AsyncConnection.connect(conninfo(url), autocommit=True) as raw:
+        triggers = [row[0] for row in await (await raw.execute(SYNC_TRIGGERS)).fetchall()]
+        for trigger in triggers:
+            await raw.execute(f"ALTER TABLE processing_jobs DISABLE TRIGGER {trigger}")
+        try:
+            rewrite = ["python", "-c", REWRITE_IN_BATCHES, str(wal_bytes)]
+            return await step(url, rewrite, project, insert)
+        finally:
+            for trigger in triggers:
+                await raw.execute(f"ALTER TABLE processing_jobs ENABLE TRIGGER {trigger}")
 
 
 async def update_rate(raw: psycopg.AsyncConnection[Any], ids: list[Any]) -> float:
@@ -199,12 +259,10 @@ async def prove(server: URL, size: Size, results: Path, kinds: list[str]) -> Pat
                 models = project / "models" / "media.py"
                 edit(models, shape.expand)
                 make_revision(project, url, f"expand {kind}")
-                rewrite = ["python", "-c", REWRITE_IN_BATCHES]
-                steps = {"baseline": await timed(url, rewrite, project, shape.old_shape)}
-                steps["expand"] = await timed(url, upgrade, project, shape.old_shape)
+                steps = {"expand": await step(url, upgrade, project, shape.old_shape)}
                 down = consented if shape.contract is None else downgrade
-                steps["expand down"] = await timed(url, down, project, shape.old_shape)
-                steps["expand again"] = await timed(url, upgrade, project, shape.old_shape)
+                steps["expand down"] = await step(url, down, project, shape.old_shape)
+                steps["expand again"] = await step(url, upgrade, project, shape.old_shape)
                 cost = await trigger_cost(url)
                 if cost is not None:
                     print(
@@ -217,18 +275,31 @@ async def prove(server: URL, size: Size, results: Path, kinds: list[str]) -> Pat
                 if shape.contract is not None:
                     edit(models, shape.contract)
                     make_revision(project, url, f"contract {kind}")
-                    steps["contract"] = await timed(url, upgrade, project, shape.new_shape)
-                    steps["contract down"] = await timed(url, downgrade, project, shape.new_shape)
-                for step, stall in steps.items():
-                    verdict = f"goal {STALL_GOAL_MS:g} ms {'met' if stall.goal_met else 'NOT met'}"
+                    steps["contract"] = await step(url, upgrade, project, shape.new_shape)
+                    steps["contract down"] = await step(url, downgrade, project, shape.new_shape)
+                heaviest = max(done.wal_bytes for done in steps.values())
+                insert = shape.old_shape if shape.contract is None else shape.new_shape
+                steps["baseline"] = await baseline(url, project, insert, heaviest)
+                for name, done in steps.items():
+                    met = done.stall.goal_met
+                    verdict = f"goal {STALL_GOAL_MS:g} ms {'met' if met else 'NOT met'}"
                     print(
-                        f"{kind:<26} {step:<14} {stall.seconds:7.2f} s, writer max "
-                        f"{stall.writer_max_ms:7.1f} ms, p99 {stall.writer_p99_ms:5.1f} ms ("
-                        + ("no DDL: the disk's own" if step == "baseline" else verdict)
+                        f"{kind:<26} {name:<14} {done.stall.seconds:7.2f} s, "
+                        f"{done.wal_bytes / 2**20:6.0f} MB WAL, {done.checkpoints} checkpoints, "
+                        f"writer max {done.stall.writer_max_ms:7.1f} ms, "
+                        f"p99 {done.stall.writer_p99_ms:5.1f} ms ("
+                        + ("no DDL: the server's own" if name == "baseline" else verdict)
                         + ")",
                         flush=True,
                     )
-                measured = {step: asdict(stall) for step, stall in steps.items()}
+                measured = {
+                    name: {
+                        **asdict(done.stall),
+                        "wal_bytes": done.wal_bytes,
+                        "checkpoints": done.checkpoints,
+                    }
+                    for name, done in steps.items()
+                }
                 rows.append({"kind": kind, **measured, "sync_trigger_cost": cost})
     report = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
