@@ -1,22 +1,22 @@
-"""What depends on a column, as the catalog tells: what a type change carries from the old column
-to the new one (its indexes, CHECKs, UNIQUE constraints and a one-column primary key), and what
-it cannot.
+"""What depends on a column, as the catalog tells: what a type change or a rename carries from
+the old column to the new one (its indexes, CHECKs, UNIQUE constraints, foreign keys either way
+and a one-column primary key), and what it cannot.
 
 A rewriting type change builds a shadow column and swaps the names at its cutover
 (media_db/autogen/expand_contract.py). Whatever depends on the column would stay on the old
 one, so each index (a UNIQUE constraint's too) is built again on the shadow, CONCURRENTLY under
-a temporary name, and each CHECK added again over it (NOT VALID, then VALIDATE), before the
-cutover; the cutover swaps their names (a UNIQUE constraint is made over its new index), so the
-live column holds the names the models declare at every step, and the old column's copies
-(named `<name>__old`) go with it at the contract. A one-column primary key is made over the
-shadow's unique index at the cutover, under its own name, a spare unique index over the old
-column taking it back on the way down (expand_contract.retyped_key_indexes). What no copy can
-stand for (a composite primary key, an exclusion constraint, a foreign key either way, a view,
-a trigger naming the column) is refused, named; so is a copy the new type cannot take, which the
-server is asked about at `make revision` on a scratch copy of the table, so that the expand
-never fails on it. The foreign keys referencing such a key follow it too (a copy over the
-shadow, swapped at the cutover), unless their columns cannot reference the new type: refused,
-named.
+a temporary name, and each CHECK and foreign key added again over it (NOT VALID, then VALIDATE),
+before the cutover (media_db/autogen/carried.py); the cutover swaps their names (a UNIQUE
+constraint is made over its new index), so the live column holds the names the models declare
+at every step, and the old column's copies (named `<name>__old`) go with it at the contract. A
+one-column primary key is made over the shadow's unique index at the cutover, under its own
+name, a spare unique index over the old column taking it back on the way down; the foreign keys
+referencing the key (or, for a type change, a UNIQUE column) follow it the same way
+(media_db/autogen/keys.py). What
+no copy can stand for (a composite primary key, an exclusion constraint, a view, a trigger
+naming the column) is refused, named; so is a copy the new type cannot take, or a foreign key
+whose columns cannot reference the new type, which the server is asked about at `make revision`
+on a scratch copy of the table, so that the expand never fails on it.
 """
 
 import re

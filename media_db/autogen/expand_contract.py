@@ -9,32 +9,37 @@ builder returns the upgrade's steps and leaves the downgrade's with the `Rewrite
 `trigger_drops`), which the downgrade's plain column operation is replaced by.
 """
 
-import re
 from typing import Any
 
 from alembic.operations import ops
 from alembic_utils.pg_function import PGFunction
 from alembic_utils.reversible_op import DropOp, ReplaceOp
-from sqlalchemy import CheckConstraint, Column, Connection, UniqueConstraint, text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.schema import CreateIndex
+from sqlalchemy import Column, UniqueConstraint
 
 from media_db import dependents, transitions
 from media_db.autogen import forms
+from media_db.autogen.carried import built, carried, refused_by_new_type, uncarried
+from media_db.autogen.guards import guard_index, lossless_drop
+from media_db.autogen.keys import (
+    key_moved_back_sql,
+    moves_primary_key,
+    primary_key_index,
+    primary_key_swap_sql,
+    referenced_again,
+    referenced_retype_refused,
+    refused_foreign_keys,
+    retyped_key_indexes,
+)
 from media_db.autogen.locks import (
     BATCHES,
     CATALOG_ONLY,
-    CONCURRENT,
-    GUARD_INDEXED,
-    GUARD_SCAN,
-    LOSSLESS_DROP,
     RENAMING,
     SYNC_DROP,
     SYNC_TRIGGER,
     TRIGGER_LOCKS,
     VALIDATED,
 )
-from media_db.autogen.ops import AutocommitBlock, Backfill, Comment, Statement, WhileColumnBlock
+from media_db.autogen.ops import AutocommitBlock, Backfill, Comment, Statement
 from media_db.autogen.pg_types import exact_round_trip, sql_type
 from media_db.autogen.state import DOWNGRADE, UPGRADE, Rewrite
 from media_db.models.triggers import ENTITIES
@@ -93,18 +98,6 @@ def keep_until_contract(rw: Rewrite, table: str, new: str, old: str) -> None:
             f"add_column {table}.{new} (renamed from {old}): {refused}. Rename it by "
             "hand, or move them to a column of their own first"
         )
-
-
-def moves_primary_key(rw: Rewrite, dependent: dependents.Dependent, table: str, new: str) -> bool:
-    """Whether `dependent` is the table's primary key, on the old column alone, and the models
-    put it on `new` alone: it follows the rename (expand_rename, contract_old_column)."""
-    declared = rw.metadata.tables.get(table)
-    return (
-        dependent.kind == dependents.PRIMARY_KEY
-        and declared is not None
-        and [column.name for column in declared.primary_key.columns] == [new]
-        and dependent.definition.count(",") == 0
-    )
 
 
 def goes_with_its_column(rw: Rewrite, table: str, column: str) -> None:
@@ -226,299 +219,6 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
         *restore,
     ]
     return steps
-
-
-def refused_foreign_keys(rw: Rewrite, table: str, column: str, new_type: str) -> str | None:
-    """Why the foreign keys the models declare over `column`, of `new_type`, cannot be built
-    (the server asked: refused_referencing_type), or None. The expand would add them (NOT
-    VALID, then VALIDATE) and fail there, after the steps before it committed."""
-    model = transitions.column_named(rw.metadata.tables.get(table), column)
-    for key in model.foreign_keys if model is not None else ():
-        target = key.column
-        if rw.connection.scalar(text("SELECT to_regclass(:t)"), {"t": quote(target.table.name)}):
-            why = refused_referencing_type(
-                rw.connection, column, new_type, target.table.name, target.name
-            )
-            if why is not None:
-                return (
-                    f"its foreign key to {target.table.name}.{target.name} cannot be over "
-                    f"{new_type} ({why}). Keep its type (its foreign key follows a rename "
-                    "or a type it can reference), or first take the ForeignKey off the model, "
-                    "with the relationship()s that join through it, in a revision of its own"
-                )
-    return None
-
-
-def primary_key_index(
-    rw: Rewrite,
-    direction: str,
-    table: str,
-    column: str,
-    key: str,
-    index: str | None = None,
-    at: str = "the contract",
-) -> list[ops.MigrateOperation]:
-    """The unique index over `column` that becomes the primary key `key` at the contract
-    (ADD CONSTRAINT ... PRIMARY KEY USING INDEX: a catalog update, no scan); until then the old
-    column keeps the key. Named `index`, by default `<key>__new`; an INVALID leftover of a
-    failed build first goes."""
-    index = index or transitions.shadow_name(key)
-    rw.lock(direction, f"create_index {index} (UNIQUE) CONCURRENTLY on {table}: {CONCURRENT}")
-    return [
-        Comment(f"{column}'s unique index: the primary key {key} at {at}."),
-        AutocommitBlock(
-            [
-                Statement(transitions.invalid_index_dropped_sql(index)),
-                Statement(
-                    f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(index)} "
-                    f"ON {quote(table)} ({quote(column)})"
-                ),
-            ]
-        ),
-    ]
-
-
-def referenced_again(
-    rw: Rewrite,
-    direction: str,
-    reference: dependents.Reference,
-    column: str,
-    new_column: str,
-    name: str,
-) -> list[ops.MigrateOperation]:
-    """`reference` (a foreign key on another table) again, referencing `new_column`, named
-    `name`: NOT VALID, then VALIDATE alone."""
-    rw.lock(
-        direction,
-        f"foreign key {name} on {reference.table}: ADD ... NOT VALID takes SHARE ROW EXCLUSIVE "
-        f"on both tables, briefly (a catalog update); then {VALIDATED}",
-    )
-    add = Statement(reference.to(column, new_column, name))
-    return forms.validated(rw, direction, reference.table, name, "foreignkey", add)
-
-
-def primary_key_swap_sql(table: str, key: str, index: str | None = None) -> list[str]:
-    """The primary key `key` made over the unique index `index` (by default the new column's,
-    `<key>__new`: primary_key_index), which takes its name: the key (if the column that held it
-    has not taken it along) dropped first, in the same transaction. A catalog update: the
-    index's column is NOT NULL already."""
-    index = index or transitions.shadow_name(key)
-    return [
-        f"ALTER TABLE {quote(table)} DROP CONSTRAINT IF EXISTS {quote(key)}",
-        f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(key)} PRIMARY KEY USING INDEX "
-        f"{quote(index)}",
-    ]
-
-
-def retyped_key_indexes(
-    rw: Rewrite, table: str, column: str, shadow: str, key: str
-) -> list[ops.MigrateOperation]:
-    """A retyped primary-key column's two unique indexes, built CONCURRENTLY before the cutover:
-    the shadow's (`<key>__new`), which becomes the key at the cutover, and a spare over the old
-    column (`<key>__old`), which takes it back on the way down. Each swap is then a catalog
-    update, and the table is never without a unique index over the key: the spare stays on the
-    kept old column until the contract drops it with the column."""
-    spare = transitions.kept_name(key)
-    steps = [
-        *primary_key_index(rw, UPGRADE, table, shadow, key, at="the cutover"),
-        *primary_key_index(rw, UPGRADE, table, column, key, spare, at="the way down"),
-    ]
-    rw.lock(UPGRADE, f"primary key {key}: over {shadow}'s index at the cutover, {CATALOG_ONLY}")
-    rw.lock(DOWNGRADE, f"primary key {key}: back over {spare}, {CATALOG_ONLY}")
-    return steps
-
-
-def referenced_retype_refused(
-    connection: Connection, table: str, column: str, new_type: str
-) -> str | None:
-    """Why the foreign keys referencing a retyped key cannot follow it, in one line naming
-    them, or None: the server is asked, on empty temporary copies of the tables in a savepoint
-    rolled back, whether each referencing column's type can reference `new_type` at all."""
-    references = dependents.references(connection, table, column)
-    incompatible = [
-        f"{r.table}.{r.column}: {why}"
-        for r in references
-        if (why := refused_reference(connection, table, column, new_type, r)) is not None
-    ]
-    if not incompatible:
-        return None
-    named = ", ".join(f"{r.table}.{r.column} ({r.name})" for r in references)
-    return (
-        f"the foreign keys {named} reference it, and cannot reference {new_type} "
-        f"({'; '.join(incompatible)}). Expand/contract instead, in steps: drop those foreign "
-        "keys in a revision before this one, then change the type of the key and of the "
-        "columns referencing it, then declare the foreign keys again"
-    )
-
-
-def refused_reference(
-    connection: Connection,
-    table: str,
-    column: str,
-    new_type: str,
-    reference: dependents.Reference,
-) -> str | None:
-    """The server's refusal of `reference` referencing `column` as `new_type` (the first line
-    of its message), or None. Asked of empty temporary copies of both tables, in a savepoint
-    rolled back: nothing of ours is locked or changed beyond the copies' brief reads."""
-    parent, made = probe_parent(table, column, new_type)
-    child = transitions.identifier(f"media_db_probe_{reference.table}_child")
-    return refused_by_server(
-        connection,
-        *made,
-        f"CREATE TEMPORARY TABLE {quote(child)} (LIKE {quote(reference.table)})",
-        # The column as the catalog prints it (quoted where it must be).
-        f"ALTER TABLE {quote(child)} ADD FOREIGN KEY ({reference.column}) "
-        f"REFERENCES {quote(parent)} ({quote(column)}) NOT VALID",
-    )
-
-
-def refused_referencing_type(
-    connection: Connection, name: str, type_: str, table: str, column: str
-) -> str | None:
-    """The server's refusal of a column `name` of `type_` referencing `column` of `table` as
-    it is, or None: asked as refused_reference is."""
-    parent, made = probe_parent(table, column)
-    child = transitions.identifier(f"media_db_probe_{table}_child")
-    return refused_by_server(
-        connection,
-        *made,
-        f"CREATE TEMPORARY TABLE {quote(child)} ({quote(name)} {type_})",
-        f"ALTER TABLE {quote(child)} ADD FOREIGN KEY ({quote(name)}) "
-        f"REFERENCES {quote(parent)} ({quote(column)}) NOT VALID",
-    )
-
-
-def probe_parent(table: str, column: str, retyped: str | None = None) -> tuple[str, list[str]]:
-    """An empty temporary copy of `table` with a unique index over `column` (made `retyped`
-    first, when given), for a foreign key to reference: its name and the statements that make
-    it."""
-    parent = transitions.identifier(f"media_db_probe_{table}")
-    made = [f"CREATE TEMPORARY TABLE {quote(parent)} (LIKE {quote(table)})"]
-    if retyped is not None:
-        made.append(
-            f"ALTER TABLE {quote(parent)} ALTER COLUMN {quote(column)} TYPE {retyped} USING NULL"
-        )
-    return parent, [*made, f"CREATE UNIQUE INDEX ON {quote(parent)} ({quote(column)})"]
-
-
-def refused_by_server(connection: Connection, *statements: str) -> str | None:
-    """The server's refusal of `statements` (its detail where it gives one: `Key columns ...
-    are of incompatible types`, else its message's first line), run in a savepoint rolled back
-    whatever happens, or None."""
-    with connection.begin_nested() as savepoint:
-        try:
-            for sql in statements:
-                connection.exec_driver_sql(sql)
-        except DBAPIError as error:
-            detail = getattr(getattr(error.orig, "diag", None), "message_detail", None)
-            return str(detail or str(error.orig).splitlines()[0]).rstrip(".")
-        finally:
-            savepoint.rollback()
-    return None
-
-
-def key_moved_back_sql(
-    moving: Transition, key: str, index: str, references: list[dependents.Reference]
-) -> str:
-    """The primary key `key` moved back from `moving.column` to the old column, over its unique
-    index `index`, in one transaction: the foreign keys referencing it hold the key's index, so
-    they go and come back over the old name (NOT VALID: every new row is checked at once). Only
-    while the key is still on the new column: a re-run after this step drops the index it built
-    again instead."""
-    assert moving.old is not None
-    table_ = quote(moving.table)
-    on_new = (
-        "EXISTS (SELECT FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid "
-        f"AND a.attnum = c.conkey[1] WHERE c.conrelid = to_regclass({transitions.literal(table_)}) "
-        f"AND c.contype = 'p' AND a.attname = {transitions.literal(moving.column)})"
-    )
-    moved = [
-        *(reference.dropped_sql() for reference in references),
-        f"ALTER TABLE {table_} DROP CONSTRAINT {quote(key)}",
-        f"ALTER TABLE {table_} ADD CONSTRAINT {quote(key)} PRIMARY KEY USING INDEX {quote(index)}",
-        *(reference.to(moving.old, moving.old, reference.name) for reference in references),
-    ]
-    return (
-        f"DO $key$ BEGIN IF {on_new} THEN {'; '.join(moved)}; "
-        f"ELSE DROP INDEX IF EXISTS {quote(index)}; END IF; END $key$"
-    )
-
-
-def carried(
-    rw: Rewrite, dependent: dependents.Dependent, table: str, old: str, new: str
-) -> list[ops.MigrateOperation]:
-    """An index, UNIQUE constraint or CHECK on a renamed column's old name that the models keep
-    under its name: built again over the new one (an index CONCURRENTLY, a CHECK NOT VALID then
-    VALIDATE, after the backfill; every mention of the column moves, a partial index's WHERE
-    included) under a temporary name, then, in one catalog step, the old one becomes
-    `<name>__old` (until the contract drops it with its column) and the copy takes the name. A
-    re-run after the swap drops the copy it made again."""
-    name = dependent.name
-    shadow, kept = transitions.shadow_name(name), transitions.kept_name(name)
-    table_ = quote(table)
-    if dependent.kind == dependents.UNIQUE:
-        options = dependents.UNIQUE_OPTIONS.fullmatch(dependent.definition)
-        assert options is not None, dependent.definition
-        takes = (
-            f"ALTER TABLE {table_} ADD CONSTRAINT {quote(name)} UNIQUE USING INDEX "
-            f"{quote(shadow)}{options['rest']}"
-        )
-    else:
-        takes = dependent.renamed_sql(table, shadow, name)
-    leftover = (
-        f"ALTER TABLE {table_} DROP CONSTRAINT IF EXISTS {quote(shadow)}"
-        if dependent.kind == dependents.CHECK
-        else f"DROP INDEX IF EXISTS {quote(shadow)}"
-    )
-    swapped = (
-        f"to_regclass({transitions.literal(quote(kept))}) IS NOT NULL OR EXISTS (SELECT FROM "
-        f"pg_constraint WHERE conrelid = to_regclass({transitions.literal(table_)}) AND "
-        f"conname = {transitions.literal(kept)})"
-    )
-    swap = (
-        f"DO $swap$ BEGIN IF NOT ({swapped}) THEN "
-        f"{dependent.renamed_sql(table, name, kept)}; {takes}; "
-        f"ELSE {leftover}; END IF; END $swap$"
-    )
-    rw.lock(
-        UPGRADE,
-        f"{dependent.kind} {name}: renamed to {kept}, its copy over {new} taking the name: "
-        f"{CATALOG_ONLY}",
-    )
-    declared = declared_sql(rw, table, dependent, shadow)
-    return [
-        Comment(f"{name} over {new}; {old}'s stays as {kept} until the contract."),
-        *built(rw, UPGRADE, dependent, table, old, new, shadow, declared),
-        Statement(swap),
-    ]
-
-
-def declared_sql(rw: Rewrite, table: str, dependent: dependents.Dependent, name: str) -> str | None:
-    """The SQL building `dependent` as the models declare it (same name), named `name`: what a
-    fresh database has, to the letter (PostgreSQL stores an `IN (...)` read back from its own
-    catalog in another form than the one it parsed). None where the models do not declare it."""
-    declared = rw.metadata.tables.get(table)
-    if declared is None:
-        return None
-    dialect = rw.connection.dialect
-    if dependent.kind == dependents.CHECK:
-        checks = [c for c in declared.constraints if c.name == dependent.name]
-        if not checks or not isinstance(checks[0], CheckConstraint):
-            return None
-        condition = checks[0].sqltext.compile(dialect=dialect)
-        return (
-            f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(name)} CHECK ({condition}) NOT VALID"
-        )
-    indexes = [i for i in declared.indexes if i.name == dependent.name]
-    if dependent.kind != dependents.INDEX or not indexes:
-        return None  # a UNIQUE constraint's index: its columns, as the catalog has them
-    created = str(CreateIndex(indexes[0]).compile(dialect=dialect))
-    return re.sub(
-        r"^CREATE (UNIQUE )?INDEX \S+ ON",
-        lambda m: f"CREATE {m[1] or ''}INDEX CONCURRENTLY IF NOT EXISTS {quote(name)} ON",
-        created.strip(),
-    )
 
 
 def expand_backfill(
@@ -829,46 +529,6 @@ def expand_retype(
     return steps
 
 
-def uncarried(rw: Rewrite, blocking: list[dependents.Dependent]) -> str | None:
-    """Why the column's dependents keep it from moving (None: nothing does)."""
-    if not blocking:
-        return None
-    return (
-        f"{'; '.join(map(str, blocking))} depend{'s' if len(blocking) == 1 else ''} on it, "
-        "and make revision carries only indexes, CHECKs, UNIQUE constraints, foreign keys and "
-        "a one-column primary key from one column to another"
-    )
-
-
-def built(
-    rw: Rewrite,
-    direction: str,
-    dependent: dependents.Dependent,
-    table: str,
-    column: str,
-    over: str,
-    name: str,
-    sql: str | None = None,
-) -> list[ops.MigrateOperation]:
-    """`dependent` (an index, a CHECK, a foreign key or a UNIQUE constraint's index on
-    `column`) built again over the column `over`, named `name`, without blocking writes;
-    `sql`: its definition, where the models give it (else the catalog's, moved)."""
-    sql = sql or dependent.over(table, column, over, name)
-    if dependent.kind in (dependents.CHECK, dependents.FOREIGN_KEY):
-        check = dependent.kind == dependents.CHECK
-        rw.lock(
-            direction,
-            f"{'check constraint' if check else 'foreign key'} {name} on {table}: ADD ... NOT "
-            f"VALID takes {CATALOG_ONLY}; then {VALIDATED}",
-        )
-        type_ = "check" if check else "foreignkey"
-        return forms.validated(rw, direction, table, name, type_, Statement(sql))
-    rw.lock(direction, f"create_index {name} CONCURRENTLY on {table}: {CONCURRENT}")
-    return [
-        AutocommitBlock([Statement(transitions.invalid_index_dropped_sql(name)), Statement(sql)])
-    ]
-
-
 def added_for_fill(
     rw: Rewrite, moving: Transition, add: ops.AddColumnOp, default: str | None, sync: bool = True
 ) -> list[ops.MigrateOperation]:
@@ -926,126 +586,6 @@ def fill(
         )
         steps += forms.set_not_null(rw, alter, direction)
     return steps
-
-
-def guard_index(
-    rw: Rewrite,
-    moving: Transition,
-    dropped: str,
-    kept: str,
-    direction: str,
-    *,
-    renamed: tuple[str, str] | None = None,
-    added: dict[str, str] | None = None,
-    until_gone: str | None = None,
-) -> tuple[list[ops.MigrateOperation], str | None]:
-    """The first steps of a way down or a contract that drops `dropped` (lossless_drop): the
-    guard's rows indexed CONCURRENTLY, so that under the drop's lock the guard reads an index
-    and not the table; and `kept` as the index's predicate has it, which the guard must use
-    to match the index. PostgreSQL writes it, on a temporary copy of the table taken to the
-    shape it will have then (`renamed`: a column renamed; `added`: columns added, or given
-    another type, by their SQL type): over the columns' names then, with no subquery. Only
-    where it can be indexed (every function in `kept` IMMUTABLE: `to_jsonb`, say, is not);
-    elsewhere no step and None, and the guard reads the table. Run only while `until_gone`
-    (else `dropped`) is there: a re-run after the drop committed skips it."""
-    table = moving.table
-    probe = transitions.identifier(f"media_db_probe_{table}")
-    expression = transitions.identifier(f"{probe}_kept")
-    present = {column["name"] for column in rw.reflected_columns(table)}
-    reshaped = [
-        f"CREATE TEMPORARY TABLE {quote(probe)} (LIKE {quote(table)})",
-        f"CREATE INDEX {quote(expression)} ON {quote(probe)} (({kept}))",
-    ]
-    if renamed is not None:
-        before, after = renamed
-        reshaped.append(
-            f"ALTER TABLE {quote(probe)} RENAME COLUMN {quote(before)} TO {quote(after)}"
-        )
-        present = (present - {before}) | {after}
-    for column, type_ in (added or {}).items():
-        reshaped.append(
-            f"ALTER TABLE {quote(probe)} ALTER COLUMN {quote(column)} TYPE {type_} USING NULL"
-            if column in present
-            else f"ALTER TABLE {quote(probe)} ADD COLUMN {quote(column)} {type_}"
-        )
-    with rw.connection.begin_nested() as savepoint:
-        try:
-            for sql in reshaped:
-                rw.connection.exec_driver_sql(sql)
-            flat = str(
-                rw.connection.execute(
-                    text("SELECT pg_get_indexdef(to_regclass(:index), 1, false)"),
-                    {"index": quote(expression)},
-                ).scalar_one()
-            )
-            sql = transitions.guard_index_sql(table, dropped, flat, probe=probe)
-            rw.connection.exec_driver_sql(sql)
-        except DBAPIError:
-            return [], None
-        finally:
-            savepoint.rollback()
-    name = transitions.guard_name(table, dropped)
-    rw.lock(direction, f"create_index {name} CONCURRENTLY on {table}: {CONCURRENT}")
-    return [
-        Comment(
-            f"The guard's index: the rows where {dropped} holds what {flat} does not give back "
-            "(normally none), read under the drop's lock instead of the table."
-        ),
-        WhileColumnBlock(
-            f"SELECT {transitions.column_there(table, until_gone or dropped)}",
-            [
-                Statement(transitions.invalid_index_dropped_sql(name)),
-                Statement(transitions.guard_index_sql(table, dropped, flat)),
-            ],
-        ),
-    ], flat
-
-
-def lossless_drop(
-    rw: Rewrite,
-    moving: Transition,
-    dropped: str,
-    kept: str,
-    direction: str,
-    before: list[str] | None = None,
-    until_gone: str | None = None,
-    indexed: bool = False,
-) -> list[ops.MigrateOperation]:
-    """Drop `dropped` and the sync trigger, no consent asked: the guard refuses, under the
-    drop's lock, if `dropped` holds a value that `kept` does not give back. `before`: SQL run
-    under the same lock just before the column goes. `until_gone`: a column the same
-    transaction renames or drops later, where later steps of the revision can cut it after it
-    committed: the guard, `before` and the drop then run only while that column is there, so a
-    re-run skips them (transitions.while_column_sql). `indexed`: guard_index came first."""
-
-    def once(sql: str) -> Statement:
-        if until_gone is None:
-            return Statement(sql)
-        return Statement(transitions.while_column_sql(moving.table, until_gone, sql))
-
-    rw.lock(
-        direction,
-        f"drop {moving.table}.{dropped} and the sync trigger {moving.name}: "
-        + (GUARD_INDEXED if indexed else GUARD_SCAN),
-    )
-    rw.waive(direction, "ban-drop-column", LOSSLESS_DROP)
-    rw.waive(direction, "ban-drop-function", SYNC_DROP)
-    prefix = "upgrade_" if direction == UPGRADE else ""
-    rw.drops[f"{prefix}lossless_drops_columns"].append(f"{moving.table}.{dropped}")
-    lock, guard = transitions.guarded_drop_sql(
-        moving.table,
-        dropped,
-        kept,
-        kept_column=moving.kind == RENAME and moving.back is None,
-        indexed=indexed,
-    )
-    return [
-        Statement(lock),
-        once(guard),
-        *(Statement(sql) for sql in moving.drop_sql()),
-        *map(once, before or []),
-        once(f"ALTER TABLE {quote(moving.table)} DROP COLUMN {quote(dropped)}"),
-    ]
 
 
 def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOperation]:
@@ -1182,35 +722,3 @@ def contract_trigger(rw: Rewrite, moving: Transition, direction: str) -> list[op
         Comment(f"Contract: every writer now gives {moving.column}; its sync trigger goes."),
         *(Statement(sql) for sql in moving.drop_sql()),
     ]
-
-
-def refused_by_new_type(
-    connection: Connection,
-    table: str,
-    column: str,
-    new_type: str,
-    carried: list[dependents.Dependent],
-) -> str | None:
-    """Why the server would refuse an index or CHECK of `carried` over `column` as `new_type`
-    (an operator class or a function the type lacks), or None. Asked on an empty temporary copy
-    of the table, in a savepoint rolled back: nothing of ours is locked or changed. (A foreign
-    key is asked by refused_foreign_keys: a temporary table references only temporary ones.)"""
-    probe = transitions.identifier(f"media_db_probe_{table}")
-    with connection.begin_nested() as savepoint:
-        connection.exec_driver_sql(f"CREATE TEMPORARY TABLE {quote(probe)} (LIKE {quote(table)})")
-        connection.exec_driver_sql(
-            f"ALTER TABLE {quote(probe)} ALTER COLUMN {quote(column)} TYPE {new_type} USING NULL"
-        )
-        try:
-            for dependent in carried:
-                if dependent.kind == dependents.FOREIGN_KEY:
-                    continue
-                sql = dependent.over(probe, column, column, transitions.shadow_name(dependent.name))
-                with connection.begin_nested():
-                    connection.exec_driver_sql(sql.replace(" CONCURRENTLY", ""))
-        except DBAPIError as error:
-            message = str(error.orig).splitlines()[0]
-            return f"{dependent} cannot be carried to {new_type}: {message}"
-        finally:
-            savepoint.rollback()
-    return None

@@ -42,14 +42,14 @@ class Rewrite:
         # which drops them with the column (autogenerate does not see them: environment.py).
         self.kept_indexes: dict[str, Dependent] = {}
         # Those the models keep under their names: the expand carries them to the new column
-        # (expand_contract.carried), in place of autogenerate's drop and create, either way.
+        # (carried.carried), in place of autogenerate's drop and create, either way.
         self.carried: set[str] = set()
         # Indexes and constraints on a contract's old column: they go with the column, and its
         # way down builds them again (expand_contract.contract_old_column); autogenerate's own
         # drop and create of them are left out.
         self.gone_with_columns: set[str] = set()
         # Foreign keys referencing a renamed key, and their copies over its new name: the rename
-        # writes their steps itself (expand_contract.referenced_again), so autogenerate's own
+        # writes their steps itself (keys.referenced_again), so autogenerate's own
         # drop and add of them, either way, are left out.
         self.moving_references: set[str] = set()
 

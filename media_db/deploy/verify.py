@@ -64,7 +64,7 @@ def drift_from(connection: Connection, build: Callable[[Connection], object]) ->
 
 def _primary_key_stand_in(left: catalog.Table, moving: transitions.Transition) -> None:
     """A renamed primary key stays on the old column until the contract: its unique index over
-    the new column (expand_contract.primary_key_index) stands for it."""
+    the new column (autogen.keys.primary_key_index) stands for it."""
     key = str(Base.metadata.tables[moving.table].primary_key.name)
     stand_in = transitions.shadow_name(key)
     if moving.kind != transitions.RENAME or stand_in not in left.indexes:

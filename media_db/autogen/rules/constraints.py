@@ -28,7 +28,7 @@ def create_index(
 ) -> list[ops.MigrateOperation]:
     name = str(create.index_name)
     if name in rw.carried:
-        return []  # carried to the renamed column by its expand (expand_contract.carried)
+        return []  # carried to the renamed column by its expand (autogen/carried.py)
     if direction == UPGRADE and name in rw.kept_indexes:
         rw.refusals.append(taken(name, create.table_name))
         return [create]
@@ -67,7 +67,7 @@ def add_unique(
 ) -> list[ops.MigrateOperation]:
     table, name = add.table_name, str(add.constraint_name)
     if name in rw.carried:
-        return []  # carried to the renamed column by its expand (expand_contract.carried)
+        return []  # carried to the renamed column by its expand (autogen/carried.py)
     if direction == UPGRADE and name in rw.kept_indexes:
         rw.refusals.append(taken(name, table))
         return [add]
