@@ -12,6 +12,7 @@ from sqlalchemy.schema import CreateIndex
 
 from media_db import dependents, transitions
 from media_db.autogen import forms
+from media_db.autogen.keys import refused_by_server
 from media_db.autogen.locks import CATALOG_ONLY, CONCURRENT, VALIDATED
 from media_db.autogen.ops import AutocommitBlock, Comment, Statement
 from media_db.autogen.state import UPGRADE, Rewrite
@@ -65,6 +66,38 @@ def carried(
         *built(rw, UPGRADE, dependent, table, old, new, shadow, declared),
         Statement(swap),
     ]
+
+
+def names_the_old_column(
+    rw: Rewrite, table: str, dependent: dependents.Dependent, old: str, new: str
+) -> str | None:
+    """Why the models' own form of `dependent`, which a rename carries to `new`, cannot stand
+    once the contract drops `old` (its CheckConstraint or Index text still names `old`), or
+    None. Asked on an empty temporary copy of the table with `old` renamed `new`, in a
+    savepoint rolled back: nothing of ours is locked or changed."""
+    probe = transitions.identifier(f"media_db_probe_{table}")
+    declared = declared_sql(rw, table, dependent, transitions.identifier(f"{probe}_declared"))
+    if declared is None:
+        return None
+    on_probe = re.sub(
+        rf"^(ALTER TABLE|CREATE (?:UNIQUE )?INDEX CONCURRENTLY IF NOT EXISTS \S+ ON) "
+        rf"{re.escape(quote(table))} ",
+        lambda m: f"{m[1]} {quote(probe)} ".replace(" CONCURRENTLY", ""),
+        declared,
+    )
+    why = refused_by_server(
+        rw.connection,
+        f"CREATE TEMPORARY TABLE {quote(probe)} (LIKE {quote(table)})",
+        f"ALTER TABLE {quote(probe)} RENAME COLUMN {quote(old)} TO {quote(new)}",
+        on_probe,
+    )
+    if why is None:
+        return None
+    return (
+        f"{dependent.kind} {dependent.name}, as the models declare it, still names {old}, "
+        f"which the contract drops ({why}): write it over {new} in the models, then run make "
+        "revision again"
+    )
 
 
 def declared_sql(rw: Rewrite, table: str, dependent: dependents.Dependent, name: str) -> str | None:

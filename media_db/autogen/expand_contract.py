@@ -5,8 +5,8 @@ default and of a rewriting type change (its indexes, CHECKs and UNIQUE constrain
 media_db/dependents.py, and a one-column primary key, through unique indexes built beside it:
 retyped_key_indexes, with the foreign keys referencing it; its way down re-runs from any
 point it is cut at, transitions.while_column_sql), and each one's contract. Each
-builder returns the upgrade's steps and leaves the downgrade's with the `Rewrite` (`undo`,
-`trigger_drops`), which the downgrade's plain column operation is replaced by.
+builder returns the upgrade's steps with the downgrade's that undo them (`Undoable`): the walk
+(media_db/autogen/rewriter.py) writes those for the same column on the way down.
 """
 
 from typing import Any
@@ -18,7 +18,13 @@ from sqlalchemy import Column, UniqueConstraint
 
 from media_db import dependents, transitions
 from media_db.autogen import forms
-from media_db.autogen.carried import built, carried, refused_by_new_type, uncarried
+from media_db.autogen.carried import (
+    built,
+    carried,
+    names_the_old_column,
+    refused_by_new_type,
+    uncarried,
+)
 from media_db.autogen.guards import guard_index, lossless_drop
 from media_db.autogen.keys import (
     key_moved_back_sql,
@@ -41,7 +47,7 @@ from media_db.autogen.locks import (
 )
 from media_db.autogen.ops import AutocommitBlock, Backfill, Comment, Statement
 from media_db.autogen.pg_types import exact_round_trip, sql_type
-from media_db.autogen.state import DOWNGRADE, UPGRADE, Rewrite
+from media_db.autogen.state import DOWNGRADE, UPGRADE, Rewrite, Undoable
 from media_db.models.triggers import ENTITIES
 from media_db.transitions import RENAME, RETYPE, Transition, quote
 
@@ -117,7 +123,9 @@ def goes_with_its_column(rw: Rewrite, table: str, column: str) -> None:
         rw.moving_references |= {*referencing, *map(transitions.shadow_name, referencing)}
 
 
-def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.MigrateOperation]:
+def expand_rename(
+    rw: Rewrite, add: ops.AddColumnOp, old: str
+) -> Undoable | list[ops.MigrateOperation]:
     table, new = add.table_name, add.column
     where = f"add_column {table}.{new.name} (renamed from {old})"
     was = {column["name"]: column for column in rw.reflected_columns(table)}.get(old)
@@ -179,6 +187,8 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
     if retyped and (refused := refused_by_new_type(rw.connection, table, old, new_type, carry)):
         rw.refusals.append(f"{where}: {refused}")
     for dependent in carry:
+        if stale := names_the_old_column(rw, table, dependent, old, new.name):
+            rw.refusals.append(f"{where}: {stale}")
         steps += carried(rw, dependent, table, old, new.name)
     references: list[dependents.Reference] = []
     for key in dependents.dependents(rw.connection, table, old):
@@ -208,7 +218,7 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
     index, flat = guard_index(
         rw, moving, new.name, moving.source, DOWNGRADE, added={new.name: new_type}
     )
-    rw.undo[(table, new.name)] = [
+    undo = [
         *index,
         Comment(f"{old} holds every value (the trigger copied each write): nothing is lost."),
         # The foreign keys over the new name first: they hold its unique index.
@@ -218,12 +228,12 @@ def expand_rename(rw: Rewrite, add: ops.AddColumnOp, old: str) -> list[ops.Migra
         *(Statement(d.renamed_sql(table, transitions.kept_name(d.name), d.name)) for d in carry),
         *restore,
     ]
-    return steps
+    return Undoable(steps, undo)
 
 
 def expand_backfill(
     rw: Rewrite, add: ops.AddColumnOp, expression: str
-) -> list[ops.MigrateOperation]:
+) -> Undoable | list[ops.MigrateOperation]:
     table, column = add.table_name, add.column
     where = f"add_column {table}.{column.name}"
     if forms.default_sql(column) is not None:
@@ -244,19 +254,19 @@ def expand_backfill(
     steps += fill(rw, moving, column.type, not column.nullable, UPGRADE)
     added = {column.name: sql_type(column.type)}
     index, flat = guard_index(rw, moving, column.name, moving.source, DOWNGRADE, added=added)
-    rw.undo[(table, column.name)] = [
-        *index,
-        Comment(f"Every {column.name} is what {expression} gives back: nothing is lost."),
-        *lossless_drop(
-            rw, moving, column.name, flat or moving.source, DOWNGRADE, indexed=bool(flat)
-        ),
-    ]
-    return steps
+    return Undoable(
+        steps,
+        [
+            *index,
+            Comment(f"Every {column.name} is what {expression} gives back: nothing is lost."),
+            *lossless_drop(
+                rw, moving, column.name, flat or moving.source, DOWNGRADE, indexed=bool(flat)
+            ),
+        ],
+    )
 
 
-def expand_existing_backfill(
-    rw: Rewrite, alter: ops.AlterColumnOp, expression: str
-) -> list[ops.MigrateOperation]:
+def expand_existing_backfill(rw: Rewrite, alter: ops.AlterColumnOp, expression: str) -> Undoable:
     """An existing nullable column becoming NOT NULL, marked with a backfill: the sync
     trigger fills what a writer leaves NULL (old inserts keep working), the rows are
     backfilled in batches, then NOT NULL through the validated CHECK. The way down drops
@@ -273,8 +283,7 @@ def expand_existing_backfill(
         DOWNGRADE,
         f"drop the sync trigger {moving.name}: {TRIGGER_LOCKS[DropOp].format(table=table)}",
     )
-    rw.trigger_drops[f"{table}.{column}"] = [Statement(sql) for sql in moving.drop_sql()]
-    return [
+    steps: list[ops.MigrateOperation] = [
         Comment(
             f"Expand: {column} becomes NOT NULL. The trigger {moving.name} fills it from "
             f"{expression} when a writer leaves it NULL, so old writers keep working; "
@@ -283,6 +292,8 @@ def expand_existing_backfill(
         *(Statement(sql) for sql in moving.create_sql()),
         *fill(rw, moving, alter.existing_type, True, UPGRADE),
     ]
+    # The way down drops the trigger, then its alter_column drops NOT NULL.
+    return Undoable(steps, [Statement(sql) for sql in moving.drop_sql()], then_its_own=True)
 
 
 def expand_volatile(rw: Rewrite, add: ops.AddColumnOp, default: str) -> list[ops.MigrateOperation]:
@@ -325,7 +336,7 @@ def conversion(
 
 def expand_retype(
     rw: Rewrite, alter: ops.AlterColumnOp, old_type: str, new_type: str
-) -> list[ops.MigrateOperation]:
+) -> Undoable | list[ops.MigrateOperation]:
     """A shadow column of the new type, kept in step by a trigger and backfilled; then a
     cutover swaps the names in one short transaction and the trigger keeps the old column
     (renamed) in step until the contract."""
@@ -525,8 +536,7 @@ def expand_retype(
                 ]
             )
         )
-    rw.undo[(table, name)] = undo
-    return steps
+    return Undoable(steps, undo)
 
 
 def added_for_fill(
@@ -588,7 +598,7 @@ def fill(
     return steps
 
 
-def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOperation]:
+def contract_old_column(rw: Rewrite, moving: Transition) -> Undoable:
     """A rename's or a type change's old column goes, with the sync trigger."""
     assert moving.old is not None
     old, given = moving.old, moving.back or quote(moving.column)
@@ -699,8 +709,7 @@ def contract_old_column(rw: Rewrite, moving: Transition) -> list[ops.MigrateOper
         if dependent.kind == dependents.UNIQUE:
             attached = dependent.takes_name_sql(moving.table, dependent.name, dependent.name)
             undo.append(Statement(attached))
-    rw.undo[(moving.table, old)] = undo
-    return steps
+    return Undoable(steps, undo)
 
 
 def contract_trigger(rw: Rewrite, moving: Transition, direction: str) -> list[ops.MigrateOperation]:

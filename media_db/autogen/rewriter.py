@@ -45,18 +45,22 @@ from media_db.autogen.rules import (
     entities,
     table_of,
 )
-from media_db.autogen.state import DOWNGRADE, UPGRADE, Rewrite
+from media_db.autogen.state import DOWNGRADE, UPGRADE, Rewrite, Undoable
 from media_db.models.migration_history import SURVIVES_DOWNGRADE
 from media_db.transitions import RENAME
 
 # Importing the rule modules registers their rules in RULES.
 RULE_MODULES = (columns, constraints, entities)
+# What the upgrade's expands and contracts return for the way down, by (table, column).
+Undo = dict[tuple[str, str | None], Undoable]
 
 
 def operations(
-    rw: Rewrite, operations: list[ops.MigrateOperation], direction: str
+    rw: Rewrite, operations: list[ops.MigrateOperation], direction: str, undo: Undo
 ) -> list[ops.MigrateOperation]:
-    """The walk: every operation (those inside a table's group one by one) through `one`."""
+    """The walk: every operation (those inside a table's group one by one) through `one`. The
+    upgrade's pass fills `undo` (what its expands and contracts return for the way down); the
+    downgrade's writes it for the same columns."""
     created_or_dropped = {
         operation.table_name
         for operation in operations
@@ -83,22 +87,27 @@ def operations(
             inner = [
                 safe
                 for step in operation.ops
-                for safe in one(rw, step, direction, created_or_dropped)
+                for safe in one(rw, step, direction, created_or_dropped, undo)
             ]
             rewritten.append(
                 ops.ModifyTableOps(operation.table_name, inner, schema=operation.schema)
             )
         else:
-            rewritten += one(rw, operation, direction, created_or_dropped)
+            rewritten += one(rw, operation, direction, created_or_dropped, undo)
     return rewritten
 
 
 def one(
-    rw: Rewrite, operation: ops.MigrateOperation, direction: str, fresh: set[str]
+    rw: Rewrite, operation: ops.MigrateOperation, direction: str, fresh: set[str], undo: Undo
 ) -> list[ops.MigrateOperation]:
     """The dispatch: what is written in `operation`'s place, by its kind's rule; a table made
-    or dropped in this revision (`fresh`) and its operations stay plain."""
+    or dropped in this revision (`fresh`) and its operations stay plain. On the way down, a
+    column's operation gives way to what the upgrade's expand or contract of it returned."""
     table = table_of(operation)
+    column = (table, _column_of(operation))
+    undone = undo.pop(column, None) if direction == DOWNGRADE else None
+    if undone is not None and not undone.then_its_own:
+        return undone.undo
     kept = (getattr(operation, "info", None) or {}).get(SURVIVES_DOWNGRADE)
     if isinstance(operation, ops.CreateTableOp) and kept:
         # A downgrade below this revision keeps the table, so upgrading again finds it.
@@ -138,7 +147,11 @@ def one(
             f"{_name(operation)} on {table}: not judged by make revision, review its locks by hand",
         )
         return [operation]
-    return rule(rw, operation, direction)
+    written = rule(rw, operation, direction)
+    if isinstance(written, Undoable):
+        undo[column] = written
+        return written.steps
+    return [*(undone.undo if undone else []), *written]
 
 
 def rewrite(
@@ -149,8 +162,9 @@ def rewrite(
     state = Rewrite(connection, script.rev_id or "", metadata)
     assert script.upgrade_ops is not None
     assert script.downgrade_ops is not None
-    script.upgrade_ops.ops = operations(state, script.upgrade_ops.ops, UPGRADE)
-    script.downgrade_ops.ops = operations(state, script.downgrade_ops.ops, DOWNGRADE)
+    undo: Undo = {}
+    script.upgrade_ops.ops = operations(state, script.upgrade_ops.ops, UPGRADE, undo)
+    script.downgrade_ops.ops = operations(state, script.downgrade_ops.ops, DOWNGRADE, undo)
     if script.upgrade_ops.ops and (broken := _data_layer_breaks()):
         state.refusals.append(broken)
     return state.template_args()
@@ -206,6 +220,12 @@ def _referenced_tables(create: ops.CreateTableOp) -> list[str]:
         for element in item.elements
     ]
     return sorted({key.target_fullname.rsplit(".", 1)[0] for key in keys} - {create.table_name})
+
+
+def _column_of(operation: ops.MigrateOperation) -> str | None:
+    if isinstance(operation, ops.AddColumnOp):
+        return str(operation.column.name)
+    return getattr(operation, "column_name", None)
 
 
 def _name(operation: ops.MigrateOperation) -> str:

@@ -1,12 +1,12 @@
 """The rewriting of one revision as the rules see it (media_db/autogen/rules/, expand_contract):
 its connection and models, and what the file must declare as the rules go: the `Locks:` lines,
-what each direction drops, the lint findings made on purpose, the refusals, and the downgrade's
-replacements for the expand/contract steps the upgrade wrote."""
+what each direction drops, the lint findings made on purpose and the refusals; and `Undoable`,
+an upgrade's steps returned with the downgrade's that undo them."""
 
 import functools
 import re
 from collections import defaultdict
-from typing import Any
+from typing import Any, NamedTuple
 
 from alembic.operations import ops
 from alembic.util import CommandError
@@ -18,6 +18,16 @@ from media_db.dependents import Dependent
 from media_db.transitions import Transition
 
 UPGRADE, DOWNGRADE = "upgrade", "downgrade"
+
+
+class Undoable(NamedTuple):
+    """What a rule writes for an upgrade's column operation (`steps`) with what the downgrade
+    writes for the same column (`undo`): in place of autogenerate's plain operation there (an
+    expand's way down, a contract's), or, `then_its_own`, before what its rule writes for it."""
+
+    steps: list[ops.MigrateOperation]
+    undo: list[ops.MigrateOperation]
+    then_its_own: bool = False
 
 
 class Rewrite:
@@ -34,10 +44,6 @@ class Rewrite:
         self.waivers: dict[str, dict[str, str]] = defaultdict(dict)
         self.backfills: dict[str, str] = {}
         self.refusals: list[str] = []
-        # What an expand or a contract writes in place of the downgrade's plain column op.
-        self.undo: dict[tuple[str, str], list[ops.MigrateOperation]] = {}
-        # What the downgrade's alter_column of "<table>.<column>" writes before its own steps.
-        self.trigger_drops: dict[str, list[ops.MigrateOperation]] = {}
         # Indexes on a renamed column's old name: they serve its readers until the contract,
         # which drops them with the column (autogenerate does not see them: environment.py).
         self.kept_indexes: dict[str, Dependent] = {}

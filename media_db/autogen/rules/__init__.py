@@ -4,7 +4,8 @@ media_db/autogen/forms.py.
 
 Each rule takes the revision's `Rewrite` (media_db/autogen/state.py: its connection, its
 models, what the file must declare), the operation and the direction, and returns what is
-written in its place:
+written in its place: a list of operations, or, for an upgrade's expand or contract, an
+`Undoable` (the steps with the downgrade's for the same column, which the walk writes there):
 
 - `columns`: add, drop, alter a column (the expand/contract ones handed to
   media_db/autogen/expand_contract.py);
@@ -19,9 +20,12 @@ from alembic.operations import ops
 from alembic_utils.pg_trigger import PGTrigger
 from alembic_utils.reversible_op import ReversibleOp
 
-Rule = TypeVar("Rule", bound=Callable[..., list[ops.MigrateOperation]])
+from media_db.autogen.state import Undoable
+
+Written = list[ops.MigrateOperation] | Undoable
+Rule = TypeVar("Rule", bound=Callable[..., Written])
 # The rule for each kind of operation, filled by @rewrites as the rule modules are imported.
-RULES: dict[type[ops.MigrateOperation], Callable[..., list[ops.MigrateOperation]]] = {}
+RULES: dict[type[ops.MigrateOperation], Callable[..., Written]] = {}
 
 
 def rewrites(*kinds: type[ops.MigrateOperation]) -> Callable[[Rule], Rule]:

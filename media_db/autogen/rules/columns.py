@@ -18,15 +18,15 @@ from media_db.autogen.pg_types import binary_compatible, sql_type
 from media_db.autogen.rules import (
     rewrites,
 )
-from media_db.autogen.state import DOWNGRADE, UPGRADE, Rewrite
+from media_db.autogen.state import DOWNGRADE, UPGRADE, Rewrite, Undoable
 from media_db.transitions import RENAME
 
 
 @rewrites(ops.AddColumnOp)
-def add_column(rw: Rewrite, add: ops.AddColumnOp, direction: str) -> list[ops.MigrateOperation]:
+def add_column(
+    rw: Rewrite, add: ops.AddColumnOp, direction: str
+) -> Undoable | list[ops.MigrateOperation]:
     column, where = add.column, f"{add.table_name}.{add.column.name}"
-    if (undo := rw.undo.pop((add.table_name, column.name), None)) is not None:
-        return undo  # a contract's way down
     default = forms.default_sql(column)
     generated = column.computed is not None or column.identity is not None
     volatile = rw.volatile_functions(default) if default is not None else []
@@ -69,10 +69,10 @@ def add_column(rw: Rewrite, add: ops.AddColumnOp, direction: str) -> list[ops.Mi
 
 
 @rewrites(ops.DropColumnOp)
-def drop_column(rw: Rewrite, drop: ops.DropColumnOp, direction: str) -> list[ops.MigrateOperation]:
+def drop_column(
+    rw: Rewrite, drop: ops.DropColumnOp, direction: str
+) -> Undoable | list[ops.MigrateOperation]:
     where = f"{drop.table_name}.{drop.column_name}"
-    if (undo := rw.undo.pop((drop.table_name, drop.column_name), None)) is not None:
-        return undo  # an expand's way down
     renamed = [
         moving
         for moving in rw.in_flight.values()
@@ -114,15 +114,13 @@ def refuse_renames(rw: Rewrite, table_ops: ops.ModifyTableOps) -> None:
 @rewrites(ops.AlterColumnOp)
 def alter_column(
     rw: Rewrite, alter: ops.AlterColumnOp, direction: str
-) -> list[ops.MigrateOperation]:
+) -> Undoable | list[ops.MigrateOperation]:
     where = f"{alter.table_name}.{alter.column_name}"
-    if (undo := rw.undo.pop((alter.table_name, alter.column_name), None)) is not None:
-        return undo  # a type change's expand, on its way down
     if direction == UPGRADE and alter.modify_type is not None:
         old, new = sql_type(alter.existing_type), sql_type(alter.modify_type)
         if not binary_compatible(old, new):
             return expand_contract.expand_retype(rw, alter, old, new)
-    written: list[ops.MigrateOperation] = list(rw.trigger_drops.pop(where, []))
+    written: list[ops.MigrateOperation] = []
     rest = copy.copy(alter)
     rest.modify_nullable = None
     if alter.modify_type is not None:
@@ -152,9 +150,9 @@ def alter_column(
     elif alter.modify_nullable is False:
         marked = rw.marker(alter.table_name, alter.column_name)
         if direction == UPGRADE and marked is not None and marked[0] == transitions.FILL:
-            written += expand_contract.expand_existing_backfill(rw, alter, marked[1])
-        else:
-            written += forms.set_not_null(rw, alter, direction)
+            filled = expand_contract.expand_existing_backfill(rw, alter, marked[1])
+            return filled._replace(steps=written + filled.steps)
+        written += forms.set_not_null(rw, alter, direction)
     return written
 
 
