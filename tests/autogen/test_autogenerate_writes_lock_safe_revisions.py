@@ -261,6 +261,16 @@ REFUSED = [
         "instead: mark the column with info={'using': ..., 'down': ",
     ),
     (
+        "a type change's marker on a new column",
+        column(
+            "MediaItem",
+            'probe_text: Mapped[str | None] = mapped_column(Text, info={"using": "probe_path"})',
+        ),
+        "add_column media_items.probe_text: info 'using' marks a type change of a column the "
+        "table has, and probe_text is new to it. Expand/contract instead: to rename a column, "
+        "give info={'renamed_from': '<its name now>'} beside 'using'",
+    ),
+    (
         "rename",
         replace(
             (

@@ -34,6 +34,15 @@ def add_column(
     if direction == UPGRADE and not generated:
         if marker is not None and marker[0] == RENAME:
             return expand_contract.expand_rename(rw, add, marker[1])
+        if marker is not None and marker[0] == transitions.RETYPE:
+            rw.refusals.append(
+                f"add_column {where}: info {transitions.USING!r} marks a type change of a "
+                f"column the table has, and {column.name} is new to it. Expand/contract "
+                f"instead: to rename a column, give info={{{transitions.RENAMED_FROM!r}: "
+                f"'<its name now>'}} beside {transitions.USING!r}; to fill a new column from "
+                f"the row, info={{{transitions.BACKFILL!r}: '<SQL expression over the row>'}}"
+            )
+            return [add]
         if marker is not None:
             return expand_contract.expand_backfill(rw, add, marker[1])
         if volatile:
