@@ -17,6 +17,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    Numeric,
     SmallInteger,
     String,
     Table,
@@ -63,16 +64,21 @@ SIMPLE_CHECK = re.compile(r"\s*(\w+)\s*(>=|>|<=|<)\s*(-?\d+(?:\.\d+)?)\s*", re.A
 
 
 def bounds(column: Column[Any]) -> Bounds:
-    """What a numeric column takes, from the model: its type (an integer type's range, or any
-    finite float) narrowed by its simple CHECKs."""
+    """What a numeric column takes, from the model: its type (an integer type's range, any
+    finite float, or NUMERIC(p, s)'s range) narrowed by its simple CHECKs."""
     kind = column.type.impl_instance if isinstance(column.type, TypeDecorator) else column.type
     bits = next((n for base, n in INTEGER_BITS if isinstance(kind, base)), None)
     if bits is not None:
         found = Bounds(whole=True, low=-(2 ** (bits - 1)), high=2 ** (bits - 1) - 1)
     elif isinstance(kind, Float):
         found = Bounds(whole=False)
+    elif isinstance(kind, Numeric):  # NUMERIC(p, s) holds under 10^(p - s) either way
+        digits = None if kind.precision is None else kind.precision - (kind.scale or 0)
+        found = Bounds(whole=False)
+        if digits is not None:
+            found = found.narrowed(">", -(10**digits)).narrowed("<", 10**digits)
     else:
-        raise TypeError(f"{column} is {kind}, neither an integer nor a float type")
+        raise TypeError(f"{column} is {kind}, neither an integer nor a numeric type")
     for operator, limit in _simple_checks(column):
         if found.whole:
             found = found.narrowed(*_closed(operator, limit))

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import TypeVar
 
@@ -57,7 +58,7 @@ class Bounds:
             return replace(self, high=limit, high_open=is_open)
         return self
 
-    def admits(self, value: float) -> bool:
+    def admits(self, value: float | Decimal) -> bool:
         above = self.low is None or (value > self.low if self.low_open else value >= self.low)
         below = self.high is None or (value < self.high if self.high_open else value <= self.high)
         return above and below
@@ -82,18 +83,21 @@ def as_status(enum: type[E], field: str, value: object) -> E:
         raise InvalidInput(field, f"{value!r} is not one of: {allowed}") from None
 
 
-def number(field: str, value: object, bounds: Bounds) -> int | float | None:
+def number(field: str, value: object, bounds: Bounds) -> int | float | Decimal | None:
     """The value as the column stores it (an int for an integer column), or InvalidInput: a
-    float is never rounded into an integer column, and nothing out of range reaches the server."""
+    float is never rounded into an integer column, and nothing out of range reaches the server.
+    A Decimal is taken where the column is not whole (a NUMERIC's own type), if finite."""
     if value is None:
         return None
-    checked: int | float | None = None
+    checked: int | float | Decimal | None = None
     if isinstance(value, bool):
         pass  # an int to Python, never meant as a number here
     elif bounds.whole:
         # A plain int, so that what is checked is what gets used (an int subclass may say
         # otherwise through __int__ or __str__); a float, however whole, is not one.
         checked = int.__index__(value) if isinstance(value, int) else None
+    elif isinstance(value, Decimal):
+        checked = value if value.is_finite() else None
     elif isinstance(value, int | float):
         try:
             checked = value if math.isfinite(float(value)) else None

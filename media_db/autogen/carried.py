@@ -6,7 +6,7 @@ would refuse one over the new type, asked beforehand on an empty temporary copy.
 import re
 
 from alembic.operations import ops
-from sqlalchemy import CheckConstraint, Connection
+from sqlalchemy import CheckConstraint
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex
 
@@ -76,20 +76,14 @@ def names_the_old_column(
     None. Asked on an empty temporary copy of the table with `old` renamed `new`, in a
     savepoint rolled back: nothing of ours is locked or changed."""
     probe = transitions.identifier(f"media_db_probe_{table}")
-    declared = declared_sql(rw, table, dependent, transitions.identifier(f"{probe}_declared"))
+    declared = declared_sql(rw, table, dependent, f"{probe}_declared", on=probe)
     if declared is None:
         return None
-    on_probe = re.sub(
-        rf"^(ALTER TABLE|CREATE (?:UNIQUE )?INDEX CONCURRENTLY IF NOT EXISTS \S+ ON) "
-        rf"{re.escape(quote(table))} ",
-        lambda m: f"{m[1]} {quote(probe)} ".replace(" CONCURRENTLY", ""),
-        declared,
-    )
     why = refused_by_server(
         rw.connection,
         f"CREATE TEMPORARY TABLE {quote(probe)} (LIKE {quote(table)})",
         f"ALTER TABLE {quote(probe)} RENAME COLUMN {quote(old)} TO {quote(new)}",
-        on_probe,
+        declared,
     )
     if why is None:
         return None
@@ -100,31 +94,44 @@ def names_the_old_column(
     )
 
 
-def declared_sql(rw: Rewrite, table: str, dependent: dependents.Dependent, name: str) -> str | None:
+def declared_sql(
+    rw: Rewrite,
+    table: str,
+    dependent: dependents.Dependent,
+    name: str,
+    *,
+    over: tuple[str, str] | None = None,
+    on: str | None = None,
+) -> str | None:
     """The SQL building `dependent` as the models declare it (same name), named `name`: what a
     fresh database has, to the letter (PostgreSQL stores an `IN (...)` read back from its own
-    catalog in another form than the one it parsed). None where the models do not declare it."""
+    catalog in another form than the one it parsed, and keeps the casts an old type needed).
+    `over`: (column, other) every mention of the column naming the other instead; `on`: built
+    on that (temporary, empty) table instead, not concurrently. None where the models do not
+    declare it."""
     declared = rw.metadata.tables.get(table)
     if declared is None:
         return None
     dialect = rw.connection.dialect
+    target = quote(on or table)
     if dependent.kind == dependents.CHECK:
         checks = [c for c in declared.constraints if c.name == dependent.name]
         if not checks or not isinstance(checks[0], CheckConstraint):
             return None
         condition = checks[0].sqltext.compile(dialect=dialect)
-        return (
-            f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(name)} CHECK ({condition}) NOT VALID"
+        sql = f"ALTER TABLE {target} ADD CONSTRAINT {quote(name)} CHECK ({condition}) NOT VALID"
+    else:
+        indexes = [i for i in declared.indexes if i.name == dependent.name]
+        if dependent.kind != dependents.INDEX or not indexes:
+            return None  # a UNIQUE constraint's index: its columns, as the catalog has them
+        created = str(CreateIndex(indexes[0]).compile(dialect=dialect)).strip()
+        how = "" if on else "CONCURRENTLY IF NOT EXISTS "
+        sql = re.sub(
+            rf"^CREATE (UNIQUE )?INDEX \S+ ON {re.escape(quote(table))} ",
+            lambda m: f"CREATE {m[1] or ''}INDEX {how}{quote(name)} ON {target} ",
+            created,
         )
-    indexes = [i for i in declared.indexes if i.name == dependent.name]
-    if dependent.kind != dependents.INDEX or not indexes:
-        return None  # a UNIQUE constraint's index: its columns, as the catalog has them
-    created = str(CreateIndex(indexes[0]).compile(dialect=dialect))
-    return re.sub(
-        r"^CREATE (UNIQUE )?INDEX \S+ ON",
-        lambda m: f"CREATE {m[1] or ''}INDEX CONCURRENTLY IF NOT EXISTS {quote(name)} ON",
-        created.strip(),
-    )
+    return sql if over is None else dependents.over_column(sql, *over)
 
 
 def built(
@@ -168,27 +175,38 @@ def uncarried(rw: Rewrite, blocking: list[dependents.Dependent]) -> str | None:
 
 
 def refused_by_new_type(
-    connection: Connection,
+    rw: Rewrite,
     table: str,
     column: str,
     new_type: str,
     carried: list[dependents.Dependent],
+    renamed: str | None = None,
 ) -> str | None:
     """Why the server would refuse an index or CHECK of `carried` over `column` as `new_type`
-    (an operator class or a function the type lacks), or None. Asked on an empty temporary copy
-    of the table, in a savepoint rolled back: nothing of ours is locked or changed. (A foreign
-    key is asked by refused_foreign_keys: a temporary table references only temporary ones.)"""
-    probe = transitions.identifier(f"media_db_probe_{table}")
+    (renamed `renamed`, where a rename changes its type too), or None: each in the form the
+    expand builds it, the models' where they declare it (an operator class or a function the
+    type lacks). Asked on an empty temporary copy of the table, in a savepoint rolled back:
+    nothing of ours is locked or changed. (A foreign key is asked by refused_foreign_keys: a
+    temporary table references only temporary ones.)"""
+    probe, connection = transitions.identifier(f"media_db_probe_{table}"), rw.connection
+    named = renamed or column
     with connection.begin_nested() as savepoint:
         connection.exec_driver_sql(f"CREATE TEMPORARY TABLE {quote(probe)} (LIKE {quote(table)})")
         connection.exec_driver_sql(
             f"ALTER TABLE {quote(probe)} ALTER COLUMN {quote(column)} TYPE {new_type} USING NULL"
         )
+        if renamed:
+            connection.exec_driver_sql(
+                f"ALTER TABLE {quote(probe)} RENAME COLUMN {quote(column)} TO {quote(renamed)}"
+            )
         try:
             for dependent in carried:
                 if dependent.kind == dependents.FOREIGN_KEY:
                     continue
-                sql = dependent.over(probe, column, column, transitions.shadow_name(dependent.name))
+                copy = transitions.shadow_name(dependent.name)
+                sql = declared_sql(rw, table, dependent, copy, on=probe) or dependent.over(
+                    probe, column, named, copy
+                )
                 with connection.begin_nested():
                     connection.exec_driver_sql(sql.replace(" CONCURRENTLY", ""))
         except DBAPIError as error:

@@ -21,6 +21,7 @@ from media_db.autogen import forms
 from media_db.autogen.carried import (
     built,
     carried,
+    declared_sql,
     names_the_old_column,
     refused_by_new_type,
     uncarried,
@@ -184,7 +185,7 @@ def expand_rename(
         for d in dependents.dependents(rw.connection, table, old)
         if d.kind == dependents.CHECK or d.name in rw.carried
     ]
-    if retyped and (refused := refused_by_new_type(rw.connection, table, old, new_type, carry)):
+    if retyped and (refused := refused_by_new_type(rw, table, old, new_type, carry, new.name)):
         rw.refusals.append(f"{where}: {refused}")
     for dependent in carry:
         if stale := names_the_old_column(rw, table, dependent, old, new.name):
@@ -358,7 +359,7 @@ def expand_retype(
     ]
     refused = (
         uncarried(rw, others)
-        or refused_by_new_type(rw.connection, table, name, new_type, carry)
+        or refused_by_new_type(rw, table, name, new_type, carry)
         or refused_foreign_keys(rw, table, name, new_type)
     )
     if model is None:
@@ -412,10 +413,10 @@ def expand_retype(
         steps.append(
             Comment(f"{name}'s indexes, CHECKs and UNIQUE constraints, built again over {shadow}.")
         )
-    for dependent in carry:
-        steps += built(
-            rw, UPGRADE, dependent, table, name, shadow, transitions.shadow_name(dependent.name)
-        )
+    for dependent in carry:  # as the models declare it where they do: no cast of the old type
+        copy = transitions.shadow_name(dependent.name)
+        declared = declared_sql(rw, table, dependent, copy, over=(name, shadow))
+        steps += built(rw, UPGRADE, dependent, table, name, shadow, copy, declared)
     for key in keys:
         steps += retyped_key_indexes(rw, table, name, shadow, key.name)
     rw.moving_references |= {r.name for r in references}

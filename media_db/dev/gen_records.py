@@ -18,7 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, inspect
+from sqlalchemy import ColumnElement, Float, Numeric, inspect
 from sqlalchemy.orm import Mapped
 
 from media_db.dev import REPO_ROOT
@@ -70,10 +70,24 @@ def fields_of(model: type[Base]) -> list[tuple[str, Any]]:
         annotation = annotations.get(by_column.get(column.name, ""))
         if typing.get_origin(annotation) is Mapped:
             (python_type,) = typing.get_args(annotation)  # Mapped[T] -> T
+            _reads_back_as_annotated(model, column, python_type)
         else:
             python_type = _python_type(model, column)
         found.append((column.key, python_type))
     return found
+
+
+def _reads_back_as_annotated(model: type[Base], column: ColumnElement[Any], annotated: Any) -> None:
+    """A NUMERIC (not a float type) is read back as a Decimal: a record saying int or float
+    would hold what its type does not say."""
+    numbers = {k for k in typing.get_args(annotated) or [annotated] if k in (int, float)}
+    if isinstance(column.type, Numeric) and not isinstance(column.type, Float) and numbers:
+        said = " | ".join(sorted(k.__name__ for k in numbers))
+        raise UntypedColumn(
+            f"{model.__tablename__}.{column.name}: its type {column.type} is read back as a "
+            f"Decimal, and models.{model.__name__} says {said}: annotate it Mapped[Decimal | "
+            "None] (from decimal import Decimal), then run make records again"
+        )
 
 
 def _python_type(model: type[Base], column: ColumnElement[Any]) -> Any:

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, fields
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Column, ColumnElement, Table, bindparam, insert
@@ -28,7 +29,7 @@ def _check_of(column: Column[Any], annotation: Any) -> Check:
     if python_type is str:
         limit = max_length(column)
         return lambda name, value: validation.required_text(name, value, limit)
-    if python_type in (int, float):
+    if python_type in (int, float, Decimal):
         limits = bounds(column)
         return lambda name, value: validation.number(name, value, limits)
     if python_type is dict:

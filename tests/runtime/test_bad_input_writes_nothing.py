@@ -16,6 +16,7 @@ from sqlalchemy import (
     Column,
     Double,
     MetaData,
+    Numeric,
     SmallInteger,
     Table,
     create_engine,
@@ -23,7 +24,7 @@ from sqlalchemy import (
     text,
 )
 
-from media_db import NewAnalysis, NewJob, NewMedia
+from media_db import NewAnalysis, NewJob, NewMedia, validation
 from media_db.errors import InvalidInput, NotFound
 from media_db.models import MediaItem
 from media_db.pool import Database
@@ -315,3 +316,25 @@ def test_numeric_limits_come_from_the_column_type_and_its_checks() -> None:
     assert bounds(table.c.big) == Bounds(whole=True, low=-(2**63), high=2**63 - 1)
     assert bounds(table.c.ratio) == Bounds(whole=False, high=1.0, high_open=True)
     assert str(bounds(table.c.ratio)) == "a finite number < 1"
+
+
+def test_a_numeric_column_takes_a_finite_decimal_within_its_precision() -> None:
+    """NUMERIC(p, s) holds under 10^(p - s); a Decimal NaN or infinity, which PostgreSQL's
+    NUMERIC would store and every CHECK would let through, is refused before the server."""
+    table = Table(
+        "amounts",
+        MetaData(),
+        Column("amount", Numeric(6, 2)),
+        Column("any_size", Numeric),
+        CheckConstraint("amount >= 0"),
+    )
+    amount = bounds(table.c.amount)
+    assert amount == Bounds(whole=False, low=0, high=10**4, high_open=True)
+    assert bounds(table.c.any_size) == Bounds(whole=False)
+    assert validation.number("amount", Decimal("9999.99"), amount) == Decimal("9999.99")
+    assert validation.number("amount", 12, amount) == 12
+    for bad in (Decimal("10000"), Decimal("-0.01"), Decimal("NaN"), Decimal("-Infinity"), "1"):
+        with pytest.raises(InvalidInput, match="amount"):
+            validation.number("amount", bad, amount)
+    with pytest.raises(InvalidInput, match="any_size"):
+        validation.number("any_size", Decimal("sNaN"), bounds(table.c.any_size))
