@@ -27,6 +27,8 @@ M ?=
 # formation of three servers.
 PYTEST_ARGS ?=
 SIZE ?= full
+# `make bench ONLY="peers limits"` runs those parts alone (bench/run.py: PARTS).
+ONLY ?=
 # The major `make test-image` builds (13, 15 or 17: the Debian packages of bullseye, bookworm, trixie).
 PG ?= 15
 # `make test-matrix MAJORS="13 17"` runs a subset of the tested majors.
@@ -36,7 +38,7 @@ MAJORS ?=
 # the shell never parses them, and `$(value ...)` keeps make from expanding $(...) inside them.
 # So does every other variable given on the command line, read by a target or not: make would
 # expand it to export it (`make upgrade FOO='$(shell ...)'` would run the command).
-USER_VALUES := REV RANGE M ONTO UPTO PYTEST_ARGS SIZE PG MAJORS JSON VERBOSE BACKUP STATUS ID WORKFLOW PYTHON
+USER_VALUES := REV RANGE M ONTO UPTO PYTEST_ARGS SIZE ONLY PG MAJORS JSON VERBOSE BACKUP STATUS ID WORKFLOW PYTHON
 COMMAND_LINE := $(strip $(foreach name,$(.VARIABLES),$(if $(filter command line,$(origin $(name))),$(name))))
 # The values each target reads (PYTHON: every target, through install). A value given on the
 # command line that no goal reads, in lower case, or naming one of the Makefile's own is refused
@@ -58,7 +60,7 @@ TAKES.test-failover := PYTEST_ARGS
 TAKES.test-docker := PYTEST_ARGS PG
 TAKES.test-image := PG
 TAKES.test-matrix := MAJORS
-TAKES.bench := SIZE
+TAKES.bench := SIZE ONLY
 TAKES.bench-upgrade := SIZE
 TAKES.bench-prune := SIZE
 read_by = $(patsubst TAKES.%,make %,$(foreach v,$(filter TAKES.%,$(.VARIABLES)),$(if $(filter $(1),$($(v))),$(v))))
@@ -180,8 +182,8 @@ test-docker: install test-image ## Run the suite on PostgreSQL in Docker (testco
 test-matrix: install ## The migration tests on every tested major, one line each (images built if missing)
 	python -m tests.matrix $$MAJORS  # split into words on purpose: MAJORS="13 17"
 
-bench: install ## Benchmark against raw psycopg in the same run (SIZE=full|tiny); JSON in results/
-	$(WITH_DB) python -m bench --size "$$SIZE"
+bench: install ## Benchmark against raw psycopg in the same run (SIZE=full|tiny, ONLY="peers limits": some parts); JSON in results/
+	$(WITH_DB) python -m bench --size "$$SIZE" --only "$$ONLY"
 
 bench-upgrade: install ## Revisions applied to 1M jobs under a continuous writer (SIZE=full|tiny)
 	$(WITH_DB) python -m bench.upgrade_under_load --size "$$SIZE"

@@ -114,14 +114,21 @@ Row = dict[str, Any]
 WAKEUP_GOAL_MS = 5  # enqueue to handler start, p99, idle queue (issue 36)
 
 
-async def run_and_report(server: URL, size: Size, results: Path) -> Path:
+# The parts of a run, in the order they run (`make bench ONLY="peers limits"`: those alone).
+PARTS = ("data", "peers", "limits", "claims", "health")
+
+
+async def run_and_report(
+    server: URL, size: Size, results: Path, parts: tuple[str, ...] = PARTS
+) -> Path:
     ROUNDS.set(size.rounds)
     async with scratch_database(server) as url:
-        rows = await measure(url, size)
+        rows = await measure(url, size, parts)
         version = await server_version(url)
     report = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "size": asdict(size),
+        "parts": list(parts),
         "server": version,
         "git_commit": _git_commit(),
         "rows": rows,
@@ -134,34 +141,43 @@ async def run_and_report(server: URL, size: Size, results: Path) -> Path:
     return path
 
 
-async def measure(url: URL, size: Size) -> list[Row]:
+async def measure(url: URL, size: Size, parts: tuple[str, ...] = PARTS) -> list[Row]:
+    rows: list[Row] = []
     async with await Database.connect(url, PoolSize(2, 10)) as db:
         # Like for like: one autocommit connection, as the repositories' statements run.
         raw = await psycopg.AsyncConnection.connect(
             _conninfo(url), row_factory=dict_row, autocommit=True
         )
         async with raw:
-            rows = [
-                await single_insert(db, raw, size),
-                await get_by_id(db, raw, size),
-                await pool_checkout(db, url, size),
-                await connection_checkout(db, size),
-                await bulk_insert(db, raw, size),
-            ]
-            rows += await peer_rows(db, _conninfo(url), size, rates, ratio_row)
-            rows.append(await procrastinate_row(db, _conninfo(url), size.loop_jobs, ratio_row))
-            rows += await graphile_rows(db, url, size.loop_jobs, ratio_row)
-            backlog = 5 * size.claims
-            rows.append(
-                await limit_cost_row(db, raw, backlog, size.claims, alternating_rates, ratio_row)
-            )
-            await raw.execute("DELETE FROM processing_jobs")
-            await seed_jobs(raw, size)
-            rows += [await claim_vs_raw(db, raw, size, batch) for batch in (1, 10, 100)]
-            rows += [await claims(db, size, workers) for workers in (1, 8)]
-            rows.append(await delete_media(db, raw))
-            rows.append(await enqueue_to_start(db, size))
-    return rows + await queue_health_rows(size, scratch_database)
+            if "data" in parts:
+                rows += [
+                    await single_insert(db, raw, size),
+                    await get_by_id(db, raw, size),
+                    await pool_checkout(db, url, size),
+                    await connection_checkout(db, size),
+                    await bulk_insert(db, raw, size),
+                ]
+            if "peers" in parts:
+                rows += await peer_rows(db, _conninfo(url), size, rates, ratio_row)
+                rows.append(await procrastinate_row(db, _conninfo(url), size.loop_jobs, ratio_row))
+                rows += await graphile_rows(db, url, size.loop_jobs, ratio_row)
+            if "limits" in parts:
+                backlog = 5 * size.claims
+                rows.append(
+                    await limit_cost_row(
+                        db, raw, backlog, size.claims, alternating_rates, ratio_row
+                    )
+                )
+            if "claims" in parts:
+                await raw.execute("DELETE FROM processing_jobs")
+                await seed_jobs(raw, size)
+                rows += [await claim_vs_raw(db, raw, size, batch) for batch in (1, 10, 100)]
+                rows += [await claims(db, size, workers) for workers in (1, 8)]
+                rows.append(await delete_media(db, raw))
+                rows.append(await enqueue_to_start(db, size))
+    if "health" in parts:
+        rows += await queue_health_rows(size, scratch_database)
+    return rows
 
 
 async def enqueue_to_start(db: Database, size: Size) -> Row:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,32 @@ def test_tiny_bench_writes_a_complete_report(
         assert figures, row
         assert all(isinstance(v, int | float) and v > 0 for v in figures), row
     assert "Benchmark (tiny)" in capsys.readouterr().out
+
+
+def test_a_run_of_some_parts_measures_those_parts_alone(
+    server: DatabaseServer, tmp_path: Path
+) -> None:
+    """`make bench ONLY=data`: the data layer's rows, none of the queue's (minutes saved)."""
+    path = asyncio.run(
+        run_and_report(make_url(server.admin_url), SIZES["tiny"], tmp_path, ("data",))
+    )
+    report = json.loads(path.read_text())
+    assert report["parts"] == ["data"]
+    names = [row["row"].split(",")[0] for row in report["rows"]]
+    assert len(names) == 5, names
+    assert {"single-row insert", "get by id", "pool checkout + SELECT 1"} <= set(names)
+
+
+def test_an_unknown_part_is_refused_naming_the_parts() -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", "data claimz"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "no part claimz: the parts are data, peers, limits, claims, health" in refused.stderr
 
 
 def test_the_graphile_peer_names_what_to_install_when_node_is_missing(tmp_path: Path) -> None:
