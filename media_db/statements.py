@@ -72,9 +72,10 @@ def bounds(column: Column[Any]) -> Bounds:
         found = Bounds(whole=True, low=-(2 ** (bits - 1)), high=2 ** (bits - 1) - 1)
     elif isinstance(kind, Float):
         found = Bounds(whole=False)
-    elif isinstance(kind, Numeric):  # NUMERIC(p, s) holds under 10^(p - s) either way
+    elif isinstance(kind, Numeric):  # NUMERIC(p, s) holds under 10^(p - s), once rounded
         digits = None if kind.precision is None else kind.precision - (kind.scale or 0)
-        found = Bounds(whole=False)
+        scale = None if kind.precision is None else kind.scale or 0
+        found = Bounds(whole=False, decimal=True, scale=scale)
         if digits is not None:
             found = found.narrowed(">", -(10**digits)).narrowed("<", 10**digits)
     else:

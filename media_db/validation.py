@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import TypeVar
 
@@ -29,13 +29,17 @@ REPLACEMENT = "\ufffd"
 @dataclass(frozen=True)
 class Bounds:
     """The numbers a column takes: whole ones (an integer type) or any finite one, from `low` to
-    `high`, each included unless `low_open` / `high_open`. None: no bound on that side."""
+    `high`, each included unless `low_open` / `high_open`. None: no bound on that side.
+    `decimal`: a NUMERIC, which takes a Decimal too and stores it rounded to `scale` places
+    (None: as given), the bounds holding for the rounded value."""
 
     whole: bool
     low: float | None = None
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
+    decimal: bool = False
+    scale: int | None = None
 
     def __str__(self) -> str:
         kind = "a whole number" if self.whole else "a finite number"
@@ -96,16 +100,36 @@ def number(field: str, value: object, bounds: Bounds) -> int | float | Decimal |
         # A plain int, so that what is checked is what gets used (an int subclass may say
         # otherwise through __int__ or __str__); a float, however whole, is not one.
         checked = int.__index__(value) if isinstance(value, int) else None
-    elif isinstance(value, Decimal):
-        checked = value if value.is_finite() else None
+    elif bounds.decimal and isinstance(value, int | float | Decimal):
+        checked = value if _stored_as_numeric(value, bounds.scale) is not None else None
     elif isinstance(value, int | float):
         try:
             checked = value if math.isfinite(float(value)) else None
         except OverflowError:  # an int too large for a double
             checked = None
-    if checked is None or not bounds.admits(checked):
+    stored = (
+        _stored_as_numeric(checked, bounds.scale)
+        if bounds.decimal and checked is not None
+        else checked
+    )
+    if stored is None or not bounds.admits(stored):
         raise InvalidInput(field, f"must be {bounds}, got {value!r}")
     return checked
+
+
+# NUMERIC's own limit: up to 131,072 digits before the decimal point.
+NUMERIC_DIGITS = 131_072
+
+
+def _stored_as_numeric(value: int | float | Decimal, scale: int | None) -> Decimal | None:
+    """What a NUMERIC stores for `value`: rounded to `scale` places (half away from zero, as
+    PostgreSQL does), or None where it stores nothing (NaN, infinity, past its digits)."""
+    exact = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    if not exact.is_finite():
+        return None
+    if scale is not None:
+        exact = exact.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
+    return exact if exact.adjusted() < NUMERIC_DIGITS else None
 
 
 def each_checked(items: Iterable[T], check: Callable[[T], R]) -> Iterator[R]:

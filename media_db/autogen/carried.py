@@ -6,7 +6,7 @@ would refuse one over the new type, asked beforehand on an empty temporary copy.
 import re
 
 from alembic.operations import ops
-from sqlalchemy import CheckConstraint
+from sqlalchemy import CheckConstraint, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex
 
@@ -68,6 +68,58 @@ def carried(
     ]
 
 
+def refused_carries(
+    rw: Rewrite, where: str, table: str, carry: list[dependents.Dependent]
+) -> list[str]:
+    """Why the dependents a transition carries cannot be (each copy is named for its
+    transition: `<name>__new`, then the original keeps `<name>__old` until the contract):
+    one another transition carries too, in this revision or still in flight; a CHECK or index
+    the models drop in the same revision (autogenerate's drop, and its way back, would miss the
+    copy). Each carried dependent is noted for the next transition of the revision."""
+    declared = rw.metadata.tables.get(table)
+    kept_by_models = {str(c.name) for c in declared.constraints} if declared is not None else set()
+    kept_by_models |= {str(i.name) for i in declared.indexes} if declared is not None else set()
+    refusals = []
+    for dependent in carry:
+        kept = transitions.kept_name(dependent.name)
+        named = f"{dependent.kind} {dependent.name}"
+        copy_of = dependent.name.endswith(("__old", "__new"))  # a transition's own copy
+        if dependent.name in rw.carrying:
+            refusals.append(
+                f"{where}: {named} is carried by {rw.carrying[dependent.name]} too, in this "
+                "revision, and one transition at a time can carry it: change one column in this "
+                "revision and the other in the next, after its contract"
+            )
+        elif copy_of or rw.connection.scalar(
+            text(EXISTS_ON_TABLE), {"table": quote(table), "name": kept}
+        ):
+            held = (
+                "a copy made by a transition in flight"
+                if copy_of
+                else f"still carried by a transition in flight ({kept} stays until its contract)"
+            )
+            refusals.append(
+                f"{where}: {named} is {held}: contract that transition first, then run make "
+                "revision again"
+            )
+        elif dependent.kind in (dependents.CHECK, dependents.INDEX) and (
+            dependent.name not in kept_by_models
+        ):
+            refusals.append(
+                f"{where}: the models drop {named} in the same revision: drop it in a revision "
+                "of its own first, then change the column"
+            )
+        rw.carrying[dependent.name] = where.partition(":")[0]
+    return refusals
+
+
+# Whether `name` is an index or a constraint of `table` (both share the copies' names).
+EXISTS_ON_TABLE = """
+    SELECT to_regclass(quote_ident(:name)) IS NOT NULL OR EXISTS (
+        SELECT FROM pg_constraint WHERE conrelid = to_regclass(:table) AND conname = :name)
+"""
+
+
 def names_the_old_column(
     rw: Rewrite, table: str, dependent: dependents.Dependent, old: str, new: str
 ) -> str | None:
@@ -127,7 +179,7 @@ def declared_sql(
         created = str(CreateIndex(indexes[0]).compile(dialect=dialect)).strip()
         how = "" if on else "CONCURRENTLY IF NOT EXISTS "
         sql = re.sub(
-            rf"^CREATE (UNIQUE )?INDEX \S+ ON {re.escape(quote(table))} ",
+            rf"^CREATE (UNIQUE )?INDEX (?:CONCURRENTLY )?\S+ ON {re.escape(quote(table))} ",
             lambda m: f"CREATE {m[1] or ''}INDEX {how}{quote(name)} ON {target} ",
             created,
         )

@@ -24,6 +24,7 @@ from media_db.autogen.carried import (
     declared_sql,
     names_the_old_column,
     refused_by_new_type,
+    refused_carries,
     uncarried,
 )
 from media_db.autogen.guards import guard_index, lossless_drop
@@ -34,6 +35,7 @@ from media_db.autogen.keys import (
     primary_key_swap_sql,
     referenced_again,
     referenced_retype_refused,
+    refused_by_server,
     refused_foreign_keys,
     retyped_key_indexes,
 )
@@ -185,6 +187,7 @@ def expand_rename(
         for d in dependents.dependents(rw.connection, table, old)
         if d.kind == dependents.CHECK or d.name in rw.carried
     ]
+    rw.refusals += refused_carries(rw, where, table, carry)
     if retyped and (refused := refused_by_new_type(rw, table, old, new_type, carry, new.name)):
         rw.refusals.append(f"{where}: {refused}")
     for dependent in carry:
@@ -232,6 +235,40 @@ def expand_rename(
     return Undoable(steps, undo)
 
 
+def refused_backfill(rw: Rewrite, where: str, table: str, expression: str) -> str | None:
+    """Why a backfill expression cannot be computed from the row its trigger sees, or None:
+    asked on an empty temporary copy of the table without the columns a rename moves (in
+    flight, or in this revision): a column not there yet fails the backfill half-way with its
+    trigger live, and a rename's sync trigger may copy a writer's value to the other name only
+    after the backfill's has run (triggers run in name order)."""
+    probe = transitions.identifier(f"media_db_probe_{table}")
+    renamed = {
+        name
+        for flight in rw.in_flight.values()
+        if (flight.table, flight.kind) == (table, RENAME)
+        for name in (flight.column, flight.old or flight.column)
+    }
+    renamed |= {
+        name
+        for (marked_table, column), (kind, old) in transitions.marked(rw.metadata).items()
+        if (marked_table, kind) == (table, RENAME)
+        for name in (column, old)
+    }
+    why = refused_by_server(
+        rw.connection,
+        f"CREATE TEMPORARY TABLE {quote(probe)} (LIKE {quote(table)})",
+        *(f"ALTER TABLE {quote(probe)} DROP COLUMN IF EXISTS {quote(c)}" for c in sorted(renamed)),
+        f"SELECT ({expression}) FROM {quote(probe)}",
+    )
+    if why is None:
+        return None
+    return (
+        f"{where}: its backfill {expression!r} fails on the row ({why}): name only columns the "
+        "table has before this revision and no rename moves (in flight or in this revision: "
+        "its sync trigger may run after the backfill's), then run make revision again"
+    )
+
+
 def expand_backfill(
     rw: Rewrite, add: ops.AddColumnOp, expression: str
 ) -> Undoable | list[ops.MigrateOperation]:
@@ -243,6 +280,8 @@ def expand_backfill(
             "already fills existing rows; keep one of them"
         )
         return [add]
+    if refused := refused_backfill(rw, where, table, expression):
+        rw.refusals.append(refused)
     moving = Transition(transitions.FILL, table, column.name, f"({expression})", None, rw.revision)
     steps: list[ops.MigrateOperation] = [
         Comment(
@@ -273,6 +312,9 @@ def expand_existing_backfill(rw: Rewrite, alter: ops.AlterColumnOp, expression: 
     backfilled in batches, then NOT NULL through the validated CHECK. The way down drops
     NOT NULL and the trigger; the values filled in stay."""
     table, column = alter.table_name, alter.column_name
+    where = f"alter_column {table}.{column} SET NOT NULL"
+    if refused := refused_backfill(rw, where, table, expression):
+        rw.refusals.append(refused)
     moving = Transition(transitions.FILL, table, column, f"({expression})", None, rw.revision)
     rw.lock(
         UPGRADE,
@@ -346,6 +388,7 @@ def expand_retype(
     model = transitions.column_named(rw.metadata.tables.get(table), name)
     depending = dependents.dependents(rw.connection, table, name)
     carry = [d for d in depending if d.kind in dependents.RETYPE_CARRIES]
+    rw.refusals += refused_carries(rw, where, table, carry)
     # A one-column primary key travels through unique indexes (retyped_key_indexes), a UNIQUE
     # constraint or index with the rest (carry), and the foreign keys referencing either follow
     # it over the new column's unique index, where their columns can reference the new type
@@ -466,6 +509,7 @@ def expand_retype(
     rw.waive(UPGRADE, "renaming-column", RENAMING)
     rw.waive(DOWNGRADE, "renaming-column", RENAMING)
     steps += [Comment("Cutover: one short transaction."), *map(Statement, cutover)]
+    rw.cutovers.append((where, steps[-1]))
     # The key back on the old column over its spare unique index, before the new column goes,
     # and the foreign keys with it (NOT VALID: every new row is checked at once; validated
     # after, alone).

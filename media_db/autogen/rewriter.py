@@ -37,7 +37,7 @@ import media_db
 from media_db import transitions
 from media_db.autogen import expand_contract
 from media_db.autogen.locks import GUARDED_DROP
-from media_db.autogen.ops import Kept
+from media_db.autogen.ops import AutocommitBlock, Backfill, Kept
 from media_db.autogen.rules import (
     RULES,
     columns,
@@ -165,9 +165,29 @@ def rewrite(
     undo: Undo = {}
     script.upgrade_ops.ops = operations(state, script.upgrade_ops.ops, UPGRADE, undo)
     script.downgrade_ops.ops = operations(state, script.downgrade_ops.ops, DOWNGRADE, undo)
+    state.refusals += cut_over_too_early(state, script.upgrade_ops.ops)
     if script.upgrade_ops.ops and (broken := _data_layer_breaks()):
         state.refusals.append(broken)
     return state.template_args()
+
+
+def cut_over_too_early(rw: Rewrite, upgrade: list[ops.MigrateOperation]) -> list[str]:
+    """A type change's cutover commits with the next step that commits on its own (a
+    concurrent build, a batch, a VALIDATE): a failure from there on would leave the column cut
+    over, and running the revision again would build its shadow a second time. So nothing
+    after a cutover may commit on its own: the type change goes last, or alone."""
+    steps = [s for o in upgrade for s in (o.ops if isinstance(o, ops.ModifyTableOps) else [o])]
+    refusals = []
+    for where, cutover in rw.cutovers:
+        at = next(i for i, step in enumerate(steps) if step is cutover)
+        if any(isinstance(step, AutocommitBlock | Backfill) for step in steps[at + 1 :]):
+            refusals.append(
+                f"{where}: steps after its cutover commit on their own, and a failure there "
+                "would leave the column cut over, which running the revision again cannot "
+                "finish. Change the type in a revision of its own, or make it the revision's "
+                "last change (its column last in the model)"
+            )
+    return refusals
 
 
 def _data_layer_breaks() -> str | None:

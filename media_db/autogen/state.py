@@ -50,6 +50,11 @@ class Rewrite:
         # Those the models keep under their names: the expand carries them to the new column
         # (carried.carried), in place of autogenerate's drop and create, either way.
         self.carried: set[str] = set()
+        # Each type change's cutover (its last step), after which nothing may commit on its own
+        # (rewriter.cut_over_too_early).
+        self.cutovers: list[tuple[str, ops.MigrateOperation]] = []
+        # The dependents carried by this revision's transitions so far: where (carried.py).
+        self.carrying: dict[str, str] = {}
         # Indexes and constraints on a contract's old column: they go with the column, and its
         # way down builds them again (expand_contract.contract_old_column); autogenerate's own
         # drop and create of them are left out.

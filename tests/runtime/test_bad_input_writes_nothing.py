@@ -319,8 +319,9 @@ def test_numeric_limits_come_from_the_column_type_and_its_checks() -> None:
 
 
 def test_a_numeric_column_takes_a_finite_decimal_within_its_precision() -> None:
-    """NUMERIC(p, s) holds under 10^(p - s); a Decimal NaN or infinity, which PostgreSQL's
-    NUMERIC would store and every CHECK would let through, is refused before the server."""
+    """NUMERIC(p, s) holds under 10^(p - s) once rounded to s places, as the server rounds; a
+    Decimal NaN or infinity, which PostgreSQL's NUMERIC would store and every CHECK would let
+    through, is refused before the server, and so is what no NUMERIC holds."""
     table = Table(
         "amounts",
         MetaData(),
@@ -329,12 +330,24 @@ def test_a_numeric_column_takes_a_finite_decimal_within_its_precision() -> None:
         CheckConstraint("amount >= 0"),
     )
     amount = bounds(table.c.amount)
-    assert amount == Bounds(whole=False, low=0, high=10**4, high_open=True)
-    assert bounds(table.c.any_size) == Bounds(whole=False)
-    assert validation.number("amount", Decimal("9999.99"), amount) == Decimal("9999.99")
-    assert validation.number("amount", 12, amount) == 12
-    for bad in (Decimal("10000"), Decimal("-0.01"), Decimal("NaN"), Decimal("-Infinity"), "1"):
+    assert amount == Bounds(whole=False, low=0, high=10**4, high_open=True, decimal=True, scale=2)
+    any_size = bounds(table.c.any_size)
+    assert any_size == Bounds(whole=False, decimal=True)
+    for fits in (Decimal("9999.99"), Decimal("9999.994"), Decimal("-0.004"), 12, 0.5):
+        assert validation.number("amount", fits, amount) == fits  # as given: the server rounds
+    for bad in (
+        Decimal("10000"),
+        Decimal("9999.995"),  # 10000.00 once rounded
+        9999.999,
+        Decimal("-0.005"),  # -0.01
+        Decimal("NaN"),
+        Decimal("-Infinity"),
+        True,
+        "1",
+    ):
         with pytest.raises(InvalidInput, match="amount"):
             validation.number("amount", bad, amount)
-    with pytest.raises(InvalidInput, match="any_size"):
-        validation.number("any_size", Decimal("sNaN"), bounds(table.c.any_size))
+    assert validation.number("any_size", Decimal("1e131071"), any_size) == Decimal("1e131071")
+    for bad in (Decimal("1e131072"), Decimal("sNaN"), float("inf")):
+        with pytest.raises(InvalidInput, match="any_size"):
+            validation.number("any_size", bad, any_size)

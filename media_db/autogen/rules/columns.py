@@ -34,7 +34,7 @@ def add_column(
     if direction == UPGRADE and not generated:
         if marker is not None and marker[0] == RENAME:
             return expand_contract.expand_rename(rw, add, marker[1])
-        if marker is not None and marker[0] == transitions.RETYPE:
+        if marker is not None and transitions.USING in column.info:  # and no renamed_from
             rw.refusals.append(
                 f"add_column {where}: info {transitions.USING!r} marks a type change of a "
                 f"column the table has, and {column.name} is new to it. Expand/contract "
