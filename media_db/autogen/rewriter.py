@@ -166,6 +166,7 @@ def rewrite(
     script.upgrade_ops.ops = operations(state, script.upgrade_ops.ops, UPGRADE, undo)
     script.downgrade_ops.ops = operations(state, script.downgrade_ops.ops, DOWNGRADE, undo)
     state.refusals += cut_over_too_early(state, script.upgrade_ops.ops)
+    state.refusals += renamed_onto_a_column(state)
     if script.upgrade_ops.ops and (broken := _data_layer_breaks()):
         state.refusals.append(broken)
     return state.template_args()
@@ -186,6 +187,27 @@ def cut_over_too_early(rw: Rewrite, upgrade: list[ops.MigrateOperation]) -> list
                 "would leave the column cut over, which running the revision again cannot "
                 "finish. Change the type in a revision of its own, or make it the revision's "
                 "last change (its column last in the model)"
+            )
+    return refusals
+
+
+def renamed_onto_a_column(rw: Rewrite) -> list[str]:
+    """A `renamed_from` marker whose new name the table already has, with no rename of it in
+    flight: two columns swapping names, or one taking another's. Autogenerate sees no column
+    added, so no expand is written, while the data layer would at once read and write each
+    value under the other name."""
+    in_flight = {(moving.table, moving.column) for moving in rw.in_flight.values()}
+    refusals = []
+    for (table, new), (kind, old) in transitions.marked(rw.metadata).items():
+        if kind != RENAME or (table, new) in in_flight:
+            continue
+        present = {column["name"] for column in rw.reflected_columns(table)}
+        if {new, old} <= present:
+            refusals.append(
+                f"{table}.{new}: marked renamed from {old}, but {table} has both columns: a "
+                f"rename onto a column that exists (two names swapped) would put each value "
+                f"under the other name. Rename {new} out of the way first (a rename of its own "
+                "to a free name, contracted), then this one"
             )
     return refusals
 

@@ -8,7 +8,9 @@ lost a CHECK without a word):
 - a type change followed by steps that commit on their own (a failure there would leave the
   column cut over, which a re-run cannot finish);
 - a backfill over a column the same revision renames (its trigger may run before the
-  rename's), or a column that does not exist.
+  rename's), or a column that does not exist;
+- a rename onto a column the table has (two names swapped), which wrote no expand while the
+  data layer put each value under the other name.
 """
 
 from collections.abc import Callable
@@ -69,6 +71,14 @@ def width_renamed_and_applied(project: Path, url: URL) -> None:
     migrate(project, url, "upgrade", "head")
 
 
+def with_width_index(project: Path, url: URL) -> None:
+    """An index naming width by key: it follows whatever column the key names."""
+    model_edits.add_table_arg(
+        project / "models" / "media.py", "MediaItem", 'Index("idx_media_items_width", "width")'
+    )
+    execute(url, "CREATE INDEX idx_media_items_width ON media_items (width)")
+
+
 CASES: dict[str, tuple[Setup, list[tuple[str, str]], str]] = {
     "one CHECK carried by two type changes": (
         with_aspect,
@@ -112,6 +122,24 @@ CASES: dict[str, tuple[Setup, list[tuple[str, str]], str]] = {
         ],
         "add_column media_items.area: its backfill 'coalesce(pixel_width * height, 0)' fails on "
         'the row (column "pixel_width" does not exist)',
+    ),
+    "two columns swapping names": (
+        with_width_index,
+        [
+            (
+                WIDTH,
+                '    width: Mapped[int | None] = mapped_column("height", key="width", '
+                'info={"renamed_from": "width"})\n',
+            ),
+            (
+                HEIGHT,
+                '    height: Mapped[int | None] = mapped_column("width", key="height", '
+                'info={"renamed_from": "height"})\n',
+            ),
+        ],
+        "media_items.height: marked renamed from width, but media_items has both columns: a "
+        "rename onto a column that exists (two names swapped) would put each value under the "
+        "other name",
     ),
     "a backfill over a column that is not there": (
         nothing,
