@@ -24,7 +24,7 @@ import psycopg
 from sqlalchemy import URL
 
 from bench.run import Size, scratch_database, seed_jobs
-from bench.upgrade_under_load import JOB_INSERT, write_until
+from bench.writer import JOB_INSERT, write_until
 from media_db.pool import conninfo
 from tests.helpers import edit, project_copy
 

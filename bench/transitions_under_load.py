@@ -42,7 +42,7 @@ from sqlalchemy import URL
 from bench import interleaved
 from bench.revisions_under_load import Stall, make_revision, under_load
 from bench.run import SIZES, Size, scratch_database, seed_jobs
-from bench.upgrade_under_load import JOB_INSERT
+from bench.writer import JOB_INSERT
 from media_db.dev import REPO_ROOT
 from media_db.pool import conninfo
 from media_db.settings import database_url

@@ -22,7 +22,9 @@ from typing import Any
 
 import psycopg
 
+from bench import revisions_under_load, transitions_under_load
 from bench.run import SIZES, Size, claims, delete_media, migrate, scratch_database, seed_jobs
+from bench.writer import write_until
 from media_db.dev import REPO_ROOT
 from media_db.pool import Database, PoolSize, conninfo
 from media_db.repositories.jobs import CLAIM_ONE, DEFAULT_LEASE
@@ -96,24 +98,6 @@ async def claim_in_server(raw: psycopg.AsyncConnection[Any], runs: int = 50) -> 
     }
 
 
-JOB_INSERT = "INSERT INTO processing_jobs (workflow_type) VALUES ('writer')"
-
-
-async def write_until(
-    url: Any, stop: asyncio.Event, latencies: list[float], insert: str = JOB_INSERT
-) -> None:
-    async with await psycopg.AsyncConnection.connect(conninfo(url), autocommit=True) as raw:
-        while not stop.is_set():
-            started = time.perf_counter()
-            await raw.execute(insert)
-            await raw.execute(
-                "UPDATE media_items SET local_path = 'w' WHERE id = "
-                "(SELECT id FROM media_items ORDER BY id LIMIT 1)"
-            )
-            latencies.append(time.perf_counter() - started)
-            await asyncio.sleep(0.005)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.upgrade_under_load")
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
@@ -125,9 +109,6 @@ def main() -> int:
         "expand/contract transitions, or all",
     )
     options = parser.parse_args()
-    # Here, not at the top: both reuse this module's writer.
-    from bench import revisions_under_load, transitions_under_load
-
     size, results = SIZES[options.size], REPO_ROOT / "results"
     if options.part in ("hardening", "all"):
         asyncio.run(prove(size, results))
