@@ -1,5 +1,5 @@
 """Expand/contract under load: each transition `make revision` writes, on processing_jobs'
-rows, while bench/upgrade_under_load.py's writer inserts a job and updates a media item in a
+rows, while bench/writer.py's writer inserts a job and updates a media item in a
 loop (the old shape, as n8n writes it), timing every write.
 
 For each kind, in a throwaway copy of the project: the model is edited, `make revision` writes
