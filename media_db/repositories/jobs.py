@@ -604,7 +604,7 @@ STATUS_OF = compiled(select(JOBS.c.status).where(JOBS.c.id == bindparam("id")))
 LIMIT_COLUMNS = record_columns(LIMITS, LimitRecord)
 LIMIT_KEY_LENGTH = max_length(LIMITS.c.key)
 MAX_RUNNING = bounds(LIMITS.c.max_running)
-PER_SECOND = validation.Bounds(whole=False, low=0, low_open=True)
+PER_SECOND = bounds(LIMITS.c.per_second)  # NUMERIC, > 0: a Decimal kept to the last digit
 _KEY = bindparam("key", type_=LIMITS.c.key.type)
 _THE_KEY = LIMITS.c.key == _KEY
 _SETS_NO_LIMIT = and_(LIMITS.c.max_running.is_(None), LIMITS.c.per_second.is_(None))
@@ -1020,8 +1020,6 @@ class JobQueue:
             raise InvalidInput(
                 "set_limit", f"give max_running or per_second for {name!r} (clear_limit removes)"
             )
-        if isinstance(per_second, Decimal):
-            per_second = float(per_second)
         params = {
             "key": name,
             "max_running": validation.number("max_running", max_running, MAX_RUNNING),

@@ -123,6 +123,10 @@ def test_no_more_than_per_second_start_per_second(migrated: URL) -> None:
             limit = await queue.set_limit("ping", per_second=Decimal(4))
             assert (limit.key, limit.max_running) == ("ping", None)
             assert limit.per_second == Decimal(4)
+            # A Decimal is stored as given, to its last digit (it used to pass through a float).
+            for exact in (Decimal("0.1234567890123456789"), Decimal("1e-400")):
+                assert (await queue.set_limit("exact", per_second=exact)).per_second == exact
+            await queue.clear_limit("exact")
             for _ in range(12):
                 await queue.enqueue("ping")
             batches = []
@@ -180,6 +184,8 @@ def test_limits_refuse_what_they_cannot_hold_in_one_line(migrated: URL) -> None:
                 lambda: queue.set_limit("analysis", max_running=2.5),  # type: ignore[arg-type]
                 lambda: queue.set_limit("analysis", per_second=0),
                 lambda: queue.set_limit("analysis", per_second=float("nan")),
+                lambda: queue.set_limit("analysis", per_second=Decimal("NaN")),
+                lambda: queue.set_limit("analysis", per_second=Decimal("-1e-400")),
                 lambda: queue.set_limit("", max_running=1),
                 lambda: queue.set_limit("x" * 51, max_running=1),
             ]
