@@ -2,38 +2,50 @@
 declare it. Where the models' own SQL text (a CheckConstraint, an index's WHERE) still names
 the old column, that copy would stand on the old column and go with it at the contract:
 `make revision` refuses, naming it and the new name to write; once the text is moved, the
-expand is written."""
+expand is written.
+
+The columns are the test's own (`probe_wide`, `probe_seen`), with their CHECK and index.
+"""
 
 from pathlib import Path
 
 import pytest
 
+from tests import model_edits
+from tests.autogen.test_expand_contract_keeps_every_writer import execute
 from tests.conftest import FreshDatabase
 from tests.helpers import NEXT_REVISION, edit, environment, project_copy, run
 
-WIDTH = "    width: Mapped[int | None]\n"
-WIDTH_RENAMED = (
-    '    width: Mapped[int | None] = mapped_column("width_x", key="width", '
-    'info={"renamed_from": "width"})\n'
+WIDE = "probe_wide: Mapped[int | None]"
+WIDE_RENAMED = (
+    'probe_wide: Mapped[int | None] = mapped_column("probe_wide_x", key="probe_wide", '
+    'info={"renamed_from": "probe_wide"})'
 )
-STARTED = "    started_at: Mapped[datetime | None] = mapped_column(info=SET_BY_REPOSITORY)\n"
-STARTED_RENAMED = (
-    '    started_at: Mapped[datetime | None] = mapped_column("started_x", key="started_at", '
-    'info={"renamed_from": "started_at", "set_by": "repository"})\n'
+SEEN = "probe_seen: Mapped[datetime | None]"
+SEEN_RENAMED = (
+    'probe_seen: Mapped[datetime | None] = mapped_column("probe_seen_x", key="probe_seen", '
+    'info={"renamed_from": "probe_seen"})'
+)
+CHECK = 'CheckConstraint("probe_wide > 0", name="probe_wide")'
+INDEX = 'Index("idx_probe_seen", "probe_wide", postgresql_where=text("probe_seen IS NOT NULL"))'
+DDL = (
+    "ALTER TABLE media_items ADD COLUMN probe_wide integer, ADD COLUMN probe_seen timestamptz, "
+    "ADD CONSTRAINT media_items_probe_wide_check CHECK (probe_wide > 0);"
+    "CREATE INDEX idx_probe_seen ON media_items (probe_wide) WHERE probe_seen IS NOT NULL"
 )
 CASES = {
     "a CHECK": (
-        (WIDTH, WIDTH_RENAMED),
-        ('CheckConstraint("width > 0"', 'CheckConstraint("width_x > 0"'),
-        "add_column media_items.width_x (renamed from width): check media_items_width_check, "
-        "as the models declare it, still names width, which the contract drops",
+        (WIDE, WIDE_RENAMED),
+        ('"probe_wide > 0"', '"probe_wide_x > 0"'),
+        "add_column media_items.probe_wide_x (renamed from probe_wide): check "
+        "media_items_probe_wide_check, as the models declare it, still names probe_wide, which "
+        "the contract drops",
     ),
     "a partial index's WHERE": (
-        (STARTED, STARTED_RENAMED),
-        ('text("started_at IS NOT NULL")', 'text("started_x IS NOT NULL")'),
-        "add_column processing_jobs.started_x (renamed from started_at): index "
-        "idx_processing_jobs_started_by_limit_key, as the models declare it, still names "
-        "started_at, which the contract drops",
+        (SEEN, SEEN_RENAMED),
+        ('"probe_seen IS NOT NULL"', '"probe_seen_x IS NOT NULL"'),
+        "add_column media_items.probe_seen_x (renamed from probe_seen): index idx_probe_seen, "
+        "as the models declare it, still names probe_seen, which the contract drops",
     ),
 }
 
@@ -45,6 +57,12 @@ def test_a_rename_refuses_sql_the_models_leave_on_the_old_name(
     renamed, moved, message = CASES[case]
     project, url = project_copy(tmp_path), head_copy()
     models = project / "models" / "media.py"
+    for source in (WIDE, SEEN):
+        model_edits.add_column(models, "MediaItem", source)
+    for source in (CHECK, INDEX):
+        model_edits.add_table_arg(models, "MediaItem", source)
+    execute(url, DDL)
+
     edit(models, renamed)
     made = run(["make", "revision", "M=rename"], environment(url), cwd=project)
     output = " ".join((made.stdout + made.stderr).split())

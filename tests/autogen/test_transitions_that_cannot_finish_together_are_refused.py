@@ -11,6 +11,8 @@ lost a CHECK without a word):
   rename's), or a column that does not exist;
 - a rename onto a column the table has (two names swapped), which wrote no expand while the
   data layer put each value under the other name.
+
+The columns are the test's own (`probe_wide`, with a CHECK and an index, and `probe_tall`).
 """
 
 from collections.abc import Callable
@@ -24,131 +26,132 @@ from tests.autogen.test_expand_contract_keeps_every_writer import execute, migra
 from tests.conftest import FreshDatabase
 from tests.helpers import edit, environment, project_copy, run
 
-WIDTH, HEIGHT = "    width: Mapped[int | None]\n", "    height: Mapped[int | None]\n"
-WIDTH_RENAMED = (
-    '    width: Mapped[int | None] = mapped_column("pixel_width", key="width", '
-    'info={"renamed_from": "width"})\n'
+WIDE, TALL = "probe_wide: Mapped[int | None]", "probe_tall: Mapped[int | None]"
+WIDE_RENAMED = (
+    'probe_wide: Mapped[int | None] = mapped_column("pixel_wide", key="probe_wide", '
+    'info={"renamed_from": "probe_wide"})'
 )
-HEIGHT_RENAMED = WIDTH_RENAMED.replace("width", "height").replace("pixel_height", "tall")
-WIDTH_CHECK = ('CheckConstraint("width > 0"', 'CheckConstraint("pixel_width > 0"')
-ASPECT = 'CheckConstraint("width <= height * 100", name="aspect")'
+TALL_RENAMED = WIDE_RENAMED.replace("probe_wide", "probe_tall").replace("pixel_wide", "tall")
+WIDE_CHECK = ('"probe_wide > 0"', '"pixel_wide > 0"')
+ASPECT = 'CheckConstraint("probe_wide <= probe_tall * 100", name="aspect")'
 
 
 def widened(line: str, column: str) -> str:
     return line.replace(
-        "Mapped[int | None]\n",
-        f'Mapped[int | None] = mapped_column(BigInteger, info={{"using": "{column}::bigint"}})\n',
+        "Mapped[int | None]",
+        f'Mapped[int | None] = mapped_column(BigInteger, info={{"using": "{column}::bigint"}})',
+    )
+
+
+def probes(project: Path, url: URL) -> None:
+    """The test's own columns, probe_wide with a CHECK and an index, and probe_tall."""
+    models = project / "models" / "media.py"
+    for source in (WIDE, TALL):
+        model_edits.add_column(models, "MediaItem", source)
+    for source in (
+        'CheckConstraint("probe_wide > 0", name="probe_wide")',
+        'Index("idx_probe_wide", "probe_wide")',
+    ):
+        model_edits.add_table_arg(models, "MediaItem", source)
+    execute(
+        url,
+        "ALTER TABLE media_items ADD COLUMN probe_wide integer, ADD COLUMN probe_tall integer, "
+        "ADD CONSTRAINT media_items_probe_wide_check CHECK (probe_wide > 0);"
+        "CREATE INDEX idx_probe_wide ON media_items (probe_wide)",
     )
 
 
 def with_aspect(project: Path, url: URL) -> None:
-    """A CHECK over width and height, in the models and in the database."""
+    """A CHECK over both probe columns, in the models and in the database."""
+    probes(project, url)
     model_edits.add_table_arg(project / "models" / "media.py", "MediaItem", ASPECT)
     execute(
         url,
         "ALTER TABLE media_items ADD CONSTRAINT media_items_aspect_check "
-        "CHECK (width <= height * 100)",
+        "CHECK (probe_wide <= probe_tall * 100)",
     )
 
 
 Setup = Callable[[Path, URL], None]
 
 
-def nothing(project: Path, url: URL) -> None:
-    return None
-
-
-def width_renamed_and_applied(project: Path, url: URL) -> None:
+def wide_renamed_and_applied(project: Path, url: URL) -> None:
     with_aspect(project, url)
     models = project / "models" / "media.py"
     edit(
         models,
-        (WIDTH, WIDTH_RENAMED),
-        WIDTH_CHECK,
-        (ASPECT, ASPECT.replace("width", "pixel_width", 1)),
+        (WIDE, WIDE_RENAMED),
+        WIDE_CHECK,
+        ('"probe_wide <= probe_tall * 100"', '"pixel_wide <= probe_tall * 100"'),
     )
-    ok(["make", "revision", "M=rename width"], environment(url), project)
+    ok(["make", "revision", "M=rename probe_wide"], environment(url), project)
     migrate(project, url, "upgrade", "head")
-
-
-def with_width_index(project: Path, url: URL) -> None:
-    """An index naming width by key: it follows whatever column the key names."""
-    model_edits.add_table_arg(
-        project / "models" / "media.py", "MediaItem", 'Index("idx_media_items_width", "width")'
-    )
-    execute(url, "CREATE INDEX idx_media_items_width ON media_items (width)")
 
 
 CASES: dict[str, tuple[Setup, list[tuple[str, str]], str]] = {
     "one CHECK carried by two type changes": (
         with_aspect,
-        [(WIDTH, widened(WIDTH, "width")), (HEIGHT, widened(HEIGHT, "height"))],
-        "alter_column media_items.height type INTEGER to BIGINT: check "
-        "media_items_aspect_check is carried by alter_column media_items.width type INTEGER "
-        "to BIGINT too, in this revision",
+        [(WIDE, widened(WIDE, "probe_wide")), (TALL, widened(TALL, "probe_tall"))],
+        "alter_column media_items.probe_tall type INTEGER to BIGINT: check "
+        "media_items_aspect_check is carried by alter_column media_items.probe_wide type "
+        "INTEGER to BIGINT too, in this revision",
     ),
     "a CHECK still carried by a rename in flight": (
-        width_renamed_and_applied,
+        wide_renamed_and_applied,
         [
-            (HEIGHT, HEIGHT_RENAMED),
-            ('CheckConstraint("height > 0"', 'CheckConstraint("tall > 0"'),
-            ('"pixel_width <= height * 100"', '"pixel_width <= tall * 100"'),
+            (TALL, TALL_RENAMED),
+            ('"pixel_wide <= probe_tall * 100"', '"pixel_wide <= tall * 100"'),
         ],
         "is still carried by a transition in flight (media_items_aspect_check__old stays until "
         "its contract): contract that transition first",
     ),
     "a rename whose CHECK the models drop": (
-        nothing,
-        [(WIDTH, WIDTH_RENAMED), ('        CheckConstraint("width > 0", name="width"),\n', "")],
-        "the models drop check media_items_width_check in the same revision: drop it in a "
+        probes,
+        [(WIDE, WIDE_RENAMED), ('CheckConstraint("probe_wide > 0", name="probe_wide"),', "")],
+        "the models drop check media_items_probe_wide_check in the same revision: drop it in a "
         "revision of its own first",
     ),
     "a type change before another transition": (
-        nothing,
-        [(WIDTH, widened(WIDTH, "width")), (HEIGHT, widened(HEIGHT, "height"))],
-        "alter_column media_items.width type INTEGER to BIGINT: steps after its cutover commit "
-        "on their own",
+        probes,
+        [(WIDE, widened(WIDE, "probe_wide")), (TALL, widened(TALL, "probe_tall"))],
+        "alter_column media_items.probe_wide type INTEGER to BIGINT: steps after its cutover "
+        "commit on their own",
     ),
     "a backfill over a column renamed with it": (
-        nothing,
+        probes,
         [
-            (WIDTH, WIDTH_RENAMED),
-            WIDTH_CHECK,
+            (WIDE, WIDE_RENAMED),
+            WIDE_CHECK,
             (
-                HEIGHT,
-                HEIGHT + '    area: Mapped[int] = mapped_column(info={"backfill": '
-                '"coalesce(pixel_width * height, 0)"})\n',
+                TALL,
+                TALL + '\n    area: Mapped[int] = mapped_column(info={"backfill": '
+                '"coalesce(pixel_wide * probe_tall, 0)"})',
             ),
         ],
-        "add_column media_items.area: its backfill 'coalesce(pixel_width * height, 0)' fails on "
-        'the row (column "pixel_width" does not exist)',
+        "add_column media_items.area: its backfill 'coalesce(pixel_wide * probe_tall, 0)' fails "
+        'on the row (column "pixel_wide" does not exist)',
     ),
     "two columns swapping names": (
-        with_width_index,
+        probes,
         [
             (
-                WIDTH,
-                '    width: Mapped[int | None] = mapped_column("height", key="width", '
-                'info={"renamed_from": "width"})\n',
+                WIDE,
+                'probe_wide: Mapped[int | None] = mapped_column("probe_tall", key="probe_wide", '
+                'info={"renamed_from": "probe_wide"})',
             ),
             (
-                HEIGHT,
-                '    height: Mapped[int | None] = mapped_column("width", key="height", '
-                'info={"renamed_from": "height"})\n',
+                TALL,
+                'probe_tall: Mapped[int | None] = mapped_column("probe_wide", key="probe_tall", '
+                'info={"renamed_from": "probe_tall"})',
             ),
         ],
-        "media_items.height: marked renamed from width, but media_items has both columns: a "
-        "rename onto a column that exists (two names swapped) would put each value under the "
-        "other name",
+        "media_items.probe_tall: marked renamed from probe_wide, but media_items has both "
+        "columns: a rename onto a column that exists (two names swapped) would put each value "
+        "under the other name",
     ),
     "a backfill over a column that is not there": (
-        nothing,
-        [
-            (
-                HEIGHT,
-                HEIGHT + '    area: Mapped[int] = mapped_column(info={"backfill": "widht * 2"})\n',
-            )
-        ],
+        probes,
+        [(TALL, TALL + '\n    area: Mapped[int] = mapped_column(info={"backfill": "widht * 2"})')],
         "its backfill 'widht * 2' fails on the row (column \"widht\" does not exist)",
     ),
 }
