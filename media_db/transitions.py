@@ -69,6 +69,12 @@ def kept_name(column: str) -> str:
     return identifier(f"{column}__old")
 
 
+def is_a_copy(name: str) -> bool:
+    """Whether `name` is one a transition gives a copy or a kept original (shadow_name,
+    kept_name)."""
+    return name in (shadow_name(name[: -len("__new")]), kept_name(name[: -len("__old")]))
+
+
 def over_row(expression: str) -> str:
     """`expression` (SQL naming the row's columns) evaluated on a trigger's NEW row."""
     return f"(SELECT {expression} FROM (SELECT (NEW).*) AS new_row)"

@@ -77,13 +77,15 @@ def refused_carries(
     the models drop in the same revision (autogenerate's drop, and its way back, would miss the
     copy). Each carried dependent is noted for the next transition of the revision."""
     declared = rw.metadata.tables.get(table)
-    kept_by_models = {str(c.name) for c in declared.constraints} if declared is not None else set()
-    kept_by_models |= {str(i.name) for i in declared.indexes} if declared is not None else set()
+    kept_by_models: set[str] = set()
+    if declared is not None:
+        kept_by_models = {str(c.name) for c in declared.constraints}
+        kept_by_models |= {str(i.name) for i in declared.indexes}
     refusals = []
     for dependent in carry:
         kept = transitions.kept_name(dependent.name)
         named = f"{dependent.kind} {dependent.name}"
-        copy_of = dependent.name.endswith(("__old", "__new"))  # a transition's own copy
+        copy_of = transitions.is_a_copy(dependent.name)
         if dependent.name in rw.carrying:
             refusals.append(
                 f"{where}: {named} is carried by {rw.carrying[dependent.name]} too, in this "
@@ -109,7 +111,7 @@ def refused_carries(
                 f"{where}: the models drop {named} in the same revision: drop it in a revision "
                 "of its own first, then change the column"
             )
-        rw.carrying[dependent.name] = where.partition(":")[0]
+        rw.carrying[dependent.name] = where
     return refusals
 
 
