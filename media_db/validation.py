@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from enum import StrEnum
 from typing import TypeVar
 
@@ -90,7 +90,7 @@ def as_status(enum: type[E], field: str, value: object) -> E:
 def number(field: str, value: object, bounds: Bounds) -> int | float | Decimal | None:
     """The value as the column stores it (an int for an integer column), or InvalidInput: a
     float is never rounded into an integer column, and nothing out of range reaches the server.
-    A Decimal is taken where the column is not whole (a NUMERIC's own type), if finite."""
+    A NUMERIC column takes a Decimal too, checked as it stores it (_stored_as_numeric)."""
     if value is None:
         return None
     checked: int | float | Decimal | None = None
@@ -101,35 +101,34 @@ def number(field: str, value: object, bounds: Bounds) -> int | float | Decimal |
         # otherwise through __int__ or __str__); a float, however whole, is not one.
         checked = int.__index__(value) if isinstance(value, int) else None
     elif bounds.decimal and isinstance(value, int | float | Decimal):
-        checked = value if _stored_as_numeric(value, bounds.scale) is not None else None
+        stored = _stored_as_numeric(value, bounds.scale)  # the bounds hold for it
+        checked = value if stored is not None and bounds.admits(stored) else None
     elif isinstance(value, int | float):
         try:
             checked = value if math.isfinite(float(value)) else None
         except OverflowError:  # an int too large for a double
             checked = None
-    stored = (
-        _stored_as_numeric(checked, bounds.scale)
-        if bounds.decimal and checked is not None
-        else checked
-    )
-    if stored is None or not bounds.admits(stored):
+    if checked is None or (not bounds.decimal and not bounds.admits(checked)):
         raise InvalidInput(field, f"must be {bounds}, got {value!r}")
     return checked
 
 
-# NUMERIC's own limit: up to 131,072 digits before the decimal point.
-NUMERIC_DIGITS = 131_072
+# NUMERIC's own limits: up to 131,072 digits before the decimal point, 16,383 after.
+NUMERIC_DIGITS, NUMERIC_PLACES = 131_072, 16_383
 
 
 def _stored_as_numeric(value: int | float | Decimal, scale: int | None) -> Decimal | None:
     """What a NUMERIC stores for `value`: rounded to `scale` places (half away from zero, as
     PostgreSQL does), or None where it stores nothing (NaN, infinity, past its digits)."""
     exact = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
-    if not exact.is_finite():
+    if not exact.is_finite() or exact.adjusted() >= NUMERIC_DIGITS:
         return None
-    if scale is not None:
-        exact = exact.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
-    return exact if exact.adjusted() < NUMERIC_DIGITS else None
+    if scale is None:
+        places = -int(exact.as_tuple().exponent)
+        return exact if places <= NUMERIC_PLACES else None
+    with localcontext() as context:  # room for every digit a NUMERIC holds
+        context.prec = NUMERIC_DIGITS + NUMERIC_PLACES
+        return exact.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
 
 
 def each_checked(items: Iterable[T], check: Callable[[T], R]) -> Iterator[R]:
